@@ -1,0 +1,125 @@
+"""The ASGI application: the hot endpoints as plain ASGI ahead of Starlette, which serves the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.asgi import Receive, Scope, Send, send_error
+from gateway.dispatch import Dispatcher, Inflight
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.policy.loader import load_policy
+from gateway.policy.model import Policy
+from gateway.proxy import ENDPOINTS, Proxy, authenticate
+from gateway.runtime import Runtime
+from gateway.upstreams.openai import new_session
+
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `switchyard serve` configures."""
+
+    policy: str = "policies"
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from SWITCHYARD_* variables, as each worker process reads them."""
+        return cls(policy=os.environ.get("SWITCHYARD_POLICY", "policies"),
+                   max_body_bytes=int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY)))
+
+
+class Gateway:
+    """The whole gateway as one ASGI app; its lifespan opens and closes every client it uses."""
+
+    def __init__(self, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or load_policy(settings.policy)
+        self.metrics = metrics or Metrics()
+        self.proxy = Proxy(self.metrics, Dispatcher(self.metrics, Inflight()), settings.max_body_bytes)
+        self.runtime: Runtime | None = None
+        self.site = Starlette(routes=self._routes(), lifespan=self._lifespan,
+                              exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in ENDPOINTS:
+            if scope["method"] != "POST":
+                await send_error(send, MethodNotAllowed(f"{scope['path']} takes POST"), [(b"allow", b"POST")])
+            elif self.runtime is None:
+                await send_error(send, GatewayError("the gateway is not ready", status=503, code="not_ready"))
+            else:
+                await self.proxy(scope, receive, send, self.runtime)
+            return
+        await self.site(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        session = new_session()
+        self.runtime = Runtime.build(self.policy, session)
+        self.metrics.set_policy(self.policy.hash)
+        try:
+            yield
+        finally:
+            self.runtime = None
+            await session.close()
+
+    def _routes(self) -> list[Route]:
+        return [Route("/v1/models", self.models), Route("/healthz", self.healthz), Route("/readyz", self.readyz),
+                Route("/metrics", self.prometheus)]
+
+    async def models(self, request: Request) -> Response:
+        """The routes this key may use, in OpenAI's list shape."""
+        runtime = self._ready()
+        tenant = authenticate(runtime.policy, dict(request.headers))
+        names = runtime.policy.routes_for(runtime.policy.doc.tenants[tenant])
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "switchyard"} for name in names]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    async def healthz(self, _: Request) -> Response:
+        """Alive: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _: Request) -> Response:
+        """Ready: the policy is loaded and the upstream session is open."""
+        if self.runtime is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready", "policy": self.runtime.policy.hash})
+
+    async def prometheus(self, _: Request) -> Response:
+        """Every metric, in Prometheus' text format."""
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE.decode())
+
+    def _ready(self) -> Runtime:
+        if self.runtime is None:
+            raise GatewayError("the gateway is not ready", status=503, code="not_ready")
+        return self.runtime
+
+
+async def _gateway_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return Response(exc.body(), status_code=exc.status, media_type="application/json")
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = NotFound("no such endpoint") if exc.status_code == 404 else MethodNotAllowed(str(exc.detail))
+    if exc.status_code not in (404, 405):
+        error = GatewayError(str(exc.detail), status=exc.status_code, code="http_error")
+    return Response(error.body(), status_code=error.status, media_type="application/json")
+
+
+def create_app() -> Gateway:
+    """The app for one worker process, configured from the environment (`switchyard serve --workers N`)."""
+    return Gateway(Settings.from_env())

@@ -1,0 +1,131 @@
+"""Request body -> the features a decision reads: route, token estimate, needs, data class."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway import detectors
+from gateway.errors import InvalidRequest
+from gateway.policy.decide import Features
+from gateway.policy.model import Policy
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_IMAGE = 765
+TEXT_FIELDS = {"chat": "messages", "completions": "prompt", "embeddings": "input", "responses": "input"}
+
+
+def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], headers: Mapping[str, str]) -> Features:
+    """Validate the fields routing depends on and describe the request; InvalidRequest names a bad param."""
+    texts: list[str] = []
+    images, has_tools = _collect(endpoint, body, texts)
+    max_tokens = _optional_int(body, "max_completion_tokens") or _optional_int(body, "max_tokens")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    response_format = body.get("response_format")
+    wants_json = isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
+    chars = sum(map(len, texts))
+    prompt_tokens = chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(texts) + TOKENS_PER_IMAGE * images
+    return Features(route=body["model"], tenant=tenant, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                    stream=stream, has_tools=has_tools, wants_json=wants_json, has_images=images > 0,
+                    data_class=data_class(policy, tenant, headers, texts), headers=headers)
+
+
+def data_class(policy: Policy, tenant: str, headers: Mapping[str, str], texts: list[str]) -> str | None:
+    """The most sensitive of the tenant's floor, the declared header and every detector that fires."""
+    classes = policy.doc.data_classes
+    if not classes:
+        return None
+    names = list(classes)
+    floor = policy.doc.tenants[tenant].data_class
+    rank = policy.class_rank[floor] if floor else 0
+    declared = headers.get(policy.doc.classify.header)
+    if declared is not None:
+        if declared not in classes:
+            raise InvalidRequest(f"unknown data class '{declared}' (known: {', '.join(names)})",
+                                 param=policy.doc.classify.header)
+        rank = max(rank, policy.class_rank[declared])
+    text = "\n".join(texts) if policy.class_detectors else ""
+    for group in policy.class_detectors:
+        if group.rank <= rank:
+            break
+        if detectors.scan(group.detectors, text):
+            rank = group.rank
+            break
+    return names[rank]
+
+
+def _collect(endpoint: str, body: dict[str, Any], texts: list[str]) -> tuple[int, bool]:
+    """Gather the request's text into texts; return (image count, whether it offers tools)."""
+    field = TEXT_FIELDS[endpoint]
+    if field not in body:
+        raise InvalidRequest(f"'{field}' is required", param=field)
+    value = body[field]
+    if endpoint == "chat":
+        return _messages(value, texts), _tools(body)
+    _inputs(value, field, texts)
+    return 0, _tools(body)
+
+
+def _messages(messages: Any, texts: list[str]) -> int:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    images = 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
+        images += _content(message.get("content"), i, texts)
+        for call in message.get("tool_calls") or ():
+            arguments = call.get("function", {}).get("arguments") if isinstance(call, dict) else None
+            if isinstance(arguments, str):
+                texts.append(arguments)
+    return images
+
+
+def _content(content: Any, i: int, texts: list[str]) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        texts.append(content)
+        return 0
+    if not isinstance(content, list):
+        raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts",
+                             param=f"messages[{i}].content")
+    images = 0
+    for part in content:
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"messages[{i}].content parts must be objects", param=f"messages[{i}].content")
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif part.get("type") in ("image_url", "input_image", "image"):
+            images += 1
+    return images
+
+
+def _inputs(value: Any, field: str, texts: list[str]) -> None:
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, list):
+        texts.extend(v for v in value if isinstance(v, str))
+    else:
+        raise InvalidRequest(f"'{field}' must be a string or an array", param=field)
+
+
+def _tools(body: dict[str, Any]) -> bool:
+    tools = body.get("tools")
+    if tools is None:
+        return False
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array", param="tools")
+    return bool(tools)
+
+
+def _optional_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
+    return value

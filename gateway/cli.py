@@ -1,0 +1,104 @@
+"""The `switchyard` command: serve, demo, policy check, keys new."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from collections.abc import Sequence
+
+from gateway.app import DEFAULT_MAX_BODY, Settings
+from gateway.errors import PolicyError
+from gateway.policy.loader import load_policy
+from gateway.policy.model import KEY_PREFIX, hash_key
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options."""
+    root = argparse.ArgumentParser(prog="switchyard", description="An OpenAI-compatible gateway routed by policy.")
+    commands = root.add_subparsers(required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--policy", default="policies", help="policy file or folder (default: policies/)")
+    _listen_options(serve)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
+    serve.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM, how long in-flight requests may run")
+    serve.set_defaults(run=_serve)
+    demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
+    _listen_options(demo)
+    demo.set_defaults(run=_demo)
+    policy = commands.add_parser("policy", help="work with policy files").add_subparsers(required=True, metavar="ACTION")
+    check = policy.add_parser("check", help="load a policy and report every problem")
+    check.add_argument("path")
+    check.set_defaults(run=_check)
+    keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
+    new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
+    new.add_argument("--tenant", required=True)
+    new.set_defaults(run=_new_key)
+    return root
+
+
+def _listen_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=8080)
+    command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import ServeOptions, serve
+
+    settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes)
+    try:
+        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level))
+    except PolicyError as exc:
+        _print_problems(args.policy, exc)
+        return 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    run_demo(args.host, args.port, args.log_level)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.path)
+    except PolicyError as exc:
+        _print_problems(args.path, exc)
+        return 1
+    doc = policy.doc
+    print(f"ok: {args.path} (policy {policy.hash}): {len(doc.upstreams)} upstreams, {len(doc.models)} routes, "
+          f"{len(doc.tenants)} tenants, {len(doc.rules)} rules")
+    for name, upstream in doc.upstreams.items():
+        per_in, per_out = policy.price[name]
+        print(f"  upstream {name}: price from the policy: ${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
+    return 0
+
+
+def _print_problems(path: str, exc: PolicyError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"{path}: {len(exc.problems)} problem(s); the policy was not loaded", file=sys.stderr)
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    print(f"key:  {key}")
+    print(f"hash: {hash_key(key)}")
+    print(f"\nGive the key to {args.tenant} (it is shown only now); add the hash to the policy:\n")
+    print(f"tenants:\n  {args.tenant}:\n    keys: [\"{hash_key(key)}\"]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Content detectors that decide whether chat text contains personal data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["BUILTIN", "Detector", "builtin", "regex", "scan"]
+
+# Numeric detectors never run a regex over the text itself: a per-character scan of 4 KB costs more than the whole
+# latency budget. They run over a "shape" of the text instead (one byte per character: digits become b"0", ASCII
+# letters b"a", anything non-ASCII b"?"), where every pattern starts with a literal that the regex engine finds with
+# a fast prefix search, and only the rare structural matches are checked in Python against the real text.
+_SHAPE_TABLE = bytes.maketrans(
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    b"0" * 10 + b"a" * 52,
+)
+# Typographic spaces and dashes that people paste into numbers, each replaced by one ASCII character (so offsets hold).
+_FOLDS = (("\u00a0", " "), ("\u2009", " "), ("\u202f", " "), ("\u2010", "-"), ("\u2011", "-"), ("\u2013", "-"))
+
+_DIGIT = ord("0")
+_SPACE = ord(" ")
+_GLUE_BEFORE = frozenset(b"0a_@#$.+-/\\")
+_GLUE_AFTER = frozenset(b"0a_@")
+_JOINERS = frozenset(b".-/:,")
+
+_CARD_SHAPE = re.compile(rb"0000(?<![0a_.$#]0000)(?:[ -]?0)++(?![a_])")
+_SSN_SHAPE = re.compile(rb"000([ -])00\g<1>0000")
+_NINO_SHAPE = re.compile(rb"00(?:(?<=aa00)(?<![0a_]aa00)|(?<=aa 00)(?<![0a_]aa 00))(?: ?00){2} ?a(?![0a_])")
+_IBAN_SHAPE = re.compile(rb"00(?<=aa00)(?<![0a_]aa00)(?:[0a]{11,30}+|(?: [0a]{4})++(?: [0a]{1,3})?)(?![0a_])")
+_PHONE_PLUS_SHAPE = re.compile(rb"\+(?<![0a_+]\+)0(?:[ .-]?(?:0|\(0{1,5}\)))++(?![a_])")
+_PHONE_PAREN_SHAPE = re.compile(rb"\((?<![0a_]\()0{2,5}\)(?:[ .-]?0{2,8}){1,3}+(?![0a_])")
+_PHONE_GROUPS_SHAPE = re.compile(rb"00(?<![0a_]00)0{0,3}+([ .-])0{2,8}+(?:\g<1>0{2,8}+){0,4}+")
+
+_SEPARATORS = re.compile(r"[ .()+-]+")
+_EMAIL_DOMAIN = re.compile(
+    r"@(?<=[A-Za-z0-9_%+-]@)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})"
+    r"(?![A-Za-z0-9_-]|\.[A-Za-z0-9]|:[A-Za-z0-9/~])"
+)
+_EMAIL_LOCAL = re.compile(r"(?<![A-Za-z0-9._%+/:@-])[A-Za-z0-9_%+-](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?\Z")
+
+# Look like top-level domains after an "@" in code (`icon@2x.png`) but are file extensions, not TLDs.
+_FILE_EXTENSIONS = frozenset(
+    {"bmp", "css", "csv", "gif", "htm", "html", "ico", "jpeg", "jpg", "js", "json", "jsx", "lock", "png", "svg", "tif",
+     "tiff", "toml", "ts", "tsx", "txt", "webp", "xml", "yaml", "yml"}
+)
+# Country code followed by total IBAN length, from the SWIFT IBAN registry.
+_IBAN_FORMATS = frozenset(
+    {"AD24", "AE23", "AL28", "AT20", "AZ28", "BA20", "BE16", "BG22", "BH22", "BI27", "BR29", "BY28", "CH21", "CR22",
+     "CY28", "CZ24", "DE22", "DJ27", "DK18", "DO28", "EE20", "EG29", "ES24", "FI18", "FK18", "FO18", "FR27", "GB22",
+     "GE22", "GI23", "GL18", "GR27", "GT28", "HR21", "HU28", "IE22", "IL23", "IQ23", "IS26", "IT27", "JO30", "KW30",
+     "KZ20", "LB28", "LC32", "LI21", "LT20", "LU20", "LV21", "LY25", "MC27", "MD24", "ME22", "MK19", "MN20", "MR27",
+     "MT31", "MU30", "NI28", "NL18", "NO15", "OM23", "PK24", "PL28", "PS29", "QA29", "RO24", "RS22", "RU33", "SA24",
+     "SC31", "SD18", "SE24", "SI19", "SK24", "SM27", "SO23", "ST25", "SV28", "TL23", "TN24", "TR26", "UA29", "VA22",
+     "VG24", "XK20", "YE30"}
+)
+_NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+
+class _Text:
+    """One text under inspection, with views computed at most once however many detectors look at it."""
+
+    __slots__ = ("_shape", "raw", "text")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.text = _fold(raw)
+        self._shape: bytes | None = None
+
+    @property
+    def shape(self) -> bytes:
+        """The text with digits as b"0", ASCII letters as b"a" and other non-ASCII characters as b"?"."""
+        if self._shape is None:
+            self._shape = self.text.encode("ascii", "replace").translate(_SHAPE_TABLE)
+        return self._shape
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """A named test for personal data in chat text."""
+
+    name: str
+    _probe: Callable[[_Text], bool] = field(repr=False, compare=False)
+
+    def search(self, text: str) -> bool:
+        """True when this detector fires anywhere in text."""
+        return self._probe(_Text(text))
+
+
+def builtin(name: str) -> Detector:
+    """The built-in detector called name; KeyError if there is none."""
+    return Detector(name, dict(_BUILTINS)[name])
+
+
+def regex(name: str, pattern: str) -> Detector:
+    """An operator-defined detector firing on a regex match; re.error on a bad pattern."""
+    compiled = re.compile(pattern)
+
+    def probe(text: _Text) -> bool:
+        return compiled.search(text.raw) is not None
+
+    return Detector(name, probe)
+
+
+def scan(detectors: Sequence[Detector], text: str) -> str | None:
+    """Name of the first detector that fires on text, or None."""
+    prepared = _Text(text)
+    for detector in detectors:
+        if detector._probe(prepared):
+            return detector.name
+    return None
+
+
+def _fold(text: str) -> str:
+    """Text with typographic spaces and dashes made ASCII, character for character."""
+    if text.isascii():
+        return text
+    for unusual, plain in _FOLDS:
+        if unusual in text:
+            text = text.replace(unusual, plain)
+    return text
+
+
+def _standalone(shape: bytes, start: int, end: int, spaced: bool) -> bool:
+    """True when shape[start:end] is not glued to a neighbouring word or run of digits."""
+    if start:
+        before = shape[start - 1]
+        if before in _GLUE_BEFORE:
+            return False
+        if start > 1 and shape[start - 2] == _DIGIT and (before in _JOINERS or (spaced and before == _SPACE)):
+            return False
+    if end < len(shape):
+        after = shape[end]
+        if after in _GLUE_AFTER:
+            return False
+        if end + 1 < len(shape) and shape[end + 1] == _DIGIT and (after in _JOINERS or (spaced and after == _SPACE)):
+            return False
+    return True
+
+
+def _email(text: _Text) -> bool:
+    """An address like local@example.org, not a @mention, a decorator or an scp-style git remote."""
+    body = text.text
+    if "@" not in body:
+        return False
+    for match in _EMAIL_DOMAIN.finditer(body):
+        at = match.start()
+        if match[1].lower() not in _FILE_EXTENSIONS and _EMAIL_LOCAL.search(body, max(at - 64, 0), at):
+            return True
+    return False
+
+
+def _phone(text: _Text) -> bool:
+    """A phone number with a country code or with the grouping people write phone numbers in."""
+    shape, body = text.shape, text.text
+    if b"+" in shape:
+        for match in _PHONE_PLUS_SHAPE.finditer(shape):
+            if _standalone(shape, match.start(), match.end(), spaced=False) and _international_ok(body[match.start():match.end()]):
+                return True
+    if b"(" in shape:
+        for match in _PHONE_PAREN_SHAPE.finditer(shape):
+            start, end = match.span()
+            if _standalone(shape, start, end, spaced=False) and _national_ok(_SEPARATORS.split(body[start + 1:end])):
+                return True
+    for match in _PHONE_GROUPS_SHAPE.finditer(shape):
+        if _grouped_phone(shape, body, match.start(), match.end(), body[match.start(1)]):
+            return True
+    return False
+
+
+def _international_ok(candidate: str) -> bool:
+    """True when candidate, a "+" then digits, separators and parentheses, reads as a phone number."""
+    groups = _SEPARATORS.split(candidate[1:])
+    digits = "".join(groups)
+    if not 7 <= len(digits) <= 15 or digits[0] == "0":
+        return False
+    punctuation = {c for c in candidate[1:] if not c.isdigit()}
+    if punctuation == {"."} and len(groups) == 2:
+        return False  # a signed decimal such as a latitude
+    if len(punctuation) == 1 and len(groups) >= 3 and len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
+        return False  # thousands grouping, "+1 000 000"
+    return True
+
+
+def _grouped_phone(shape: bytes, body: str, start: int, end: int, separator: str) -> bool:
+    """True when the digit groups in body[start:end], joined by separator, hold a national phone number."""
+    groups = body[start:end].split(separator)
+    if start > 1 and body[start - 1] == separator and body[start - 2] == "1" and len(groups) == 3:
+        start -= 2  # North American trunk prefix, "1-800-555-0199"
+    spaced = separator == " "
+    if not _standalone(shape, start, end, spaced):
+        return False
+    if _national_ok(groups):
+        return True
+    # A spaced number may run into a following figure ("020 7946 0958 24 hours"), so also try shorter prefixes.
+    return spaced and any(
+        len(set(map(len, groups[:count]))) > 1 and _national_ok(groups[:count]) for count in range(len(groups) - 1, 1, -1)
+    )
+
+
+def _national_ok(groups: list[str]) -> bool:
+    """True when digit groups form a North American number or one with a European style trunk prefix 0."""
+    digits = "".join(groups)
+    sizes = [len(group) for group in groups]
+    if sizes == [3, 3, 4]:
+        if digits[0] in "23456789" and digits[3] in "23456789":
+            return True
+    if len(digits) < 9 or digits[0] != "0" or digits[1] == "0" or sizes == [5, 4]:  # [5, 4] is a US ZIP+4
+        return False
+    if all(size == 2 for size in sizes):
+        return len(sizes) == 5
+    return len(digits) <= 11 and 2 <= sizes[0] <= 5 and min(sizes[1:]) >= 3
+
+
+def _credit_card(text: _Text) -> bool:
+    """A 13 to 19 digit card number from a known issuer range that passes the Luhn check."""
+    shape, body = text.shape, text.text
+    for match in _CARD_SHAPE.finditer(shape):
+        start, end = match.span()
+        if end - start < 13 or not _standalone(shape, start, end, spaced=False):
+            continue
+        groups = re.split("[ -]", body[start:end])
+        for first in range(len(groups)):
+            total = 0
+            for last in range(first, len(groups)):
+                total += len(groups[last])
+                if total > 19:
+                    break
+                if total >= 13 and _card_ok(groups[first:last + 1]):
+                    return True
+    return False
+
+
+def _card_ok(groups: list[str]) -> bool:
+    """True when digit groups are laid out like a card number and hold a valid one."""
+    if len(groups) > 1:
+        sizes = [len(group) for group in groups]
+        if sizes[0] != 4 or sizes[-1] > 6 or not all(4 <= size <= 6 for size in sizes[1:-1]):
+            return False
+    digits = "".join(groups)
+    return _known_issuer(digits) and _luhn(digits)
+
+
+def _known_issuer(digits: str) -> bool:
+    """True when a card number's prefix and length belong to a major card scheme."""
+    length, two, three, four = len(digits), int(digits[:2]), int(digits[:3]), int(digits[:4])
+    if digits[0] == "4":
+        return length in (13, 16, 19)  # Visa
+    if two in (34, 37):
+        return length == 15  # American Express
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return length == 16  # Mastercard
+    if length < 14:
+        return False
+    if 300 <= three <= 305 or two in (36, 38, 39) or four == 3095:
+        return True  # Diners Club
+    if length < 16:
+        return False
+    return (
+        four == 6011 or two in (62, 65) or 644 <= three <= 649  # Discover, UnionPay
+        or 3528 <= four <= 3589  # JCB
+        or 2200 <= four <= 2204  # Mir
+        or two in (50, 56, 57, 58, 67)  # Maestro
+    )
+
+
+def _luhn(digits: str) -> bool:
+    """True when digits pass the Luhn checksum."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - _DIGIT
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _iban(text: _Text) -> bool:
+    """An IBAN of the registered length for its country with valid mod-97 check digits, spaced or not."""
+    shape, body = text.shape, text.text
+    for match in _IBAN_SHAPE.finditer(shape):
+        groups = body[match.start() - 2:match.end()].upper().split(" ")
+        # Trailing groups may be a following word ("... 7034 and"), so try every group count from the longest down.
+        for count in range(len(groups), 0, -1):
+            candidate = "".join(groups[:count])
+            if f"{candidate[:2]}{len(candidate)}" in _IBAN_FORMATS and _mod97(candidate) == 1:
+                return True
+    return False
+
+
+def _mod97(iban: str) -> int:
+    """The ISO 7064 mod-97 remainder of an IBAN, 1 for a valid one."""
+    return int("".join(str(int(char, 36)) for char in iban[4:] + iban[:4])) % 97
+
+
+def _national_id(text: _Text) -> bool:
+    """A US Social Security number or a UK National Insurance number."""
+    return _ssn(text) or _nino(text)
+
+
+def _ssn(text: _Text) -> bool:
+    """A US SSN written 123-45-6789 or 123 45 6789, within the ranges the SSA issues."""
+    shape, body = text.shape, text.text
+    for match in _SSN_SHAPE.finditer(shape):
+        start, end = match.span()
+        if not _standalone(shape, start, end, spaced=shape[start + 3] == _SPACE):
+            continue
+        area, group, serial = body[start:start + 3], body[start + 4:start + 6], body[start + 7:end]
+        if area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000":
+            return True
+    return False
+
+
+def _nino(text: _Text) -> bool:
+    """A UK National Insurance number such as AB 12 34 56 C, following HMRC's prefix rules."""
+    shape, body = text.shape, text.text
+    for match in _NINO_SHAPE.finditer(shape):
+        start = match.start() - (3 if shape[match.start() - 1] == _SPACE else 2)
+        candidate = body[start:match.end()].replace(" ", "")
+        letters = candidate[:2] + candidate[-1]
+        if not (letters.isupper() or letters.islower()):
+            continue
+        prefix, suffix = candidate[:2].upper(), candidate[-1].upper()
+        if (
+            prefix[0] not in "DFIQUV" and prefix[1] not in "DFIOQUV" and prefix not in _NINO_BAD_PREFIXES
+            and suffix in "ABCD"
+        ):
+            return True
+    return False
+
+
+_BUILTINS: tuple[tuple[str, Callable[[_Text], bool]], ...] = (
+    ("email", _email),
+    ("phone", _phone),
+    ("credit_card", _credit_card),
+    ("iban", _iban),
+    ("national_id", _national_id),
+)
+BUILTIN: frozenset[str] = frozenset(name for name, _ in _BUILTINS)

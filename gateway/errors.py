@@ -1,0 +1,169 @@
+"""The gateway's exceptions and their OpenAI-style JSON.
+
+    GatewayError                      an answer to the client: status, type, code, param
+    ├── InvalidRequest                400 invalid_request_error
+    ├── AuthenticationFailed          401 invalid_api_key
+    ├── PermissionDenied              403
+    ├── ModelNotFound                 404 model_not_found
+    ├── PayloadTooLarge               413 request_too_large
+    ├── NoCandidate                   an empty allowed set (403 / 400 / 429 / 503, by its code)
+    └── UpstreamFailed                502 / 503 / 504 after every candidate failed
+
+    UpstreamError                     one attempt at one upstream went wrong (never shown as is)
+    ├── UpstreamUnavailable           refused, reset or closed before response headers
+    ├── UpstreamTimeout               no answer within the time allowed
+    └── UpstreamStatus                the upstream answered with an error status
+
+    PolicyError                       a policy that does not load; one message per problem
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+
+class GatewayError(Exception):
+    """An error the client is told about, in OpenAI's error shape."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = tuple(headers)
+
+    def body(self) -> bytes:
+        """The JSON body of this error."""
+        error = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
+        return orjson.dumps({"error": error})
+
+
+class InvalidRequest(GatewayError):
+    """The request body or its fields are not what the API accepts."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    """No key, or a key no tenant holds."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    """The key is valid but may not do this."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class ModelNotFound(GatewayError):
+    """The model names no route this tenant may use."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(GatewayError):
+    """No such endpoint."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    """The endpoint exists but not for this method."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    """The body is over the configured limit."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NoCandidate(GatewayError):
+    """The policy left no upstream that may serve this request."""
+
+    STATUS = {"residency_unavailable": 403, "capability_unavailable": 400, "context_length_exceeded": 400,
+              "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503}
+    type = "invalid_request_error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code, status=self.STATUS[code])
+        if self.status >= 500:
+            self.type = "server_error"
+
+
+class UpstreamFailed(GatewayError):
+    """Every candidate failed; the message is sanitized and names no secret."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamError(Exception):
+    """One attempt at an upstream failed; `reason` is a short label fit for a metric."""
+
+    reason = "error"
+    retryable = True
+
+    def __init__(self, upstream: str, detail: str = "") -> None:
+        super().__init__(f"{upstream}: {self.reason}{': ' + detail if detail else ''}")
+        self.upstream = upstream
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream refused, reset or closed the connection before answering."""
+
+    reason = "connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time."""
+
+    reason = "timeout"
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status; its body is kept for 4xx pass-through."""
+
+    def __init__(self, upstream: str, status: int, body: bytes, content_type: bytes) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.reason = f"http_{status}"
+        self.retryable = status >= 500 or status in (408, 429)
+        self.retry_after: str | None = None
+        super().__init__(upstream)
+
+
+class PolicyError(Exception):
+    """A policy that does not load; `problems` holds one line per problem, each naming its place."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)

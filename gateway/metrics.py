@@ -1,0 +1,87 @@
+"""Every Prometheus collector the gateway exports, defined once; the only importer of prometheus_client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def prepare_multiprocess(folder: str) -> None:
+    """Point every worker at an emptied folder for shared metric files; call before workers start."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = folder
+
+
+class Metrics:
+    """The gateway's collectors, with cached label children for the request path."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("switchyard_requests", "Requests answered, by route, upstream and HTTP status.",
+                                ["route", "upstream", "status"], registry=r)
+        self.duration = Histogram("switchyard_request_duration_seconds", "Time from request to last byte.",
+                                  ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("switchyard_time_to_first_token_seconds", "Time from request to first stream event.",
+                              ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("switchyard_tokens", "Tokens processed, by upstream and type (prompt, completion).",
+                              ["upstream", "type"], registry=r)
+        self.cost = Counter("switchyard_cost_usd", "Cost in USD at the policy's prices.", ["tenant", "upstream"],
+                            registry=r)
+        self.upstream_errors = Counter("switchyard_upstream_errors", "Failed upstream attempts, by reason.",
+                                       ["upstream", "reason"], registry=r)
+        self.inflight = Gauge("switchyard_inflight_requests", "Requests in flight to each upstream.", ["upstream"],
+                              multiprocess_mode="livesum", registry=r)
+        self.fallbacks = Counter("switchyard_fallbacks", "Requests moved to another candidate after a failure.",
+                                 ["route", "from_upstream", "to_upstream", "reason"], registry=r)
+        self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
+                                 ["route", "rule", "data_class", "upstream"], registry=r)
+        self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",
+                                ["route", "upstream", "reason"], registry=r)
+        self.residency_denied = Counter("switchyard_residency_denied", "Requests refused for residency.",
+                                        ["tenant", "data_class"], registry=r)
+        self.policy_reloads = Counter("switchyard_policy_reloads", "Policy reloads, by result.", ["result"],
+                                      registry=r)
+        self.policy_info = Gauge("switchyard_policy_info", "The loaded policy's hash.", ["hash"],
+                                 multiprocess_mode="liveall", registry=r)
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, collector: Counter | Gauge | Histogram, *labels: str) -> Any:
+        """The labelled child of collector, cached: labels() is too slow for every request."""
+        key = (id(collector), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = collector.labels(*labels)
+        return found
+
+    def count(self, collector: Counter, *labels: str, amount: float = 1.0) -> None:
+        """Add amount to a counter's labelled child."""
+        self.child(collector, *labels).inc(amount)
+
+    def observe(self, histogram: Histogram, value: float, *labels: str) -> None:
+        """Record a value in a histogram's labelled child."""
+        self.child(histogram, *labels).observe(value)
+
+    def set_policy(self, digest: str) -> None:
+        """Show which policy is loaded: the current hash at 1, every earlier one removed."""
+        self.policy_info.clear()
+        self.policy_info.labels(digest).set(1)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, summed over workers in multiprocess mode."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+

@@ -1,0 +1,153 @@
+"""The routing decision: which upstreams may serve a request, and in what order. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.errors import NoCandidate
+from gateway.policy.model import Policy
+from gateway.policy.schema import Route, Rule, Tenant, Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the decision needs to know of a request."""
+
+    route: str
+    tenant: str
+    prompt_tokens: int
+    max_tokens: int | None = None
+    stream: bool = False
+    has_tools: bool = False
+    wants_json: bool = False
+    has_images: bool = False
+    data_class: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What the gateway has observed of its upstreams, handed to the decision as data."""
+
+    open_circuits: frozenset[str] = frozenset()
+    ttft_p95_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Upstreams to try, in order, and why the others were left out."""
+
+    route: str
+    candidates: tuple[str, ...]
+    rule: str | None
+    objective: str
+    data_class: str | None
+    excluded: tuple[tuple[str, str], ...] = ()
+
+
+NO_LIVE = Live()
+
+
+def decide(policy: Policy, features: Features, live: Live = NO_LIVE) -> Decision:
+    """Apply steps 4 to 6 of the policy to one request; NoCandidate when nothing may serve it."""
+    route = policy.doc.models[features.route]
+    tenant = policy.doc.tenants[features.tenant]
+    rule = matching_rule(policy, features)
+    names = [n for n in route.candidates if rule is None or n not in rule.exclude]
+    excluded: list[tuple[str, str]] = [(n, "rule") for n in route.candidates if n not in names]
+    for reason, code, allowed in _filters(policy, tenant, route, features, live):
+        kept = [n for n in names if allowed(n, policy.doc.upstreams[n])]
+        excluded += [(n, reason) for n in names if n not in kept]
+        if not kept:
+            raise NoCandidate(code, _explain(code, features, names))
+        names = kept
+    objective = rule.objective if rule is not None and rule.objective else route.objective
+    ordered = order(policy, route, features, objective, names, live)
+    if rule is not None and rule.prefer:
+        ordered = [n for n in rule.prefer if n in ordered] + [n for n in ordered if n not in rule.prefer]
+    return Decision(features.route, tuple(ordered), rule.name if rule else None, objective, features.data_class,
+                    tuple(excluded))
+
+
+Filter = tuple[str, str, Callable[[str, Upstream], bool]]
+
+
+def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, live: Live) -> list[Filter]:
+    """The step-4 filters in the order whose first empty result names the error."""
+    data_class = policy.doc.data_classes.get(features.data_class) if features.data_class else None
+    window = features.prompt_tokens + (features.max_tokens or route.default_max_tokens)
+    needs = {c for c, wanted in (("tools", features.has_tools), ("json", features.wants_json),
+                                 ("vision", features.has_images)) if wanted}
+    filters: list[Filter] = []
+    if data_class is not None and data_class.hosting is not None:
+        hosting = data_class.hosting
+        filters.append(("data_class", "residency_unavailable", lambda _, u: u.hosting in hosting))
+    if data_class is not None and data_class.regions is not None:
+        regions = data_class.regions
+        filters.append(("data_class", "residency_unavailable", lambda _, u: u.region in regions))
+    if tenant.regions is not None:
+        tenant_regions = tenant.regions
+        filters.append(("tenant_region", "residency_unavailable", lambda _, u: u.region in tenant_regions))
+    if needs:
+        filters.append(("capability", "capability_unavailable", lambda _, u: needs <= u.capabilities))
+    filters.append(("context_window", "context_length_exceeded",
+                    lambda _, u: u.context_window is None or window <= u.context_window))
+    if live.open_circuits:
+        filters.append(("circuit_open", "no_healthy_upstream", lambda n, _: n not in live.open_circuits))
+    return filters
+
+
+def _explain(code: str, features: Features, names: list[str]) -> str:
+    what = {
+        "residency_unavailable": f"no upstream allowed for data class '{features.data_class}' and this tenant's "
+                                 "regions can serve this request",
+        "capability_unavailable": "no allowed upstream supports what this request needs (tools, response_format "
+                                  "or images)",
+        "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens plus max_tokens fits "
+                                   "no allowed upstream's context window",
+        "no_healthy_upstream": "every allowed upstream is unavailable right now",
+    }
+    return f"{what[code]} (route '{features.route}')"
+
+
+def matching_rule(policy: Policy, features: Features) -> Rule | None:
+    """The first rule whose every condition holds, or None."""
+    for rule in policy.doc.rules:
+        if _matches(rule, features):
+            return rule
+    return None
+
+
+def _matches(rule: Rule, features: Features) -> bool:
+    m = rule.match
+    return ((m.route is None or features.route in m.route)
+            and (m.tenant is None or features.tenant in m.tenant)
+            and (m.data_class is None or features.data_class in m.data_class)
+            and all(features.headers.get(k) == v for k, v in m.header.items())
+            and (m.prompt_tokens_over is None or features.prompt_tokens > m.prompt_tokens_over)
+            and (m.has_tools is None or features.has_tools == m.has_tools)
+            and (m.stream is None or features.stream == m.stream))
+
+
+def order(policy: Policy, route: Route, features: Features, objective: str, names: list[str],
+          live: Live) -> list[str]:
+    """Sort allowed upstreams by the objective; ties keep list order."""
+    if objective == "cost":
+        completion = features.max_tokens or route.default_max_tokens
+        return sorted(names, key=lambda n: policy.cost(n, features.prompt_tokens, completion))
+    if objective == "latency":
+        return _by_latency(route, names, live)
+    return names
+
+
+def _by_latency(route: Route, names: list[str], live: Live) -> list[str]:
+    """Unmeasured upstreams first (so each gets measured), then fastest p95; the SLO skips slow ones while it can."""
+    unmeasured = [n for n in names if n not in live.ttft_p95_ms]
+    measured = sorted((n for n in names if n in live.ttft_p95_ms), key=lambda n: live.ttft_p95_ms[n])
+    if route.latency_slo is not None:
+        slo = route.latency_slo.ttft_p95_ms
+        meeting = [n for n in measured if live.ttft_p95_ms[n] <= slo]
+        if meeting or unmeasured:
+            measured = meeting
+    return unmeasured + measured

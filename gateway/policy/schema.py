@@ -1,0 +1,223 @@
+"""The policy's shape, validated once at load: unknown keys are errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
+Capability = Literal["tools", "json", "vision", "continuation", "responses"]
+Objective = Literal["cost", "latency", "priority"]
+Hosting = Literal["self", "third_party"]
+KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class Strict(BaseModel):
+    """A section of the policy: frozen, and every key must be known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Cost(Strict):
+    """A token price in USD per million tokens, or a self-hosted GPU's hourly cost and throughput."""
+
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    gpu_hour_usd: float | None = Field(default=None, ge=0)
+    tokens_per_second: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Cost:
+        tokens = (self.input_per_mtok, self.output_per_mtok)
+        gpu = (self.gpu_hour_usd, self.tokens_per_second)
+        if None not in tokens and gpu == (None, None) or None not in gpu and tokens == (None, None):
+            return self
+        raise ValueError("give either input_per_mtok and output_per_mtok, or gpu_hour_usd and tokens_per_second")
+
+    def per_token(self) -> tuple[float, float]:
+        """USD per prompt token and per completion token."""
+        if self.gpu_hour_usd is not None and self.tokens_per_second is not None:
+            each = self.gpu_hour_usd / 3600 / self.tokens_per_second
+            return each, each
+        return (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
+
+
+class Upstream(Strict):
+    """One place a request can be sent."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    model: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    region: str | None = None
+    hosting: Hosting = "third_party"
+    cost: Cost
+    context_window: int | None = Field(default=None, gt=0)
+    capabilities: frozenset[Capability] = frozenset()
+    max_concurrency: int | None = Field(default=None, gt=0)
+    forward_headers: frozenset[str] = frozenset()
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _lower(cls, names: frozenset[str]) -> frozenset[str]:
+        lowered = frozenset(name.lower() for name in names)
+        if lowered & {"authorization", "api-key", "x-api-key", "cookie", "host", "content-length"}:
+            raise ValueError("credentials and framing headers are never forwarded")
+        return lowered
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class LatencySlo(Strict):
+    """The time to first token a route aims for."""
+
+    ttft_p95_ms: float = Field(gt=0)
+
+
+class Circuit(Strict):
+    """When an upstream is taken out of rotation, and for how long."""
+
+    failures: int = Field(default=5, ge=1)
+    open_s: float = Field(default=30, gt=0)
+
+
+class Resilience(Strict):
+    """Retries, timeouts and circuits; defaults for every route."""
+
+    attempts_per_upstream: int = Field(default=2, ge=1, le=10)
+    backoff_ms: tuple[float, float] = (200, 2000)
+    connect_timeout_s: float = Field(default=5, gt=0)
+    per_try_timeout_s: float = Field(default=30, gt=0)
+    ttft_timeout_s: float = Field(default=10, gt=0)
+    stream_idle_timeout_s: float = Field(default=15, gt=0)
+    deadline_s: float = Field(default=120, gt=0)
+    circuit: Circuit = Circuit()
+
+
+class Route(Strict):
+    """A name clients send as `model`, and who may serve it."""
+
+    candidates: tuple[Name, ...] = Field(min_length=1)
+    objective: Objective = "priority"
+    latency_slo: LatencySlo | None = None
+    default_max_tokens: int = Field(default=512, gt=0)
+    resilience: Resilience | None = None
+
+
+class DataClass(Strict):
+    """Where data of one sensitivity may be processed."""
+
+    hosting: frozenset[Hosting] | None = None
+    regions: frozenset[str] | None = None
+
+
+class DetectorRule(Strict):
+    """Content detectors and the data class their hit raises a request to."""
+
+    detect: tuple[str, ...] = ()
+    regex: dict[Name, str] = {}
+    data_class: str = Field(alias="class")
+
+
+class Classify(Strict):
+    """How a request's data class is found."""
+
+    detectors: tuple[DetectorRule, ...] = ()
+    header: str = "x-switchyard-data-class"
+
+
+class RouteTo(Strict):
+    """Degrade to these upstreams once a budget is spent."""
+
+    route_to: tuple[Name, ...] = Field(min_length=1)
+
+
+class Budget(Strict):
+    """A tenant's spend limit."""
+
+    usd_per_day: float | None = Field(default=None, ge=0)
+    usd_per_month: float | None = Field(default=None, ge=0)
+    when_exhausted: Literal["reject"] | RouteTo = "reject"
+
+
+class RateLimit(Strict):
+    """A tenant's request and token rates."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class Tenant(Strict):
+    """Who holds keys, what they may use, and where their data may go."""
+
+    keys: tuple[str, ...] = Field(min_length=1)
+    data_class: str | None = None
+    regions: frozenset[str] | None = None
+    models: tuple[Name, ...] | None = None
+    budget: Budget | None = None
+    rate_limit: RateLimit | None = None
+
+    @field_validator("keys")
+    @classmethod
+    def _hashed(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            if not KEY_HASH.match(key):
+                raise ValueError("keys must be 'sha256:' + 64 hex digits (see `switchyard keys new`), never a raw key")
+        return keys
+
+
+class Match(Strict):
+    """The conditions a rule applies under; all given ones must hold."""
+
+    route: tuple[Name, ...] | None = None
+    tenant: tuple[Name, ...] | None = None
+    data_class: tuple[str, ...] | None = None
+    header: dict[str, str] = {}
+    prompt_tokens_over: int | None = Field(default=None, ge=0)
+    has_tools: bool | None = None
+    stream: bool | None = None
+
+    @field_validator("route", "tenant", "data_class", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("header")
+    @classmethod
+    def _lower_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name.lower(): wanted for name, wanted in value.items()}
+
+
+class Rule(Strict):
+    """Narrows or re-ranks the candidates of matching requests; first match wins."""
+
+    name: Name
+    match: Match = Match()
+    prefer: tuple[Name, ...] = ()
+    exclude: tuple[Name, ...] = ()
+    objective: Objective | None = None
+
+
+class Admin(Strict):
+    """Keys for the admin endpoints."""
+
+    keys: tuple[str, ...] = ()
+
+
+class Document(Strict):
+    """A whole policy, as written."""
+
+    version: Literal[1]
+    upstreams: dict[Name, Upstream] = Field(min_length=1)
+    models: dict[Name, Route] = Field(min_length=1)
+    tenants: dict[Name, Tenant] = Field(min_length=1)
+    data_classes: dict[Name, DataClass] = {}
+    classify: Classify = Classify()
+    rules: tuple[Rule, ...] = ()
+    resilience: Resilience = Resilience()
+    admin: Admin = Admin()

@@ -1,0 +1,300 @@
+"""The hot path: POST /v1/chat/completions, /v1/completions and /v1/embeddings as plain ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import accounting, classify
+from gateway.asgi import (
+    JSON,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    parse_object,
+    read_body,
+    send_bytes,
+    send_error,
+    watch_disconnect,
+)
+from gateway.dispatch import Dispatch, Dispatcher, Request
+from gateway.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NoCandidate,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.metrics import Metrics
+from gateway.policy.decide import Decision, decide
+from gateway.policy.model import Policy
+from gateway.policy.schema import Resilience
+from gateway.runtime import Runtime
+from gateway.sse import DONE_EVENT, SseRelay, error_event
+from gateway.upstreams.openai import Exchange, OpenAIUpstream
+
+ENDPOINTS = {
+    "/v1/chat/completions": ("chat", "/chat/completions"),
+    "/v1/completions": ("completions", "/completions"),
+    "/v1/embeddings": ("embeddings", "/embeddings"),
+}
+STREAMABLE = frozenset({"chat", "completions"})
+STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                  (b"x-accel-buffering", b"no")]
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class Opened:
+    """A stream whose first events arrived: ready to go out."""
+
+    exchange: Exchange
+    chunks: AsyncIterator[bytes]
+    relay: SseRelay
+    first: bytes
+
+
+class Proxy:
+    """Serves the hot endpoints: authenticate, classify, decide, dispatch, relay, account."""
+
+    def __init__(self, metrics: Metrics, dispatcher: Dispatcher, max_body_bytes: int) -> None:
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
+        """Answer one request on a hot endpoint."""
+        started = time.perf_counter()
+        endpoint, path = ENDPOINTS[scope["path"]]
+        headers = header_map(scope)
+        request_id = headers.get("x-request-id") or os.urandom(12).hex()
+        headers["x-request-id"] = request_id
+        done = _Done(request_id, runtime.policy.hash)
+        try:
+            await self._handle(endpoint, path, headers, receive, send, runtime, done, started)
+        except GatewayError as exc:
+            done.status = exc.status
+            if isinstance(exc, NoCandidate) and exc.code == "residency_unavailable":
+                self.metrics.count(self.metrics.residency_denied, done.tenant, done.data_class)
+            await send_error(send, exc, done.tell())
+        except ClientGone:
+            done.status = CLIENT_CLOSED
+        finally:
+            self.metrics.count(self.metrics.requests, done.route, done.upstream, str(done.status))
+            self.metrics.observe(self.metrics.duration, time.perf_counter() - started, done.route, done.upstream)
+
+    async def _handle(self, endpoint: str, path: str, headers: dict[str, str], receive: Receive, send: Send,
+                      runtime: Runtime, done: _Done, started: float) -> None:
+        policy = runtime.policy
+        done.tenant = authenticate(policy, headers)
+        body = parse_object(await read_body(receive, headers, self.max_body_bytes))
+        done.route = check_route(policy, done.tenant, body)
+        features = classify.features(policy, done.tenant, endpoint, body, headers)
+        done.data_class = features.data_class or "-"
+        if features.stream and endpoint not in STREAMABLE:
+            raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
+        decision = decide(policy, features)
+        done.rule = decision.rule or "-"
+        self._count_decision(decision)
+        request = Request(path, body, headers, features.stream)
+        task = asyncio.current_task()
+        assert task is not None
+        gone = asyncio.Event()
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, task, gone))
+        try:
+            if features.stream:
+                await self._stream(runtime, decision, request, send, done, started, watcher)
+            else:
+                await self._plain(runtime, decision, request, send, done, watcher)
+        except asyncio.CancelledError:
+            if not gone.is_set() or task.uncancel() > 0:
+                raise
+            done.status = CLIENT_CLOSED
+        finally:
+            watcher.cancel()
+
+    async def _plain(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
+                     watcher: asyncio.Task[None]) -> None:
+        try:
+            upstream, data = await self.dispatcher.run(decision, runtime.upstreams, _resilience(runtime, decision),
+                                                       request, _read_whole, done.record)
+        except UpstreamStatus as exc:
+            await self._pass_error(runtime, exc, send, done, watcher)
+            return
+        done.served_by(upstream)
+        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
+                                 accounting.Usage.of_body(data))
+        watcher.cancel()
+        done.status = 200
+        await send_bytes(send, 200, data, JSON, [*done.tell(), (b"x-switchyard-cost-usd", accounting.format_usd(cost))])
+
+    async def _stream(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
+                      started: float, watcher: asyncio.Task[None]) -> None:
+        resilience = _resilience(runtime, decision)
+        strip = not _client_wants_usage(request.body)
+
+        async def first_events(exchange: Exchange) -> Opened:
+            return await _open_stream(exchange, strip, resilience.ttft_timeout_s)
+
+        try:
+            upstream, opened = await self.dispatcher.run(decision, runtime.upstreams, resilience, request,
+                                                         first_events, done.record)
+        except UpstreamStatus as exc:
+            await self._pass_error(runtime, exc, send, done, watcher)
+            return
+        done.served_by(upstream)
+        done.status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *done.tell()]})
+        await send({"type": "http.response.body", "body": opened.first, "more_body": True})
+        self.metrics.observe(self.metrics.ttft, time.perf_counter() - started, done.route, upstream.name)
+        try:
+            ending = await self._pump(opened, send, upstream)
+        finally:
+            opened.exchange.close()
+            accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
+                              accounting.Usage.of(opened.relay.usage))
+        watcher.cancel()
+        await send({"type": "http.response.body", "body": ending, "more_body": False})
+
+    async def _pump(self, opened: Opened, send: Send, upstream: OpenAIUpstream) -> bytes:
+        """Forward events until the upstream ends; return the bytes that close the stream honestly."""
+        relay = opened.relay
+        try:
+            async for chunk in opened.chunks:
+                out = relay.feed(chunk)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+            self.metrics.count(self.metrics.upstream_errors, upstream.name, "stream_" + exc.reason)
+            return error_event(f"the upstream stream broke off ({exc.reason}); the answer is incomplete",
+                               "stream_interrupted")
+        if relay.done:
+            return b""
+        if relay.finished:
+            return DONE_EVENT
+        self.metrics.count(self.metrics.upstream_errors, upstream.name, "stream_truncated")
+        return error_event("the upstream stream ended before the answer finished", "stream_interrupted")
+
+    async def _pass_error(self, runtime: Runtime, exc: UpstreamStatus, send: Send, done: _Done,
+                          watcher: asyncio.Task[None]) -> None:
+        """Hand an upstream's client error (400, 404, 422...) to the client, scrubbed of any credential."""
+        done.served_by(runtime.upstreams[exc.upstream])
+        done.status = exc.status
+        watcher.cancel()
+        body = scrub(exc.body, runtime.upstreams[exc.upstream])
+        content_type = exc.content_type if exc.content_type.startswith(JSON) else JSON
+        await send_bytes(send, exc.status, body, content_type, done.tell())
+
+    def _count_decision(self, decision: Decision) -> None:
+        m = self.metrics
+        m.count(m.decisions, decision.route, decision.rule or "-", decision.data_class or "-", decision.candidates[0])
+        for upstream, reason in decision.excluded:
+            m.count(m.excluded, decision.route, upstream, reason)
+
+
+class _Done:
+    """The running account of one request: its metric labels, its status, and the headers it earns."""
+
+    def __init__(self, request_id: str, policy_hash: str) -> None:
+        self.request_id = request_id
+        self.policy_hash = policy_hash
+        self.record = Dispatch()
+        self.route = "unknown"
+        self.upstream = "none"
+        self.status = 500
+        self.tenant = "-"
+        self.data_class = "-"
+        self.region = "-"
+        self.rule = "-"
+
+    def served_by(self, upstream: OpenAIUpstream) -> None:
+        self.upstream = upstream.name
+        self.region = upstream.spec.region or "-"
+
+    def tell(self) -> Headers:
+        headers = [(b"x-request-id", self.request_id.encode("latin-1")),
+                   (b"x-switchyard-policy", self.policy_hash.encode())]
+        if self.upstream != "none":
+            headers += [(b"x-switchyard-upstream", self.upstream.encode()),
+                        (b"x-switchyard-region", self.region.encode())]
+        if self.data_class != "-":
+            headers.append((b"x-switchyard-data-class", self.data_class.encode()))
+        if self.route != "unknown":
+            headers.append((b"x-switchyard-rule", self.rule.encode()))
+        return headers
+
+
+def authenticate(policy: Policy, headers: dict[str, str]) -> str:
+    """The tenant of the request's bearer key; 401 otherwise."""
+    authorization = headers.get("authorization", "")
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+    found = policy.tenant(key.strip())
+    if found is None:
+        raise AuthenticationFailed("invalid API key")
+    return found[0]
+
+
+def check_route(policy: Policy, tenant: str, body: dict[str, Any]) -> str:
+    """The route `model` names, if this tenant may use it; 400 or 404 otherwise."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a string", param="model")
+    allowed = policy.routes_for(policy.doc.tenants[tenant])
+    if model not in allowed:
+        raise ModelNotFound(f"the model '{model}' does not exist or you do not have access to it; "
+                            f"available: {', '.join(allowed)}", param="model")
+    return model
+
+
+def scrub(body: bytes, upstream: OpenAIUpstream) -> bytes:
+    """body with the upstream's key cut out, should the upstream have echoed it."""
+    key = upstream.spec.api_key.get_secret_value().encode() if upstream.spec.api_key else b""
+    return body.replace(key, b"[redacted]") if key and key in body else body
+
+
+async def _read_whole(exchange: Exchange) -> bytes:
+    try:
+        return await exchange.read()
+    finally:
+        exchange.close()
+
+
+async def _open_stream(exchange: Exchange, strip_usage: bool, ttft_timeout_s: float) -> Opened:
+    """Wait for the first complete events; a stream that fails before then can still fall back."""
+    relay = SseRelay(strip_usage)
+    chunks = exchange.chunks()
+    try:
+        async with asyncio.timeout(ttft_timeout_s):
+            async for chunk in chunks:
+                first = relay.feed(chunk)
+                if first:
+                    return Opened(exchange, chunks, relay, first)
+    except TimeoutError:
+        exchange.close()
+        raise UpstreamTimeout(exchange.upstream, "no first event in time") from None
+    except BaseException:
+        exchange.close()
+        raise
+    exchange.close()
+    raise UpstreamUnavailable(exchange.upstream, "stream ended before any event")
+
+
+def _client_wants_usage(body: Any) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _resilience(runtime: Runtime, decision: Decision) -> Resilience:
+    return runtime.policy.doc.models[decision.route].resilience or runtime.policy.doc.resilience

@@ -1,0 +1,44 @@
+"""Run the gateway under uvicorn: one process or several workers, with a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import uvicorn
+
+from gateway.app import Gateway, Settings
+from gateway.metrics import prepare_multiprocess
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where and how to listen."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    drain_s: float = 30.0
+    log_level: str = "info"
+
+
+def uvicorn_config(app: Gateway, options: ServeOptions) -> uvicorn.Config:
+    """The uvicorn settings for one process: uvloop, httptools, no access log, a bounded drain."""
+    return uvicorn.Config(app, host=options.host, port=options.port, loop="uvloop", http="httptools",
+                          access_log=False, log_level=options.log_level, lifespan="on",
+                          timeout_graceful_shutdown=options.drain_s, server_header=False)
+
+
+def serve(settings: Settings, options: ServeOptions) -> None:
+    """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
+    gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
+    if options.workers == 1:
+        uvicorn.Server(uvicorn_config(gateway, options)).run()
+        return
+    os.environ["SWITCHYARD_POLICY"] = settings.policy
+    os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+    prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
+    uvicorn.run("gateway.app:create_app", factory=True, host=options.host, port=options.port, loop="uvloop",
+                http="httptools", access_log=False, log_level=options.log_level, workers=options.workers,
+                timeout_graceful_shutdown=options.drain_s, server_header=False)

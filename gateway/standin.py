@@ -1,0 +1,162 @@
+"""A stand-in OpenAI-compatible upstream for `switchyard demo` and the tests: it answers, and remembers what it saw.
+
+It is not a model: it echoes the prompt, labelled with who answered, so routing can be seen.
+Faults are chosen by setting `faults` (the next requests' behaviour) or a request's `x-standin-*` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
+
+JSON = b"application/json"
+
+
+@dataclass
+class Fault:
+    """How to misbehave on one request."""
+
+    status: int | None = None
+    delay_s: float = 0.0
+    cut_after: int | None = None
+    retry_after: str | None = None
+
+
+@dataclass
+class Seen:
+    """One request as the stand-in received it."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class StandIn:
+    """An ASGI app speaking enough of the OpenAI API to route to."""
+
+    def __init__(self, label: str, chunks: int = 8) -> None:
+        self.label = label
+        self.chunks = chunks
+        self.faults: deque[Fault] = deque()
+        self.seen: list[Seen] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        headers = header_map(scope)
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["method"] == "GET" and scope["path"].endswith("/models"):
+            data = [{"id": "standin", "object": "model", "created": 0, "owned_by": self.label}]
+            await send_bytes(send, 200, orjson.dumps({"object": "list", "data": data}), JSON)
+            return
+        seen = Seen(scope["path"], headers, orjson.loads(raw or b"{}"))
+        self.seen.append(seen)
+        watcher = asyncio.get_running_loop().create_task(_watch(receive, seen.disconnected))
+        try:
+            await self._answer(seen, self._fault(headers), send)
+        finally:
+            watcher.cancel()
+
+    def _fault(self, headers: dict[str, str]) -> Fault:
+        if self.faults:
+            return self.faults.popleft()
+        return Fault(status=int(headers["x-standin-status"]) if "x-standin-status" in headers else None,
+                     delay_s=float(headers.get("x-standin-delay-s", 0)),
+                     cut_after=int(headers["x-standin-cut-after"]) if "x-standin-cut-after" in headers else None)
+
+    async def _answer(self, seen: Seen, fault: Fault, send: Send) -> None:
+        if fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault.status is not None:
+            extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
+            error = {"error": {"message": f"{self.label}: error {fault.status}", "type": "standin_error",
+                               "code": fault.status, "param": None}}
+            await send_bytes(send, fault.status, orjson.dumps(error), JSON, extra)
+            return
+        body, path = seen.body, seen.path
+        if path.endswith("/embeddings"):
+            inputs = body.get("input")
+            count = len(inputs) if isinstance(inputs, list) else 1
+            data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)]
+            usage = {"prompt_tokens": 3 * count, "total_tokens": 3 * count}
+            await send_bytes(send, 200, orjson.dumps({"object": "list", "model": body.get("model"), "data": data,
+                                                      "usage": usage}), JSON)
+        elif body.get("stream"):
+            await self._stream(body, path, fault, send)
+        else:
+            await send_bytes(send, 200, orjson.dumps(self._completion(body, path)), JSON)
+
+    def _words(self, body: dict[str, Any]) -> list[str]:
+        text = f"[{self.label}] " + " ".join(f"word{i}" for i in range(self.chunks))
+        return [w + " " for w in text.split(" ")]
+
+    def _completion(self, body: dict[str, Any], path: str) -> dict[str, Any]:
+        words = self._words(body)
+        usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
+        base = {"id": f"cmpl-{time.monotonic_ns()}", "created": int(time.time()), "model": body.get("model"),
+                "usage": usage}
+        if path.endswith("/completions") and not path.endswith("/chat/completions"):
+            return {**base, "object": "text_completion",
+                    "choices": [{"index": 0, "text": "".join(words), "finish_reason": "stop", "logprobs": None}]}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
+        finish = "stop"
+        if body.get("tools") and body.get("tool_choice") != "none":
+            name = body["tools"][0]["function"]["name"]
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": "{\"city\": \"Paris\"}"}}]}
+            finish = "tool_calls"
+        return {**base, "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}]}
+
+    async def _stream(self, body: dict[str, Any], path: str, fault: Fault, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        base = {"id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model")}
+        words = self._words(body)
+
+        async def event(obj: dict[str, Any]) -> None:
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(obj) + b"\n\n",
+                        "more_body": True})
+
+        await event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": None}]})
+        for i, word in enumerate(words):
+            if i == fault.cut_after:
+                raise ConnectionResetError("stand-in: cut mid-stream")
+            await event({**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+        await event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
+            await event({**base, "choices": [], "usage": usage})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _watch(receive: Receive, disconnected: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    disconnected.set()
