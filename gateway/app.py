@@ -114,8 +114,12 @@ async def _gateway_error(_: Request, exc: Exception) -> Response:
 
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error = NotFound("no such endpoint") if exc.status_code == 404 else MethodNotAllowed(str(exc.detail))
-    if exc.status_code not in (404, 405):
+    error: GatewayError
+    if exc.status_code == 404:
+        error = NotFound("no such endpoint")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(str(exc.detail))
+    else:
         error = GatewayError(str(exc.detail), status=exc.status_code, code="http_error")
     return Response(error.body(), status_code=error.status, media_type="application/json")
 

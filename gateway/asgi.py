@@ -71,9 +71,8 @@ async def send_error(send: Send, error: GatewayError, extra: Iterable[tuple[byte
     await send_bytes(send, error.status, error.body(), JSON, [*error.headers, *extra])
 
 
-async def watch_disconnect(receive: Receive, task: asyncio.Task[Any], gone: asyncio.Event) -> None:
-    """Cancel task when the client goes away, so its upstream request is closed at once."""
+async def watch_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+    """Cancel task when the client goes away, so its upstream request is closed at once; then return."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    gone.set()
     task.cancel()

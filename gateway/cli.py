@@ -29,13 +29,14 @@ def parser() -> argparse.ArgumentParser:
     _listen_options(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
-    serve.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM, how long in-flight requests may run")
+    serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
     _listen_options(demo)
     demo.set_defaults(run=_demo)
-    policy = commands.add_parser("policy", help="work with policy files").add_subparsers(required=True, metavar="ACTION")
-    check = policy.add_parser("check", help="load a policy and report every problem")
+    policy = commands.add_parser("policy", help="work with policy files")
+    policy_actions = policy.add_subparsers(required=True, metavar="ACTION")
+    check = policy_actions.add_parser("check", help="load a policy and report every problem")
     check.add_argument("path")
     check.set_defaults(run=_check)
     keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
@@ -79,7 +80,7 @@ def _check(args: argparse.Namespace) -> int:
     doc = policy.doc
     print(f"ok: {args.path} (policy {policy.hash}): {len(doc.upstreams)} upstreams, {len(doc.models)} routes, "
           f"{len(doc.tenants)} tenants, {len(doc.rules)} rules")
-    for name, upstream in doc.upstreams.items():
+    for name, _upstream in doc.upstreams.items():
         per_in, per_out = policy.price[name]
         print(f"  upstream {name}: price from the policy: ${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
     return 0

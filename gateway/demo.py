@@ -70,7 +70,8 @@ def run_demo(host: str, port: int, log_level: str) -> None:
 async def _serve_all(gateway: Gateway, host: str, port: int, log_level: str) -> None:
     standins = [(StandIn("demo self-hosted stand-in"), SELF_PORT), (StandIn("demo proprietary stand-in"),
                                                                      THIRD_PARTY_PORT)]
-    servers = [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning")) for app, p in standins]
+    servers = [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning"))
+               for app, p in standins]
     servers.append(uvicorn.Server(uvicorn_config(gateway, ServeOptions(host, port, log_level=log_level))))
     await asyncio.gather(*(server.serve() for server in servers))
 

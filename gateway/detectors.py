@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["BUILTIN", "Detector", "builtin", "regex", "scan"]
 
-# Numeric detectors never run a regex over the text itself: a per-character scan of 4 KB costs more than the whole
-# latency budget. They run over a "shape" of the text instead (one byte per character: digits become b"0", ASCII
-# letters b"a", anything non-ASCII b"?"), where every pattern starts with a literal that the regex engine finds with
-# a fast prefix search, and only the rare structural matches are checked in Python against the real text.
+# Numeric detectors never run a regex over the whole text: a per-character scan of 4 KB costs more than the latency
+# budget. They work on a "shape" of the text instead (one byte per character: digits become b"0", ASCII letters b"a",
+# anything non-ASCII b"?"), where one pass with a literal-prefixed pattern, which the regex engine finds with a fast
+# prefix search, picks out the few clusters of six or more digits. Each detector then runs its own pattern only
+# around those clusters, and checks the rare structural matches in Python against the real text.
 _SHAPE_TABLE = bytes.maketrans(
     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
     b"0" * 10 + b"a" * 52,
@@ -25,15 +26,26 @@ _GLUE_BEFORE = frozenset(b"0a_@#$.+-/\\")
 _GLUE_AFTER = frozenset(b"0a_@")
 _JOINERS = frozenset(b".-/:,")
 
+# Clusters never start inside a date (2024-03-15), a dotted IPv4 address or another dashed or dotted number.
+_CLUSTER_SHAPE = re.compile(
+    rb"00(?<!000)(?<!00[.-]00)(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0))(?:[ .()-]{0,2}0){4,}+"
+)
 _CARD_SHAPE = re.compile(rb"0000(?<![0a_.$#]0000)(?:[ -]?0)++(?![a_])")
-_SSN_SHAPE = re.compile(rb"000([ -])00\g<1>0000")
-_NINO_SHAPE = re.compile(rb"00(?:(?<=aa00)(?<![0a_]aa00)|(?<=aa 00)(?<![0a_]aa 00))(?: ?00){2} ?a(?![0a_])")
 _IBAN_SHAPE = re.compile(rb"00(?<=aa00)(?<![0a_]aa00)(?:[0a]{11,30}+|(?: [0a]{4})++(?: [0a]{1,3})?)(?![0a_])")
-_PHONE_PLUS_SHAPE = re.compile(rb"\+(?<![0a_+]\+)0(?:[ .-]?(?:0|\(0{1,5}\)))++(?![a_])")
-_PHONE_PAREN_SHAPE = re.compile(rb"\((?<![0a_]\()0{2,5}\)(?:[ .-]?0{2,8}){1,3}+(?![0a_])")
-_PHONE_GROUPS_SHAPE = re.compile(rb"00(?<![0a_]00)0{0,3}+([ .-])0{2,8}+(?:\g<1>0{2,8}+){0,4}+")
+_NATIONAL_ID_SHAPE = re.compile(
+    rb"(?P<ssn>000(?P<sep>[ -])00(?P=sep)0000)"
+    rb"|00(?:(?<=aa00)(?<![0a_]aa00)|(?<=aa 00)(?<![0a_]aa 00))(?: ?00){2} ?a(?![0a_])"
+)
+_PHONE_SHAPE = re.compile(
+    rb"(?P<plus>\+(?<![0a_+]\+)0(?:[ .-]?(?:0|\(0{1,5}\)))++(?![a_]))"
+    rb"|(?P<paren>\((?<![0a_]\()0{2,5}\)(?:[ .-]?0{2,8}){1,3}+(?![0a_]))"
+    rb"|00(?<![0a_]00)(?:0{0,3}+(?P<sep>[ .-])0{3,8}+(?:(?P=sep)0{3,8}+){0,3}+"
+    rb"|(?P<pair>[ .-])00(?:(?P=pair)00){3}(?![0a_]|[ .-]0))"
+)
 
 _SEPARATORS = re.compile(r"[ .()+-]+")
+_LETTER = re.compile("[A-Z]")
+_CARD_SEPARATORS = re.compile(r"[ -]")
 _EMAIL_DOMAIN = re.compile(
     r"@(?<=[A-Za-z0-9_%+-]@)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})"
     r"(?![A-Za-z0-9_-]|\.[A-Za-z0-9]|:[A-Za-z0-9/~])"
@@ -61,12 +73,13 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 class _Text:
     """One text under inspection, with views computed at most once however many detectors look at it."""
 
-    __slots__ = ("_shape", "raw", "text")
+    __slots__ = ("_clusters", "_shape", "raw", "text")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
         self.text = _fold(raw)
         self._shape: bytes | None = None
+        self._clusters: tuple[tuple[int, int], ...] | None = None
 
     @property
     def shape(self) -> bytes:
@@ -74,6 +87,22 @@ class _Text:
         if self._shape is None:
             self._shape = self.text.encode("ascii", "replace").translate(_SHAPE_TABLE)
         return self._shape
+
+    @property
+    def clusters(self) -> tuple[tuple[int, int], ...]:
+        """Spans of the shape holding six or more digits, no more than two separator characters apart."""
+        if self._clusters is None:
+            self._clusters = tuple(match.span() for match in _CLUSTER_SHAPE.finditer(self.shape))
+        return self._clusters
+
+    def near_clusters(
+        self, pattern: re.Pattern[bytes], before: int, after: int, width: int = 0
+    ) -> Iterator[re.Match[bytes]]:
+        """Matches of a shape pattern around clusters at least width long, from before ahead to after past them."""
+        shape = self.shape
+        for start, end in self.clusters:
+            if end - start >= width:
+                yield from pattern.finditer(shape, max(start - before, 0), end + after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,17 +183,16 @@ def _email(text: _Text) -> bool:
 def _phone(text: _Text) -> bool:
     """A phone number with a country code or with the grouping people write phone numbers in."""
     shape, body = text.shape, text.text
-    if b"+" in shape:
-        for match in _PHONE_PLUS_SHAPE.finditer(shape):
-            if _standalone(shape, match.start(), match.end(), spaced=False) and _international_ok(body[match.start():match.end()]):
-                return True
-    if b"(" in shape:
-        for match in _PHONE_PAREN_SHAPE.finditer(shape):
-            start, end = match.span()
-            if _standalone(shape, start, end, spaced=False) and _national_ok(_SEPARATORS.split(body[start + 1:end])):
-                return True
-    for match in _PHONE_GROUPS_SHAPE.finditer(shape):
-        if _grouped_phone(shape, body, match.start(), match.end(), body[match.start(1)]):
+    for match in text.near_clusters(_PHONE_SHAPE, 6, 2):
+        start, end = match.span()
+        if match["plus"] is not None:
+            found = _standalone(shape, start, end, spaced=False) and _international_ok(body[start:end])
+        elif match["paren"] is not None:
+            groups = _SEPARATORS.split(body[start + 1:end])
+            found = _standalone(shape, start, end, spaced=False) and _national_ok(groups)
+        else:
+            found = _grouped_phone(shape, body, start, end, chr((match["sep"] or match["pair"])[0]))
+        if found:
             return True
     return False
 
@@ -178,9 +206,8 @@ def _international_ok(candidate: str) -> bool:
     punctuation = {c for c in candidate[1:] if not c.isdigit()}
     if punctuation == {"."} and len(groups) == 2:
         return False  # a signed decimal such as a latitude
-    if len(punctuation) == 1 and len(groups) >= 3 and len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
-        return False  # thousands grouping, "+1 000 000"
-    return True
+    # Otherwise it must not read as thousands grouping, "+1 000 000".
+    return len(punctuation) > 1 or len(groups) < 3 or len(groups[0]) > 3 or any(len(g) != 3 for g in groups[1:])
 
 
 def _grouped_phone(shape: bytes, body: str, start: int, end: int, separator: str) -> bool:
@@ -193,19 +220,16 @@ def _grouped_phone(shape: bytes, body: str, start: int, end: int, separator: str
         return False
     if _national_ok(groups):
         return True
-    # A spaced number may run into a following figure ("020 7946 0958 24 hours"), so also try shorter prefixes.
-    return spaced and any(
-        len(set(map(len, groups[:count]))) > 1 and _national_ok(groups[:count]) for count in range(len(groups) - 1, 1, -1)
-    )
+    # A spaced number may run into a following figure ("020 7946 0958 2024"), so also try shorter prefixes.
+    return spaced and any(_national_ok(groups[:count]) for count in range(len(groups) - 1, 1, -1))
 
 
 def _national_ok(groups: list[str]) -> bool:
     """True when digit groups form a North American number or one with a European style trunk prefix 0."""
     digits = "".join(groups)
     sizes = [len(group) for group in groups]
-    if sizes == [3, 3, 4]:
-        if digits[0] in "23456789" and digits[3] in "23456789":
-            return True
+    if sizes == [3, 3, 4] and digits[0] in "23456789" and digits[3] in "23456789":
+        return True
     if len(digits) < 9 or digits[0] != "0" or digits[1] == "0" or sizes == [5, 4]:  # [5, 4] is a US ZIP+4
         return False
     if all(size == 2 for size in sizes):
@@ -216,34 +240,44 @@ def _national_ok(groups: list[str]) -> bool:
 def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer range that passes the Luhn check."""
     shape, body = text.shape, text.text
-    for match in _CARD_SHAPE.finditer(shape):
+    for match in text.near_clusters(_CARD_SHAPE, 0, 2, width=13):
         start, end = match.span()
         if end - start < 13 or not _standalone(shape, start, end, spaced=False):
             continue
-        groups = re.split("[ -]", body[start:end])
-        for first in range(len(groups)):
-            total = 0
-            for last in range(first, len(groups)):
-                total += len(groups[last])
-                if total > 19:
-                    break
-                if total >= 13 and _card_ok(groups[first:last + 1]):
-                    return True
+        if _card_in_groups(_CARD_SEPARATORS.split(body[start:end])):
+            return True
     return False
 
 
-def _card_ok(groups: list[str]) -> bool:
-    """True when digit groups are laid out like a card number and hold a valid one."""
-    if len(groups) > 1:
-        sizes = [len(group) for group in groups]
-        if sizes[0] != 4 or sizes[-1] > 6 or not all(4 <= size <= 6 for size in sizes[1:-1]):
-            return False
-    digits = "".join(groups)
+def _card_in_groups(groups: list[str]) -> bool:
+    """True when a stretch of digit groups is a valid card number, written whole or grouped 4, then 4 to 6 digits."""
+    # The run may hold more than the card ("4111 1111 1111 1111 12 25"), so each stretch of groups is tried.
+    for first, group in enumerate(groups):
+        if 13 <= len(group) <= 19 and _card_number_ok(group):
+            return True
+        if len(group) != 4 or group[0] not in "23456":
+            continue
+        digits = group
+        for following in groups[first + 1:]:
+            digits += following
+            if len(digits) > 19 or len(following) > 6:
+                break
+            if len(digits) >= 13 and _card_number_ok(digits):
+                return True
+            if len(following) < 4:
+                break
+    return False
+
+
+def _card_number_ok(digits: str) -> bool:
+    """True when digits are a card number from a known issuer that passes the Luhn check."""
     return _known_issuer(digits) and _luhn(digits)
 
 
 def _known_issuer(digits: str) -> bool:
     """True when a card number's prefix and length belong to a major card scheme."""
+    if digits[0] not in "23456":
+        return False
     length, two, three, four = len(digits), int(digits[:2]), int(digits[:3]), int(digits[:4])
     if digits[0] == "4":
         return length in (13, 16, 19)  # Visa
@@ -278,8 +312,9 @@ def _luhn(digits: str) -> bool:
 
 def _iban(text: _Text) -> bool:
     """An IBAN of the registered length for its country with valid mod-97 check digits, spaced or not."""
-    shape, body = text.shape, text.text
-    for match in _IBAN_SHAPE.finditer(shape):
+    body = text.text
+    # The country code and check digits can sit well before the first cluster: "RO49 AAAA 1B31 0075 9384 0000".
+    for match in text.near_clusters(_IBAN_SHAPE, 30, 40):
         groups = body[match.start() - 2:match.end()].upper().split(" ")
         # Trailing groups may be a following word ("... 7034 and"), so try every group count from the longest down.
         for count in range(len(groups), 0, -1):
@@ -290,44 +325,47 @@ def _iban(text: _Text) -> bool:
 
 
 def _mod97(iban: str) -> int:
-    """The ISO 7064 mod-97 remainder of an IBAN, 1 for a valid one."""
-    return int("".join(str(int(char, 36)) for char in iban[4:] + iban[:4])) % 97
+    """The ISO 7064 mod-97 remainder of an upper-case IBAN, 1 for a valid one."""
+    return int(_LETTER.sub(_letter_value, iban[4:] + iban[:4])) % 97
+
+
+def _letter_value(match: re.Match[str]) -> str:
+    """The digits an IBAN letter stands for: A is 10, Z is 35."""
+    return str(ord(match[0]) - 55)
 
 
 def _national_id(text: _Text) -> bool:
     """A US Social Security number or a UK National Insurance number."""
-    return _ssn(text) or _nino(text)
-
-
-def _ssn(text: _Text) -> bool:
-    """A US SSN written 123-45-6789 or 123 45 6789, within the ranges the SSA issues."""
     shape, body = text.shape, text.text
-    for match in _SSN_SHAPE.finditer(shape):
+    for match in text.near_clusters(_NATIONAL_ID_SHAPE, 0, 4):
         start, end = match.span()
-        if not _standalone(shape, start, end, spaced=shape[start + 3] == _SPACE):
-            continue
-        area, group, serial = body[start:start + 3], body[start + 4:start + 6], body[start + 7:end]
-        if area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000":
+        found = _ssn_ok(shape, body, start, end) if match["ssn"] is not None else _nino_ok(shape, body, start, end)
+        if found:
             return True
     return False
 
 
-def _nino(text: _Text) -> bool:
-    """A UK National Insurance number such as AB 12 34 56 C, following HMRC's prefix rules."""
-    shape, body = text.shape, text.text
-    for match in _NINO_SHAPE.finditer(shape):
-        start = match.start() - (3 if shape[match.start() - 1] == _SPACE else 2)
-        candidate = body[start:match.end()].replace(" ", "")
-        letters = candidate[:2] + candidate[-1]
-        if not (letters.isupper() or letters.islower()):
-            continue
-        prefix, suffix = candidate[:2].upper(), candidate[-1].upper()
-        if (
-            prefix[0] not in "DFIQUV" and prefix[1] not in "DFIOQUV" and prefix not in _NINO_BAD_PREFIXES
-            and suffix in "ABCD"
-        ):
-            return True
-    return False
+def _ssn_ok(shape: bytes, body: str, start: int, end: int) -> bool:
+    """True when body[start:end], shaped 123-45-6789 or 123 45 6789, stands alone in a range the SSA issues."""
+    area, group, serial = body[start:start + 3], body[start + 4:start + 6], body[start + 7:end]
+    return (
+        area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+        and _standalone(shape, start, end, spaced=shape[start + 3] == _SPACE)
+    )
+
+
+def _nino_ok(shape: bytes, body: str, start: int, end: int) -> bool:
+    """True when the digits and suffix at body[start:end], after two letters, follow HMRC's NINO rules."""
+    start -= 3 if shape[start - 1] == _SPACE else 2
+    candidate = body[start:end].replace(" ", "")
+    letters = candidate[:2] + candidate[-1]
+    if not (letters.isupper() or letters.islower()):
+        return False
+    prefix, suffix = candidate[:2].upper(), candidate[-1].upper()
+    return (
+        prefix[0] not in "DFIQUV" and prefix[1] not in "DFIOQUV" and prefix not in _NINO_BAD_PREFIXES
+        and suffix in "ABCD"
+    )
 
 
 _BUILTINS: tuple[tuple[str, Callable[[_Text], bool]], ...] = (

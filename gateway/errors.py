@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import orjson
 
@@ -107,8 +108,9 @@ class PayloadTooLarge(GatewayError):
 class NoCandidate(GatewayError):
     """The policy left no upstream that may serve this request."""
 
-    STATUS = {"residency_unavailable": 403, "capability_unavailable": 400, "context_length_exceeded": 400,
-              "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503}
+    STATUS: ClassVar[dict[str, int]] = {
+        "residency_unavailable": 403, "capability_unavailable": 400, "context_length_exceeded": 400,
+        "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503}
     type = "invalid_request_error"
 
     def __init__(self, code: str, message: str) -> None:

@@ -80,7 +80,7 @@ class Metrics:
         """The text format of every metric, summed over workers in multiprocess mode."""
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -109,15 +109,15 @@ class Proxy:
         request = Request(path, body, headers, features.stream)
         task = asyncio.current_task()
         assert task is not None
-        gone = asyncio.Event()
-        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, task, gone))
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, task))
         try:
             if features.stream:
                 await self._stream(runtime, decision, request, send, done, started, watcher)
             else:
                 await self._plain(runtime, decision, request, send, done, watcher)
         except asyncio.CancelledError:
-            if not gone.is_set() or task.uncancel() > 0:
+            client_gone = watcher.done() and not watcher.cancelled()
+            if not client_gone or task.uncancel() > 0:
                 raise
             done.status = CLIENT_CLOSED
         finally:

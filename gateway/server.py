@@ -19,7 +19,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    drain_s: float = 30.0
+    drain_s: int = 30
     log_level: str = "info"
 
 
@@ -27,7 +27,7 @@ def uvicorn_config(app: Gateway, options: ServeOptions) -> uvicorn.Config:
     """The uvicorn settings for one process: uvloop, httptools, no access log, a bounded drain."""
     return uvicorn.Config(app, host=options.host, port=options.port, loop="uvloop", http="httptools",
                           access_log=False, log_level=options.log_level, lifespan="on",
-                          timeout_graceful_shutdown=options.drain_s, server_header=False)
+                          timeout_graceful_shutdown=round(options.drain_s), server_header=False, proxy_headers=False)
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:
@@ -41,4 +41,4 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
     uvicorn.run("gateway.app:create_app", factory=True, host=options.host, port=options.port, loop="uvloop",
                 http="httptools", access_log=False, log_level=options.log_level, workers=options.workers,
-                timeout_graceful_shutdown=options.drain_s, server_header=False)
+                timeout_graceful_shutdown=round(options.drain_s), server_header=False, proxy_headers=False)

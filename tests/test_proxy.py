@@ -37,8 +37,8 @@ def test_chat_completion_is_served_by_the_first_candidate(stack: Stack) -> None:
 
 def test_every_field_passes_through_untouched(stack: Stack) -> None:
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}]
-    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}]
     completion = client(stack).chat.completions.create(
         model="chat", messages=messages, tools=tools, tool_choice="auto", seed=7, n=1, logprobs=True,
         response_format={"type": "text"}, extra_body={"future_field": {"nested": [1, 2]}, "top_k": 5})

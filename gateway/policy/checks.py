@@ -155,7 +155,8 @@ def _detector_problems(doc: Document) -> Iterator[str]:
             yield f"{place}.class: data class '{rule.data_class}' is not defined in data_classes"
         for j, name in enumerate(rule.detect):
             if name not in detectors.BUILTIN:
-                yield f"{place}.detect[{j}]: unknown detector '{name}' (built in: {', '.join(sorted(detectors.BUILTIN))})"
+                known = ", ".join(sorted(detectors.BUILTIN))
+                yield f"{place}.detect[{j}]: unknown detector '{name}' (built in: {known})"
         for name, pattern in rule.regex.items():
             try:
                 re.compile(pattern)

@@ -32,7 +32,7 @@ class Cost(Strict):
     def _one_form(self) -> Cost:
         tokens = (self.input_per_mtok, self.output_per_mtok)
         gpu = (self.gpu_hour_usd, self.tokens_per_second)
-        if None not in tokens and gpu == (None, None) or None not in gpu and tokens == (None, None):
+        if (None not in tokens and gpu == (None, None)) or (None not in gpu and tokens == (None, None)):
             return self
         raise ValueError("give either input_per_mtok and output_per_mtok, or gpu_hour_usd and tokens_per_second")
 

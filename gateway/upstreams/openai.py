@@ -23,8 +23,7 @@ FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 def new_session() -> aiohttp.ClientSession:
     """The process's one upstream session: no pool limit of its own (max_concurrency is the limit)."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                 auto_decompress=True, skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
 @contextmanager
@@ -34,7 +33,7 @@ def upstream_errors(upstream: str) -> Iterator[None]:
         yield
     except UpstreamError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(upstream) from exc
     except aiohttp.ClientPayloadError as exc:
         raise UpstreamUnavailable(upstream, "response cut") from exc
@@ -113,10 +112,14 @@ class OpenAIUpstream:
         extra = {k: v for k, v in client_headers.items() if k in self._forward}
         if extra:
             headers = {**extra, **headers}
-        timeout = self._stream_timeout if stream else self._plain_timeout
         with upstream_errors(self.name):
-            async with asyncio.timeout(self._header_timeout):
-                response = await self._session.post(self._base + path, data=body, headers=headers, timeout=timeout)
+            if stream:  # sock_read bounds each read of a stream, so its headers need a deadline of their own
+                async with asyncio.timeout(self._header_timeout):
+                    response = await self._session.post(self._base + path, data=body, headers=headers,
+                                                        timeout=self._stream_timeout)
+            else:
+                response = await self._session.post(self._base + path, data=body, headers=headers,
+                                                    timeout=self._plain_timeout)
         exchange = Exchange(self.name, response)
         if exchange.status >= 400:
             error = await self._failed(exchange)

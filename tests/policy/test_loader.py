@@ -1,0 +1,141 @@
+"""Loading policies: merging a folder, interpolation, and one precise line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import PolicyError
+from gateway.policy.loader import load_policy
+from tests.conftest import KEY, key_hash
+
+BASE = f"""\
+version: 1
+upstreams:
+  qwen-eu:
+    base_url: http://vllm:8000/v1
+    model: Qwen/Qwen3-32B
+    api_key: ${{VLLM_API_KEY:-}}
+    region: eu-west
+    hosting: self
+    cost: {{gpu_hour_usd: 4.0, tokens_per_second: 2500}}
+    context_window: 32768
+    capabilities: [tools, json, continuation]
+  gpt-4o:
+    base_url: https://api.openai.com/v1
+    model: gpt-4o
+    api_key: ${{OPENAI_API_KEY}}
+    region: us
+    cost: {{input_per_mtok: 2.50, output_per_mtok: 10.00}}
+models:
+  chat: {{candidates: [qwen-eu, gpt-4o], objective: cost}}
+data_classes:
+  public: {{}}
+  personal: {{hosting: [self], regions: [eu-west]}}
+classify:
+  detectors:
+    - {{detect: [email, iban], class: personal}}
+tenants:
+  acme-eu:
+    keys: ["{key_hash(KEY)}"]
+    regions: [eu-west]
+"""
+ENV = {"OPENAI_API_KEY": "sk-real"}
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path, ENV if env is None else env)
+    return [p.removeprefix(f"{path}: ") for p in caught.value.problems]
+
+
+def test_a_valid_policy_loads_with_prices_per_token(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(BASE)
+    policy = load_policy(tmp_path / "p.yaml", ENV)
+    assert policy.price["gpt-4o"] == pytest.approx((2.5e-6, 10e-6))
+    assert policy.price["qwen-eu"][0] == pytest.approx(4.0 / 3600 / 2500)
+    assert policy.tenant(KEY) is not None
+    assert policy.tenant("sk-sy-wrong") is None
+    assert policy.doc.upstreams["gpt-4o"].api_key is not None
+    assert policy.doc.upstreams["qwen-eu"].api_key is None
+    assert "sk-real" not in repr(policy.doc)
+
+
+def test_the_hash_follows_the_text_not_the_secrets(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(BASE)
+    one = load_policy(tmp_path / "p.yaml", ENV).hash
+    assert load_policy(tmp_path / "p.yaml", {"OPENAI_API_KEY": "rotated"}).hash == one
+    (tmp_path / "p.yaml").write_text(BASE.replace("objective: cost", "objective: priority"))
+    assert load_policy(tmp_path / "p.yaml", ENV).hash != one
+
+
+def test_a_folder_merges_into_one_policy(tmp_path: Path) -> None:
+    head, tenants = BASE.split("tenants:\n")
+    (tmp_path / "10-main.yaml").write_text(head)
+    (tmp_path / "20-tenants.yaml").write_text("version: 1\ntenants:\n" + tenants)
+    (tmp_path / "notes.txt").write_text("ignored")
+    policy = load_policy(tmp_path, ENV)
+    assert set(policy.doc.tenants) == {"acme-eu"}
+    assert set(policy.doc.upstreams) == {"qwen-eu", "gpt-4o"}
+
+
+def test_a_name_defined_in_two_files_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(BASE)
+    (tmp_path / "b.yaml").write_text("models:\n  chat: {candidates: [qwen-eu]}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(tmp_path, ENV)
+    expected = f"{tmp_path / 'b.yaml'}: models.chat: defined twice (also in {tmp_path / 'a.yaml'})"
+    assert caught.value.problems == [expected]
+
+
+def test_an_unset_variable_is_named_with_its_place(tmp_path: Path) -> None:
+    assert problems(tmp_path, BASE, env={}) == [
+        "upstreams.gpt-4o.api_key: environment variable OPENAI_API_KEY is not set "
+        "(write ${OPENAI_API_KEY:-} to allow it unset)"]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("    region: eu-west\n    hosting: self", "    regoin: eu-west\n    hosting: self",
+     "upstreams.qwen-eu.regoin: unknown key 'regoin' (did you mean 'region'?)"),
+    ("candidates: [qwen-eu, gpt-4o]", "candidates: [qwen-eu, gpt4o]",
+     "models.chat.candidates[1]: upstream 'gpt4o' is not defined (did you mean 'gpt-4o'?)"),
+    ("    regions: [eu-west]\n", "    regions: [eu-wset]\n",
+     "tenants.acme-eu.regions[0]: region 'eu-wset' is used by no upstream"),
+    ("{detect: [email, iban], class: personal}", "{regex: {ticket: 'TCK-(\\\\d+'}, class: personal}",
+     "classify.detectors[0].regex.ticket: bad regular expression: missing ), unterminated subpattern at position 4"),
+    ("detect: [email, iban]", "detect: [email, ssn]",
+     "classify.detectors[0].detect[1]: unknown detector 'ssn' "
+     "(built in: credit_card, email, iban, national_id, phone)"),
+    ("objective: cost", "objective: cheapest",
+     "models.chat.objective: Input should be 'cost', 'latency' or 'priority'"),
+    (f'keys: ["{key_hash(KEY)}"]', f'keys: ["{KEY}"]',
+     "tenants.acme-eu.keys: keys must be 'sha256:' + 64 hex digits (see `switchyard keys new`), never a raw key"),
+    ("cost: {input_per_mtok: 2.50, output_per_mtok: 10.00}", "cost: {input_per_mtok: 2.50}",
+     "upstreams.gpt-4o.cost: give either input_per_mtok and output_per_mtok, or gpu_hour_usd and tokens_per_second"),
+    ("version: 1\n", "", "version: required key is missing"),
+])
+def test_each_problem_is_one_line_naming_its_place(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in BASE
+    assert problems(tmp_path, BASE.replace(old, new)) == [expected]
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    text = BASE.replace("regions: [eu-west]\n", "regions: [mars]\n").replace("[qwen-eu, gpt-4o]", "[qwen, gpt-4o]")
+    assert problems(tmp_path, text) == [
+        "models.chat.candidates[0]: upstream 'qwen' is not defined (did you mean 'qwen-eu'?)",
+        "tenants.acme-eu.regions[0]: region 'mars' is used by no upstream"]
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, "version: 1\nupstreams: [\n")
+    assert len(found) == 1
+    assert ":3:1: not valid YAML" in found[0]
+
+
+def test_budgets_are_refused_until_they_are_enforced(tmp_path: Path) -> None:
+    text = BASE + "    budget: {usd_per_day: 50}\n"
+    assert problems(tmp_path, text) == [
+        "tenants.acme-eu.budget: budgets are not enforced by this version yet; remove it rather than rely on it"]
