@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 
 from gateway.app import Gateway, Settings
 from gateway.policy.model import hash_key
-from gateway.server import ServeOptions, uvicorn_config
+from gateway.server import DrainingServer, ServeOptions, uvicorn_config
 from gateway.standin import StandIn
 
 DEMO_KEY = "sk-sy-demo-not-a-secret-0123456789abcdef"
@@ -68,12 +70,25 @@ def run_demo(host: str, port: int, log_level: str) -> None:
 
 
 async def _serve_all(gateway: Gateway, host: str, port: int, log_level: str) -> None:
-    standins = [(StandIn("demo self-hosted stand-in"), SELF_PORT), (StandIn("demo proprietary stand-in"),
-                                                                     THIRD_PARTY_PORT)]
-    servers = [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning"))
-               for app, p in standins]
-    servers.append(uvicorn.Server(uvicorn_config(gateway, ServeOptions(host, port, log_level=log_level))))
-    await asyncio.gather(*(server.serve() for server in servers))
+    """Serve until the gateway is told to stop, then stop the stand-ins behind it."""
+    standins = [StandInServer(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning"))
+                for app, p in ((StandIn("demo self-hosted stand-in"), SELF_PORT),
+                               (StandIn("demo proprietary stand-in"), THIRD_PARTY_PORT))]
+    tasks = [asyncio.create_task(server.serve()) for server in standins]
+    try:
+        await DrainingServer(uvicorn_config(gateway, ServeOptions(host, port, log_level=log_level))).serve()
+    finally:
+        for server in standins:
+            server.should_exit = True
+        await asyncio.gather(*tasks)
+
+
+class StandInServer(uvicorn.Server):
+    """A stand-in's server: it leaves signals to the gateway's, which stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _banner(host: str, port: int, path: Path) -> str:

@@ -26,10 +26,19 @@ _GLUE_BEFORE = frozenset(b"0a_@#$.+-/\\")
 _GLUE_AFTER = frozenset(b"0a_@")
 _JOINERS = frozenset(b".-/:,")
 
-# Clusters never start inside a date (2024-03-15), a dotted IPv4 address or another dashed or dotted number.
+# A cluster holds six or more digits, never starts inside a date (2024-03-15), a dotted IPv4 address or another dashed
+# or dotted number, and is named for what makes it interesting: separators between its digits ("split"), letters or a
+# "+" right before it ("letter", "plus"), or enough digits in a row for a card number ("long"). A plain run of six to
+# twelve digits, the commonest number in data and code, can be none of the personal data detected here.
 _CLUSTER_SHAPE = re.compile(
-    rb"00(?<!000)(?<!00[.-]00)(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0))(?:[ .()-]{0,2}0){4,}+"
+    rb"00(?<!000)(?<!00[.-]00)(?=(?:[ .()-]{0,2}0){4})(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0))"
+    rb"(?:(?P<split>0*+[ .()-]{1,2}0(?:[ .()-]{0,2}0)*+)"
+    rb"|(?P<letter>(?<=a00)0*+)|(?P<plus>(?<=\+00)0*+)|(?P<long>0{11,}+))"
 )
+_CARD_KINDS = frozenset({"split", "long"})
+_IBAN_KINDS = frozenset({"split", "letter"})
+_NATIONAL_ID_KINDS = frozenset({"split", "letter"})
+_PHONE_KINDS = frozenset({"split", "plus"})
 _CARD_SHAPE = re.compile(rb"0000(?<![0a_.$#]0000)(?:[ -]?0)++(?![a_])")
 _IBAN_SHAPE = re.compile(rb"00(?<=aa00)(?<![0a_]aa00)(?:[0a]{11,30}+|(?: [0a]{4})++(?: [0a]{1,3})?)(?![0a_])")
 _NATIONAL_ID_SHAPE = re.compile(
@@ -79,7 +88,7 @@ class _Text:
         self.raw = raw
         self.text = _fold(raw)
         self._shape: bytes | None = None
-        self._clusters: tuple[tuple[int, int], ...] | None = None
+        self._clusters: tuple[tuple[int, int, str], ...] | None = None
 
     @property
     def shape(self) -> bytes:
@@ -89,19 +98,20 @@ class _Text:
         return self._shape
 
     @property
-    def clusters(self) -> tuple[tuple[int, int], ...]:
-        """Spans of the shape holding six or more digits, no more than two separator characters apart."""
+    def clusters(self) -> tuple[tuple[int, int, str], ...]:
+        """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
-            self._clusters = tuple(match.span() for match in _CLUSTER_SHAPE.finditer(self.shape))
+            found = _CLUSTER_SHAPE.finditer(self.shape)
+            self._clusters = tuple((*match.span(), match.lastgroup or "") for match in found)
         return self._clusters
 
     def near_clusters(
-        self, pattern: re.Pattern[bytes], before: int, after: int, width: int = 0
+        self, pattern: re.Pattern[bytes], kinds: frozenset[str], before: int, after: int, width: int = 0
     ) -> Iterator[re.Match[bytes]]:
-        """Matches of a shape pattern around clusters at least width long, from before ahead to after past them."""
+        """Matches of a shape pattern around clusters of the given kinds and width, from before ahead to after past."""
         shape = self.shape
-        for start, end in self.clusters:
-            if end - start >= width:
+        for start, end, kind in self.clusters:
+            if kind in kinds and end - start >= width:
                 yield from pattern.finditer(shape, max(start - before, 0), end + after)
 
 
@@ -183,7 +193,7 @@ def _email(text: _Text) -> bool:
 def _phone(text: _Text) -> bool:
     """A phone number with a country code or with the grouping people write phone numbers in."""
     shape, body = text.shape, text.text
-    for match in text.near_clusters(_PHONE_SHAPE, 6, 2):
+    for match in text.near_clusters(_PHONE_SHAPE, _PHONE_KINDS, 6, 2):
         start, end = match.span()
         if match["plus"] is not None:
             found = _standalone(shape, start, end, spaced=False) and _international_ok(body[start:end])
@@ -240,7 +250,7 @@ def _national_ok(groups: list[str]) -> bool:
 def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer range that passes the Luhn check."""
     shape, body = text.shape, text.text
-    for match in text.near_clusters(_CARD_SHAPE, 0, 2, width=13):
+    for match in text.near_clusters(_CARD_SHAPE, _CARD_KINDS, 0, 2, width=13):
         start, end = match.span()
         if end - start < 13 or not _standalone(shape, start, end, spaced=False):
             continue
@@ -314,7 +324,7 @@ def _iban(text: _Text) -> bool:
     """An IBAN of the registered length for its country with valid mod-97 check digits, spaced or not."""
     body = text.text
     # The country code and check digits can sit well before the first cluster: "RO49 AAAA 1B31 0075 9384 0000".
-    for match in text.near_clusters(_IBAN_SHAPE, 30, 40):
+    for match in text.near_clusters(_IBAN_SHAPE, _IBAN_KINDS, 30, 40):
         groups = body[match.start() - 2:match.end()].upper().split(" ")
         # Trailing groups may be a following word ("... 7034 and"), so try every group count from the longest down.
         for count in range(len(groups), 0, -1):
@@ -337,7 +347,7 @@ def _letter_value(match: re.Match[str]) -> str:
 def _national_id(text: _Text) -> bool:
     """A US Social Security number or a UK National Insurance number."""
     shape, body = text.shape, text.text
-    for match in text.near_clusters(_NATIONAL_ID_SHAPE, 0, 4):
+    for match in text.near_clusters(_NATIONAL_ID_SHAPE, _NATIONAL_ID_KINDS, 0, 4):
         start, end = match.span()
         found = _ssn_ok(shape, body, start, end) if match["ssn"] is not None else _nino_ok(shape, body, start, end)
         if found:

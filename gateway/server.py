@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -23,6 +27,22 @@ class ServeOptions:
     log_level: str = "info"
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, exiting with status 0 after a graceful drain rather than re-raising the signal."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
 def uvicorn_config(app: Gateway, options: ServeOptions) -> uvicorn.Config:
     """The uvicorn settings for one process: uvloop, httptools, no access log, a bounded drain."""
     return uvicorn.Config(app, host=options.host, port=options.port, loop="uvloop", http="httptools",
@@ -34,7 +54,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
     if options.workers == 1:
-        uvicorn.Server(uvicorn_config(gateway, options)).run()
+        DrainingServer(uvicorn_config(gateway, options)).run()
         return
     os.environ["SWITCHYARD_POLICY"] = settings.policy
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)

@@ -1,0 +1,159 @@
+"""The `switchyard` command: policy check, keys new, and serve as a real process (workers, drain)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.cli import main
+from gateway.policy.loader import load_policy
+from gateway.policy.model import hash_key
+from gateway.standin import Fault, StandIn
+from tests.conftest import KEY, Loop, upstream_spec, wait_for, write_policy
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def test_policy_check_accepts_a_good_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_policy(tmp_path, {"a": upstream_spec("http://127.0.0.1:1")}, {"chat": {"candidates": ["a"]}})
+    assert main(["policy", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ok: {path} (policy {load_policy(path).hash})")
+    assert "upstream a: price from the policy: $1.0000 in, $2.0000 out per Mtok" in out
+
+
+def test_policy_check_prints_one_line_per_problem_and_exits_1(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_policy(tmp_path, {"a": upstream_spec("http://127.0.0.1:1", regoin="x")},
+                        {"chat": {"candidates": ["a", "b"]}})
+    assert main(["policy", "check", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"{path}: upstreams.a.regoin: unknown key 'regoin' (did you mean 'region'?)",
+                     f"{path}: 1 problem(s); the policy was not loaded"]
+
+
+def test_keys_new_prints_a_key_and_the_hash_to_store(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "new", "--tenant", "acme"]) == 0
+    out = capsys.readouterr().out
+    key = re.search(r"key:  (sk-sy-\S+)", out)
+    assert key is not None
+    assert len(key.group(1)) >= 38
+    assert f"hash: {hash_key(key.group(1))}" in out
+    assert f'keys: ["{hash_key(key.group(1))}"]' in out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def upstream(loop: Loop) -> tuple[StandIn, str]:
+    app = StandIn("primary")
+    return app, loop.serve(app).url
+
+
+def serve(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    path = write_policy(tmp_path, {"primary": upstream_spec(url)}, {"chat": {"candidates": ["primary"]}})
+    port = free_port()
+    process = spawn(["serve", "--policy", str(path), "--port", str(port), "--log-level", "warning", *extra])
+    wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard serve")
+    assert process.poll() is None, process.communicate()[0].decode()
+    return process, port
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    return process.returncode
+
+
+def test_serve_with_workers_sums_metrics_over_processes(tmp_path: Path, upstream: tuple[StandIn, str]) -> None:
+    process, port = serve(tmp_path, upstream[1], "--workers", "2")
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        for _ in range(20):
+            client.chat.completions.create(model="chat", messages=HELLO)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'switchyard_requests_total{route="chat",status="200",upstream="primary"} 20.0' in metrics
+        assert 'switchyard_tokens_total{type="completion",upstream="primary"} 180.0' in metrics
+    finally:
+        assert stop(process) == 0
+
+
+def test_sigterm_lets_an_inflight_request_finish_then_exits(tmp_path: Path, upstream: tuple[StandIn, str]) -> None:
+    app, url = upstream
+    app.faults.append(Fault(delay_s=1.0))
+    process, port = serve(tmp_path, url)
+    result: dict[str, object] = {}
+
+    def slow_request() -> None:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        result["text"] = client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    wait_for(lambda: bool(app.seen), what="the request to reach the upstream")
+    assert stop(process) == 0
+    thread.join(timeout=10)
+    assert str(result["text"]).startswith("[primary]")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_serve_refuses_a_broken_policy_before_listening(tmp_path: Path) -> None:
+    path = write_policy(tmp_path, {"a": upstream_spec("http://127.0.0.1:1")}, {"chat": {"candidates": ["nope"]}})
+    process = spawn(["serve", "--policy", str(path), "--port", str(free_port())])
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "models.chat.candidates[0]: upstream 'nope' is not defined" in output.decode()
+
+
+def test_demo_routes_by_cost_and_keeps_personal_data_in_house() -> None:
+    from gateway.demo import DEMO_KEY, SELF_PORT, THIRD_PARTY_PORT
+
+    for taken in (SELF_PORT, THIRD_PARTY_PORT, 8080):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", taken)) == 0:
+                pytest.skip(f"port {taken} is in use on this machine")
+    process = spawn(["demo", "--log-level", "warning"])
+    try:
+        wait_for(lambda: ready(8080) or process.poll() is not None, timeout=30, what="switchyard demo")
+        client = openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key=DEMO_KEY, max_retries=0)
+        cheap = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
+        assert cheap.headers["x-switchyard-upstream"] == "demo-self-hosted"
+        smart = client.chat.completions.with_raw_response.create(model="smart", messages=HELLO)
+        assert smart.headers["x-switchyard-upstream"] == "demo-proprietary"
+        personal = [{"role": "user", "content": "Write to jane.doe@example.com about her order"}]
+        kept = client.chat.completions.with_raw_response.create(model="smart", messages=personal)
+        assert kept.headers["x-switchyard-upstream"] == "demo-self-hosted"
+        assert kept.headers["x-switchyard-data-class"] == "personal"
+        streamed = "".join(c.choices[0].delta.content or "" for c in
+                           client.chat.completions.create(model="chat", messages=HELLO, stream=True) if c.choices)
+        assert streamed.startswith("[demo self-hosted stand-in]")
+    finally:
+        assert stop(process) == 0

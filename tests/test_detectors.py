@@ -1,0 +1,324 @@
+"""Tests for the personal-data detectors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.detectors import BUILTIN, Detector, builtin, regex, scan
+
+ALL = [builtin(name) for name in sorted(BUILTIN)]
+
+
+def fired(text: str) -> set[str]:
+    return {detector.name for detector in ALL if detector.search(text)}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please send the invoice to jane.doe@example.com by Friday.",
+        "Contact: <j.smith+billing@mail.example.co.uk>",
+        "my address is JOHN_O'NEIL@Example.ORG",
+        "email=first.last@sub-domain.example.io&next=1",
+        "Reply to support-team@company.travel or call us.",
+        "(maria_87@gmail.com)",
+        "Forwarded from: anna.k@uni-hamburg.de; see below",
+        "x@y.museum",
+    ],
+)
+def test_email_found(text: str) -> None:
+    assert builtin("email").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks @jane, I'll look at it tomorrow.",
+        "ping @platform-team about the outage",
+        "@app.route('/healthz')\ndef healthz():\n    return 'ok'",
+        "    @dataclass(frozen=True)\n    class Point:",
+        "@media screen and (max-width: 600px) { body { margin: 0 } }",
+        "ssh to admin@localhost and restart it",
+        "foo@bar is not an address",
+        "git clone git@github.com:encode/starlette.git",
+        "background: url(icon@2x.png) no-repeat;",
+        "npm install lodash@4.17.21 react@latest @types/node@20.11.5",
+        "result = weights@inputs.T + bias",
+        "https://user:secret@example.com/path",
+        "the @ sign and a dot . are not enough",
+    ],
+)
+def test_email_not_found(text: str) -> None:
+    assert not builtin("email").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Call me on +447911123456 after six.",
+        "Our US office: +1 (415) 555-2671.",
+        "Berlin front desk +49 30 901820, ask for Lena.",
+        "You can reach her at (415) 555-2671 most mornings.",
+        "Cell: 415-555-2671",
+        "text 415.555.2671 if urgent",
+        "My mobile is 07911 123456, landline 020 7946 0958.",
+        "Paris: +33 1 23 45 67 89",
+        "Call the hotline 1-800-555-0199 for a refund.",
+        "Office (020) 7946 0958 ext. 12",
+        "Switchboard 0161 496 0000 is open 24 hours",
+        "Ring 01 23 45 67 89 from France",
+        "Her number is +44 (0) 20 7946 0958.",
+        "Dial +1-415-555-2671 now",
+        "Phone:\u00a0+33\u00a01\u00a023\u00a045\u00a067\u00a089",
+    ],
+)
+def test_phone_found(text: str) -> None:
+    assert builtin("phone").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The contract was signed in 2019 and renewed in 2024.",
+        "Deploy on 2024-01-15 at 10:30 UTC, rollback by 2024-01-16.",
+        "Timestamp 2024-01-15T10:30:00.123456+00:00 in the logs",
+        "Upgrade from 1.2.3 to 10.15.7, then to 2.31.0.",
+        "It costs $1,299.99 or EUR 1.299,00 incl. VAT.",
+        "Order #4155552671 shipped",
+        "Server 192.168.100.200 and 10.0.0.1 are down",
+        "The meeting moved from 09:30 to 14:45.",
+        "Population grew from 8 100 000 to 8 400 000.",
+        "We saw +1.5% growth and a +100.000 user uptick.",
+        "Coordinates +40.712776, -74.005974",
+        "Counts: 100 200 300 400 500",
+        "Request id 123e4567-e89b-12d3-a456-426614174000",
+        "Commit 9fceb02d0ae598e95dc970b74767f19372d61af8 fixed it",
+        "Epoch 1705314600 equals 2024-01-15 10:30 UTC.",
+        "Zip code 02139-4307, Cambridge",
+        "Placeholder 123-456-7890 is not a real number",
+        "Dates 01.02.2024 and 15.03.2023 in German format",
+        "x = foo(123) + 456 - 7890",
+        "Tracking 1Z999AA10123456784 arrives Monday",
+        "Version 3.11.7 (build 2024.01.15)",
+        "List: 05 10 15 20 25 30 35",
+    ],
+)
+def test_phone_not_found(text: str) -> None:
+    assert not builtin("phone").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My card is 4111 1111 1111 1111, expiry 12/27.",
+        "Charge 4111111111111111 please",
+        "Visa 4012-8888-8888-1881 was declined",
+        "Mastercard: 5555 5555 5555 4444",
+        "New Mastercard range 2223 0031 2200 3222",
+        "Amex 3782 822463 10005 on file",
+        "amex 378282246310005",
+        "Discover 6011 1111 1111 1117 expires soon",
+        "JCB 3530111333300000",
+        "Diners 3056 930902 5904",
+        "Card 4111 1111 1111 1111 12 25 (exp, cvv 123)",
+        "UnionPay 6200000000000005.",
+    ],
+)
+def test_credit_card_found(text: str) -> None:
+    assert builtin("credit_card").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My card is 4111 1111 1111 1112, expiry 12/27.",
+        "Random number 1234 5678 9012 3456",
+        "Order 8234567890123456 is on its way",
+        "Timestamp in ms: 1705314600000",
+        "Nanoseconds 1705314600000000000 since epoch",
+        "USPS tracking 9400 1000 0000 0000 0000 00",
+        "pi is 3.1415926535897932384",
+        "ratio 0.4111111111111111 after tuning",
+        "Account 0000 0000 0000 0000",
+        "sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709",
+        "Invoice #4111111111111111",
+    ],
+)
+def test_credit_card_not_found(text: str) -> None:
+    assert not builtin("credit_card").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please wire it to GB82 WEST 1234 5698 7654 32 by Monday.",
+        "IBAN: DE89370400440532013000",
+        "iban de89 3704 0044 0532 0130 00",
+        "Refund to FR14 2004 1010 0505 0001 3M02 606 please",
+        "NL91 ABNA 0417 1643 00 is my Dutch account",
+        "BE68 5390 0754 7034 with KBC",
+        "Spanish account ES91 2100 0418 4502 0005 1332.",
+        "Use CH9300762011623852957 for the deposit",
+        "(IBAN IT60X0542811101000000123456)",
+    ],
+)
+def test_iban_found(text: str) -> None:
+    assert builtin("iban").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please wire it to GB83 WEST 1234 5698 7654 32 by Monday.",
+        "IBAN: DE88370400440532013000",
+        "DE89 3704 0044 0532 0130",
+        "XX89370400440532013000 has no country",
+        "ISBN 978-3-16-148410-0",
+        "SKU AB12345678901234 in stock",
+        "uint32 and int64 types, sha256 and base64 encodings",
+    ],
+)
+def test_iban_not_found(text: str) -> None:
+    assert not builtin("iban").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My SSN is 123-45-6789.",
+        "SSN: 078-05-1120",
+        "ssn 219 09 9999 on the form",
+        "(social security 536-22-1234)",
+        "NI number AB 12 34 56 C",
+        "National Insurance: JG103759A",
+        "nino ce 12 34 56 d",
+        "Her NINO is AB123456 D.",
+    ],
+)
+def test_national_id_found(text: str) -> None:
+    assert builtin("national_id").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SSN 000-12-3456 is invalid",
+        "SSN 666-12-3456 is invalid",
+        "SSN 900-12-3456 is invalid",
+        "SSN 123-00-4567 is invalid",
+        "SSN 123-45-0000 is invalid",
+        "ID 123456789 without separators",
+        "Mixed separators 123-45 6789",
+        "Part number 1-123-45-6789-0",
+        "The HMRC example QQ 12 34 56 C",
+        "Bad prefix GB 12 34 56 A",
+        "Bad letter DA123456A",
+        "Bad suffix AB123456E",
+        "Glued XAB123456C",
+        "Mixed case Ab123456c",
+    ],
+)
+def test_national_id_not_found(text: str) -> None:
+    assert not builtin("national_id").search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Summarise the Q3 report: revenue up 12% to $4.2M, 1,250 new customers, churn 3.1%.",
+        "Deploy v2.31.0 on 2024-03-15 at 09:00 UTC; rollback window 30 minutes.",
+        "Ticket PLAT-2291 and PLAT-2304 are blocked on the 2024-04-22 freeze.",
+        "curl -H 'X-Request-Id: 550e8400-e29b-41d4-a716-446655440000' http://10.0.12.4:8000/v1/models",
+        "MATRIX = [[0.25, 0.5, 0.75], [1.0, 1.25, 1.5]]\nTIMEOUT_MS = 30_000\nMAX = 16 * 1024 * 1024",
+        "SELECT * FROM orders WHERE id = 88231 AND created_at > '2024-01-15 10:30:00';",
+        "the ratio was 0.123456789 and the p99 was 412.5 ms over 3,600,000 requests",
+        "@pytest.mark.parametrize('n', [1, 2, 3])\ndef test_x(n): assert n < 10",
+        "Python 3.11.7, numpy 1.26.4, torch 2.2.1+cu121",
+        "",
+    ],
+)
+def test_realistic_text_fires_nothing(text: str) -> None:
+    assert scan(ALL, text) is None
+
+
+def test_builtin_names() -> None:
+    assert frozenset({"email", "phone", "credit_card", "iban", "national_id"}) == BUILTIN
+    assert all(builtin(name).name == name for name in BUILTIN)
+
+
+def test_unknown_builtin_raises_key_error() -> None:
+    with pytest.raises(KeyError):
+        builtin("nope")
+
+
+def test_bad_regex_raises() -> None:
+    with pytest.raises(re.error):
+        regex("x", "(")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        (r"\bPRJ-\d{4}\b", "see PRJ-1234 for details", True),
+        (r"\bPRJ-\d{4}\b", "see PRJ-12345 for details", False),
+        (r"(?i)project\s+falcon", "Status of Project  Falcon?", True),
+        (r"(?i)project\s+falcon", "the falcon project", False),
+    ],
+)
+def test_regex_detector(pattern: str, text: str, expected: bool) -> None:
+    detector = regex("internal", pattern)
+    assert detector.name == "internal"
+    assert detector.search(text) is expected
+    assert (scan([detector], text) == "internal") is expected
+
+
+def test_scan_returns_first_firing_detector() -> None:
+    text = "Mail jane@example.com or call +44 20 7946 0958."
+    assert scan([builtin("iban"), builtin("phone"), builtin("email")], text) == "phone"
+    assert scan([builtin("email"), builtin("phone")], text) == "email"
+    assert scan([builtin("iban"), regex("custom", "call")], text) == "custom"
+    assert scan([builtin("iban"), builtin("credit_card")], text) is None
+    assert scan([], text) is None
+
+
+def test_detector_is_a_frozen_value() -> None:
+    detector = builtin("email")
+    assert isinstance(detector, Detector)
+    assert detector == builtin("email")
+    assert "email" in repr(detector)
+    with pytest.raises(AttributeError):
+        detector.name = "phone"  # type: ignore[misc]
+
+
+@given(st.text())
+def test_scan_never_crashes(text: str) -> None:
+    assert scan(ALL, text) in BUILTIN | {None}
+
+
+@given(st.text(alphabet="0123456789 -+().@aAbBzZ:/\n", max_size=200))
+def test_scan_never_crashes_on_number_like_text(text: str) -> None:
+    assert scan(ALL, text) in BUILTIN | {None}
+
+
+def luhn_complete(partial: str) -> str:
+    """partial plus the Luhn check digit that makes it valid."""
+    total = 0
+    for position, char in enumerate(reversed(partial)):
+        value = int(char) * (2 if position % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return partial + str(-total % 10)
+
+
+@given(
+    body=st.text(alphabet="0123456789", min_size=14, max_size=14),
+    separator=st.sampled_from(["", " ", "-"]),
+    template=st.sampled_from(["Please charge {} today.", "card: {}", "My Visa ({}) was declined", "{}"]),
+)
+def test_generated_card_number_is_found(body: str, separator: str, template: str) -> None:
+    number = luhn_complete("4" + body)
+    written = separator.join(number[i:i + 4] for i in range(0, 16, 4))
+    assert scan(ALL, template.format(written)) == "credit_card"
