@@ -26,14 +26,14 @@ _GLUE_BEFORE = frozenset(b"0a_@#$.+-/\\")
 _GLUE_AFTER = frozenset(b"0a_@")
 _JOINERS = frozenset(b".-/:,")
 
-# A cluster holds six or more digits, never starts inside a date (2024-03-15), a dotted IPv4 address or another dashed
-# or dotted number, and is named for what makes it interesting: separators between its digits ("split"), letters or a
-# "+" right before it ("letter", "plus"), or enough digits in a row for a card number ("long"). A plain run of six to
-# twelve digits, the commonest number in data and code, can be none of the personal data detected here.
+# A cluster holds six or more digits and never starts inside a date (2024-03-15), a dotted IPv4 address, a decimal
+# fraction or another dashed or dotted number. It is named for what makes it worth a look: letters or a "+" right
+# before it ("letter", "plus"), separators between its digits ("split"), or enough digits in a row for a card number
+# ("long"). A plain run of six to twelve digits, the commonest number in data and code, is none of the things detected.
 _CLUSTER_SHAPE = re.compile(
-    rb"00(?<!000)(?<!00[.-]00)(?=(?:[ .()-]{0,2}0){4})(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0))"
-    rb"(?:(?P<split>0*+[ .()-]{1,2}0(?:[ .()-]{0,2}0)*+)"
-    rb"|(?P<letter>(?<=a00)0*+)|(?P<plus>(?<=\+00)0*+)|(?P<long>0{11,}+))"
+    rb"00(?<!000)(?<!00[.-]00)(?=(?:[ .()-]{0,2}0){4})(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0)|0{0,3}\.0{4})"
+    rb"(?:(?P<letter>(?<=a00)(?:[ .()-]{0,2}0)*+)|(?P<plus>(?<=\+00)(?:[ .()-]{0,2}0)*+)"
+    rb"|(?P<split>0*+[ .()-]{1,2}0(?:[ .()-]{0,2}0)*+)|(?P<long>0{11,}+))"
 )
 _CARD_KINDS = frozenset({"split", "long"})
 _IBAN_KINDS = frozenset({"split", "letter"})
