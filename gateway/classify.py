@@ -78,9 +78,12 @@ def _messages(messages: Any, texts: list[str]) -> int:
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
         images += _content(message.get("content"), i, texts)
         for call in message.get("tool_calls") or ():
-            arguments = call.get("function", {}).get("arguments") if isinstance(call, dict) else None
-            if isinstance(arguments, str):
-                texts.append(arguments)
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                raise InvalidRequest(f"messages[{i}].tool_calls entries need a 'function' object",
+                                     param=f"messages[{i}].tool_calls")
+            if isinstance(function.get("arguments"), str):
+                texts.append(function["arguments"])
     return images
 
 

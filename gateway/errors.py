@@ -110,7 +110,7 @@ class NoCandidate(GatewayError):
 
     STATUS: ClassVar[dict[str, int]] = {
         "residency_unavailable": 403, "capability_unavailable": 400, "context_length_exceeded": 400,
-        "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503}
+        "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503, "policy_denied": 403}
     type = "invalid_request_error"
 
     def __init__(self, code: str, message: str) -> None:

@@ -56,6 +56,9 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE) -> Decision
     rule = matching_rule(policy, features)
     names = [n for n in route.candidates if rule is None or n not in rule.exclude]
     excluded: list[tuple[str, str]] = [(n, "rule") for n in route.candidates if n not in names]
+    if not names:
+        assert rule is not None
+        raise NoCandidate("policy_denied", f"rule '{rule.name}' excludes every upstream of route '{features.route}'")
     for reason, code, allowed in _filters(policy, tenant, route, features, live):
         kept = [n for n in names if allowed(n, policy.doc.upstreams[n])]
         excluded += [(n, reason) for n in names if n not in kept]
@@ -142,12 +145,15 @@ def order(policy: Policy, route: Route, features: Features, objective: str, name
 
 
 def _by_latency(route: Route, names: list[str], live: Live) -> list[str]:
-    """Unmeasured upstreams first (so each gets measured), then fastest p95; the SLO skips slow ones while it can."""
+    """Unmeasured upstreams first (so each gets measured), then fastest p95.
+
+    The SLO drops measured upstreams over it while a measured one meets it; unmeasured ones always stay.
+    """
     unmeasured = [n for n in names if n not in live.ttft_p95_ms]
     measured = sorted((n for n in names if n in live.ttft_p95_ms), key=lambda n: live.ttft_p95_ms[n])
     if route.latency_slo is not None:
         slo = route.latency_slo.ttft_p95_ms
         meeting = [n for n in measured if live.ttft_p95_ms[n] <= slo]
-        if meeting or unmeasured:
+        if meeting:
             measured = meeting
     return unmeasured + measured

@@ -130,6 +130,11 @@ class Classify(Strict):
     detectors: tuple[DetectorRule, ...] = ()
     header: str = "x-switchyard-data-class"
 
+    @field_validator("header")
+    @classmethod
+    def _lower(cls, name: str) -> str:
+        return name.lower()
+
 
 class RouteTo(Strict):
     """Degrade to these upstreams once a budget is spent."""
