@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -21,7 +23,9 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
 from gateway.proxy import ENDPOINTS, Proxy, authenticate
+from gateway.reload import Reloader
 from gateway.runtime import Runtime
+from gateway.state.latency import LatencyTracker
 from gateway.upstreams.openai import new_session
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
@@ -33,12 +37,14 @@ class Settings:
 
     policy: str = "policies"
     max_body_bytes: int = DEFAULT_MAX_BODY
+    reload_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from SWITCHYARD_* variables, as each worker process reads them."""
         return cls(policy=os.environ.get("SWITCHYARD_POLICY", "policies"),
-                   max_body_bytes=int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY)))
+                   max_body_bytes=int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+                   reload_interval_s=float(os.environ.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)))
 
 
 class Gateway:
@@ -48,8 +54,10 @@ class Gateway:
         self.settings = settings
         self.policy = policy or load_policy(settings.policy)
         self.metrics = metrics or Metrics()
-        self.proxy = Proxy(self.metrics, Dispatcher(self.metrics, Inflight()), settings.max_body_bytes)
+        self.latency = LatencyTracker()
+        self.proxy = Proxy(self.metrics, Dispatcher(self.metrics, Inflight()), self.latency, settings.max_body_bytes)
         self.runtime: Runtime | None = None
+        self.reloader: Reloader | None = None
         self.site = Starlette(routes=self._routes(), lifespan=self._lifespan,
                               exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error})
 
@@ -67,12 +75,23 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
         session = new_session()
-        self.runtime = Runtime.build(self.policy, session)
-        self.metrics.set_policy(self.policy.hash)
+
+        def apply(policy: Policy) -> None:
+            self.policy = policy
+            self.runtime = Runtime.build(policy, session)
+            self.metrics.set_policy(policy.hash)
+
+        apply(self.policy)
+        self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
+        watcher = asyncio.create_task(self.reloader.run())
         try:
-            yield
+            with _sighup_handler(self.reloader.request):
+                yield
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             self.runtime = None
+            self.reloader = None
             await session.close()
 
     def _routes(self) -> list[Route]:
@@ -105,6 +124,20 @@ class Gateway:
         if self.runtime is None:
             raise GatewayError("the gateway is not ready", status=503, code="not_ready")
         return self.runtime
+
+
+@contextlib.contextmanager
+def _sighup_handler(callback: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, callback)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests), or no SIGHUP here
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def _gateway_error(_: Request, exc: Exception) -> Response:

@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     _listen_options(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
+    serve.add_argument("--reload-interval-s", type=float, default=2.0,
+                       help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
@@ -55,7 +57,8 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import ServeOptions, serve
 
-    settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes)
+    settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
+                        reload_interval_s=args.reload_interval_s)
     try:
         serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level))
     except PolicyError as exc:

@@ -36,11 +36,12 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.metrics import Metrics
-from gateway.policy.decide import Decision, decide
+from gateway.policy.decide import Decision, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
 from gateway.runtime import Runtime
 from gateway.sse import DONE_EVENT, SseRelay, error_event
+from gateway.state.latency import LatencyTracker
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
 ENDPOINTS = {
@@ -67,10 +68,21 @@ class Opened:
 class Proxy:
     """Serves the hot endpoints: authenticate, classify, decide, dispatch, relay, account."""
 
-    def __init__(self, metrics: Metrics, dispatcher: Dispatcher, max_body_bytes: int) -> None:
+    def __init__(self, metrics: Metrics, dispatcher: Dispatcher, latency: LatencyTracker, max_body_bytes: int) -> None:
         self.metrics = metrics
         self.dispatcher = dispatcher
+        self.latency = latency
+        self.live = Live(ttft_p95_ms=latency.view)
         self.max_body_bytes = max_body_bytes
+        self._refreshed = 0.0
+
+    def _live(self) -> Live:
+        """What decisions see of the upstreams now; latency samples decay at most once a second."""
+        now = time.monotonic()
+        if now - self._refreshed > 1.0:
+            self._refreshed = now
+            self.latency.refresh(now)
+        return self.live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
         """Answer one request on a hot endpoint."""
@@ -103,7 +115,7 @@ class Proxy:
         done.data_class = features.data_class or "-"
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
-        decision = decide(policy, features)
+        decision = decide(policy, features, self._live())
         done.rule = decision.rule or "-"
         self._count_decision(decision)
         request = Request(path, body, headers, features.stream)
@@ -156,7 +168,9 @@ class Proxy:
         done.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *done.tell()]})
         await send({"type": "http.response.body", "body": opened.first, "more_body": True})
-        self.metrics.observe(self.metrics.ttft, time.perf_counter() - started, done.route, upstream.name)
+        ttft = time.perf_counter() - started
+        self.metrics.observe(self.metrics.ttft, ttft, done.route, upstream.name)
+        self.latency.observe(upstream.name, ttft, time.monotonic())
         try:
             ending = await self._pump(opened, send, upstream)
         finally:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from gateway.app import Gateway, Settings
 from gateway.metrics import prepare_multiprocess
@@ -58,7 +59,20 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         return
     os.environ["SWITCHYARD_POLICY"] = settings.policy
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+    os.environ["SWITCHYARD_RELOAD_INTERVAL_S"] = str(settings.reload_interval_s)
     prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
-    uvicorn.run("gateway.app:create_app", factory=True, host=options.host, port=options.port, loop="uvloop",
-                http="httptools", access_log=False, log_level=options.log_level, workers=options.workers,
-                timeout_graceful_shutdown=round(options.drain_s), server_header=False, proxy_headers=False)
+    config = uvicorn.Config("gateway.app:create_app", factory=True, host=options.host, port=options.port,
+                            loop="uvloop", http="httptools", access_log=False, log_level=options.log_level,
+                            workers=options.workers, timeout_graceful_shutdown=round(options.drain_s),
+                            server_header=False, proxy_headers=False)
+    ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class ReloadingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGHUP reaches the workers (each reloads its policy) instead
+    of restarting them, which would take a broken policy down with it."""
+
+    def handle_hup(self) -> None:
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)

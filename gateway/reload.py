@@ -1,0 +1,70 @@
+"""Hot reload: notice a changed policy (file change or SIGHUP), check it, and swap it in whole or not at all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.errors import PolicyError
+from gateway.metrics import Metrics
+from gateway.policy.loader import load_policy, policy_files
+from gateway.policy.model import Policy
+
+logger = logging.getLogger("switchyard.reload")
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """Names, sizes and modification times of a policy's files: a change in any means reload."""
+    found = []
+    for file in policy_files(path) if path.exists() else []:
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        found.append((str(file), stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
+class Reloader:
+    """Watches a policy path and hands each new valid policy to `apply`; a broken one is refused and counted."""
+
+    def __init__(self, path: str, metrics: Metrics, apply: Callable[[Policy], None], interval_s: float) -> None:
+        self.path = Path(path)
+        self.metrics = metrics
+        self.apply = apply
+        self.interval_s = interval_s
+        self.wanted = asyncio.Event()
+        self._seen = fingerprint(self.path)
+
+    def request(self) -> None:
+        """Reload now, changed or not (SIGHUP)."""
+        self.wanted.set()
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wanted.wait(), self.interval_s if self.interval_s > 0 else None)
+            forced = self.wanted.is_set()
+            self.wanted.clear()
+            current = fingerprint(self.path)
+            if forced or current != self._seen:
+                self._seen = current
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Load the policy again; swap it in if it passes check. Returns whether it did."""
+        try:
+            policy = await asyncio.to_thread(load_policy, self.path)
+        except PolicyError as exc:
+            self.metrics.count(self.metrics.policy_reloads, "error")
+            logger.error("policy reload refused, the old policy keeps serving: %s", "; ".join(exc.problems))
+            return False
+        self.apply(policy)
+        self.metrics.count(self.metrics.policy_reloads, "ok")
+        logger.info("policy reloaded: %s", policy.hash)
+        return True
