@@ -17,12 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.asgi import Receive, Scope, Send, send_error
+from gateway.auth import authenticate
 from gateway.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
-from gateway.proxy import ENDPOINTS, Proxy, authenticate
+from gateway.proxy import ENDPOINTS, Proxy
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
 from gateway.state.latency import LatencyTracker

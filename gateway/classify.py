@@ -35,26 +35,41 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
 
 def data_class(policy: Policy, tenant: str, headers: Mapping[str, str], texts: list[str]) -> str | None:
     """The most sensitive of the tenant's floor, the declared header and every detector that fires."""
+    return explain_class(policy, tenant, headers, texts)[0]
+
+
+def explain_class(policy: Policy, tenant: str, headers: Mapping[str, str],
+                  texts: list[str]) -> tuple[str | None, str]:
+    """The data class and what set it: "tenant floor", "header", "detector NAME" or "default"."""
     classes = policy.doc.data_classes
     if not classes:
-        return None
+        return None, "no data classes"
     names = list(classes)
     floor = policy.doc.tenants[tenant].data_class
-    rank = policy.class_rank[floor] if floor else 0
+    rank, why = (policy.class_rank[floor], "tenant floor") if floor else (0, "default")
     declared = headers.get(policy.doc.classify.header)
     if declared is not None:
         if declared not in classes:
             raise InvalidRequest(f"unknown data class '{declared}' (known: {', '.join(names)})",
                                  param=policy.doc.classify.header)
-        rank = max(rank, policy.class_rank[declared])
+        if policy.class_rank[declared] > rank:
+            rank, why = policy.class_rank[declared], "header"
     text = "\n".join(texts) if policy.class_detectors else ""
     for group in policy.class_detectors:
         if group.rank <= rank:
             break
-        if detectors.scan(group.detectors, text):
-            rank = group.rank
+        fired = detectors.scan(group.detectors, text)
+        if fired:
+            rank, why = group.rank, f"detector {fired}"
             break
-    return names[rank]
+    return names[rank], why
+
+
+def request_texts(endpoint: str, body: dict[str, Any]) -> list[str]:
+    """All text of a request the detectors read."""
+    texts: list[str] = []
+    _collect(endpoint, body, texts)
+    return texts
 
 
 def _collect(endpoint: str, body: dict[str, Any], texts: list[str]) -> tuple[int, bool]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway.app import DEFAULT_MAX_BODY, Settings
 from gateway.errors import PolicyError
@@ -41,6 +43,17 @@ def parser() -> argparse.ArgumentParser:
     check = policy_actions.add_parser("check", help="load a policy and report every problem")
     check.add_argument("path")
     check.set_defaults(run=_check)
+    explain = policy_actions.add_parser("explain", help="show how a request would be decided, sending nothing")
+    explain.add_argument("path")
+    explain.add_argument("--key", required=True, help="the tenant's gateway key")
+    explain.add_argument("--request", required=True, help="a JSON file with the request body")
+    explain.add_argument("--endpoint", default="chat", choices=["chat", "completions", "embeddings"])
+    explain.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    explain.add_argument("--down", action="append", default=[], metavar="UPSTREAM", help="treat as unavailable")
+    explain.set_defaults(run=_explain)
+    test = policy_actions.add_parser("test", help="run the cases in PATH/tests/*.yaml")
+    test.add_argument("path")
+    test.set_defaults(run=_test)
     keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
     new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
     new.add_argument("--tenant", required=True)
@@ -87,6 +100,60 @@ def _check(args: argparse.Namespace) -> int:
         per_in, per_out = policy.price[name]
         print(f"  upstream {name}: price from the policy: ${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from gateway.explain import evaluate, trace
+    from gateway.policy.decide import Live
+
+    try:
+        policy = load_policy(args.path)
+        body = json.loads(Path(args.request).read_text())
+    except PolicyError as exc:
+        _print_problems(args.path, exc)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"{args.request}: {exc}", file=sys.stderr)
+        return 1
+    found = policy.tenant(args.key)
+    if found is None:
+        print("1. who: unknown key -> 401 invalid_api_key", file=sys.stderr)
+        return 1
+    headers = dict(h.split(":", 1) for h in args.header)
+    outcome = evaluate(policy, found[0], body, {k.strip(): v.strip() for k, v in headers.items()},
+                       Live(open_circuits=frozenset(args.down)), args.endpoint)
+    print("\n".join(trace(policy, outcome)))
+    return 0 if outcome.error is None else 2
+
+
+def _test(args: argparse.Namespace) -> int:
+    from gateway.cases import case_files, load_cases, run_case
+
+    try:
+        policy = load_policy(args.path)
+    except PolicyError as exc:
+        _print_problems(args.path, exc)
+        return 1
+    files = case_files(Path(args.path))
+    if not files:
+        print(f"{args.path}: no test cases (tests/*.yaml) found", file=sys.stderr)
+        return 1
+    passed = failed = 0
+    for file in files:
+        try:
+            cases = load_cases(file)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        for case in cases:
+            result = run_case(policy, case, str(file))
+            print(f"{'PASS' if result.passed else 'FAIL'} {file.name}: {case.name}")
+            for problem in result.problems:
+                print(f"     {problem}")
+            passed, failed = (passed + 1, failed) if result.passed else (passed, failed + 1)
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
 
 
 def _print_problems(path: str, exc: PolicyError) -> None:

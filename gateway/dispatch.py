@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gateway.errors import UpstreamError, UpstreamFailed, UpstreamStatus, UpstreamTimeout
+from gateway.errors import GatewayError, NoCandidate, UpstreamError, UpstreamFailed, UpstreamStatus, UpstreamTimeout
 from gateway.metrics import Metrics
-from gateway.policy.decide import Decision
+from gateway.policy.decide import Decision, residency_limited
 from gateway.policy.schema import Resilience
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
@@ -151,9 +151,12 @@ def _retry_after_seconds(value: str, fallback: float) -> float:
         return fallback
 
 
-def _give_up(failures: list[UpstreamError], decision: Decision) -> UpstreamFailed:
+def _give_up(failures: list[UpstreamError], decision: Decision) -> GatewayError:
     """The error the client sees once every candidate failed: sanitized, naming only policy names."""
     summary = "; ".join(f"{f.upstream}: {f.reason}" for f in failures) or "no candidate was tried"
+    if residency_limited(decision.excluded):
+        return NoCandidate("residency_unavailable", f"every upstream allowed for data class "
+                           f"'{decision.data_class}' failed ({summary}); no other upstream may stand in")
     if failures and all(isinstance(f, UpstreamTimeout) for f in failures):
         status, code = 504, "upstream_timeout"
     elif failures and all(isinstance(f, Saturated) for f in failures):

@@ -24,12 +24,11 @@ from gateway.asgi import (
     send_error,
     watch_disconnect,
 )
+from gateway.auth import authenticate, check_route
 from gateway.dispatch import Dispatch, Dispatcher, Request
 from gateway.errors import (
-    AuthenticationFailed,
     GatewayError,
     InvalidRequest,
-    ModelNotFound,
     NoCandidate,
     UpstreamStatus,
     UpstreamTimeout,
@@ -37,7 +36,6 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Live, decide
-from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
 from gateway.runtime import Runtime
 from gateway.sse import DONE_EVENT, SseRelay, error_event
@@ -246,30 +244,6 @@ class _Done:
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
         return headers
-
-
-def authenticate(policy: Policy, headers: dict[str, str]) -> str:
-    """The tenant of the request's bearer key; 401 otherwise."""
-    authorization = headers.get("authorization", "")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    found = policy.tenant(key.strip())
-    if found is None:
-        raise AuthenticationFailed("invalid API key")
-    return found[0]
-
-
-def check_route(policy: Policy, tenant: str, body: dict[str, Any]) -> str:
-    """The route `model` names, if this tenant may use it; 400 or 404 otherwise."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a string", param="model")
-    allowed = policy.routes_for(policy.doc.tenants[tenant])
-    if model not in allowed:
-        raise ModelNotFound(f"the model '{model}' does not exist or you do not have access to it; "
-                            f"available: {', '.join(allowed)}", param="model")
-    return model
 
 
 def scrub(body: bytes, upstream: OpenAIUpstream) -> bytes:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import uvicorn
 import yaml
@@ -61,6 +62,13 @@ class Loop:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.served: list[Served] = []
+        self.clients: list[openai.OpenAI] = []
+
+    def client(self, base_url: str, key: str = KEY, **options: Any) -> openai.OpenAI:
+        """An openai client closed when the test ends, so no socket outlives it."""
+        made = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, **options)
+        self.clients.append(made)
+        return made
 
     def serve(self, app: Callable[[Scope, Receive, Send], Any], drain_s: float = 5.0) -> Served:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
@@ -83,6 +91,8 @@ class Loop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     def close(self) -> None:
+        for made in self.clients:
+            made.close()
         for served in reversed(self.served):
             if not served.task.done():
                 self.stop(served)
@@ -128,10 +138,14 @@ class Stack:
     gateway: Gateway
     served: Served
     upstreams: dict[str, StandIn]
+    loop: Loop
 
     @property
     def base_url(self) -> str:
         return self.served.url + "/v1"
+
+    def client(self, key: str = KEY, **options: Any) -> openai.OpenAI:
+        return self.loop.client(self.base_url, key, **options)
 
 
 def start_stack(loop: Loop, folder: Path, names: tuple[str, ...] = ("primary", "fallback"),
@@ -146,7 +160,7 @@ def start_stack(loop: Loop, folder: Path, names: tuple[str, ...] = ("primary", "
     routes = models or {"chat": {"candidates": list(names)}}
     path = write_policy(folder, specs, routes, **sections)
     gateway = Gateway(Settings(policy=str(path), **(settings or {})))
-    return Stack(gateway, loop.serve(gateway), standins)
+    return Stack(gateway, loop.serve(gateway), standins, loop)
 
 
 @pytest.fixture

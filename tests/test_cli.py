@@ -92,10 +92,11 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
-def test_serve_with_workers_sums_metrics_over_processes(tmp_path: Path, upstream: tuple[StandIn, str]) -> None:
+def test_serve_with_workers_sums_metrics_over_processes(tmp_path: Path, upstream: tuple[StandIn, str],
+                                                         loop: Loop) -> None:
     process, port = serve(tmp_path, upstream[1], "--workers", "2")
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        client = loop.client(f"http://127.0.0.1:{port}/v1")
         for _ in range(20):
             client.chat.completions.create(model="chat", messages=HELLO)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
@@ -112,8 +113,8 @@ def test_sigterm_lets_an_inflight_request_finish_then_exits(tmp_path: Path, upst
     result: dict[str, object] = {}
 
     def slow_request() -> None:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
-        result["text"] = client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0) as client:
+            result["text"] = client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
 
     thread = threading.Thread(target=slow_request)
     thread.start()
@@ -133,7 +134,7 @@ def test_serve_refuses_a_broken_policy_before_listening(tmp_path: Path) -> None:
     assert "models.chat.candidates[0]: upstream 'nope' is not defined" in output.decode()
 
 
-def test_demo_routes_by_cost_and_keeps_personal_data_in_house() -> None:
+def test_demo_routes_by_cost_and_keeps_personal_data_in_house(loop: Loop) -> None:
     from gateway.demo import DEMO_KEY, SELF_PORT, THIRD_PARTY_PORT
 
     for taken in (SELF_PORT, THIRD_PARTY_PORT, 8080):
@@ -143,7 +144,7 @@ def test_demo_routes_by_cost_and_keeps_personal_data_in_house() -> None:
     process = spawn(["demo", "--log-level", "warning"])
     try:
         wait_for(lambda: ready(8080) or process.poll() is not None, timeout=30, what="switchyard demo")
-        client = openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key=DEMO_KEY, max_retries=0)
+        client = loop.client("http://127.0.0.1:8080/v1", DEMO_KEY)
         cheap = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
         assert cheap.headers["x-switchyard-upstream"] == "demo-self-hosted"
         smart = client.chat.completions.with_raw_response.create(model="smart", messages=HELLO)

@@ -18,7 +18,7 @@ HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 def client(stack: Stack, key: str = KEY, **options: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0, **options)  # type: ignore[arg-type]
+    return stack.client(key, **options)
 
 
 def test_chat_completion_is_served_by_the_first_candidate(stack: Stack) -> None:
@@ -116,7 +116,7 @@ def _dead_first(loop: Loop, tmp_path: Path) -> Stack:
                  "fallback": upstream_spec(loop.serve(fallback).url, model="fallback-model")}
     path = write_policy(tmp_path, upstreams, {"chat": {"candidates": ["dead", "fallback"]}})
     gateway = Gateway(Settings(policy=str(path)))
-    return Stack(gateway, loop.serve(gateway), {"fallback": fallback})
+    return Stack(gateway, loop.serve(gateway), {"fallback": fallback}, loop)
 
 
 def test_client_errors_from_the_upstream_pass_through_without_fallback(stack: Stack) -> None:

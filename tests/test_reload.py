@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import yaml
 
 from gateway.standin import Fault
-from tests.conftest import KEY, Loop, Stack, start_stack, wait_for
+from tests.conftest import Loop, Stack, start_stack, wait_for
 from tests.test_cli import serve, stop
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -30,7 +29,7 @@ def rewrite(tmp_path: Path, change: Any) -> None:
 
 
 def served_by(stack: Stack) -> str:
-    client = openai.OpenAI(base_url=stack.base_url, api_key=KEY, max_retries=0)
+    client = stack.client()
     return str(client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
                .headers["x-switchyard-upstream"])
 

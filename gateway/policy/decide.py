@@ -63,7 +63,9 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE) -> Decision
         kept = [n for n in names if allowed(n, policy.doc.upstreams[n])]
         excluded += [(n, reason) for n in names if n not in kept]
         if not kept:
-            raise NoCandidate(code, _explain(code, features, names))
+            if code == "no_healthy_upstream" and residency_limited(excluded):
+                code = "residency_unavailable"
+            raise NoCandidate(code, _explain(code, features, names), excluded)
         names = kept
     objective = rule.objective if rule is not None and rule.objective else route.objective
     ordered = order(policy, route, features, objective, names, live)
@@ -101,10 +103,18 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
     return filters
 
 
+RESIDENCY_REASONS = frozenset({"data_class", "tenant_region"})
+
+
+def residency_limited(excluded: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> bool:
+    """True when residency kept some candidate out: then no other upstream may stand in for a failed one."""
+    return any(reason in RESIDENCY_REASONS for _, reason in excluded)
+
+
 def _explain(code: str, features: Features, names: list[str]) -> str:
     what = {
         "residency_unavailable": f"no upstream allowed for data class '{features.data_class}' and this tenant's "
-                                 "regions can serve this request",
+                                 "regions can serve this request now; no other upstream may stand in",
         "capability_unavailable": "no allowed upstream supports what this request needs (tools, response_format "
                                   "or images)",
         "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens plus max_tokens fits "

@@ -1,0 +1,110 @@
+"""Policy test cases (`PATH/tests/*.yaml`): a request, a tenant, upstream health, and what must be decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from gateway.explain import Outcome, evaluate
+from gateway.policy.checks import describe_validation_error
+from gateway.policy.decide import Live
+from gateway.policy.model import Policy
+from gateway.policy.schema import Strict
+
+
+class Health(Strict):
+    """Upstream state a case assumes."""
+
+    down: tuple[str, ...] = ()
+    ttft_p95_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Expect(Strict):
+    """What the decision must be; give the fields that matter."""
+
+    upstreams: tuple[str, ...] | None = None
+    first: str | None = None
+    error: str | None = None
+    data_class: str | None = None
+    rule: str | None = None
+
+
+class Case(Strict):
+    """One request and its expected decision."""
+
+    name: str
+    tenant: str
+    request: dict[str, Any]
+    endpoint: str = "chat"
+    headers: dict[str, str] = Field(default_factory=dict)
+    health: Health = Health()
+    expect: Expect
+
+
+class CaseFile(Strict):
+    """A file of cases."""
+
+    cases: tuple[Case, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A case's verdict."""
+
+    file: str
+    name: str
+    problems: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def case_files(policy_path: Path) -> list[Path]:
+    """The case files of a policy: `tests/*.yaml` beside the policy file, or inside the policy folder."""
+    folder = policy_path if policy_path.is_dir() else policy_path.parent
+    return sorted([*folder.joinpath("tests").glob("*.yaml"), *folder.joinpath("tests").glob("*.yml")])
+
+
+def load_cases(file: Path) -> tuple[Case, ...]:
+    """Read one case file; ValueError with one line per problem."""
+    try:
+        return CaseFile.model_validate(yaml.safe_load(file.read_text(encoding="utf-8"))).cases
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{file}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError("\n".join(f"{file}: {p}" for p in describe_validation_error(exc))) from None
+
+
+def run_case(policy: Policy, case: Case, file: str) -> Result:
+    """Decide the case's request and compare with what it expects."""
+    if case.tenant not in policy.doc.tenants:
+        return Result(file, case.name, (f"tenant '{case.tenant}' is not in the policy",))
+    live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms)
+    outcome = evaluate(policy, case.tenant, case.request, case.headers, live, case.endpoint)
+    return Result(file, case.name, tuple(_compare(case.expect, outcome)))
+
+
+def _compare(expect: Expect, outcome: Outcome) -> list[str]:
+    problems = []
+    got_error = outcome.error.code if outcome.error is not None else None
+    if expect.error != got_error:
+        wanted = f"error {expect.error}" if expect.error else "a decision"
+        got = f"error {got_error}: {outcome.error.message}" if outcome.error else "a decision"
+        return [f"expected {wanted}, got {got}"]
+    order = outcome.decision.candidates if outcome.decision else ()
+    if expect.upstreams is not None and tuple(expect.upstreams) != order:
+        problems.append(f"expected upstreams {list(expect.upstreams)}, got {list(order)}")
+    if expect.first is not None and (order[:1] != (expect.first,)):
+        problems.append(f"expected first {expect.first}, got {order[0] if order else None}")
+    got_class = outcome.features.data_class if outcome.features else None
+    if expect.data_class is not None and expect.data_class != got_class:
+        problems.append(f"expected data class {expect.data_class}, got {got_class}")
+    got_rule = outcome.decision.rule if outcome.decision else None
+    if expect.rule is not None and expect.rule != got_rule:
+        problems.append(f"expected rule {expect.rule}, got {got_rule}")
+    return problems
