@@ -26,7 +26,9 @@ from gateway.policy.model import Policy
 from gateway.proxy import ENDPOINTS, Proxy
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
+from gateway.state.circuits import Circuits
 from gateway.state.latency import LatencyTracker
+from gateway.state.retry_budget import RetryBudget
 from gateway.upstreams.openai import new_session
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
@@ -56,7 +58,9 @@ class Gateway:
         self.policy = policy or load_policy(settings.policy)
         self.metrics = metrics or Metrics()
         self.latency = LatencyTracker()
-        self.proxy = Proxy(self.metrics, Dispatcher(self.metrics, Inflight()), self.latency, settings.max_body_bytes)
+        self.circuits = Circuits()
+        dispatcher = Dispatcher(self.metrics, Inflight(), self.circuits, RetryBudget())
+        self.proxy = Proxy(self.metrics, dispatcher, self.latency, settings.max_body_bytes)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
         self.site = Starlette(routes=self._routes(), lifespan=self._lifespan,
@@ -115,7 +119,7 @@ class Gateway:
         """Ready: the policy is loaded and the upstream session is open."""
         if self.runtime is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ready", "policy": self.runtime.policy.hash})
+        return JSONResponse({"status": "ready", "policy": self.runtime.policy.hash, "circuits": self.circuits.states()})
 
     async def prometheus(self, _: Request) -> Response:
         """Every metric, in Prometheus' text format."""

@@ -1,18 +1,31 @@
-"""Execute a decision: try its candidates in order, retry what may be retried, fall back before any byte went out."""
+"""Execute a decision: try its candidates in order, retry what may be retried, fall back before any byte went out.
+
+The one place where attempts are retried, abandoned, counted against the retry budget and the circuits.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gateway.errors import GatewayError, NoCandidate, UpstreamError, UpstreamFailed, UpstreamStatus, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    NoCandidate,
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
 from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, residency_limited
 from gateway.policy.schema import Resilience
+from gateway.state.circuits import Circuits
+from gateway.state.retry_budget import RetryBudget
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
 T = TypeVar("T")
@@ -36,6 +49,30 @@ class Dispatch:
     attempts: list[Attempt] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What is sent to every candidate: the parsed body and the client's headers."""
+
+    path: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str]
+    stream: bool
+
+
+class Saturated(UpstreamError):
+    """The upstream is at its max_concurrency in this process."""
+
+    reason = "saturated"
+    retryable = False
+
+
+class CircuitOpen(UpstreamError):
+    """The upstream's circuit opened, or its one half-open probe is taken, since the decision."""
+
+    reason = "circuit_open"
+    retryable = False
+
+
 class Inflight:
     """Requests in flight per upstream in this process, against each upstream's max_concurrency."""
 
@@ -57,20 +94,26 @@ class Inflight:
 
 
 class Dispatcher:
-    """Runs the fallback loop for requests; the one place where candidates are retried and abandoned."""
+    """Runs the fallback loop for requests."""
 
-    def __init__(self, metrics: Metrics, inflight: Inflight) -> None:
+    def __init__(self, metrics: Metrics, inflight: Inflight, circuits: Circuits, budget: RetryBudget) -> None:
         self.metrics = metrics
         self.inflight = inflight
+        self.circuits = circuits
+        self.budget = budget
 
     async def run(self, decision: Decision, upstreams: Mapping[str, OpenAIUpstream], resilience: Resilience,
                   request: Request, accept: Accept[T], record: Dispatch) -> tuple[OpenAIUpstream, T]:
-        """Hand the first good response to accept; UpstreamStatus for a client error, UpstreamFailed when all fail."""
+        """Hand the first good response to accept; UpstreamStatus for a client error, GatewayError when all fail."""
         deadline = time.monotonic() + resilience.deadline_s
+        self.budget.request(time.monotonic())
         failures: list[UpstreamError] = []
         previous: tuple[str, str] | None = None
+        smallest_window: int | None = None
         for name in decision.candidates:
             upstream = upstreams[name]
+            if smallest_window is not None and (upstream.spec.context_window or 0) <= smallest_window:
+                continue
             if previous is not None:
                 self.metrics.count(self.metrics.fallbacks, decision.route, previous[0], name, previous[1])
             try:
@@ -78,15 +121,24 @@ class Dispatcher:
             except UpstreamError as exc:
                 failures.append(exc)
                 previous = (name, exc.reason)
-                if isinstance(exc, UpstreamStatus) and not exc.retryable and exc.status not in CREDENTIAL_STATUSES:
+                if isinstance(exc, UpstreamStatus) and exc.kind == "context_length":
+                    smallest_window = upstream.spec.context_window or 0
+                elif isinstance(exc, UpstreamStatus) and not exc.retryable and exc.status not in CREDENTIAL_STATUSES:
                     raise
             if time.monotonic() >= deadline:
                 break
+        context_failure = next((f for f in failures if isinstance(f, UpstreamStatus) and f.kind == "context_length"),
+                               None)
+        if context_failure is not None and all(isinstance(f, UpstreamStatus) for f in failures):
+            raise context_failure
         raise _give_up(failures, decision)
 
     async def _one_upstream(self, upstream: OpenAIUpstream, resilience: Resilience, request: Request,
                             accept: Accept[T], record: Dispatch, deadline: float) -> T:
+        if not self.circuits.admit(upstream.name):
+            raise CircuitOpen(upstream.name)
         if not self.inflight.acquire(upstream):
+            self.circuits.release(upstream.name)
             raise Saturated(upstream.name)
         gauge = self.metrics.child(self.metrics.inflight, upstream.name)
         gauge.inc()
@@ -95,6 +147,7 @@ class Dispatcher:
         finally:
             gauge.dec()
             self.inflight.release(upstream)
+            self.circuits.release(upstream.name)
 
     async def _tries(self, upstream: OpenAIUpstream, resilience: Resilience, request: Request, accept: Accept[T],
                      record: Dispatch, deadline: float) -> T:
@@ -102,53 +155,80 @@ class Dispatcher:
         for attempt in range(resilience.attempts_per_upstream):
             started = time.monotonic()
             try:
-                exchange = await upstream.send(request.path, payload, request.headers, request.stream)
-                result = await accept(exchange)
+                result = await _within(deadline, resilience, upstream, request, payload, accept)
             except UpstreamError as exc:
-                record.attempts.append(Attempt(upstream.name, exc.reason, time.monotonic() - started))
-                self.metrics.count(self.metrics.upstream_errors, upstream.name, exc.reason)
+                self._failed(upstream, exc, resilience, record, started)
                 pause = _pause(exc, attempt, resilience, deadline)
-                if pause is None:
+                if pause is None or not self.budget.try_retry(time.monotonic()):
                     raise
+                self.metrics.count(self.metrics.retries, upstream.name, exc.reason)
                 await asyncio.sleep(pause)
                 continue
             record.attempts.append(Attempt(upstream.name, "ok", time.monotonic() - started))
+            self._circuit_changed(upstream.name, self.circuits.success(upstream.name))
             return result
         raise AssertionError("unreachable: the last try raises")
 
+    def _failed(self, upstream: OpenAIUpstream, exc: UpstreamError, resilience: Resilience, record: Dispatch,
+                started: float) -> None:
+        now = time.monotonic()
+        record.attempts.append(Attempt(upstream.name, exc.reason, now - started))
+        self.metrics.count(self.metrics.upstream_errors, upstream.name, exc.reason)
+        if counts_against_circuit(exc):
+            self._circuit_changed(upstream.name, self.circuits.failure(upstream.name, now,
+                                                                       resilience.circuit.failures))
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What is sent to every candidate: the parsed body and the client's headers."""
-
-    path: str
-    body: Mapping[str, Any]
-    headers: Mapping[str, str]
-    stream: bool
+    def _circuit_changed(self, upstream: str, state: int | None) -> None:
+        if state is not None:
+            self.metrics.child(self.metrics.circuit_state, upstream).set(state)
 
 
-class Saturated(UpstreamError):
-    """The upstream is at its max_concurrency in this process."""
+async def _within(deadline: float, resilience: Resilience, upstream: OpenAIUpstream, request: Request,
+                  payload: bytes, accept: Accept[T]) -> T:
+    """One try, cut short by the overall deadline when that comes before the per-try timeout."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamTimeout(upstream.name, "deadline passed")
+    if remaining >= resilience.per_try_timeout_s:
+        return await accept(await upstream.send(request.path, payload, request.headers, request.stream))
+    try:
+        async with asyncio.timeout(remaining):
+            return await accept(await upstream.send(request.path, payload, request.headers, request.stream))
+    except TimeoutError:
+        raise UpstreamTimeout(upstream.name, "deadline passed") from None
 
-    reason = "saturated"
+
+def counts_against_circuit(exc: UpstreamError) -> bool:
+    """Failures that say the upstream is unwell: no connection, silence, timeouts, 5xx. Not 4xx, not our limits."""
+    if isinstance(exc, UpstreamStatus):
+        return exc.status >= 500
+    return not isinstance(exc, Saturated | CircuitOpen)
 
 
 def _pause(exc: UpstreamError, attempt: int, resilience: Resilience, deadline: float) -> float | None:
     """How long to wait before trying the same upstream again, or None to move on."""
-    if not exc.retryable or isinstance(exc, UpstreamTimeout) or attempt + 1 >= resilience.attempts_per_upstream:
+    if not exc.retryable or attempt + 1 >= resilience.attempts_per_upstream:
         return None
     low, high = resilience.backoff_ms
-    pause = random.uniform(0, min(high, low * 2**attempt)) / 1000
+    ceiling = min(high, low * 2**attempt) / 1000
+    pause = ceiling / 2 + random.uniform(0, ceiling / 2)  # "equal jitter": spread out, never near zero
     if isinstance(exc, UpstreamStatus) and exc.retry_after is not None:
-        pause = _retry_after_seconds(exc.retry_after, pause)
+        wanted = retry_after_seconds(exc.retry_after, time.time())
+        if wanted is not None:
+            pause = wanted
     return pause if time.monotonic() + pause < deadline else None
 
 
-def _retry_after_seconds(value: str, fallback: float) -> float:
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now, or None when unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return fallback
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 def _give_up(failures: list[UpstreamError], decision: Decision) -> GatewayError:
@@ -157,6 +237,8 @@ def _give_up(failures: list[UpstreamError], decision: Decision) -> GatewayError:
     if residency_limited(decision.excluded):
         return NoCandidate("residency_unavailable", f"every upstream allowed for data class "
                            f"'{decision.data_class}' failed ({summary}); no other upstream may stand in")
+    if failures and all(isinstance(f, CircuitOpen) for f in failures):
+        return NoCandidate("no_healthy_upstream", f"every candidate of route '{decision.route}' is unavailable")
     if failures and all(isinstance(f, UpstreamTimeout) for f in failures):
         status, code = 504, "upstream_timeout"
     elif failures and all(isinstance(f, Saturated) for f in failures):

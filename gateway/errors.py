@@ -12,6 +12,7 @@
     UpstreamError                     one attempt at one upstream went wrong (never shown as is)
     ├── UpstreamUnavailable           refused, reset or closed before response headers
     ├── UpstreamTimeout               no answer within the time allowed
+    ├── UpstreamSilent                the connection stayed silent, then closed
     └── UpstreamStatus                the upstream answered with an error status
 
     PolicyError                       a policy that does not load; one message per problem
@@ -149,6 +150,14 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time."""
 
     reason = "timeout"
+    retryable = False
+
+
+class UpstreamSilent(UpstreamError):
+    """The connection stayed silent, then closed: not asked again, like a timeout."""
+
+    reason = "silent_close"
+    retryable = False
 
 
 class UpstreamStatus(UpstreamError):
@@ -161,6 +170,7 @@ class UpstreamStatus(UpstreamError):
         self.reason = f"http_{status}"
         self.retryable = status >= 500 or status in (408, 429)
         self.retry_after: str | None = None
+        self.kind: str | None = None
         super().__init__(upstream)
 
 

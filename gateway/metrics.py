@@ -43,6 +43,12 @@ class Metrics:
                               multiprocess_mode="livesum", registry=r)
         self.fallbacks = Counter("switchyard_fallbacks", "Requests moved to another candidate after a failure.",
                                  ["route", "from_upstream", "to_upstream", "reason"], registry=r)
+        self.retries = Counter("switchyard_retries", "Attempts repeated on the same upstream, by reason.",
+                               ["upstream", "reason"], registry=r)
+        self.circuit_state = Gauge("switchyard_circuit_state", "Circuit per upstream: 0 closed, 1 half-open, 2 open.",
+                                   ["upstream"], multiprocess_mode="max", registry=r)
+        self.stream_failures = Counter("switchyard_stream_failures", "Streams that broke after bytes went out.",
+                                       ["upstream", "reason", "outcome"], registry=r)
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
                                  ["route", "rule", "data_class", "upstream"], registry=r)
         self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",

@@ -74,12 +74,15 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self._refreshed = 0.0
 
-    def _live(self) -> Live:
+    def _live(self, runtime: Runtime) -> Live:
         """What decisions see of the upstreams now; latency samples decay at most once a second."""
         now = time.monotonic()
         if now - self._refreshed > 1.0:
             self._refreshed = now
             self.latency.refresh(now)
+        blocked = self.dispatcher.circuits.blocked(now, runtime.policy.doc.resilience.circuit.open_s)
+        if blocked is not self.live.open_circuits:
+            self.live = Live(blocked, self.latency.view)
         return self.live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
@@ -113,7 +116,7 @@ class Proxy:
         done.data_class = features.data_class or "-"
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
-        decision = decide(policy, features, self._live())
+        decision = decide(policy, features, self._live(runtime))
         done.rule = decision.rule or "-"
         self._count_decision(decision)
         request = Request(path, body, headers, features.stream)

@@ -7,6 +7,8 @@ request and response bytes pass through, with only `model` (and the ask for stre
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamSilent, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from gateway.policy.schema import Resilience, Upstream
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
@@ -26,8 +28,17 @@ def new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
+SILENCE_S = 1.0
+CONTEXT_LENGTH = re.compile(
+    rb"context_length_exceeded|maximum context length|longer than the model'?s context length"
+    rb"|exceeds? the (?:available )?context (?:size|length|window)|context size has been exceeded"
+    rb"|input length exceeds|too many tokens|prompt is too long", re.IGNORECASE)
+CONTENT_FILTER = re.compile(rb"content_filter|content_policy_violation|ResponsibleAIPolicyViolation|safety system",
+                            re.IGNORECASE)
+
+
 @contextmanager
-def upstream_errors(upstream: str) -> Iterator[None]:
+def upstream_errors(upstream: str, started: float | None = None) -> Iterator[None]:
     """Map aiohttp's and the socket's exceptions to ours: the one boundary where they are met."""
     try:
         yield
@@ -35,10 +46,25 @@ def upstream_errors(upstream: str) -> Iterator[None]:
         raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(upstream) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        if started is not None and time.monotonic() - started >= SILENCE_S:
+            raise UpstreamSilent(upstream) from exc
+        raise UpstreamUnavailable(upstream, "disconnected") from exc
     except aiohttp.ClientPayloadError as exc:
         raise UpstreamUnavailable(upstream, "response cut") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamUnavailable(upstream, type(exc).__name__) from exc
+
+
+def error_kind(status: int, body: bytes) -> str | None:
+    """What an upstream's 400-class answer means, as OpenAI, vLLM, SGLang, llama.cpp and Ollama word it."""
+    if status not in (400, 413, 422):
+        return None
+    if CONTEXT_LENGTH.search(body):
+        return "context_length"
+    if CONTENT_FILTER.search(body):
+        return "content_filter"
+    return None
 
 
 class Exchange:
@@ -112,7 +138,7 @@ class OpenAIUpstream:
         extra = {k: v for k, v in client_headers.items() if k in self._forward}
         if extra:
             headers = {**extra, **headers}
-        with upstream_errors(self.name):
+        with upstream_errors(self.name, time.monotonic()):
             if stream:  # sock_read bounds each read of a stream, so its headers need a deadline of their own
                 async with asyncio.timeout(self._header_timeout):
                     response = await self._session.post(self._base + path, data=body, headers=headers,
@@ -135,4 +161,5 @@ class OpenAIUpstream:
             exchange.close()
         error = UpstreamStatus(self.name, exchange.status, body, exchange.content_type)
         error.retry_after = exchange.retry_after()
+        error.kind = error_kind(exchange.status, body)
         return error

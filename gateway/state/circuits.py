@@ -1,0 +1,79 @@
+"""Circuit breakers per upstream: closed, open after consecutive failures, half-open for one probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CLOSED, HALF_OPEN, OPEN = 0, 1, 2
+STATE_NAMES = {CLOSED: "closed", HALF_OPEN: "half_open", OPEN: "open"}
+
+
+@dataclass
+class Circuit:
+    """One upstream's breaker."""
+
+    failures: int = 0
+    state: int = CLOSED
+    opened_at: float = 0.0
+    probing: bool = False
+
+
+class Circuits:
+    """Every upstream's breaker in this process; the clock is handed in, never read."""
+
+    def __init__(self) -> None:
+        self._circuits: dict[str, Circuit] = {}
+        self._open: frozenset[str] = frozenset()
+
+    def blocked(self, now: float, open_s: float) -> frozenset[str]:
+        """Upstreams a decision must leave out now: open ones, and half-open ones whose probe is out."""
+        if not self._open:
+            return self._open
+        for name in self._open:
+            circuit = self._circuits[name]
+            if circuit.state == OPEN and now - circuit.opened_at >= open_s:
+                circuit.state = HALF_OPEN
+        self._open = frozenset(n for n, c in self._circuits.items()
+                               if c.state == OPEN or (c.state == HALF_OPEN and c.probing))
+        return self._open
+
+    def admit(self, name: str) -> bool:
+        """Claim the attempt: always when closed; the single probe when half-open."""
+        circuit = self._circuits.get(name)
+        if circuit is None or circuit.state == CLOSED:
+            return True
+        if circuit.state == HALF_OPEN and not circuit.probing:
+            circuit.probing = True
+            self._open = self._open | {name}
+            return True
+        return False
+
+    def success(self, name: str) -> int | None:
+        """Record a good answer; returns the new state when it changed."""
+        circuit = self._circuits.get(name)
+        if circuit is None or (circuit.state == CLOSED and circuit.failures == 0):
+            return None
+        changed = circuit.state != CLOSED
+        self._circuits[name] = Circuit()
+        self._open = self._open - {name}
+        return CLOSED if changed else None
+
+    def failure(self, name: str, now: float, threshold: int) -> int | None:
+        """Record a failure; returns the new state when it changed."""
+        circuit = self._circuits.setdefault(name, Circuit())
+        circuit.failures += 1
+        if circuit.state == HALF_OPEN or (circuit.state == CLOSED and circuit.failures >= threshold):
+            circuit.state, circuit.opened_at, circuit.probing = OPEN, now, False
+            self._open = self._open | {name}
+            return OPEN
+        return None
+
+    def release(self, name: str) -> None:
+        """A probe that ended with neither success nor failure (the client left) frees the probe slot."""
+        circuit = self._circuits.get(name)
+        if circuit is not None and circuit.state == HALF_OPEN:
+            circuit.probing = False
+
+    def states(self) -> dict[str, str]:
+        """Each known upstream's state by name, for /readyz."""
+        return {name: STATE_NAMES[c.state] for name, c in self._circuits.items()}
