@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from gateway import accounting, classify
@@ -31,15 +29,14 @@ from gateway.errors import (
     InvalidRequest,
     NoCandidate,
     UpstreamStatus,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Live, decide
 from gateway.policy.schema import Resilience
 from gateway.runtime import Runtime
-from gateway.sse import DONE_EVENT, SseRelay, error_event
+from gateway.sse import SseRelay, Transcript
 from gateway.state.latency import LatencyTracker
+from gateway.streaming import Opened, Stream, can_continue, open_stream
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
 ENDPOINTS = {
@@ -51,16 +48,6 @@ STREAMABLE = frozenset({"chat", "completions"})
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]
 CLIENT_CLOSED = 499
-
-
-@dataclass
-class Opened:
-    """A stream whose first events arrived: ready to go out."""
-
-    exchange: Exchange
-    chunks: AsyncIterator[bytes]
-    relay: SseRelay
-    first: bytes
 
 
 class Proxy:
@@ -114,6 +101,7 @@ class Proxy:
         done.route = check_route(policy, done.tenant, body)
         features = classify.features(policy, done.tenant, endpoint, body, headers)
         done.data_class = features.data_class or "-"
+        done.prompt_tokens = features.prompt_tokens
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         decision = decide(policy, features, self._live(runtime))
@@ -154,10 +142,13 @@ class Proxy:
     async def _stream(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
                       started: float, watcher: asyncio.Task[None]) -> None:
         resilience = _resilience(runtime, decision)
+        candidates = [runtime.upstreams[name] for name in decision.candidates]
         strip = not _client_wants_usage(request.body)
+        keep_transcript = can_continue(request, candidates)
 
         async def first_events(exchange: Exchange) -> Opened:
-            return await _open_stream(exchange, strip, resilience.ttft_timeout_s)
+            relay = SseRelay(strip, Transcript() if keep_transcript else None)
+            return await open_stream(runtime.upstreams[exchange.upstream], exchange, relay, resilience.ttft_timeout_s)
 
         try:
             upstream, opened = await self.dispatcher.run(decision, runtime.upstreams, resilience, request,
@@ -172,33 +163,14 @@ class Proxy:
         ttft = time.perf_counter() - started
         self.metrics.observe(self.metrics.ttft, ttft, done.route, upstream.name)
         self.latency.observe(upstream.name, ttft, time.monotonic())
+        stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens)
         try:
-            ending = await self._pump(opened, send, upstream)
+            ending = await stream.run(opened)
         finally:
-            opened.exchange.close()
-            accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
-                              accounting.Usage.of(opened.relay.usage))
+            for name, usage in stream.parts:
+                accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage)
         watcher.cancel()
         await send({"type": "http.response.body", "body": ending, "more_body": False})
-
-    async def _pump(self, opened: Opened, send: Send, upstream: OpenAIUpstream) -> bytes:
-        """Forward events until the upstream ends; return the bytes that close the stream honestly."""
-        relay = opened.relay
-        try:
-            async for chunk in opened.chunks:
-                out = relay.feed(chunk)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-        except (UpstreamUnavailable, UpstreamTimeout) as exc:
-            self.metrics.count(self.metrics.upstream_errors, upstream.name, "stream_" + exc.reason)
-            return error_event(f"the upstream stream broke off ({exc.reason}); the answer is incomplete",
-                               "stream_interrupted")
-        if relay.done:
-            return b""
-        if relay.finished:
-            return DONE_EVENT
-        self.metrics.count(self.metrics.upstream_errors, upstream.name, "stream_truncated")
-        return error_event("the upstream stream ended before the answer finished", "stream_interrupted")
 
     async def _pass_error(self, runtime: Runtime, exc: UpstreamStatus, send: Send, done: _Done,
                           watcher: asyncio.Task[None]) -> None:
@@ -231,6 +203,7 @@ class _Done:
         self.data_class = "-"
         self.region = "-"
         self.rule = "-"
+        self.prompt_tokens = 0
 
     def served_by(self, upstream: OpenAIUpstream) -> None:
         self.upstream = upstream.name
@@ -260,26 +233,6 @@ async def _read_whole(exchange: Exchange) -> bytes:
         return await exchange.read()
     finally:
         exchange.close()
-
-
-async def _open_stream(exchange: Exchange, strip_usage: bool, ttft_timeout_s: float) -> Opened:
-    """Wait for the first complete events; a stream that fails before then can still fall back."""
-    relay = SseRelay(strip_usage)
-    chunks = exchange.chunks()
-    try:
-        async with asyncio.timeout(ttft_timeout_s):
-            async for chunk in chunks:
-                first = relay.feed(chunk)
-                if first:
-                    return Opened(exchange, chunks, relay, first)
-    except TimeoutError:
-        exchange.close()
-        raise UpstreamTimeout(exchange.upstream, "no first event in time") from None
-    except BaseException:
-        exchange.close()
-        raise
-    exchange.close()
-    raise UpstreamUnavailable(exchange.upstream, "stream ended before any event")
 
 
 def _client_wants_usage(body: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Relay server-sent events as they arrive, noting usage, finish and [DONE] without parsing every event."""
+"""Relay server-sent events as they arrive: whole events only, malformed ones dropped, usage and finish noted."""
 
 from __future__ import annotations
 
@@ -11,19 +11,56 @@ USAGE = re.compile(rb'"usage"\s*:\s*\{')
 FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 DONE = b"data: [DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
+FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
+
+
+class Transcript:
+    """The assistant text a stream has delivered so far, so a cut stream can be continued from it."""
+
+    __slots__ = ("continuable", "events", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.events = 0
+        self.continuable = True
+
+    @property
+    def text(self) -> str:
+        """Everything sent so far, exactly."""
+        return "".join(self.parts)
+
+    def note(self, payload: Any) -> bool:
+        """Take one event's content; False when the event carries nothing new (a role-only opening delta)."""
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not choices:
+            return True
+        if len(choices) != 1 or not isinstance(choices[0], dict):
+            self.continuable = False
+            return True
+        delta = choices[0].get("delta") or {}
+        if delta.get("tool_calls") or delta.get("function_call"):
+            self.continuable = False
+        content = delta.get("content")
+        if content:
+            self.parts.append(content)
+            self.events += 1
+            return True
+        return bool(choices[0].get("finish_reason")) or bool(delta.get("tool_calls"))
 
 
 class SseRelay:
-    """Cuts an upstream byte stream at event boundaries and passes whole events on."""
+    """Cuts an upstream byte stream at event boundaries and passes whole, well-formed events on."""
 
-    __slots__ = ("_pending", "done", "events", "finished", "strip_usage", "usage")
+    __slots__ = ("_pending", "continuing", "done", "dropped", "finished", "strip_usage", "transcript", "usage")
 
-    def __init__(self, strip_usage: bool) -> None:
+    def __init__(self, strip_usage: bool, transcript: Transcript | None = None, continuing: bool = False) -> None:
         self.strip_usage = strip_usage
+        self.transcript = transcript
+        self.continuing = continuing  # a continuation: no second opening delta, and [DONE] is sent by us
         self.usage: dict[str, Any] | None = None
         self.finished = False
         self.done = False
-        self.events = 0
+        self.dropped = 0
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -35,11 +72,14 @@ class SseRelay:
             return b""
         end += 2
         complete, self._pending = data[:end], data[end:]
-        self.events += complete.count(b"\n\n")
+        if self.transcript is not None or not _well_formed(complete):
+            complete = self._sift(complete)
         if not self.finished and FINISH.search(complete):
             self.finished = True
         if DONE in complete:
             self.done = True
+            if self.continuing:
+                complete = complete.replace(DONE_EVENT, b"")
         if USAGE.search(complete):
             complete = self._take_usage(complete)
         return complete
@@ -48,6 +88,20 @@ class SseRelay:
     def leftover(self) -> bytes:
         """Bytes of an event the stream never finished."""
         return self._pending
+
+    def _sift(self, complete: bytes) -> bytes:
+        """Drop malformed events; when keeping a transcript, read each event's content."""
+        kept = []
+        for event in complete.split(b"\n\n")[:-1]:
+            if not _event_ok(event):
+                self.dropped += 1
+                continue
+            if self.transcript is not None and event.startswith(b"data: {"):
+                fresh = self.transcript.note(_payload(event))
+                if not fresh and self.continuing:
+                    continue
+            kept.append(event + b"\n\n")
+        return b"".join(kept)
 
     def _take_usage(self, complete: bytes) -> bytes:
         kept = []
@@ -62,12 +116,36 @@ class SseRelay:
         return b"\n\n".join(kept)
 
 
+def _well_formed(complete: bytes) -> bool:
+    """The common case, checked without splitting: one data event holding a JSON object or [DONE]."""
+    return complete.count(b"\n\n") == 1 and complete.count(b"\n") == 2 and _event_ok(complete[:-2])
+
+
+def _event_ok(event: bytes) -> bool:
+    """A well-formed event: known fields only, each data line a JSON object or [DONE]."""
+    if not event:
+        return False
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:].strip()
+            if value != b"[DONE]" and not (value.startswith(b"{") and value.endswith(b"}")):
+                return False
+        elif not line.startswith(FIELDS):
+            return False
+    return True
+
+
 def _payload(event: bytes) -> Any:
     data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+
+
+def usage_event(template: dict[str, Any], usage: dict[str, int]) -> bytes:
+    """A final usage event in OpenAI's shape."""
+    return b"data: " + orjson.dumps({**template, "choices": [], "usage": usage}) + b"\n\n"
 
 
 def error_event(message: str, code: str) -> bytes:

@@ -101,8 +101,14 @@ class StandIn:
             await send_bytes(send, 200, orjson.dumps(self._completion(body, path)), JSON)
 
     def _words(self, body: dict[str, Any]) -> list[str]:
-        text = f"[{self.label}] " + " ".join(f"word{i}" for i in range(self.chunks))
-        return [w + " " for w in text.split(" ")]
+        """The answer: its own label and counted words; when asked to continue, only what follows the prefix."""
+        words = [w + " " for w in (f"[{self.label}] " + " ".join(f"word{i}" for i in range(self.chunks))).split(" ")]
+        messages = body.get("messages") or []
+        if body.get("continue_final_message") and messages and messages[-1].get("role") == "assistant":
+            prefix, full = messages[-1].get("content") or "", "".join(words)
+            rest = full[len(prefix):] if full.startswith(prefix) else f"(continued by {self.label}) "
+            return [w + " " for w in rest.split(" ") if w] if rest.strip() else []
+        return words
 
     def _completion(self, body: dict[str, Any], path: str) -> dict[str, Any]:
         words = self._words(body)
