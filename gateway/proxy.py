@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
-from typing import Any
 
 from gateway import accounting, classify
 from gateway.asgi import (
@@ -36,7 +36,7 @@ from gateway.policy.schema import Resilience
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
 from gateway.state.latency import LatencyTracker
-from gateway.streaming import Opened, Stream, can_continue, open_stream
+from gateway.streaming import Opened, Stream, can_continue, open_stream, wants_usage
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
 ENDPOINTS = {
@@ -48,6 +48,7 @@ STREAMABLE = frozenset({"chat", "completions"})
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]
 CLIENT_CLOSED = 499
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 class Proxy:
@@ -77,8 +78,9 @@ class Proxy:
         started = time.perf_counter()
         endpoint, path = ENDPOINTS[scope["path"]]
         headers = header_map(scope)
-        request_id = headers.get("x-request-id") or os.urandom(12).hex()
-        headers["x-request-id"] = request_id
+        request_id = headers.get("x-request-id", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = headers["x-request-id"] = os.urandom(12).hex()
         done = _Done(request_id, runtime.policy.hash)
         try:
             await self._handle(endpoint, path, headers, receive, send, runtime, done, started)
@@ -143,7 +145,7 @@ class Proxy:
                       started: float, watcher: asyncio.Task[None]) -> None:
         resilience = _resilience(runtime, decision)
         candidates = [runtime.upstreams[name] for name in decision.candidates]
-        strip = not _client_wants_usage(request.body)
+        strip = not wants_usage(request.body)
         keep_transcript = can_continue(request, candidates)
 
         async def first_events(exchange: Exchange) -> Opened:
@@ -233,11 +235,6 @@ async def _read_whole(exchange: Exchange) -> bytes:
         return await exchange.read()
     finally:
         exchange.close()
-
-
-def _client_wants_usage(body: Any) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _resilience(runtime: Runtime, decision: Decision) -> Resilience:

@@ -91,8 +91,10 @@ class Stream:
         """Forward every part; return the bytes that end the stream honestly."""
         current: Opened | None = opened
         while current is not None:
-            failure = await self._pump(current)
-            self.parts.append((current.upstream.name, self._usage(current)))
+            try:
+                failure = await self._pump(current)
+            finally:
+                self.parts.append((current.upstream.name, self._usage(current)))
             if failure is None:
                 return self._ending(current.relay, current.upstream)
             current = await self._continue(current, failure)
@@ -160,7 +162,7 @@ class Stream:
         """[DONE]; for an answer that came in parts, the summed usage first when the client asked for it."""
         if len(self.parts) == 1:
             return b"" if relay.done else DONE_EVENT
-        if not _wants_usage(self.request.body):
+        if not wants_usage(self.request.body):
             return DONE_EVENT
         total = self.total_usage()
         usage = {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
@@ -179,6 +181,7 @@ class Stream:
         return Usage(sum(u.prompt_tokens for _, u in self.parts), sum(u.completion_tokens for _, u in self.parts))
 
 
-def _wants_usage(body: Mapping[str, Any]) -> bool:
+def wants_usage(body: Mapping[str, Any]) -> bool:
+    """Whether the client asked for a usage event at the end of its stream."""
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
