@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 
 from gateway.metrics import Metrics
+from gateway.policy.decide import Features
 from gateway.policy.model import Policy
+from gateway.state.base import Limits, to_nano
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +58,31 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
 def format_usd(cost: float) -> bytes:
     """A cost as a header value: plain decimal, ten places, no exponent."""
     return f"{cost:.10f}".encode()
+
+
+def limits_for(policy: Policy, features: Features, candidates: tuple[str, ...]) -> Limits:
+    """What a request must be admitted against: its tenant's rate limits and budgets, and a cost to reserve.
+
+    The reservation is the dearest candidate's estimate (prompt estimate plus max_tokens), since a
+    fallback may serve the request.
+    """
+    tenant = policy.doc.tenants[features.tenant]
+    rate, budget = tenant.rate_limit, tenant.budget
+    if rate is None and budget is None:
+        return Limits(features.tenant)
+    completion = features.max_tokens or policy.doc.models[features.route].default_max_tokens
+    budgets = () if budget is None else tuple(
+        (window, to_nano(limit)) for window, limit in (("day", budget.usd_per_day), ("month", budget.usd_per_month))
+        if limit is not None)
+    cost = max(policy.cost(name, features.prompt_tokens, completion) for name in candidates) if budgets else 0.0
+    return Limits(features.tenant, rate.requests_per_minute if rate else None,
+                  rate.tokens_per_minute if rate else None, features.prompt_tokens + completion, budgets,
+                  to_nano(cost))
+
+
+def baseline_cost(policy: Policy, route: str, usage: Usage) -> float | None:
+    """What usage would have cost at the route's (or the policy's) baseline upstream, if one is named."""
+    baseline = policy.doc.models[route].baseline or policy.doc.baseline
+    if baseline is None:
+        return None
+    return policy.cost(baseline, usage.prompt_tokens, usage.completion_tokens)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin import Admin
 from gateway.asgi import Receive, Scope, Send, send_error
 from gateway.auth import authenticate
 from gateway.dispatch import Dispatcher, Inflight
@@ -26,8 +28,12 @@ from gateway.policy.model import Policy
 from gateway.proxy import ENDPOINTS, Proxy
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
+from gateway.state.base import Backend
 from gateway.state.circuits import Circuits
 from gateway.state.latency import LatencyTracker
+from gateway.state.ledger import Ledger
+from gateway.state.memory import MemoryBackend
+from gateway.state.redis import RedisBackend
 from gateway.state.retry_budget import RetryBudget
 from gateway.upstreams.openai import new_session
 
@@ -41,13 +47,17 @@ class Settings:
     policy: str = "policies"
     max_body_bytes: int = DEFAULT_MAX_BODY
     reload_interval_s: float = 2.0
+    redis_url: str | None = None
+    admin_key: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from SWITCHYARD_* variables, as each worker process reads them."""
         return cls(policy=os.environ.get("SWITCHYARD_POLICY", "policies"),
                    max_body_bytes=int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
-                   reload_interval_s=float(os.environ.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)))
+                   reload_interval_s=float(os.environ.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)),
+                   redis_url=os.environ.get("SWITCHYARD_REDIS_URL") or None,
+                   admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None)
 
 
 class Gateway:
@@ -60,7 +70,10 @@ class Gateway:
         self.latency = LatencyTracker()
         self.circuits = Circuits()
         dispatcher = Dispatcher(self.metrics, Inflight(), self.circuits, RetryBudget())
-        self.proxy = Proxy(self.metrics, dispatcher, self.latency, settings.max_body_bytes)
+        backend: Backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
+        self.ledger = Ledger(backend, self.metrics)
+        self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, settings.max_body_bytes)
+        self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
         self.site = Starlette(routes=self._routes(), lifespan=self._lifespan,
@@ -98,10 +111,17 @@ class Gateway:
             self.runtime = None
             self.reloader = None
             await session.close()
+            await self.ledger.backend.close()
 
     def _routes(self) -> list[Route]:
         return [Route("/v1/models", self.models), Route("/healthz", self.healthz), Route("/readyz", self.readyz),
-                Route("/metrics", self.prometheus)]
+                Route("/metrics", self.prometheus), Route("/admin/spend", self.spend)]
+
+    async def spend(self, request: Request) -> Response:
+        """Spend, budget left and savings per tenant and upstream (admin key only)."""
+        runtime = self._ready()
+        report = await self.admin.spend(runtime.policy, dict(request.headers), dict(request.query_params))
+        return Response(orjson.dumps(report), media_type="application/json")
 
     async def models(self, request: Request) -> Response:
         """The routes this key may use, in OpenAI's list shape."""
@@ -119,7 +139,10 @@ class Gateway:
         """Ready: the policy is loaded and the upstream session is open."""
         if self.runtime is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ready", "policy": self.runtime.policy.hash, "circuits": self.circuits.states()})
+        state = {"backend": self.ledger.backend.name, "available": self.ledger.available(time.time()),
+                 "on_unavailable": self.runtime.policy.doc.state.on_unavailable}
+        return JSONResponse({"status": "ready", "policy": self.runtime.policy.hash, "circuits": self.circuits.states(),
+                             "state": state})
 
     async def prometheus(self, _: Request) -> Response:
         """Every metric, in Prometheus' text format."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     _listen_options(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
+    serve.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL",
+                       help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory)")
     serve.add_argument("--reload-interval-s", type=float, default=2.0,
                        help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
@@ -54,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
     test = policy_actions.add_parser("test", help="run the cases in PATH/tests/*.yaml")
     test.add_argument("path")
     test.set_defaults(run=_test)
+    spend = commands.add_parser("spend", help="spend, budget left and savings, from a running gateway")
+    spend.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway (default: %(default)s)")
+    spend.add_argument("--tenant", help="one tenant (default: all)")
+    spend.add_argument("--window", default="day", choices=["day", "month"])
+    spend.add_argument("--json", action="store_true", help="print the JSON as the gateway sent it")
+    spend.set_defaults(run=_spend)
     keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
     new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
     new.add_argument("--tenant", required=True)
@@ -71,7 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import ServeOptions, serve
 
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
-                        reload_interval_s=args.reload_interval_s)
+                        reload_interval_s=args.reload_interval_s, redis_url=args.redis or None,
+                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None)
     try:
         serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level))
     except PolicyError as exc:
@@ -160,6 +170,38 @@ def _print_problems(path: str, exc: PolicyError) -> None:
     for problem in exc.problems:
         print(problem, file=sys.stderr)
     print(f"{path}: {len(exc.problems)} problem(s); the policy was not loaded", file=sys.stderr)
+
+
+def _spend(args: argparse.Namespace) -> int:
+    import httpx
+
+    key = os.environ.get("SWITCHYARD_ADMIN_KEY")
+    if not key:
+        print("set SWITCHYARD_ADMIN_KEY to an admin key", file=sys.stderr)
+        return 1
+    params = {"window": args.window, **({"tenant": args.tenant} if args.tenant else {})}
+    try:
+        response = httpx.get(args.url.rstrip("/") + "/admin/spend", params=params,
+                             headers={"authorization": f"Bearer {key}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"{args.url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"{response.status_code}: {response.json().get('error', {}).get('message')}", file=sys.stderr)
+        return 1
+    report = response.json()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{'tenant':<20} {'period':<11} {'spend $':>12} {'budget $':>10} {'left $':>12} {'savings $':>12}")
+    for row in report["tenants"]:
+        budget = "-" if row["budget_usd"] is None else f"{row['budget_usd']:.2f}"
+        left = "-" if row["remaining_usd"] is None else f"{row['remaining_usd']:.6f}"
+        print(f"{row['tenant']:<20} {row['period']:<11} {row['spend_usd']:>12.6f} {budget:>10} {left:>12} "
+              f"{row['savings_usd']:>12.6f}")
+        for name, up in row["upstreams"].items():
+            print(f"  {name:<18} {up['requests']:>8} requests {up['tokens']:>10} tokens ${up['cost_usd']:.6f}")
+    return 0
 
 
 def _new_key(args: argparse.Namespace) -> int:

@@ -114,8 +114,9 @@ class NoCandidate(GatewayError):
         "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503, "policy_denied": 403}
     type = "invalid_request_error"
 
-    def __init__(self, code: str, message: str, excluded: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(message, code=code, status=self.STATUS[code])
+    def __init__(self, code: str, message: str, excluded: Sequence[tuple[str, str]] = (),
+                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message, code=code, status=self.STATUS[code], headers=headers)
         self.excluded = tuple(excluded)
         if self.status >= 500:
             self.type = "server_error"

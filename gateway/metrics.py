@@ -49,6 +49,18 @@ class Metrics:
                                    ["upstream"], multiprocess_mode="max", registry=r)
         self.stream_failures = Counter("switchyard_stream_failures", "Streams that broke after bytes went out.",
                                        ["upstream", "reason", "outcome"], registry=r)
+        self.budget_remaining = Gauge("switchyard_budget_remaining_usd", "Budget left in the current period.",
+                                      ["tenant", "window"], multiprocess_mode="mostrecent", registry=r)
+        self.budget_exhausted = Counter("switchyard_budget_exhausted", "Requests over budget, by what was done.",
+                                        ["tenant", "action"], registry=r)
+        self.rate_limited = Counter("switchyard_rate_limited", "Requests refused by a rate limit.",
+                                    ["tenant", "kind"], registry=r)
+        self.savings = Counter("switchyard_savings_usd", "What requests would have cost more at the baseline.",
+                               ["tenant", "route"], registry=r)
+        self.state_errors = Counter("switchyard_state_errors", "Failed calls to the state backend.",
+                                    ["backend", "op"], registry=r)
+        self.budget_overshoot = Counter("switchyard_budget_overshoot_usd", "Cost above what was reserved.",
+                                        ["tenant"], registry=r)
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
                                  ["route", "rule", "data_class", "upstream"], registry=r)
         self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",

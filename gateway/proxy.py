@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
 import time
+from dataclasses import replace
 
 from gateway import accounting, classify
 from gateway.asgi import (
@@ -31,11 +33,15 @@ from gateway.errors import (
     UpstreamStatus,
 )
 from gateway.metrics import Metrics
-from gateway.policy.decide import Decision, Live, decide
+from gateway.policy.decide import Decision, Features, Live, decide
+from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
+from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
 from gateway.state.latency import LatencyTracker
+from gateway.state.ledger import Ledger
+from gateway.state.memory import ceil_seconds
 from gateway.streaming import Opened, Stream, can_continue, open_stream, wants_usage
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
@@ -48,16 +54,19 @@ STREAMABLE = frozenset({"chat", "completions"})
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]
 CLIENT_CLOSED = 499
+NOT_ADMITTED = Admission(False)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 class Proxy:
     """Serves the hot endpoints: authenticate, classify, decide, dispatch, relay, account."""
 
-    def __init__(self, metrics: Metrics, dispatcher: Dispatcher, latency: LatencyTracker, max_body_bytes: int) -> None:
+    def __init__(self, metrics: Metrics, dispatcher: Dispatcher, latency: LatencyTracker, ledger: Ledger,
+                 max_body_bytes: int) -> None:
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.latency = latency
+        self.ledger = ledger
         self.live = Live(ttft_p95_ms=latency.view)
         self.max_body_bytes = max_body_bytes
         self._refreshed = 0.0
@@ -106,7 +115,11 @@ class Proxy:
         done.prompt_tokens = features.prompt_tokens
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
-        decision = decide(policy, features, self._live(runtime))
+        live = self._live(runtime)
+        decision = decide(policy, features, live)
+        limits = accounting.limits_for(policy, features, decision.candidates)
+        if not limits.empty:
+            decision, limits = await self._admit(policy, features, live, decision, limits, done)
         done.rule = decision.rule or "-"
         self._count_decision(decision)
         request = Request(path, body, headers, features.stream)
@@ -125,6 +138,50 @@ class Proxy:
             done.status = CLIENT_CLOSED
         finally:
             watcher.cancel()
+            await self._settle(policy, limits, done)
+
+    async def _admit(self, policy: Policy, features: Features, live: Live, decision: Decision, limits: Limits,
+                     done: _Done) -> tuple[Decision, Limits]:
+        """Count the request against its tenant's limits and reserve its cost; degrade or refuse when over."""
+        now = time.time()
+        admission, done.backend = await self.ledger.admit(limits, os.urandom(8).hex(), now,
+                                                          policy.doc.state.on_unavailable)
+        if not admission.ok and admission.limit in WINDOWS:
+            budget = policy.doc.tenants[features.tenant].budget
+            assert budget is not None
+            if isinstance(budget.when_exhausted, str):
+                self.metrics.count(self.metrics.budget_exhausted, features.tenant, "reject")
+                raise budget_exhausted(features.tenant, admission, now)
+            self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
+            decision = decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to))
+            limits = replace(limits, budgets=(), cost=0)
+            if limits.empty:
+                return decision, limits
+            admission, done.backend = await self.ledger.admit(limits, os.urandom(8).hex(), now,
+                                                              policy.doc.state.on_unavailable)
+        if not admission.ok:
+            self.metrics.count(self.metrics.rate_limited, features.tenant, admission.limit)
+            raise rate_limited(features.tenant, admission)
+        done.admission = admission
+        for window, left in admission.remaining.items():
+            self.metrics.child(self.metrics.budget_remaining, features.tenant, window).set(left / NANO)
+        return decision, limits
+
+    async def _settle(self, policy: Policy, limits: Limits, done: _Done) -> None:
+        """Record what the request cost (or release its reservation) where it was admitted."""
+        saved = 0.0
+        if done.upstream != "none" and done.route != "unknown":
+            baseline = accounting.baseline_cost(policy, done.route, done.usage)
+            if baseline is not None:
+                saved = baseline - done.cost
+                if saved > 0:
+                    self.metrics.count(self.metrics.savings, done.tenant, done.route, amount=saved)
+        cost = to_nano(done.cost)
+        if limits.budgets and cost > limits.cost:
+            self.metrics.count(self.metrics.budget_overshoot, done.tenant, amount=(cost - limits.cost) / NANO)
+        served = done.upstream if done.cost or done.status == 200 else ""
+        charge = Charge(served, cost, done.usage.prompt_tokens + done.usage.completion_tokens, to_nano(saved))
+        await self.ledger.settle(done.backend or self.ledger.local, limits, done.admission, charge, time.time())
 
     async def _plain(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
                      watcher: asyncio.Task[None]) -> None:
@@ -135,8 +192,9 @@ class Proxy:
             await self._pass_error(runtime, exc, send, done, watcher)
             return
         done.served_by(upstream)
-        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
-                                 accounting.Usage.of_body(data))
+        usage = accounting.Usage.of_body(data)
+        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name, usage)
+        done.charge(usage, cost)
         watcher.cancel()
         done.status = 200
         await send_bytes(send, 200, data, JSON, [*done.tell(), (b"x-switchyard-cost-usd", accounting.format_usd(cost))])
@@ -170,7 +228,7 @@ class Proxy:
             ending = await stream.run(opened)
         finally:
             for name, usage in stream.parts:
-                accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage)
+                done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage))
         watcher.cancel()
         await send({"type": "http.response.body", "body": ending, "more_body": False})
 
@@ -206,6 +264,15 @@ class _Done:
         self.region = "-"
         self.rule = "-"
         self.prompt_tokens = 0
+        self.cost = 0.0
+        self.usage = accounting.Usage()
+        self.backend: Backend | None = None
+        self.admission = NOT_ADMITTED
+
+    def charge(self, usage: accounting.Usage, cost: float) -> None:
+        self.usage = accounting.Usage(self.usage.prompt_tokens + usage.prompt_tokens,
+                                      self.usage.completion_tokens + usage.completion_tokens)
+        self.cost += cost
 
     def served_by(self, upstream: OpenAIUpstream) -> None:
         self.upstream = upstream.name
@@ -222,6 +289,22 @@ class _Done:
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
         return headers
+
+
+def budget_exhausted(tenant: str, admission: Admission, now: float) -> NoCandidate:
+    """429 naming the spent budget and when it resets."""
+    reset = dt.datetime.fromtimestamp(now + admission.retry_after_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    window = {"day": "daily", "month": "monthly"}[admission.limit]
+    return NoCandidate("budget_exhausted", f"the {window} budget of tenant '{tenant}' is spent; "
+                       f"it resets at {reset}", headers=[(b"retry-after", str(ceil_seconds(admission.retry_after_s))
+                                                          .encode())])
+
+
+def rate_limited(tenant: str, admission: Admission) -> NoCandidate:
+    """429 naming the limit, with Retry-After."""
+    wait = ceil_seconds(admission.retry_after_s)
+    return NoCandidate("rate_limited", f"tenant '{tenant}' is over its {admission.limit.replace('_', ' ')}; "
+                       f"retry after {wait} s", headers=[(b"retry-after", str(wait).encode())])
 
 
 def scrub(body: bytes, upstream: OpenAIUpstream) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import tempfile
@@ -15,6 +16,8 @@ from uvicorn.supervisors import Multiprocess
 
 from gateway.app import Gateway, Settings
 from gateway.metrics import prepare_multiprocess
+
+logger = logging.getLogger("switchyard.server")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,11 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     os.environ["SWITCHYARD_POLICY"] = settings.policy
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     os.environ["SWITCHYARD_RELOAD_INTERVAL_S"] = str(settings.reload_interval_s)
+    if settings.redis_url:
+        os.environ["SWITCHYARD_REDIS_URL"] = settings.redis_url
+    else:
+        logger.warning("%d workers without --redis: budgets and rate limits hold per worker, not in total",
+                       options.workers)
     prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
     config = uvicorn.Config("gateway.app:create_app", factory=True, host=options.host, port=options.port,
                             loop="uvloop", http="httptools", access_log=False, log_level=options.log_level,

@@ -104,7 +104,11 @@ def _upstream_problems(doc: Document) -> Iterator[str]:
 
 
 def _route_problems(doc: Document) -> Iterator[str]:
+    if doc.baseline is not None and doc.baseline not in doc.upstreams:
+        yield f"baseline: upstream '{doc.baseline}' is not defined"
     for name, route in doc.models.items():
+        if route.baseline is not None and route.baseline not in doc.upstreams:
+            yield f"models.{name}.baseline: upstream '{route.baseline}' is not defined"
         yield from _missing(route.candidates, doc.upstreams, f"models.{name}.candidates", "upstream")
         if len(set(route.candidates)) != len(route.candidates):
             yield f"models.{name}.candidates: an upstream is listed twice"
@@ -127,10 +131,15 @@ def _tenant_problems(doc: Document) -> Iterator[str]:
             yield f"{place}.data_class: data class '{tenant.data_class}' is not defined in data_classes"
         yield from _unknown_regions(tenant.regions, doc, f"{place}.regions")
         yield from _missing(tenant.models or (), doc.models, f"{place}.models", "model")
-        if tenant.budget is not None:
-            yield f"{place}.budget: budgets are not enforced by this version yet; remove it rather than rely on it"
-        if tenant.rate_limit is not None:
-            yield f"{place}.rate_limit: rate limits are not enforced by this version yet; remove it"
+        budget = tenant.budget
+        if budget is not None and budget.usd_per_day is None and budget.usd_per_month is None:
+            yield f"{place}.budget: give usd_per_day, usd_per_month or both"
+        if budget is not None and not isinstance(budget.when_exhausted, str):
+            yield from _missing(budget.when_exhausted.route_to, doc.upstreams,
+                                f"{place}.budget.when_exhausted.route_to", "upstream")
+        limit = tenant.rate_limit
+        if limit is not None and limit.requests_per_minute is None and limit.tokens_per_minute is None:
+            yield f"{place}.rate_limit: give requests_per_minute, tokens_per_minute or both"
 
 
 def _rule_problems(doc: Document) -> Iterator[str]:

@@ -49,8 +49,11 @@ class Decision:
 NO_LIVE = Live()
 
 
-def decide(policy: Policy, features: Features, live: Live = NO_LIVE) -> Decision:
-    """Apply steps 4 to 6 of the policy to one request; NoCandidate when nothing may serve it."""
+def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: frozenset[str] | None = None) -> Decision:
+    """Apply steps 4 to 6 of the policy to one request; NoCandidate when nothing may serve it.
+
+    `only` narrows the candidates further: the upstreams a spent budget degrades to.
+    """
     route = policy.doc.models[features.route]
     tenant = policy.doc.tenants[features.tenant]
     rule = matching_rule(policy, features)
@@ -59,7 +62,7 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE) -> Decision
     if not names:
         assert rule is not None
         raise NoCandidate("policy_denied", f"rule '{rule.name}' excludes every upstream of route '{features.route}'")
-    for reason, code, allowed in _filters(policy, tenant, route, features, live):
+    for reason, code, allowed in _filters(policy, tenant, route, features, live, only):
         kept = [n for n in names if allowed(n, policy.doc.upstreams[n])]
         excluded += [(n, reason) for n in names if n not in kept]
         if not kept:
@@ -78,7 +81,8 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE) -> Decision
 Filter = tuple[str, str, Callable[[str, Upstream], bool]]
 
 
-def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, live: Live) -> list[Filter]:
+def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, live: Live,
+             only: frozenset[str] | None) -> list[Filter]:
     """The step-4 filters in the order whose first empty result names the error."""
     data_class = policy.doc.data_classes.get(features.data_class) if features.data_class else None
     window = features.prompt_tokens + (features.max_tokens or route.default_max_tokens)
@@ -94,6 +98,8 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
     if tenant.regions is not None:
         tenant_regions = tenant.regions
         filters.append(("tenant_region", "residency_unavailable", lambda _, u: u.region in tenant_regions))
+    if only is not None:
+        filters.append(("budget", "budget_exhausted", lambda n, _: n in only))
     if needs:
         filters.append(("capability", "capability_unavailable", lambda _, u: needs <= u.capabilities))
     filters.append(("context_window", "context_length_exceeded",
@@ -120,6 +126,7 @@ def _explain(code: str, features: Features, names: list[str]) -> str:
         "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens plus max_tokens fits "
                                    "no allowed upstream's context window",
         "no_healthy_upstream": "every allowed upstream is unavailable right now",
+        "budget_exhausted": "the budget is spent and none of the upstreams it degrades to may serve this request",
     }
     return f"{what[code]} (route '{features.route}')"
 

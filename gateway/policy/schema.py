@@ -107,6 +107,7 @@ class Route(Strict):
     latency_slo: LatencySlo | None = None
     default_max_tokens: int = Field(default=512, gt=0)
     resilience: Resilience | None = None
+    baseline: Name | None = None
 
 
 class DataClass(Strict):
@@ -209,9 +210,20 @@ class Rule(Strict):
 
 
 class Admin(Strict):
-    """Keys for the admin endpoints."""
+    """Keys for the admin endpoints, hashed like tenants' keys."""
 
     keys: tuple[str, ...] = ()
+
+    @field_validator("keys")
+    @classmethod
+    def _hashed(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        return Tenant._hashed(keys)
+
+
+class State(Strict):
+    """What to do when the shared state (Redis) cannot be reached."""
+
+    on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
 
 
 class Document(Strict):
@@ -226,3 +238,5 @@ class Document(Strict):
     rules: tuple[Rule, ...] = ()
     resilience: Resilience = Resilience()
     admin: Admin = Admin()
+    state: State = State()
+    baseline: Name | None = None

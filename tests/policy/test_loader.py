@@ -135,7 +135,22 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
     assert ":3:1: not valid YAML" in found[0]
 
 
-def test_budgets_are_refused_until_they_are_enforced(tmp_path: Path) -> None:
-    text = BASE + "    budget: {usd_per_day: 50}\n"
-    assert problems(tmp_path, text) == [
-        "tenants.acme-eu.budget: budgets are not enforced by this version yet; remove it rather than rely on it"]
+@pytest.mark.parametrize(("tail", "expected"), [
+    ("    budget: {when_exhausted: reject}\n", "tenants.acme-eu.budget: give usd_per_day, usd_per_month or both"),
+    ("    budget: {usd_per_day: 5, when_exhausted: {route_to: [qwen]}}\n",
+     "tenants.acme-eu.budget.when_exhausted.route_to[0]: upstream 'qwen' is not defined (did you mean 'qwen-eu'?)"),
+    ("    rate_limit: {}\n", "tenants.acme-eu.rate_limit: give requests_per_minute, tokens_per_minute or both"),
+    ("    budget: {usd_per_day: -1}\n", "tenants.acme-eu.budget.usd_per_day: Input should be greater than or equal to 0"),
+])
+def test_budget_and_rate_limit_problems(tmp_path: Path, tail: str, expected: str) -> None:
+    assert problems(tmp_path, BASE + tail) == [expected]
+
+
+def test_budgets_and_rate_limits_load(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(BASE + "    budget: {usd_per_day: 50, when_exhausted: {route_to: [qwen-eu]}}\n"
+                                     "    rate_limit: {requests_per_minute: 600, tokens_per_minute: 200000}\n")
+    tenant = load_policy(tmp_path / "p.yaml", ENV).doc.tenants["acme-eu"]
+    assert tenant.budget is not None
+    assert tenant.budget.usd_per_day == 50
+    assert tenant.rate_limit is not None
+    assert tenant.rate_limit.requests_per_minute == 600

@@ -1,0 +1,113 @@
+"""The shared-state interface: admit a request against its tenant's limits, settle what it cost, read spend back.
+
+Money is counted in integer nano-dollars so that replicas adding up costs agree to the cent and beyond.
+Windows are UTC: a day from midnight, a month from the first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+NANO = 1_000_000_000
+MINUTE_MS = 60_000
+RESERVATION_TTL_MS = 15 * MINUTE_MS
+WINDOWS = ("day", "month")
+
+
+def to_nano(usd: float) -> int:
+    """USD as integer nano-dollars."""
+    return round(usd * NANO)
+
+
+def period(window: str, now: float) -> str:
+    """The UTC period a window is in at now: '2026-11-25' for a day, '2026-11' for a month."""
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    return moment.strftime("%Y-%m-%d" if window == "day" else "%Y-%m")
+
+
+def resets_at(window: str, now: float) -> float:
+    """When the window's current period ends (epoch seconds)."""
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "day":
+        return (start + dt.timedelta(days=1)).timestamp()
+    first = start.replace(day=1)
+    following = (first + dt.timedelta(days=32)).replace(day=1)
+    return following.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request must be admitted against."""
+
+    tenant: str
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens: int = 0
+    budgets: tuple[tuple[str, int], ...] = ()  # (window, limit in nano-dollars)
+    cost: int = 0  # estimated cost to reserve, nano-dollars
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to check."""
+        return self.requests_per_minute is None and self.tokens_per_minute is None and not self.budgets
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to admit: yes with a reservation, or no with the limit that said so."""
+
+    ok: bool
+    reservation: str = ""
+    limit: str = ""  # "requests_per_minute" | "tokens_per_minute" | "day" | "month"
+    retry_after_s: float = 0.0
+    remaining: Mapping[str, int] = field(default_factory=dict)  # window -> nano-dollars left
+    bucket: int = 0  # the second the tokens were counted in
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a request cost once it is done (all zero when it failed: the reservation is released)."""
+
+    upstream: str = ""
+    cost: int = 0
+    tokens: int = 0
+    savings: int = 0
+
+
+@dataclass
+class Spend:
+    """Spend in one window period, as read back."""
+
+    tenant: str
+    window: str
+    period: str
+    spent: int = 0
+    reserved: int = 0
+    savings: int = 0
+    upstreams: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> {cost, tokens, requests}
+
+
+class StateError(Exception):
+    """The shared state could not be reached or did not answer in time."""
+
+
+class Backend(Protocol):
+    """A place limits and spend live: this process (memory) or shared (redis)."""
+
+    name: str
+
+    async def admit(self, limits: Limits, reservation: str, now: float) -> Admission:
+        """Check every limit and, only if all pass, count the request and reserve its cost, atomically."""
+
+    async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
+        """Turn a reservation into spend (or release it), and correct the token count."""
+
+    async def spend(self, tenant: str, window: str, now: float) -> Spend:
+        """Spend, reservations and savings of tenant in window's current period."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,148 @@
+"""Limits and spend in this process: exact for one process, the default, and the fallback when Redis is away."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway.state.base import (
+    MINUTE_MS,
+    RESERVATION_TTL_MS,
+    Admission,
+    Charge,
+    Limits,
+    Spend,
+    period,
+    resets_at,
+)
+
+
+@dataclass
+class Period:
+    """One tenant's spend in one window period."""
+
+    spent: int = 0
+    reserved: int = 0
+    savings: int = 0
+    reservations: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (amount, expires at, ms)
+    upstreams: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def purge(self, now_ms: float) -> None:
+        """Release reservations whose holder never settled them (a crashed replica)."""
+        for key, (amount, expires) in list(self.reservations.items()):
+            if expires <= now_ms:
+                self.reserved -= amount
+                del self.reservations[key]
+
+
+class MemoryBackend:
+    """Sliding-window rate limits and reserved budgets in plain dictionaries; one process only."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._requests: dict[str, deque[float]] = {}
+        self._tokens: dict[str, dict[int, int]] = {}
+        self._periods: dict[tuple[str, str, str], Period] = {}
+
+    async def admit(self, limits: Limits, reservation: str, now: float) -> Admission:
+        now_ms = now * 1000
+        refused = self._rate_refusal(limits, now_ms) or self._budget_refusal(limits, now)
+        if refused is not None:
+            return refused
+        if limits.requests_per_minute is not None:
+            self._requests.setdefault(limits.tenant, deque()).append(now_ms)
+        bucket = int(now)
+        if limits.tokens_per_minute is not None:
+            buckets = self._tokens.setdefault(limits.tenant, {})
+            buckets[bucket] = buckets.get(bucket, 0) + limits.tokens
+        remaining = {}
+        for window, limit in limits.budgets:
+            state = self._period(limits.tenant, window, now)
+            state.reserved += limits.cost
+            state.reservations[reservation] = (limits.cost, now_ms + RESERVATION_TTL_MS)
+            remaining[window] = limit - state.spent - state.reserved
+        return Admission(True, reservation, remaining=remaining, bucket=bucket)
+
+    def _rate_refusal(self, limits: Limits, now_ms: float) -> Admission | None:
+        rpm = limits.requests_per_minute
+        if rpm is not None:
+            times = self._requests.setdefault(limits.tenant, deque())
+            while times and times[0] <= now_ms - MINUTE_MS:
+                times.popleft()
+            if len(times) >= rpm:
+                return Admission(False, limit="requests_per_minute",
+                                 retry_after_s=(times[len(times) - rpm] + MINUTE_MS - now_ms) / 1000)
+        tpm = limits.tokens_per_minute
+        if tpm is not None:
+            buckets = self._tokens.setdefault(limits.tenant, {})
+            second = int(now_ms // 1000)
+            for old in [b for b in buckets if b <= second - 60]:
+                del buckets[old]
+            wait = _token_wait(buckets, limits.tokens, tpm, second)
+            if wait is not None:
+                return Admission(False, limit="tokens_per_minute", retry_after_s=wait)
+        return None
+
+    def _budget_refusal(self, limits: Limits, now: float) -> Admission | None:
+        for window, limit in limits.budgets:
+            state = self._period(limits.tenant, window, now)
+            state.purge(now * 1000)
+            if state.spent + state.reserved + limits.cost > limit:
+                return Admission(False, limit=window, retry_after_s=resets_at(window, now) - now,
+                                 remaining={window: max(0, limit - state.spent - state.reserved)})
+        return None
+
+    async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
+        for window in ("day", "month"):
+            state = self._period(limits.tenant, window, now)
+            amount, _ = state.reservations.pop(admission.reservation, (0, 0.0))
+            state.reserved -= amount
+            if charge.upstream:
+                state.spent += charge.cost
+                state.savings += charge.savings
+                row = state.upstreams.setdefault(charge.upstream, {"cost": 0, "tokens": 0, "requests": 0})
+                row["cost"] += charge.cost
+                row["tokens"] += charge.tokens
+                row["requests"] += 1
+        if limits.tokens_per_minute is not None and admission.ok:
+            buckets = self._tokens.setdefault(limits.tenant, {})
+            if admission.bucket in buckets:
+                buckets[admission.bucket] += charge.tokens - limits.tokens
+
+    async def spend(self, tenant: str, window: str, now: float) -> Spend:
+        state = self._period(tenant, window, now)
+        state.purge(now * 1000)
+        return Spend(tenant, window, period(window, now), state.spent, state.reserved, state.savings,
+                     {name: dict(row) for name, row in state.upstreams.items()})
+
+    async def close(self) -> None:
+        return None
+
+    def _period(self, tenant: str, window: str, now: float) -> Period:
+        key = (tenant, window, period(window, now))
+        found = self._periods.get(key)
+        if found is None:
+            found = self._periods[key] = Period()
+        return found
+
+
+def _token_wait(buckets: dict[int, int], tokens: int, limit: int, second: int) -> float | None:
+    """Seconds until tokens fit under limit in the sliding minute, or None when they fit now."""
+    used = sum(buckets.values())
+    if used + tokens <= limit:
+        return None
+    if tokens > limit:
+        return 60.0
+    freed = 0
+    for bucket in sorted(buckets):
+        freed += buckets[bucket]
+        if used - freed + tokens <= limit:
+            return float(bucket + 60 - second)
+    return 60.0
+
+
+def ceil_seconds(seconds: float) -> int:
+    """A Retry-After value: whole seconds, at least one."""
+    return max(1, math.ceil(seconds))

@@ -1,0 +1,254 @@
+"""Limits and spend shared by every replica through Redis; the only importer of redis.
+
+Admission is one Lua script: it checks the sliding-minute rate limits and every budget and, only if
+all pass, counts the request and reserves its estimated cost, atomically. Settlements are batched into
+one pipelined round trip every few milliseconds, off the request's path, and are idempotent, so a
+batch retried after a lost reply is never counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.state.base import RESERVATION_TTL_MS, Admission, Charge, Limits, Spend, StateError, period, resets_at
+
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cost, id = tonumber(ARGV[6]), ARGV[7]
+local second = math.floor(now / 1000)
+if rpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+  local count = redis.call('ZCARD', KEYS[1])
+  if count >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
+    return {0, 'requests_per_minute', tonumber(oldest[2]) + 60000 - now}
+  end
+end
+if tpm >= 0 then
+  local flat = redis.call('HGETALL', KEYS[2])
+  local used, buckets = 0, {}
+  for i = 1, #flat, 2 do
+    local b, v = tonumber(flat[i]), tonumber(flat[i + 1])
+    if b <= second - 60 then redis.call('HDEL', KEYS[2], flat[i])
+    else used = used + v; buckets[#buckets + 1] = {b, v} end
+  end
+  if used + tokens > tpm then
+    if tokens > tpm then return {0, 'tokens_per_minute', 60000} end
+    table.sort(buckets, function(a, b) return a[1] < b[1] end)
+    local freed = 0
+    for _, bv in ipairs(buckets) do
+      freed = freed + bv[2]
+      if used - freed + tokens <= tpm then return {0, 'tokens_per_minute', (bv[1] + 60 - second) * 1000} end
+    end
+    return {0, 'tokens_per_minute', 60000}
+  end
+end
+local windows = {'day', 'month'}
+for w = 1, 2 do
+  local limit = tonumber(ARGV[3 + w])
+  if limit >= 0 then
+    local hash, res = KEYS[1 + 2 * w], KEYS[2 + 2 * w]
+    local expired = redis.call('ZRANGEBYSCORE', res, '-inf', now)
+    for _, rid in ipairs(expired) do
+      local amount = tonumber(redis.call('HGET', hash, 'r:' .. rid) or '0')
+      redis.call('HINCRBY', hash, 'reserved', -amount)
+      redis.call('HDEL', hash, 'r:' .. rid)
+    end
+    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', res, '-inf', now) end
+    local spent = tonumber(redis.call('HGET', hash, 'spent') or '0')
+    local reserved = tonumber(redis.call('HGET', hash, 'reserved') or '0')
+    if spent + reserved + cost > limit then
+      return {0, windows[w], -1, limit - spent - reserved}
+    end
+  end
+end
+if rpm >= 0 then
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('PEXPIRE', KEYS[1], 61000)
+end
+if tpm >= 0 then
+  redis.call('HINCRBY', KEYS[2], second, tokens)
+  redis.call('EXPIRE', KEYS[2], 61)
+end
+local remaining = {'', ''}
+for w = 1, 2 do
+  local limit = tonumber(ARGV[3 + w])
+  if limit >= 0 then
+    local hash, res = KEYS[1 + 2 * w], KEYS[2 + 2 * w]
+    local reserved = redis.call('HINCRBY', hash, 'reserved', cost)
+    redis.call('HSET', hash, 'r:' .. id, cost)
+    redis.call('ZADD', res, now + tonumber(ARGV[8]), id)
+    redis.call('EXPIRE', hash, ARGV[8 + w])
+    redis.call('EXPIRE', res, ARGV[8 + w])
+    remaining[w] = string.format('%d', limit - tonumber(redis.call('HGET', hash, 'spent') or '0') - reserved)
+  end
+end
+return {1, '', 0, remaining[1], remaining[2], second}
+"""
+
+SETTLE = """
+if redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) == false then return 0 end
+for w = 0, 1 do
+  local hash, res = KEYS[2 + 2 * w], KEYS[3 + 2 * w]
+  local amount = redis.call('HGET', hash, 'r:' .. ARGV[1])
+  if amount then
+    redis.call('HINCRBY', hash, 'reserved', -tonumber(amount))
+    redis.call('HDEL', hash, 'r:' .. ARGV[1])
+    redis.call('ZREM', res, ARGV[1])
+  end
+  if ARGV[2] ~= '' then
+    redis.call('HINCRBY', hash, 'spent', ARGV[3])
+    redis.call('HINCRBY', hash, 'savings', ARGV[5])
+    redis.call('HINCRBY', hash, 'c:' .. ARGV[2], ARGV[3])
+    redis.call('HINCRBY', hash, 't:' .. ARGV[2], ARGV[4])
+    redis.call('HINCRBY', hash, 'n:' .. ARGV[2], 1)
+    redis.call('EXPIRE', hash, ARGV[8 + w])
+  end
+end
+if ARGV[6] ~= '0' and redis.call('HEXISTS', KEYS[1], ARGV[7]) == 1 then
+  redis.call('HINCRBY', KEYS[1], ARGV[7], ARGV[6])
+end
+return 1
+"""
+
+EXPIRE_S = {"day": 3 * 86400, "month": 40 * 86400}
+FLUSH_S = 0.01
+BATCH = 256
+MAX_QUEUE = 100_000
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """Map redis' exceptions (and timeouts) to StateError: the one boundary where they are met."""
+    try:
+        yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise StateError(f"redis: {type(exc).__name__}") from exc
+
+
+def keys(tenant: str, now: float) -> list[str]:
+    """The keys of one tenant, all in one hash slot."""
+    base = f"sy:{{{tenant}}}"
+    day, month = f"{base}:day:{period('day', now)}", f"{base}:month:{period('month', now)}"
+    return [f"{base}:rpm", f"{base}:tpm", day, f"{day}:res", month, f"{month}:res"]
+
+
+class RedisBackend:
+    """The shared backend. Every call is bounded by timeout_s; settlements are flushed in batches."""
+
+    name = "redis"
+
+    def __init__(self, url: str, timeout_s: float = 0.1) -> None:
+        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                               health_check_interval=0, retry_on_timeout=False)
+        self._timeout_s = timeout_s
+        self._admit = self._client.register_script(ADMIT)
+        self._settle = self._client.register_script(SETTLE)
+        self._queue: list[list[Any]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self.lost_settlements = 0
+
+    async def ping(self) -> None:
+        """Reach Redis once; StateError if it does not answer in time."""
+        with redis_errors():
+            async with asyncio.timeout(self._timeout_s * 2):
+                await self._client.ping()
+
+    async def admit(self, limits: Limits, reservation: str, now: float) -> Admission:
+        budgets = dict(limits.budgets)
+        args: list[str | int] = [
+            _or_minus(limits.requests_per_minute), _or_minus(limits.tokens_per_minute), limits.tokens,
+            budgets.get("day", -1), budgets.get("month", -1), limits.cost, reservation, RESERVATION_TTL_MS,
+            EXPIRE_S["day"], EXPIRE_S["month"]]
+        with redis_errors():
+            async with asyncio.timeout(self._timeout_s * 2):
+                reply = await self._admit(keys=keys(limits.tenant, now), args=args)
+        return _admission(reply, reservation, limits, now)
+
+    async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
+        if len(self._queue) >= MAX_QUEUE:
+            self.lost_settlements += 1
+            return
+        names = keys(limits.tenant, now)
+        delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
+        self._queue.append([[names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{admission.reservation}"],
+                            [admission.reservation, charge.upstream, charge.cost, charge.tokens, charge.savings,
+                             delta, admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"]]])
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        if len(self._queue) >= BATCH:
+            self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        """Send queued settlements until none are left; a failed batch stays queued and is sent again."""
+        while self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_S)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except StateError:
+                await asyncio.sleep(0.2)
+
+    async def flush(self) -> None:
+        """Send every queued settlement now."""
+        while self._queue:
+            batch = self._queue[:BATCH]
+            with redis_errors():
+                async with asyncio.timeout(max(1.0, self._timeout_s * 10)):
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for keys_, args in batch:
+                            await self._settle(keys=keys_, args=args, client=pipe)
+                        await pipe.execute()
+            del self._queue[:len(batch)]
+
+    async def spend(self, tenant: str, window: str, now: float) -> Spend:
+        with redis_errors():
+            async with asyncio.timeout(self._timeout_s * 2):
+                flat = await self._client.hgetall(keys(tenant, now)[2 if window == "day" else 4])
+        fields = {_text(k): int(v) for k, v in flat.items()}
+        found = Spend(tenant, window, period(window, now), fields.get("spent", 0), fields.get("reserved", 0),
+                      fields.get("savings", 0))
+        for name, value in fields.items():
+            kind, _, upstream = name.partition(":")
+            if kind in ("c", "t", "n") and upstream:
+                row = found.upstreams.setdefault(upstream, {"cost": 0, "tokens": 0, "requests": 0})
+                row[{"c": "cost", "t": "tokens", "n": "requests"}[kind]] = value
+        return found
+
+    async def close(self) -> None:
+        if self._queue:
+            with contextlib.suppress(StateError):
+                await self.flush()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _or_minus(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _admission(reply: list[Any], reservation: str, limits: Limits, now: float) -> Admission:
+    ok, limit, retry_ms = int(reply[0]), reply[1], float(reply[2])
+    if not ok:
+        name = limit.decode() if isinstance(limit, bytes) else str(limit)
+        retry_s = resets_at(name, now) - now if name in ("day", "month") else retry_ms / 1000
+        remaining = {name: max(0, int(reply[3]))} if name in ("day", "month") else {}
+        return Admission(False, limit=name, retry_after_s=retry_s, remaining=remaining)
+    remaining = {w: int(v) for w, v in zip(("day", "month"), reply[3:5], strict=True) if v not in (b"", "")}
+    return Admission(True, reservation, remaining=remaining, bucket=int(reply[5]))
