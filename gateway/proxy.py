@@ -292,12 +292,13 @@ class _Done:
 
 
 def budget_exhausted(tenant: str, admission: Admission, now: float) -> NoCandidate:
-    """429 naming the spent budget and when it resets."""
+    """429 naming the spent budget, what is left of it, and when it resets."""
     reset = dt.datetime.fromtimestamp(now + admission.retry_after_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     window = {"day": "daily", "month": "monthly"}[admission.limit]
-    return NoCandidate("budget_exhausted", f"the {window} budget of tenant '{tenant}' is spent; "
-                       f"it resets at {reset}", headers=[(b"retry-after", str(ceil_seconds(admission.retry_after_s))
-                                                          .encode())])
+    left = admission.remaining.get(admission.limit, 0) / NANO
+    return NoCandidate("budget_exhausted", f"the {window} budget of tenant '{tenant}' is spent (${left:.6f} left, "
+                       f"less than this request may cost); it resets at {reset}",
+                       headers=[(b"retry-after", str(ceil_seconds(admission.retry_after_s)).encode())])
 
 
 def rate_limited(tenant: str, admission: Admission) -> NoCandidate:
