@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.state.base import RESERVATION_TTL_MS, Admission, Charge, Limits, Spend, StateError, period, resets_at
 
@@ -134,15 +135,14 @@ def redis_errors() -> Iterator[None]:
         raise StateError(f"redis: {type(exc).__name__}") from exc
 
 
-def keys(tenant: str, now: float) -> list[str]:
-    """The keys of one tenant, all in one hash slot."""
-    base = f"sy:{{{tenant}}}"
-    day, month = f"{base}:day:{period('day', now)}", f"{base}:month:{period('month', now)}"
-    return [f"{base}:rpm", f"{base}:tpm", day, f"{day}:res", month, f"{month}:res"]
+def sha1(script: str) -> str:
+    """The SHA1 Redis knows a script by."""
+    return hashlib.sha1(script.encode()).hexdigest()
 
 
 class RedisBackend:
-    """The shared backend. Every call is bounded by timeout_s; settlements are flushed in batches."""
+    """The shared backend. Calls are bounded by timeout_s; concurrent admissions share one pipelined round trip,
+    and settlements are flushed in batches."""
 
     name = "redis"
 
@@ -150,11 +150,13 @@ class RedisBackend:
         self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                                health_check_interval=0, retry_on_timeout=False)
         self._timeout_s = timeout_s
-        self._admit = self._client.register_script(ADMIT)
-        self._settle = self._client.register_script(SETTLE)
-        self._queue: list[list[Any]] = []
+        self._scripts = {ADMIT: sha1(ADMIT), SETTLE: sha1(SETTLE)}
+        self._admissions: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: list[tuple[list[str], list[str | int]]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._keys: tuple[int, str, str] = (-1, "", "")
         self.lost_settlements = 0
 
     async def ping(self) -> None:
@@ -169,20 +171,60 @@ class RedisBackend:
             _or_minus(limits.requests_per_minute), _or_minus(limits.tokens_per_minute), limits.tokens,
             budgets.get("day", -1), budgets.get("month", -1), limits.cost, reservation, RESERVATION_TTL_MS,
             EXPIRE_S["day"], EXPIRE_S["month"]]
-        with redis_errors():
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._admissions:
+            loop.call_soon(self._send_admissions)
+        self._admissions.append((self.keys(limits.tenant, now), args, reply))
+        return _admission(await reply, reservation, limits, now)
+
+    def _send_admissions(self) -> None:
+        """Send every admission asked for during this turn of the event loop in one pipeline."""
+        batch, self._admissions = self._admissions, []
+        task = asyncio.get_running_loop().create_task(self._admit_batch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit_batch(self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]) -> None:
+        try:
             async with asyncio.timeout(self._timeout_s * 2):
-                reply = await self._admit(keys=keys(limits.tenant, now), args=args)
-        return _admission(reply, reservation, limits, now)
+                replies = await self._run(ADMIT, [(k, a) for k, a, _ in batch])
+        except (StateError, TimeoutError) as exc:
+            error = exc if isinstance(exc, StateError) else StateError("redis: timed out")
+            for _, _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(error)
+            return
+        for (_, _, reply), value in zip(batch, replies, strict=True):
+            if not reply.done():
+                reply.set_result(value)
+
+    async def _run(self, script: str, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """EVALSHA script once per call in one pipeline; loads the script if Redis has forgotten it."""
+        sha = self._scripts[script]
+        with redis_errors():
+            for _ in range(2):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys_, args in calls:
+                        pipe.evalsha(sha, len(keys_), *keys_, *args)
+                    replies = await pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, NoScriptError) for r in replies):
+                    break
+                await self._client.script_load(script)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise StateError(f"redis: {reply}")
+        return list(replies)
 
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
         if len(self._queue) >= MAX_QUEUE:
             self.lost_settlements += 1
             return
-        names = keys(limits.tenant, now)
+        names = self.keys(limits.tenant, now)
         delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
-        self._queue.append([[names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{admission.reservation}"],
+        self._queue.append(([names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{admission.reservation}"],
                             [admission.reservation, charge.upstream, charge.cost, charge.tokens, charge.savings,
-                             delta, admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"]]])
+                             delta, admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"]]))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         if len(self._queue) >= BATCH:
@@ -203,18 +245,27 @@ class RedisBackend:
         """Send every queued settlement now."""
         while self._queue:
             batch = self._queue[:BATCH]
-            with redis_errors():
+            try:
                 async with asyncio.timeout(max(1.0, self._timeout_s * 10)):
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for keys_, args in batch:
-                            await self._settle(keys=keys_, args=args, client=pipe)
-                        await pipe.execute()
+                    await self._run(SETTLE, batch)
+            except TimeoutError:
+                raise StateError("redis: timed out") from None
             del self._queue[:len(batch)]
+
+    def keys(self, tenant: str, now: float) -> list[str]:
+        """The keys of one tenant, all in one hash slot; the period names are worked out once a second."""
+        second, day, month = self._keys
+        if int(now) != second:
+            second, day, month = int(now), period("day", now), period("month", now)
+            self._keys = (second, day, month)
+        base = f"sy:{{{tenant}}}"
+        return [f"{base}:rpm", f"{base}:tpm", f"{base}:day:{day}", f"{base}:day:{day}:res", f"{base}:month:{month}",
+                f"{base}:month:{month}:res"]
 
     async def spend(self, tenant: str, window: str, now: float) -> Spend:
         with redis_errors():
             async with asyncio.timeout(self._timeout_s * 2):
-                flat = await self._client.hgetall(keys(tenant, now)[2 if window == "day" else 4])
+                flat = await self._client.hgetall(self.keys(tenant, now)[2 if window == "day" else 4])
         fields = {_text(k): int(v) for k, v in flat.items()}
         found = Spend(tenant, window, period(window, now), fields.get("spent", 0), fields.get("reserved", 0),
                       fields.get("savings", 0))
@@ -229,9 +280,10 @@ class RedisBackend:
         if self._queue:
             with contextlib.suppress(StateError):
                 await self.flush()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        tasks = [*self._tasks, *([self._flusher] if self._flusher is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.aclose()
 
 
