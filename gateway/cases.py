@@ -30,7 +30,7 @@ class Expect(Strict):
     first: str | None = None
     error: str | None = None
     data_class: str | None = None
-    rule: str | None = None
+    rule: str | None = None  # `rule: null` asserts that no rule matched
 
 
 class Case(Strict):
@@ -82,29 +82,43 @@ def load_cases(file: Path) -> tuple[Case, ...]:
 
 def run_case(policy: Policy, case: Case, file: str) -> Result:
     """Decide the case's request and compare with what it expects."""
-    if case.tenant not in policy.doc.tenants:
-        return Result(file, case.name, (f"tenant '{case.tenant}' is not in the policy",))
+    unknown = _unknown_names(policy, case)
+    if unknown:
+        return Result(file, case.name, tuple(unknown))
     live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms)
     outcome = evaluate(policy, case.tenant, case.request, case.headers, live, case.endpoint)
     return Result(file, case.name, tuple(_compare(case.expect, outcome)))
 
 
+def _unknown_names(policy: Policy, case: Case) -> list[str]:
+    """Names a case uses that the policy does not have: a typo would otherwise make the case test nothing."""
+    problems = [] if case.tenant in policy.doc.tenants else [f"tenant '{case.tenant}' is not in the policy"]
+    named = [*case.health.down, *case.health.ttft_p95_ms, *(case.expect.upstreams or ()),
+             *([case.expect.first] if case.expect.first else [])]
+    problems += [f"upstream '{name}' is not in the policy" for name in named if name not in policy.doc.upstreams]
+    if case.expect.data_class is not None and case.expect.data_class not in policy.doc.data_classes:
+        problems.append(f"data class '{case.expect.data_class}' is not in the policy")
+    if case.expect.rule is not None and case.expect.rule not in {r.name for r in policy.doc.rules}:
+        problems.append(f"rule '{case.expect.rule}' is not in the policy")
+    return problems
+
+
 def _compare(expect: Expect, outcome: Outcome) -> list[str]:
     problems = []
+    got_class = outcome.features.data_class if outcome.features else None
+    if expect.data_class is not None and expect.data_class != got_class:
+        problems.append(f"expected data class {expect.data_class}, got {got_class}")
     got_error = outcome.error.code if outcome.error is not None else None
     if expect.error != got_error:
         wanted = f"error {expect.error}" if expect.error else "a decision"
         got = f"error {got_error}: {outcome.error.message}" if outcome.error else "a decision"
-        return [f"expected {wanted}, got {got}"]
+        return [*problems, f"expected {wanted}, got {got}"]
     order = outcome.decision.candidates if outcome.decision else ()
     if expect.upstreams is not None and tuple(expect.upstreams) != order:
         problems.append(f"expected upstreams {list(expect.upstreams)}, got {list(order)}")
     if expect.first is not None and (order[:1] != (expect.first,)):
         problems.append(f"expected first {expect.first}, got {order[0] if order else None}")
-    got_class = outcome.features.data_class if outcome.features else None
-    if expect.data_class is not None and expect.data_class != got_class:
-        problems.append(f"expected data class {expect.data_class}, got {got_class}")
     got_rule = outcome.decision.rule if outcome.decision else None
-    if expect.rule is not None and expect.rule != got_rule:
+    if "rule" in expect.model_fields_set and expect.rule != got_rule:
         problems.append(f"expected rule {expect.rule}, got {got_rule}")
     return problems

@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--endpoint", default="chat", choices=["chat", "completions", "embeddings"])
     explain.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
     explain.add_argument("--down", action="append", default=[], metavar="UPSTREAM", help="treat as unavailable")
+    explain.add_argument("--ttft", action="append", default=[], metavar="UPSTREAM=MS",
+                         help="assume this live p95 time to first token")
     explain.set_defaults(run=_explain)
     test = policy_actions.add_parser("test", help="run the cases in PATH/tests/*.yaml")
     test.add_argument("path")
@@ -128,12 +130,27 @@ def _explain(args: argparse.Namespace) -> int:
     found = policy.tenant(args.key)
     if found is None:
         print("1. who: unknown key -> 401 invalid_api_key", file=sys.stderr)
+        return 2
+    try:
+        headers = _pairs(args.header, ":")
+        ttft = {name: float(ms) for name, ms in _pairs(args.ttft, "=").items()}
+    except ValueError as exc:
+        print(f"switchyard policy explain: {exc}", file=sys.stderr)
         return 1
-    headers = dict(h.split(":", 1) for h in args.header)
-    outcome = evaluate(policy, found[0], body, {k.strip(): v.strip() for k, v in headers.items()},
-                       Live(open_circuits=frozenset(args.down)), args.endpoint)
+    outcome = evaluate(policy, found[0], body, headers, Live(frozenset(args.down), ttft), args.endpoint)
     print("\n".join(trace(policy, outcome)))
     return 0 if outcome.error is None else 2
+
+
+def _pairs(items: list[str], separator: str) -> dict[str, str]:
+    """NAME{separator}VALUE options as a dict; ValueError naming the first malformed one."""
+    pairs = {}
+    for item in items:
+        name, found, value = item.partition(separator)
+        if not found or not name.strip():
+            raise ValueError(f"'{item}' is not NAME{separator}VALUE")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _test(args: argparse.Namespace) -> int:

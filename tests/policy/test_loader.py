@@ -140,7 +140,8 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
     ("    budget: {usd_per_day: 5, when_exhausted: {route_to: [qwen]}}\n",
      "tenants.acme-eu.budget.when_exhausted.route_to[0]: upstream 'qwen' is not defined (did you mean 'qwen-eu'?)"),
     ("    rate_limit: {}\n", "tenants.acme-eu.rate_limit: give requests_per_minute, tokens_per_minute or both"),
-    ("    budget: {usd_per_day: -1}\n", "tenants.acme-eu.budget.usd_per_day: Input should be greater than or equal to 0"),
+    ("    budget: {usd_per_day: -1}\n",
+     "tenants.acme-eu.budget.usd_per_day: Input should be greater than or equal to 0"),
 ])
 def test_budget_and_rate_limit_problems(tmp_path: Path, tail: str, expected: str) -> None:
     assert problems(tmp_path, BASE + tail) == [expected]

@@ -1,0 +1,71 @@
+"""`switchyard policy explain` and the case runner behind `switchyard policy test`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = str(ROOT / "policies")
+DEV_KEY = "sk-sy-dev-only-replace-me-0123456789abcdef"
+
+
+def request(tmp_path: Path, content: str, **extra: object) -> str:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"model": "chat", "messages": [{"role": "user", "content": content}], **extra}))
+    return str(path)
+
+
+def test_explain_prints_every_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request", request(tmp_path, "hello")]) == 0
+    out = capsys.readouterr().out
+    assert "1. who: tenant 'dev'" in out
+    assert "3. data class: public (default)" in out
+    assert "6. order by cost:" in out
+    assert out.index("1. local-vllm") < out.index("2. openai")
+
+
+def test_explain_names_the_detector_and_the_exclusions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = request(tmp_path, "Card 4111 1111 1111 1111 expires soon")
+    assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request", body, "--down", "local-vllm"]) == 2
+    out = capsys.readouterr().out
+    assert "3. data class: personal (detector credit_card)" in out
+    assert "openai" in out
+    assert "excluded (data_class)" in out
+    assert "5. -> 403 residency_unavailable" in out
+
+
+def test_explain_refuses_an_unknown_key_and_malformed_options(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    body = request(tmp_path, "hi")
+    assert main(["policy", "explain", POLICY, "--key", "sk-sy-nobody", "--request", body]) == 2
+    assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request", body, "--header", "x-priority"]) == 1
+    assert "'x-priority' is not NAME:VALUE" in capsys.readouterr().err
+
+
+def test_explain_takes_live_latency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = str(ROOT / "policies" / "examples" / "latency-first" / "policy.yaml")
+    key = "sk-sy-example-latency-chat-app-0123456789abcdef"
+    body = request(tmp_path, "hi", stream=True)
+    assert main(["policy", "explain", policy, "--key", key, "--request", body]) == 0
+    unmeasured = capsys.readouterr().out.split("6. order by latency:")[1].split()
+    assert main(["policy", "explain", policy, "--key", key, "--request", body, "--ttft", f"{unmeasured[1]}=5000"]) == 0
+    measured = capsys.readouterr().out.split("6. order by latency:")[1].split()
+    assert measured[1] != unmeasured[1]
+    assert main(["policy", "explain", policy, "--key", key, "--request", body, "--ttft", "nope=abc"]) == 1
+
+
+def test_a_case_naming_an_unknown_upstream_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "policy.yaml").write_text((ROOT / "policies" / "switchyard.yaml").read_text())
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "typo.yaml").write_text(
+        "cases:\n  - name: typo\n    tenant: dev\n    request: {model: chat, messages: [{role: user, content: hi}]}\n"
+        "    health: {down: [local-vlm]}\n    expect: {first: local-vllm, rule: null}\n")
+    assert main(["policy", "test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "upstream 'local-vlm' is not in the policy" in out
+    assert out.rstrip().endswith("0 passed, 1 failed")
