@@ -17,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway import logs
 from gateway.admin import Admin
 from gateway.asgi import Receive, Scope, Send, send_error
+from gateway.audit import AuditLog, sinks_for
 from gateway.auth import authenticate
 from gateway.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -49,6 +51,7 @@ class Settings:
     reload_interval_s: float = 2.0
     redis_url: str | None = None
     admin_key: str | None = None
+    audit: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,7 +60,8 @@ class Settings:
                    max_body_bytes=int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
                    reload_interval_s=float(os.environ.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)),
                    redis_url=os.environ.get("SWITCHYARD_REDIS_URL") or None,
-                   admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None)
+                   admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None,
+                   audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t))
 
 
 class Gateway:
@@ -72,7 +76,8 @@ class Gateway:
         dispatcher = Dispatcher(self.metrics, Inflight(), self.circuits, RetryBudget())
         backend: Backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
         self.ledger = Ledger(backend, self.metrics)
-        self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, settings.max_body_bytes)
+        self.audit = AuditLog(sinks_for(settings.audit), self.metrics)
+        self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, self.audit, settings.max_body_bytes)
         self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
@@ -101,13 +106,15 @@ class Gateway:
 
         apply(self.policy)
         self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
-        watcher = asyncio.create_task(self.reloader.run())
+        tasks = [asyncio.create_task(self.reloader.run()), asyncio.create_task(self.audit.run())]
         try:
             with _sighup_handler(self.reloader.request):
                 yield
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.audit.close()
             self.runtime = None
             self.reloader = None
             await session.close()
@@ -187,4 +194,11 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 def create_app() -> Gateway:
     """The app for one worker process, configured from the environment (`switchyard serve --workers N`)."""
-    return Gateway(Settings.from_env())
+    gateway = Gateway(Settings.from_env())
+    logs.configure(os.environ.get("SWITCHYARD_LOG_LEVEL", "info"), provider_keys(gateway.policy))
+    return gateway
+
+
+def provider_keys(policy: Policy) -> list[str]:
+    """Every provider key in the policy, for the log redactor."""
+    return [u.api_key.get_secret_value() for u in policy.doc.upstreams.values() if u.api_key is not None]

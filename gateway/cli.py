@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gateway.app import DEFAULT_MAX_BODY, Settings
@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
     serve.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL",
                        help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory)")
+    serve.add_argument("--audit", action="append", default=[], metavar="stdout|PATH",
+                       help="write an audit record per request to stdout or a rotating file ({pid} in PATH is "
+                            "replaced by the worker's process id); repeatable")
     serve.add_argument("--reload-interval-s", type=float, default=2.0,
                        help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
@@ -65,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
     spend.add_argument("--window", default="day", choices=["day", "month"])
     spend.add_argument("--json", action="store_true", help="print the JSON as the gateway sent it")
     spend.set_defaults(run=_spend)
+    audit = commands.add_parser("audit", help="audit trail tools").add_subparsers(required=True, metavar="ACTION")
+    verify = audit.add_parser("verify", help="check that no audit record was removed or edited")
+    verify.add_argument("files", nargs="+", metavar="FILE", help="audit files, oldest first")
+    verify.set_defaults(run=_verify)
     keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
     new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
     new.add_argument("--tenant", required=True)
@@ -83,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
                         reload_interval_s=args.reload_interval_s, redis_url=args.redis or None,
-                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None)
+                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit))
     try:
         serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level))
     except PolicyError as exc:
@@ -219,6 +226,25 @@ def _spend(args: argparse.Namespace) -> int:
         for name, up in row["upstreams"].items():
             print(f"  {name:<18} {up['requests']:>8} requests {up['tokens']:>10} tokens ${up['cost_usd']:.6f}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify
+
+    def lines() -> Iterator[bytes]:
+        for name in args.files:
+            with open(name, "rb") as file:
+                yield from file
+
+    try:
+        breaks = list(verify(lines()))
+    except OSError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for problem in breaks:
+        print(problem)
+    print(f"{'ok' if not breaks else 'BROKEN'}: {len(breaks)} break(s) in {', '.join(args.files)}")
+    return 0 if not breaks else 1
 
 
 def _new_key(args: argparse.Namespace) -> int:

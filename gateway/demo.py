@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway import logs
 from gateway.app import Gateway, Settings
 from gateway.policy.model import hash_key
 from gateway.server import DrainingServer, ServeOptions, uvicorn_config
@@ -65,7 +66,8 @@ def run_demo(host: str, port: int, log_level: str) -> None:
     """Serve the stand-ins and the gateway until interrupted."""
     with tempfile.TemporaryDirectory(prefix="switchyard-demo-") as folder:
         path = demo_policy(Path(folder))
-        print(_banner(host, port, path))
+        logs.configure(log_level)
+        print(_banner(host, port, path), flush=True)
         asyncio.run(_serve_all(Gateway(Settings(policy=str(path))), host, port, log_level))
 
 

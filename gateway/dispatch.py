@@ -38,8 +38,14 @@ class Attempt:
     """One try at one upstream, as the audit trail and metrics see it."""
 
     upstream: str
+    region: str
     outcome: str
     seconds: float
+
+    def fields(self) -> dict[str, Any]:
+        """The attempt as an audit record shows it."""
+        return {"upstream": self.upstream, "region": self.region, "outcome": self.outcome,
+                "ms": round(self.seconds * 1000, 3)}
 
 
 @dataclass
@@ -164,7 +170,8 @@ class Dispatcher:
                 self.metrics.count(self.metrics.retries, upstream.name, exc.reason)
                 await asyncio.sleep(pause)
                 continue
-            record.attempts.append(Attempt(upstream.name, "ok", time.monotonic() - started))
+            record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", "ok",
+                                           time.monotonic() - started))
             self._circuit_changed(upstream.name, self.circuits.success(upstream.name))
             return result
         raise AssertionError("unreachable: the last try raises")
@@ -172,7 +179,7 @@ class Dispatcher:
     def _failed(self, upstream: OpenAIUpstream, exc: UpstreamError, resilience: Resilience, record: Dispatch,
                 started: float) -> None:
         now = time.monotonic()
-        record.attempts.append(Attempt(upstream.name, exc.reason, now - started))
+        record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", exc.reason, now - started))
         self.metrics.count(self.metrics.upstream_errors, upstream.name, exc.reason)
         if counts_against_circuit(exc):
             self._circuit_changed(upstream.name, self.circuits.failure(upstream.name, now,
@@ -236,7 +243,8 @@ def _give_up(failures: list[UpstreamError], decision: Decision) -> GatewayError:
     summary = "; ".join(f"{f.upstream}: {f.reason}" for f in failures) or "no candidate was tried"
     if residency_limited(decision.excluded):
         return NoCandidate("residency_unavailable", f"every upstream allowed for data class "
-                           f"'{decision.data_class}' failed ({summary}); no other upstream may stand in")
+                           f"'{decision.data_class}' failed ({summary}); no other upstream may stand in",
+                           decision.excluded)
     if failures and all(isinstance(f, CircuitOpen) for f in failures):
         return NoCandidate("no_healthy_upstream", f"every candidate of route '{decision.route}' is unavailable")
     if failures and all(isinstance(f, UpstreamTimeout) for f in failures):

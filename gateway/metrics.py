@@ -61,6 +61,8 @@ class Metrics:
                                     ["backend", "op"], registry=r)
         self.budget_overshoot = Counter("switchyard_budget_overshoot_usd", "Cost above what was reserved.",
                                         ["tenant"], registry=r)
+        self.audit_errors = Counter("switchyard_audit_write_errors", "Audit records not written, by sink.", ["sink"],
+                                    registry=r)
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
                                  ["route", "rule", "data_class", "upstream"], registry=r)
         self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",

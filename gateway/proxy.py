@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import replace
 
-from gateway import accounting, classify
+from gateway import accounting, classify, logs
 from gateway.asgi import (
     JSON,
     ClientGone,
@@ -24,6 +24,7 @@ from gateway.asgi import (
     send_error,
     watch_disconnect,
 )
+from gateway.audit import AuditLog
 from gateway.auth import authenticate, check_route
 from gateway.dispatch import Dispatch, Dispatcher, Request
 from gateway.errors import (
@@ -62,8 +63,9 @@ class Proxy:
     """Serves the hot endpoints: authenticate, classify, decide, dispatch, relay, account."""
 
     def __init__(self, metrics: Metrics, dispatcher: Dispatcher, latency: LatencyTracker, ledger: Ledger,
-                 max_body_bytes: int) -> None:
+                 audit: AuditLog, max_body_bytes: int) -> None:
         self.metrics = metrics
+        self.audit = audit
         self.dispatcher = dispatcher
         self.latency = latency
         self.ledger = ledger
@@ -90,19 +92,25 @@ class Proxy:
         request_id = headers.get("x-request-id", "")
         if not REQUEST_ID.fullmatch(request_id):
             request_id = headers["x-request-id"] = os.urandom(12).hex()
+        logs.request_id.set(request_id)
         done = _Done(request_id, runtime.policy.hash)
         try:
             await self._handle(endpoint, path, headers, receive, send, runtime, done, started)
         except GatewayError as exc:
-            done.status = exc.status
-            if isinstance(exc, NoCandidate) and exc.code == "residency_unavailable":
-                self.metrics.count(self.metrics.residency_denied, done.tenant, done.data_class)
+            done.status, done.outcome = exc.status, f"error:{exc.code}"
+            if isinstance(exc, NoCandidate):
+                done.excluded = exc.excluded or done.excluded
+                if exc.code == "residency_unavailable":
+                    self.metrics.count(self.metrics.residency_denied, done.tenant, done.data_class)
             await send_error(send, exc, done.tell())
         except ClientGone:
-            done.status = CLIENT_CLOSED
+            done.status, done.outcome = CLIENT_CLOSED, "client_closed"
         finally:
+            elapsed = time.perf_counter() - started
             self.metrics.count(self.metrics.requests, done.route, done.upstream, str(done.status))
-            self.metrics.observe(self.metrics.duration, time.perf_counter() - started, done.route, done.upstream)
+            self.metrics.observe(self.metrics.duration, elapsed, done.route, done.upstream)
+            if self.audit.enabled:
+                self.audit.record(done.audit_fields(endpoint, elapsed))
 
     async def _handle(self, endpoint: str, path: str, headers: dict[str, str], receive: Receive, send: Send,
                       runtime: Runtime, done: _Done, started: float) -> None:
@@ -121,6 +129,7 @@ class Proxy:
         if not limits.empty:
             decision, limits = await self._admit(policy, features, live, decision, limits, done)
         done.rule = decision.rule or "-"
+        done.candidates, done.excluded = decision.candidates, decision.excluded
         self._count_decision(decision)
         request = Request(path, body, headers, features.stream)
         task = asyncio.current_task()
@@ -135,7 +144,7 @@ class Proxy:
             client_gone = watcher.done() and not watcher.cancelled()
             if not client_gone or task.uncancel() > 0:
                 raise
-            done.status = CLIENT_CLOSED
+            done.status, done.outcome = CLIENT_CLOSED, "client_closed"
         finally:
             watcher.cancel()
             await self._settle(policy, limits, done)
@@ -179,6 +188,7 @@ class Proxy:
         cost = to_nano(done.cost)
         if limits.budgets and cost > limits.cost:
             self.metrics.count(self.metrics.budget_overshoot, done.tenant, amount=(cost - limits.cost) / NANO)
+        done.savings = saved
         served = done.upstream if done.cost or done.status == 200 else ""
         charge = Charge(served, cost, done.usage.prompt_tokens + done.usage.completion_tokens, to_nano(saved))
         await self.ledger.settle(done.backend or self.ledger.local, limits, done.admission, charge, time.time())
@@ -230,6 +240,8 @@ class Proxy:
             for name, usage in stream.parts:
                 done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage))
         watcher.cancel()
+        if ending.startswith(b'data: {"error"'):
+            done.outcome = "stream_interrupted"
         await send({"type": "http.response.body", "body": ending, "more_body": False})
 
     async def _pass_error(self, runtime: Runtime, exc: UpstreamStatus, send: Send, done: _Done,
@@ -268,6 +280,24 @@ class _Done:
         self.usage = accounting.Usage()
         self.backend: Backend | None = None
         self.admission = NOT_ADMITTED
+        self.outcome = "ok"
+        self.savings = 0.0
+        self.candidates: tuple[str, ...] = ()
+        self.excluded: tuple[tuple[str, str], ...] = ()
+
+    def audit_fields(self, endpoint: str, elapsed: float) -> dict[str, object]:
+        """The audit record of this request: the decision and every attempt, never content or keys."""
+        return {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "request_id": self.request_id,
+            "endpoint": endpoint, "tenant": self.tenant, "route": self.route, "data_class": self.data_class,
+            "policy": self.policy_hash, "rule": self.rule, "candidates": list(self.candidates),
+            "excluded": [{"upstream": u, "reason": r} for u, r in self.excluded],
+            "attempts": [a.fields() for a in self.record.attempts], "upstream": self.upstream, "region": self.region,
+            "status": self.status, "outcome": self.outcome if self.status < 400 or self.outcome != "ok"
+            else f"error:http_{self.status}",
+            "tokens": {"prompt": self.usage.prompt_tokens, "completion": self.usage.completion_tokens},
+            "cost_usd": round(self.cost, 10), "savings_usd": round(self.savings, 10), "ms": round(elapsed * 1000, 3),
+        }
 
     def charge(self, usage: accounting.Usage, cost: float) -> None:
         self.usage = accounting.Usage(self.usage.prompt_tokens + usage.prompt_tokens,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from gateway.app import Gateway, Settings
+from gateway import logs
+from gateway.app import Gateway, Settings, provider_keys
 from gateway.metrics import prepare_multiprocess
 
 logger = logging.getLogger("switchyard.server")
@@ -51,18 +52,22 @@ def uvicorn_config(app: Gateway, options: ServeOptions) -> uvicorn.Config:
     """The uvicorn settings for one process: uvloop, httptools, no access log, a bounded drain."""
     return uvicorn.Config(app, host=options.host, port=options.port, loop="uvloop", http="httptools",
                           access_log=False, log_level=options.log_level, lifespan="on",
-                          timeout_graceful_shutdown=round(options.drain_s), server_header=False, proxy_headers=False)
+                          timeout_graceful_shutdown=round(options.drain_s), server_header=False, proxy_headers=False,
+                          log_config=None)
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
+    logs.configure(options.log_level, provider_keys(gateway.policy))
+    os.environ["SWITCHYARD_LOG_LEVEL"] = options.log_level
     if options.workers == 1:
         DrainingServer(uvicorn_config(gateway, options)).run()
         return
     os.environ["SWITCHYARD_POLICY"] = settings.policy
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     os.environ["SWITCHYARD_RELOAD_INTERVAL_S"] = str(settings.reload_interval_s)
+    os.environ["SWITCHYARD_AUDIT"] = ",".join(settings.audit)
     if settings.redis_url:
         os.environ["SWITCHYARD_REDIS_URL"] = settings.redis_url
     else:
@@ -72,7 +77,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     config = uvicorn.Config("gateway.app:create_app", factory=True, host=options.host, port=options.port,
                             loop="uvloop", http="httptools", access_log=False, log_level=options.log_level,
                             workers=options.workers, timeout_graceful_shutdown=round(options.drain_s),
-                            server_header=False, proxy_headers=False)
+                            server_header=False, proxy_headers=False, log_config=None)
     ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
 
 

@@ -1,0 +1,61 @@
+"""Structured JSON logs with the request id in every line and secrets redacted at the sink."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,})")
+
+
+class Redactor:
+    """Cuts known secrets (provider keys from the policy) and anything shaped like a key out of text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return SECRET.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, request id, message; redacted last."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+        }
+        rid = request_id.get()
+        if rid:
+            entry["request_id"] = rid
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return self.redactor(orjson.dumps(entry).decode())
+
+
+def configure(level: str, secrets: Iterable[str] = ()) -> None:
+    """Send every log line, uvicorn's included, through the JSON formatter on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
