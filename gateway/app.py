@@ -37,6 +37,7 @@ from gateway.state.ledger import Ledger
 from gateway.state.memory import MemoryBackend
 from gateway.state.redis import RedisBackend
 from gateway.state.retry_budget import RetryBudget
+from gateway.upstreams.catalog import LitellmCatalog
 from gateway.upstreams.openai import new_session
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
@@ -69,7 +70,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.policy = policy or load_policy(settings.policy)
+        self.policy = policy or load_policy(settings.policy, catalog=LitellmCatalog())
         self.metrics = metrics or Metrics()
         self.latency = LatencyTracker()
         self.circuits = Circuits()

@@ -13,7 +13,8 @@ from pathlib import Path
 from gateway.app import DEFAULT_MAX_BODY, Settings
 from gateway.errors import PolicyError
 from gateway.policy.loader import load_policy
-from gateway.policy.model import KEY_PREFIX, hash_key
+from gateway.policy.model import KEY_PREFIX, Policy, hash_key
+from gateway.upstreams.catalog import LitellmCatalog
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,18 +107,32 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
+def _load(path: str) -> Policy | None:
+    """The policy at path, or None after printing its problems."""
     try:
-        policy = load_policy(args.path)
+        return load_policy(path, catalog=LitellmCatalog())
     except PolicyError as exc:
-        _print_problems(args.path, exc)
+        _print_problems(path, exc)
+        return None
+
+
+def _print_problems(path: str, exc: PolicyError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"{path}: {len(exc.problems)} problem(s); the policy was not loaded", file=sys.stderr)
+
+
+def _check(args: argparse.Namespace) -> int:
+    policy = _load(args.path)
+    if policy is None:
         return 1
     doc = policy.doc
     print(f"ok: {args.path} (policy {policy.hash}): {len(doc.upstreams)} upstreams, {len(doc.models)} routes, "
           f"{len(doc.tenants)} tenants, {len(doc.rules)} rules")
-    for name, _upstream in doc.upstreams.items():
+    for name, upstream in doc.upstreams.items():
         per_in, per_out = policy.price[name]
-        print(f"  upstream {name}: price from the policy: ${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
+        print(f"  upstream {name} ({upstream.kind}): price from the {policy.price_source[name]}: "
+              f"${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
     return 0
 
 
@@ -125,12 +140,11 @@ def _explain(args: argparse.Namespace) -> int:
     from gateway.explain import evaluate, trace
     from gateway.policy.decide import Live
 
-    try:
-        policy = load_policy(args.path)
-        body = json.loads(Path(args.request).read_text())
-    except PolicyError as exc:
-        _print_problems(args.path, exc)
+    policy = _load(args.path)
+    if policy is None:
         return 1
+    try:
+        body = json.loads(Path(args.request).read_text())
     except (OSError, ValueError) as exc:
         print(f"{args.request}: {exc}", file=sys.stderr)
         return 1
@@ -163,10 +177,8 @@ def _pairs(items: list[str], separator: str) -> dict[str, str]:
 def _test(args: argparse.Namespace) -> int:
     from gateway.cases import case_files, load_cases, run_case
 
-    try:
-        policy = load_policy(args.path)
-    except PolicyError as exc:
-        _print_problems(args.path, exc)
+    policy = _load(args.path)
+    if policy is None:
         return 1
     files = case_files(Path(args.path))
     if not files:
@@ -188,12 +200,6 @@ def _test(args: argparse.Namespace) -> int:
             passed, failed = (passed + 1, failed) if result.passed else (passed, failed + 1)
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
-
-
-def _print_problems(path: str, exc: PolicyError) -> None:
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-    print(f"{path}: {len(exc.problems)} problem(s); the policy was not loaded", file=sys.stderr)
 
 
 def _spend(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from gateway.policy.decide import Decision, residency_limited
 from gateway.policy.schema import Resilience
 from gateway.state.circuits import Circuits
 from gateway.state.retry_budget import RetryBudget
-from gateway.upstreams.openai import Exchange, OpenAIUpstream
+from gateway.upstreams.base import Client, Exchange
 
 T = TypeVar("T")
 Accept = Callable[[Exchange], Awaitable[T]]
@@ -85,7 +85,7 @@ class Inflight:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
 
-    def acquire(self, upstream: OpenAIUpstream) -> bool:
+    def acquire(self, upstream: Client) -> bool:
         """Take a slot, or return False when the upstream is at its cap."""
         count = self._counts.get(upstream.name, 0)
         cap = upstream.spec.max_concurrency
@@ -94,7 +94,7 @@ class Inflight:
         self._counts[upstream.name] = count + 1
         return True
 
-    def release(self, upstream: OpenAIUpstream) -> None:
+    def release(self, upstream: Client) -> None:
         """Give a slot back."""
         self._counts[upstream.name] -= 1
 
@@ -108,8 +108,8 @@ class Dispatcher:
         self.circuits = circuits
         self.budget = budget
 
-    async def run(self, decision: Decision, upstreams: Mapping[str, OpenAIUpstream], resilience: Resilience,
-                  request: Request, accept: Accept[T], record: Dispatch) -> tuple[OpenAIUpstream, T]:
+    async def run(self, decision: Decision, upstreams: Mapping[str, Client], resilience: Resilience,
+                  request: Request, accept: Accept[T], record: Dispatch) -> tuple[Client, T]:
         """Hand the first good response to accept; UpstreamStatus for a client error, GatewayError when all fail."""
         deadline = time.monotonic() + resilience.deadline_s
         self.budget.request(time.monotonic())
@@ -139,7 +139,7 @@ class Dispatcher:
             raise context_failure
         raise _give_up(failures, decision)
 
-    async def _one_upstream(self, upstream: OpenAIUpstream, resilience: Resilience, request: Request,
+    async def _one_upstream(self, upstream: Client, resilience: Resilience, request: Request,
                             accept: Accept[T], record: Dispatch, deadline: float) -> T:
         if not self.circuits.admit(upstream.name):
             raise CircuitOpen(upstream.name)
@@ -155,7 +155,7 @@ class Dispatcher:
             self.inflight.release(upstream)
             self.circuits.release(upstream.name)
 
-    async def _tries(self, upstream: OpenAIUpstream, resilience: Resilience, request: Request, accept: Accept[T],
+    async def _tries(self, upstream: Client, resilience: Resilience, request: Request, accept: Accept[T],
                      record: Dispatch, deadline: float) -> T:
         payload = upstream.encode(request.body, request.stream)
         for attempt in range(resilience.attempts_per_upstream):
@@ -176,7 +176,7 @@ class Dispatcher:
             return result
         raise AssertionError("unreachable: the last try raises")
 
-    def _failed(self, upstream: OpenAIUpstream, exc: UpstreamError, resilience: Resilience, record: Dispatch,
+    def _failed(self, upstream: Client, exc: UpstreamError, resilience: Resilience, record: Dispatch,
                 started: float) -> None:
         now = time.monotonic()
         record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", exc.reason, now - started))
@@ -190,7 +190,7 @@ class Dispatcher:
             self.metrics.child(self.metrics.circuit_state, upstream).set(state)
 
 
-async def _within(deadline: float, resilience: Resilience, upstream: OpenAIUpstream, request: Request,
+async def _within(deadline: float, resilience: Resilience, upstream: Client, request: Request,
                   payload: bytes, accept: Accept[T]) -> T:
     """One try, cut short by the overall deadline when that comes before the per-try timeout."""
     remaining = deadline - time.monotonic()

@@ -44,7 +44,7 @@ from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
 from gateway.state.memory import ceil_seconds
 from gateway.streaming import Opened, Stream, can_continue, open_stream, wants_usage
-from gateway.upstreams.openai import Exchange, OpenAIUpstream
+from gateway.upstreams.base import Client, Exchange
 
 ENDPOINTS = {
     "/v1/chat/completions": ("chat", "/chat/completions"),
@@ -304,7 +304,7 @@ class _Done:
                                       self.usage.completion_tokens + usage.completion_tokens)
         self.cost += cost
 
-    def served_by(self, upstream: OpenAIUpstream) -> None:
+    def served_by(self, upstream: Client) -> None:
         self.upstream = upstream.name
         self.region = upstream.spec.region or "-"
 
@@ -338,7 +338,7 @@ def rate_limited(tenant: str, admission: Admission) -> NoCandidate:
                        f"retry after {wait} s", headers=[(b"retry-after", str(wait).encode())])
 
 
-def scrub(body: bytes, upstream: OpenAIUpstream) -> bytes:
+def scrub(body: bytes, upstream: Client) -> bytes:
     """body with the upstream's key cut out, should the upstream have echoed it."""
     key = upstream.spec.api_key.get_secret_value().encode() if upstream.spec.api_key else b""
     return body.replace(key, b"[redacted]") if key and key in body else body

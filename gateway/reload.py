@@ -12,6 +12,7 @@ from gateway.errors import PolicyError
 from gateway.metrics import Metrics
 from gateway.policy.loader import load_policy, policy_files
 from gateway.policy.model import Policy
+from gateway.upstreams.catalog import LitellmCatalog
 
 logger = logging.getLogger("switchyard.reload")
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -59,7 +60,7 @@ class Reloader:
     async def reload(self) -> bool:
         """Load the policy again; swap it in if it passes check. Returns whether it did."""
         try:
-            policy = await asyncio.to_thread(load_policy, self.path)
+            policy = await asyncio.to_thread(load_policy, self.path, None, LitellmCatalog())
         except PolicyError as exc:
             self.metrics.count(self.metrics.policy_reloads, "error")
             logger.error("policy reload refused, the old policy keeps serving: %s", "; ".join(exc.problems))

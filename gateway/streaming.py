@@ -20,7 +20,7 @@ from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.policy.schema import Resilience
 from gateway.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_event
-from gateway.upstreams.openai import Exchange, OpenAIUpstream
+from gateway.upstreams.base import Client, Exchange
 
 FINISH_GRACE_S = 1.0
 
@@ -29,7 +29,7 @@ FINISH_GRACE_S = 1.0
 class Opened:
     """A stream whose first events arrived: ready to go out."""
 
-    upstream: OpenAIUpstream
+    upstream: Client
     exchange: Exchange
     chunks: AsyncIterator[bytes]
     relay: SseRelay
@@ -37,7 +37,7 @@ class Opened:
     events_before: int = 0
 
 
-async def open_stream(upstream: OpenAIUpstream, exchange: Exchange, relay: SseRelay, ttft_timeout_s: float) -> Opened:
+async def open_stream(upstream: Client, exchange: Exchange, relay: SseRelay, ttft_timeout_s: float) -> Opened:
     """Wait for the first complete events; a stream that fails before then can still fall back."""
     chunks = exchange.chunks()
     before = relay.transcript.events if relay.transcript is not None else 0
@@ -67,7 +67,7 @@ def continuation_body(body: Mapping[str, Any], sent: Transcript) -> dict[str, An
     return rest
 
 
-def can_continue(request: Request, upstreams: Sequence[OpenAIUpstream]) -> bool:
+def can_continue(request: Request, upstreams: Sequence[Client]) -> bool:
     """Whether a cut of this stream could be continued: a single chat choice, and an upstream able to."""
     return (request.path == "/chat/completions" and request.body.get("n", 1) in (1, None)
             and any("continuation" in u.spec.capabilities for u in upstreams))
@@ -77,7 +77,7 @@ class Stream:
     """Relays one client stream, part after part, and remembers what each part used."""
 
     def __init__(self, metrics: Metrics, request: Request, resilience: Resilience, send: Send,
-                 candidates: Sequence[OpenAIUpstream], prompt_tokens: int) -> None:
+                 candidates: Sequence[Client], prompt_tokens: int) -> None:
         self.metrics = metrics
         self.request = request
         self.resilience = resilience
@@ -158,7 +158,7 @@ class Stream:
         self.metrics.count(self.metrics.stream_failures, cut.upstream.name, reason, "error_event")
         return None
 
-    def _ending(self, relay: SseRelay, upstream: OpenAIUpstream) -> bytes:
+    def _ending(self, relay: SseRelay, upstream: Client) -> bytes:
         """[DONE]; for an answer that came in parts, the summed usage first when the client asked for it."""
         if len(self.parts) == 1:
             return b"" if relay.done else DONE_EVENT

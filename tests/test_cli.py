@@ -29,7 +29,7 @@ def test_policy_check_accepts_a_good_policy(tmp_path: Path, capsys: pytest.Captu
     assert main(["policy", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"ok: {path} (policy {load_policy(path).hash})")
-    assert "upstream a: price from the policy: $1.0000 in, $2.0000 out per Mtok" in out
+    assert "upstream a (openai): price from the policy: $1.0000 in, $2.0000 out per Mtok" in out
 
 
 def test_policy_check_prints_one_line_per_problem_and_exits_1(tmp_path: Path,

@@ -99,8 +99,10 @@ def _unknown_regions(regions: Iterable[str] | None, doc: Document, place: str) -
 
 def _upstream_problems(doc: Document) -> Iterator[str]:
     for name, upstream in doc.upstreams.items():
-        if upstream.cost.gpu_hour_usd is not None and upstream.hosting != "self":
+        if upstream.cost is not None and upstream.cost.gpu_hour_usd is not None and upstream.hosting != "self":
             yield f"upstreams.{name}.cost: gpu_hour_usd prices a self-hosted upstream; set hosting: self"
+        if upstream.kind == "openai" and upstream.base_url is None:
+            yield f"upstreams.{name}.base_url: required for kind openai"
 
 
 def _route_problems(doc: Document) -> Iterator[str]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gateway.errors import PolicyError
 from gateway.policy.checks import cross_check, describe_validation_error
-from gateway.policy.model import Policy
+from gateway.policy.model import Catalog, OpenAIOnly, Policy
 from gateway.policy.schema import Document
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -30,8 +30,11 @@ def policy_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_policy(path: str | Path, environ: Mapping[str, str] | None = None) -> Policy:
-    """Load, merge, interpolate and validate the policy at path; PolicyError lists every problem."""
+def load_policy(path: str | Path, environ: Mapping[str, str] | None = None, catalog: Catalog | None = None) -> Policy:
+    """Load, merge, interpolate and validate the policy at path; PolicyError lists every problem.
+
+    catalog says which upstream kinds exist beyond `openai` and prices upstreams without a `cost`.
+    """
     files = policy_files(Path(path))
     if not files:
         raise PolicyError([f"{path}: no policy files (*.yaml) found"])
@@ -45,10 +48,32 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None) -> P
         document = Document.model_validate(resolved)
     except ValidationError as exc:
         raise PolicyError([_located(p, origins) for p in describe_validation_error(exc)]) from None
+    catalog = catalog or OpenAIOnly()
     problems = cross_check(document)
+    prices, price_problems = resolve_prices(document, catalog)
+    problems += price_problems
     if problems:
         raise PolicyError([_located(p, origins) for p in problems])
-    return Policy.build(document, digest, str(path))
+    return Policy.build(document, digest, str(path), prices)
+
+
+def resolve_prices(doc: Document, catalog: Catalog) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Prices of upstreams with no `cost`, from the catalog; a problem for each kind or price it lacks."""
+    prices: dict[str, tuple[float, float]] = {}
+    problems: list[str] = []
+    for name, upstream in doc.upstreams.items():
+        if not catalog.knows(upstream.kind):
+            problems.append(f"upstreams.{name}.kind: unknown upstream kind '{upstream.kind}' (openai; other providers "
+                            "need litellm: pip install 'switchyard[litellm]')")
+            continue
+        if upstream.cost is None:
+            found = catalog.price(upstream.kind, upstream.model)
+            if found is None:
+                problems.append(f"upstreams.{name}.cost: no price in the policy and none in litellm's price map for "
+                                f"'{upstream.model}'; give cost (an upstream without a price would look free)")
+            else:
+                prices[name] = found
+    return prices, problems
 
 
 def merge_files(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:

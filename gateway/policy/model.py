@@ -6,11 +6,32 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 
 from gateway import detectors
 from gateway.policy.schema import Document, Tenant
 
 KEY_PREFIX = "sk-sy-"
+
+
+class Catalog(Protocol):
+    """What the policy may ask of the translation layer: which upstream kinds exist, and list prices."""
+
+    def knows(self, kind: str) -> bool:
+        """Whether kind names an upstream kind this installation can speak."""
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        """USD per prompt and completion token from a price map, or None."""
+
+
+class OpenAIOnly:
+    """The catalog without translation: only `kind: openai`, no price map."""
+
+    def knows(self, kind: str) -> bool:
+        return kind == "openai"
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        return None
 
 
 def hash_key(key: str) -> str:
@@ -38,15 +59,18 @@ class Policy:
     class_rank: Mapping[str, int]
     price: Mapping[str, tuple[float, float]]
     class_detectors: tuple[ClassDetector, ...]
+    price_source: Mapping[str, str]
 
     @classmethod
-    def build(cls, doc: Document, digest: str, source: str) -> Policy:
-        """Index a validated document."""
+    def build(cls, doc: Document, digest: str, source: str, prices: Mapping[str, tuple[float, float]]) -> Policy:
+        """Index a validated document; prices fill in upstreams whose cost the policy leaves out."""
         by_key = {key: name for name, tenant in doc.tenants.items() for key in tenant.keys}
         rank = {name: i for i, name in enumerate(doc.data_classes)}
-        price = {name: upstream.cost.per_token() for name, upstream in doc.upstreams.items()}
+        price = {name: upstream.cost.per_token() if upstream.cost else prices[name]
+                 for name, upstream in doc.upstreams.items()}
+        origin = {name: "policy" if upstream.cost else "litellm price map" for name, upstream in doc.upstreams.items()}
         return cls(doc, digest, source, MappingProxyType(by_key), MappingProxyType(rank), MappingProxyType(price),
-                   _class_detectors(doc, rank))
+                   _class_detectors(doc, rank), MappingProxyType(origin))
 
     def tenant(self, key: str) -> tuple[str, Tenant] | None:
         """The tenant holding this raw key, or None."""

@@ -47,13 +47,13 @@ class Cost(Strict):
 class Upstream(Strict):
     """One place a request can be sent."""
 
-    kind: Literal["openai"] = "openai"
-    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "openai"
+    base_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     model: str = Field(min_length=1)
     api_key: SecretStr | None = None
     region: str | None = None
     hosting: Hosting = "third_party"
-    cost: Cost
+    cost: Cost | None = None
     context_window: int | None = Field(default=None, gt=0)
     capabilities: frozenset[Capability] = frozenset()
     max_concurrency: int | None = Field(default=None, gt=0)

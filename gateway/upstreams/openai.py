@@ -113,7 +113,7 @@ class OpenAIUpstream:
         self.name = name
         self.spec = spec
         self._session = session
-        self._base = spec.base_url.rstrip("/")
+        self._base = (spec.base_url or "").rstrip("/")
         self._headers = {"content-type": "application/json"}
         if spec.api_key is not None:
             self._headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"

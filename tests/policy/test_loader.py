@@ -155,3 +155,23 @@ def test_budgets_and_rate_limits_load(tmp_path: Path) -> None:
     assert tenant.budget.usd_per_day == 50
     assert tenant.rate_limit is not None
     assert tenant.rate_limit.requests_per_minute == 600
+
+
+def test_without_litellm_only_openai_upstreams_with_a_cost_load(tmp_path: Path) -> None:
+    text = BASE.replace("    cost: {input_per_mtok: 2.50, output_per_mtok: 10.00}\n", "").replace(
+        "  gpt-4o:\n    base_url: https://api.openai.com/v1\n", "  gpt-4o:\n    kind: anthropic\n")
+    assert problems(tmp_path, text) == [
+        "upstreams.gpt-4o.kind: unknown upstream kind 'anthropic' (openai; other providers need litellm: "
+        "pip install 'switchyard[litellm]')"]
+
+
+def test_an_upstream_without_any_price_is_an_error(tmp_path: Path) -> None:
+    text = BASE.replace("    cost: {input_per_mtok: 2.50, output_per_mtok: 10.00}\n", "")
+    assert problems(tmp_path, text) == [
+        "upstreams.gpt-4o.cost: no price in the policy and none in litellm's price map for 'gpt-4o'; give cost "
+        "(an upstream without a price would look free)"]
+
+
+def test_an_openai_upstream_needs_a_base_url(tmp_path: Path) -> None:
+    text = BASE.replace("    base_url: https://api.openai.com/v1\n", "")
+    assert problems(tmp_path, text) == ["upstreams.gpt-4o.base_url: required for kind openai"]

@@ -1,0 +1,45 @@
+"""The two small interfaces every upstream adapter implements: a client that sends, and the exchange it returns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from gateway.policy.schema import Upstream as UpstreamSpec
+
+
+class Exchange(Protocol):
+    """One upstream response in progress, in the OpenAI wire format: status known, body still to come."""
+
+    upstream: str
+    status: int
+    content_type: bytes
+
+    @property
+    def is_event_stream(self) -> bool:
+        """True when the body is server-sent events."""
+
+    async def read(self) -> bytes:
+        """The whole body (OpenAI JSON)."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (OpenAI SSE for streams)."""
+
+    def retry_after(self) -> str | None:
+        """The Retry-After header, if the upstream sent one."""
+
+    def close(self) -> None:
+        """Release or close the connection."""
+
+
+class Client(Protocol):
+    """Sends requests to one upstream; raises gateway.errors.UpstreamError (never its library's exceptions)."""
+
+    name: str
+    spec: UpstreamSpec
+
+    def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:
+        """The request body for this upstream, from the client's OpenAI request."""
+
+    async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
+        """Send a request and wait for the response to start; UpstreamStatus for an error status."""
