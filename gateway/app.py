@@ -31,7 +31,6 @@ from gateway.proxy import ENDPOINTS, Proxy
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
 from gateway.state.base import Backend
-from gateway.state.circuits import Circuits
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
 from gateway.state.memory import MemoryBackend
@@ -73,8 +72,8 @@ class Gateway:
         self.policy = policy or load_policy(settings.policy, catalog=LitellmCatalog())
         self.metrics = metrics or Metrics()
         self.latency = LatencyTracker()
-        self.circuits = Circuits()
-        dispatcher = Dispatcher(self.metrics, Inflight(), self.circuits, RetryBudget())
+        dispatcher = Dispatcher(self.metrics, Inflight(), RetryBudget())
+        self.circuits = dispatcher.circuits
         backend: Backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
         self.ledger = Ledger(backend, self.metrics)
         self.audit = AuditLog(sinks_for(settings.audit), self.metrics)

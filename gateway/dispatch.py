@@ -50,9 +50,15 @@ class Attempt:
 
 @dataclass
 class Dispatch:
-    """The attempts made for one request."""
+    """The attempts made for one request, and the upstream slot it holds until it is done."""
 
     attempts: list[Attempt] = field(default_factory=list)
+    leases: list[Callable[[], None]] = field(default_factory=list)
+
+    def finish(self) -> None:
+        """Give back the upstream slot (and half-open probe) the request held while it was served."""
+        while self.leases:
+            self.leases.pop()()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +108,10 @@ class Inflight:
 class Dispatcher:
     """Runs the fallback loop for requests."""
 
-    def __init__(self, metrics: Metrics, inflight: Inflight, circuits: Circuits, budget: RetryBudget) -> None:
+    def __init__(self, metrics: Metrics, inflight: Inflight, budget: RetryBudget) -> None:
         self.metrics = metrics
         self.inflight = inflight
-        self.circuits = circuits
+        self.circuits = Circuits(self._circuit_changed)
         self.budget = budget
 
     async def run(self, decision: Decision, upstreams: Mapping[str, Client], resilience: Resilience,
@@ -141,19 +147,29 @@ class Dispatcher:
 
     async def _one_upstream(self, upstream: Client, resilience: Resilience, request: Request,
                             accept: Accept[T], record: Dispatch, deadline: float) -> T:
-        if not self.circuits.admit(upstream.name):
+        admitted = self.circuits.admit(upstream.name)
+        if admitted is None:
             raise CircuitOpen(upstream.name)
         if not self.inflight.acquire(upstream):
-            self.circuits.release(upstream.name)
+            if admitted == "probe":
+                self.circuits.release(upstream.name)
             raise Saturated(upstream.name)
         gauge = self.metrics.child(self.metrics.inflight, upstream.name)
         gauge.inc()
-        try:
-            return await self._tries(upstream, resilience, request, accept, record, deadline)
-        finally:
+
+        def lease() -> None:
             gauge.dec()
             self.inflight.release(upstream)
-            self.circuits.release(upstream.name)
+            if admitted == "probe":
+                self.circuits.release(upstream.name)
+
+        try:
+            result = await self._tries(upstream, resilience, request, accept, record, deadline)
+        except BaseException:
+            lease()
+            raise
+        record.leases.append(lease)  # held until the response is done: a stream keeps its slot while it runs
+        return result
 
     async def _tries(self, upstream: Client, resilience: Resilience, request: Request, accept: Accept[T],
                      record: Dispatch, deadline: float) -> T:
@@ -163,40 +179,40 @@ class Dispatcher:
             try:
                 result = await _within(deadline, resilience, upstream, request, payload, accept)
             except UpstreamError as exc:
-                self._failed(upstream, exc, resilience, record, started)
+                opened = self._failed(upstream, exc, resilience, record, started)
                 pause = _pause(exc, attempt, resilience, deadline)
-                if pause is None or not self.budget.try_retry(time.monotonic()):
+                if pause is None or opened or not self.budget.try_retry(time.monotonic()):
                     raise
                 self.metrics.count(self.metrics.retries, upstream.name, exc.reason)
                 await asyncio.sleep(pause)
                 continue
             record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", "ok",
                                            time.monotonic() - started))
-            self._circuit_changed(upstream.name, self.circuits.success(upstream.name))
+            self.circuits.success(upstream.name)
             return result
         raise AssertionError("unreachable: the last try raises")
 
     def _failed(self, upstream: Client, exc: UpstreamError, resilience: Resilience, record: Dispatch,
-                started: float) -> None:
+                started: float) -> bool:
+        """Record a failed try; True when it opened the upstream's circuit (then it is not tried again)."""
         now = time.monotonic()
         record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", exc.reason, now - started))
         self.metrics.count(self.metrics.upstream_errors, upstream.name, exc.reason)
-        if counts_against_circuit(exc):
-            self._circuit_changed(upstream.name, self.circuits.failure(upstream.name, now,
-                                                                       resilience.circuit.failures))
+        if not counts_against_circuit(exc):
+            return False
+        return self.circuits.failure(upstream.name, now, resilience.circuit.failures) is not None
 
-    def _circuit_changed(self, upstream: str, state: int | None) -> None:
-        if state is not None:
-            self.metrics.child(self.metrics.circuit_state, upstream).set(state)
+    def _circuit_changed(self, upstream: str, state: int) -> None:
+        self.metrics.child(self.metrics.circuit_state, upstream).set(state)
 
 
 async def _within(deadline: float, resilience: Resilience, upstream: Client, request: Request,
                   payload: bytes, accept: Accept[T]) -> T:
-    """One try, cut short by the overall deadline when that comes before the per-try timeout."""
+    """One try, cut short by the overall deadline when that could come first."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise UpstreamTimeout(upstream.name, "deadline passed")
-    if remaining >= resilience.per_try_timeout_s:
+    if remaining >= resilience.per_try_timeout_s and not request.stream:  # a stream also waits for its first event
         return await accept(await upstream.send(request.path, payload, request.headers, request.stream))
     try:
         async with asyncio.timeout(remaining):

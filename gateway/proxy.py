@@ -147,6 +147,7 @@ class Proxy:
             done.status, done.outcome = CLIENT_CLOSED, "client_closed"
         finally:
             watcher.cancel()
+            done.record.finish()
             await self._settle(policy, limits, done)
 
     async def _admit(self, policy: Policy, features: Features, live: Live, decision: Decision, limits: Limits,

@@ -128,10 +128,20 @@ def _event_ok(event: bytes) -> bool:
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             value = line[5:].strip()
-            if value != b"[DONE]" and not (value.startswith(b"{") and value.endswith(b"}")):
+            if value != b"[DONE]" and not _json_object(value):
                 return False
         elif not line.startswith(FIELDS):
             return False
+    return True
+
+
+def _json_object(value: bytes) -> bool:
+    if not (value.startswith(b"{") and value.endswith(b"}")):
+        return False
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
     return True
 
 

@@ -105,6 +105,8 @@ class Stream:
         """Forward events until the upstream ends; the error that cut it, if one did."""
         relay, send = opened.relay, self.send
         try:
+            if relay.finished and not relay.done:
+                return await self._drain_after_finish(opened)
             async for chunk in opened.chunks:
                 out = relay.feed(chunk)
                 if out:
@@ -112,7 +114,7 @@ class Stream:
                 if relay.finished and not relay.done:
                     return await self._drain_after_finish(opened)
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
-            return exc
+            return None if relay.finished else exc
         finally:
             opened.exchange.close()
         if relay.done or relay.finished:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 STATE_NAMES = {CLOSED: "closed", HALF_OPEN: "half_open", OPEN: "open"}
@@ -19,11 +21,15 @@ class Circuit:
 
 
 class Circuits:
-    """Every upstream's breaker in this process; the clock is handed in, never read."""
+    """Every upstream's breaker in this process; the clock is handed in, never read.
 
-    def __init__(self) -> None:
+    on_change hears every change of state (for the circuit-state gauge).
+    """
+
+    def __init__(self, on_change: Callable[[str, int], None] | None = None) -> None:
         self._circuits: dict[str, Circuit] = {}
         self._open: frozenset[str] = frozenset()
+        self._on_change = on_change or (lambda name, state: None)
 
     def blocked(self, now: float, open_s: float) -> frozenset[str]:
         """Upstreams a decision must leave out now: open ones, and half-open ones whose probe is out."""
@@ -33,20 +39,21 @@ class Circuits:
             circuit = self._circuits[name]
             if circuit.state == OPEN and now - circuit.opened_at >= open_s:
                 circuit.state = HALF_OPEN
+                self._on_change(name, HALF_OPEN)
         self._open = frozenset(n for n, c in self._circuits.items()
                                if c.state == OPEN or (c.state == HALF_OPEN and c.probing))
         return self._open
 
-    def admit(self, name: str) -> bool:
-        """Claim the attempt: always when closed; the single probe when half-open."""
+    def admit(self, name: str) -> Literal["pass", "probe"] | None:
+        """Claim the attempt: "pass" when closed, "probe" for the one half-open probe, None when blocked."""
         circuit = self._circuits.get(name)
         if circuit is None or circuit.state == CLOSED:
-            return True
+            return "pass"
         if circuit.state == HALF_OPEN and not circuit.probing:
             circuit.probing = True
             self._open = self._open | {name}
-            return True
-        return False
+            return "probe"
+        return None
 
     def success(self, name: str) -> int | None:
         """Record a good answer; returns the new state when it changed."""
@@ -56,6 +63,8 @@ class Circuits:
         changed = circuit.state != CLOSED
         self._circuits[name] = Circuit()
         self._open = self._open - {name}
+        if changed:
+            self._on_change(name, CLOSED)
         return CLOSED if changed else None
 
     def failure(self, name: str, now: float, threshold: int) -> int | None:
@@ -65,11 +74,12 @@ class Circuits:
         if circuit.state == HALF_OPEN or (circuit.state == CLOSED and circuit.failures >= threshold):
             circuit.state, circuit.opened_at, circuit.probing = OPEN, now, False
             self._open = self._open | {name}
+            self._on_change(name, OPEN)
             return OPEN
         return None
 
     def release(self, name: str) -> None:
-        """A probe that ended with neither success nor failure (the client left) frees the probe slot."""
+        """Free the probe slot of a probe that ended with neither success nor failure (the client left)."""
         circuit = self._circuits.get(name)
         if circuit is not None and circuit.state == HALF_OPEN:
             circuit.probing = False

@@ -32,7 +32,8 @@ SILENCE_S = 1.0
 CONTEXT_LENGTH = re.compile(
     rb"context_length_exceeded|maximum context length|longer than the model'?s context length"
     rb"|exceeds? the (?:available )?context (?:size|length|window)|context size has been exceeded"
-    rb"|input length exceeds|too many tokens|prompt is too long", re.IGNORECASE)
+    rb"|input length exceeds|too many tokens|prompt is too long"
+    rb"|(?:longer than|exceeds?) the maximum (?:model|allowed|context) length", re.IGNORECASE)
 CONTENT_FILTER = re.compile(rb"content_filter|content_policy_violation|ResponsibleAIPolicyViolation|safety system",
                             re.IGNORECASE)
 
