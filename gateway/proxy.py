@@ -192,7 +192,7 @@ class Proxy:
         done.savings = saved
         served = done.upstream if done.cost or done.status == 200 else ""
         charge = Charge(served, cost, done.usage.prompt_tokens + done.usage.completion_tokens, to_nano(saved))
-        await self.ledger.settle(done.backend or self.ledger.local, limits, done.admission, charge, time.time())
+        await self.ledger.settle(done.backend or self.ledger.backend, limits, done.admission, charge, time.time())
 
     async def _plain(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
                      watcher: asyncio.Task[None]) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError
 from gateway.state.base import RESERVATION_TTL_MS, Admission, Charge, Limits, Spend, StateError, period, resets_at
 
 ADMIT = """
+if redis.call('EXISTS', KEYS[7]) == 1 then return {0, 'cancelled', 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -117,11 +120,26 @@ end
 if ARGV[6] ~= '0' and redis.call('HEXISTS', KEYS[1], ARGV[7]) == 1 then
   redis.call('HINCRBY', KEYS[1], ARGV[7], ARGV[6])
 end
+if ARGV[10] == '1' then redis.call('ZREM', KEYS[7], ARGV[1]) end
 return 1
+"""
+
+SPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, rid in ipairs(expired) do
+  local amount = tonumber(redis.call('HGET', KEYS[1], 'r:' .. rid) or '0')
+  redis.call('HINCRBY', KEYS[1], 'reserved', -amount)
+  redis.call('HDEL', KEYS[1], 'r:' .. rid)
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+return redis.call('HGETALL', KEYS[1])
 """
 
 EXPIRE_S = {"day": 3 * 86400, "month": 40 * 86400}
 FLUSH_S = 0.01
+UNDO_GRACE_S = 1.0
 BATCH = 256
 MAX_QUEUE = 100_000
 
@@ -133,6 +151,9 @@ def redis_errors() -> Iterator[None]:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
         raise StateError(f"redis: {type(exc).__name__}") from exc
+
+
+Call = tuple[str, list[str], list[str | int]]  # (script, keys, args)
 
 
 def sha1(script: str) -> str:
@@ -150,10 +171,12 @@ class RedisBackend:
         self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                                health_check_interval=0, retry_on_timeout=False)
         self._timeout_s = timeout_s
-        self._scripts = {ADMIT: sha1(ADMIT), SETTLE: sha1(SETTLE)}
+        self._scripts = {script: sha1(script) for script in (ADMIT, SETTLE, SPEND)}
+        self._loaded = False
         self._admissions: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue: list[tuple[list[str], list[str | int]]] = []
+        self._queue: list[Call] = []
+        self._undos: list[tuple[float, Call]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._keys: tuple[int, str, str] = (-1, "", "")
@@ -175,7 +198,8 @@ class RedisBackend:
         reply: asyncio.Future[Any] = loop.create_future()
         if not self._admissions:
             loop.call_soon(self._send_admissions)
-        self._admissions.append((self.keys(limits.tenant, now), args, reply))
+        names = self.keys(limits.tenant, now)
+        self._admissions.append(([*names, f"sy:{{{limits.tenant}}}:done:{reservation}"], args, reply))
         return _admission(await reply, reservation, limits, now)
 
     def _send_admissions(self) -> None:
@@ -186,53 +210,103 @@ class RedisBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def _admit_batch(self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]) -> None:
+        """Send the admissions, with queued releases and settlements ahead of them in the same round trip."""
+        undos, self._undos = self._undos, []
+        settlements = self._take()
         try:
             async with asyncio.timeout(self._timeout_s * 2):
-                replies = await self._run(ADMIT, [(k, a) for k, a, _ in batch])
+                replies = await self._run([*(c for _, c in undos), *settlements,
+                                           *((ADMIT, k, a) for k, a, _ in batch)])
         except (StateError, TimeoutError) as exc:
+            self._undos[:0] = undos
+            self._queue[:0] = settlements
             error = exc if isinstance(exc, StateError) else StateError("redis: timed out")
-            for _, _, reply in batch:
+            for keys_, args, reply in batch:
+                self._undo(keys_, args)
                 if not reply.done():
                     reply.set_exception(error)
             return
-        for (_, _, reply), value in zip(batch, replies, strict=True):
+        for (_, _, reply), value in zip(batch, replies[len(undos) + len(settlements):], strict=True):
             if not reply.done():
                 reply.set_result(value)
 
-    async def _run(self, script: str, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
-        """EVALSHA script once per call in one pipeline; loads the script if Redis has forgotten it."""
-        sha = self._scripts[script]
+    def _undo(self, keys_: list[str], args: list[str | int]) -> None:
+        """Queue the release of an admission whose reply was lost: Redis may have run it, or may run it yet.
+
+    The release leaves a marker the admission script checks, so whichever runs first, nothing stays reserved.
+    It rides ahead of the next admissions on their connection, so it is applied before they are counted.
+    """
+        reservation, tokens = args[6], args[2]
+        self._undos.append((time.monotonic(), (SETTLE, [keys_[1], *keys_[2:6], keys_[6], keys_[0]],
+                            [reservation, "", 0, 0, 0, -int(tokens), 0, EXPIRE_S["day"], EXPIRE_S["month"], "1"])))
+        self._start_flusher()
+
+    async def _run(self, calls: list[Call]) -> list[Any]:
+        """EVALSHA each call's script in one pipeline; calls whose script Redis had forgotten are run again after
+        loading it (only those: the others already ran)."""
         with redis_errors():
-            for _ in range(2):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for keys_, args in calls:
-                        pipe.evalsha(sha, len(keys_), *keys_, *args)
-                    replies = await pipe.execute(raise_on_error=False)
-                if not any(isinstance(r, NoScriptError) for r in replies):
-                    break
-                await self._client.script_load(script)
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise StateError(f"redis: {reply}")
-        return list(replies)
+            if not self._loaded:
+                await self._load_scripts()
+            replies = await self._pipeline(calls)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                await self._load_scripts()
+                for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
+                    replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StateError(f"redis: {reply}")
+        return replies
+
+    async def _load_scripts(self) -> None:
+        """Load every script at once, so that a pipeline never finds one script known and another not."""
+        for script in self._scripts:
+            await self._client.script_load(script)
+        self._loaded = True
+
+    async def _pipeline(self, calls: list[Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys_, args in calls:
+                pipe.evalsha(self._scripts[script], len(keys_), *keys_, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
+        names = self.keys(limits.tenant, now)
+        settlement = admission.reservation or os.urandom(8).hex()
+        delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
+        self._enqueue((SETTLE, [names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{settlement}", names[0]],
+                       [settlement, charge.upstream, charge.cost, charge.tokens, charge.savings, delta,
+                        admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"], "0"]))
+
+    def _enqueue(self, call: Call) -> None:
         if len(self._queue) >= MAX_QUEUE:
             self.lost_settlements += 1
             return
-        names = self.keys(limits.tenant, now)
-        delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
-        self._queue.append(([names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{admission.reservation}"],
-                            [admission.reservation, charge.upstream, charge.cost, charge.tokens, charge.savings,
-                             delta, admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"]]))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._queue.append(call)
+        self._start_flusher()
         if len(self._queue) >= BATCH:
             self._wake.set()
 
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    def _take(self) -> list[Call]:
+        """Take the next batch of queued settlements off the queue (put back if sending fails)."""
+        batch = self._queue[:BATCH]
+        del self._queue[:len(batch)]
+        return batch
+
+    def _stale_undos(self) -> list[Call]:
+        """Releases no admission has carried for a while: the flusher sends them instead."""
+        cutoff = time.monotonic() - UNDO_GRACE_S
+        stale = [call for at, call in self._undos if at <= cutoff]
+        self._undos = [(at, call) for at, call in self._undos if at > cutoff]
+        return stale
+
     async def _flush_loop(self) -> None:
         """Send queued settlements until none are left; a failed batch stays queued and is sent again."""
-        while self._queue:
+        while self._queue or self._undos:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_S)
             self._wake.clear()
@@ -242,15 +316,18 @@ class RedisBackend:
                 await asyncio.sleep(0.2)
 
     async def flush(self) -> None:
-        """Send every queued settlement now."""
+        """Send every queued settlement now (and releases that waited long enough for an admission to carry them)."""
+        stale = self._stale_undos()
+        if stale:
+            self._queue[:0] = stale
         while self._queue:
-            batch = self._queue[:BATCH]
+            batch = self._take()
             try:
                 async with asyncio.timeout(max(1.0, self._timeout_s * 10)):
-                    await self._run(SETTLE, batch)
-            except TimeoutError:
-                raise StateError("redis: timed out") from None
-            del self._queue[:len(batch)]
+                    await self._run(batch)
+            except (StateError, TimeoutError) as exc:
+                self._queue[:0] = batch
+                raise exc if isinstance(exc, StateError) else StateError("redis: timed out") from None
 
     def keys(self, tenant: str, now: float) -> list[str]:
         """The keys of one tenant, all in one hash slot; the period names are worked out once a second."""
@@ -263,9 +340,14 @@ class RedisBackend:
                 f"{base}:month:{month}:res"]
 
     async def spend(self, tenant: str, window: str, now: float) -> Spend:
-        with redis_errors():
+        names = self.keys(tenant, now)
+        hash_key = names[2 if window == "day" else 4]
+        try:
             async with asyncio.timeout(self._timeout_s * 2):
-                flat = await self._client.hgetall(self.keys(tenant, now)[2 if window == "day" else 4])
+                pairs = (await self._run([(SPEND, [hash_key, f"{hash_key}:res"], [])]))[0]
+        except TimeoutError:
+            raise StateError("redis: timed out") from None
+        flat = dict(zip(pairs[::2], pairs[1::2], strict=True)) if isinstance(pairs, list) else dict(pairs)
         fields = {_text(k): int(v) for k, v in flat.items()}
         found = Spend(tenant, window, period(window, now), fields.get("spent", 0), fields.get("reserved", 0),
                       fields.get("savings", 0))
