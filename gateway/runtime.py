@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from gateway.policy.model import Policy
+from gateway.upstreams.base import Client
 from gateway.upstreams.openai import OpenAIUpstream
 
 
@@ -16,11 +17,18 @@ class Runtime:
     """An immutable pairing of policy and clients; a reload swaps in a new one whole."""
 
     policy: Policy
-    upstreams: Mapping[str, OpenAIUpstream]
+    upstreams: Mapping[str, Client]
 
     @classmethod
     def build(cls, policy: Policy, session: aiohttp.ClientSession) -> Runtime:
-        """Create a client for every upstream the policy names."""
+        """Create a client for every upstream the policy names; litellm is imported only for translated kinds."""
         resilience = policy.doc.resilience
-        clients = {name: OpenAIUpstream(name, spec, session, resilience) for name, spec in policy.doc.upstreams.items()}
+        clients: dict[str, Client] = {}
+        for name, spec in policy.doc.upstreams.items():
+            if spec.kind == "openai":
+                clients[name] = OpenAIUpstream(name, spec, session, resilience)
+            else:
+                from gateway.upstreams.litellm_adapter import LitellmUpstream
+
+                clients[name] = LitellmUpstream(name, spec, resilience)
         return cls(policy, clients)

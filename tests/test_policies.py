@@ -11,7 +11,8 @@ from gateway.policy.loader import load_policy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", ["policies", "bench/policy.yaml", "bench/policy-detectors.yaml", "bench/policy-limits.yaml"])
+@pytest.mark.parametrize("path", ["policies", "bench/policy.yaml", "bench/policy-detectors.yaml",
+                                  "bench/policy-limits.yaml"])
 def test_shipped_policy_loads(path: str) -> None:
     policy = load_policy(ROOT / path, {})
     assert policy.doc.models
