@@ -20,15 +20,17 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
     """Validate the fields routing depends on and describe the request; InvalidRequest names a bad param."""
     texts: list[str] = []
     images, has_tools = _collect(endpoint, body, texts)
-    max_tokens = _optional_int(body, "max_completion_tokens") or _optional_int(body, "max_tokens")
+    max_tokens = (_optional_int(body, "max_completion_tokens") or _optional_int(body, "max_tokens")
+                  or _optional_int(body, "max_output_tokens"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
-    response_format = body.get("response_format")
+    response_format = body.get("response_format") or (body.get("text") or {}).get("format")
     wants_json = isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
     chars = sum(map(len, texts))
     prompt_tokens = chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(texts) + TOKENS_PER_IMAGE * images
-    return Features(route=body["model"], tenant=tenant, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+    return Features(route=body["model"], tenant=tenant, prompt_tokens=prompt_tokens, endpoint=endpoint,
+                    max_tokens=max_tokens,
                     stream=stream, has_tools=has_tools, wants_json=wants_json, has_images=images > 0,
                     data_class=data_class(policy, tenant, headers, texts), headers=headers)
 
@@ -80,8 +82,31 @@ def _collect(endpoint: str, body: dict[str, Any], texts: list[str]) -> tuple[int
     value = body[field]
     if endpoint == "chat":
         return _messages(value, texts), _tools(body)
+    if endpoint == "responses":
+        images = _items(value, texts)
+        if isinstance(body.get("instructions"), str):
+            texts.append(body["instructions"])
+        return images, _tools(body)
     _inputs(value, field, texts)
     return 0, _tools(body)
+
+
+def _items(value: Any, texts: list[str]) -> int:
+    """The Responses API's input: a string, or items whose content is a string or a list of parts."""
+    if isinstance(value, str):
+        texts.append(value)
+        return 0
+    if not isinstance(value, list):
+        raise InvalidRequest("'input' must be a string or an array of items", param="input")
+    images = 0
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]")
+        images += _content(item.get("content"), f"input[{i}]", texts)
+        for key in ("output", "arguments"):  # tool results and calls carry text too
+            if isinstance(item.get(key), str):
+                texts.append(item[key])
+    return images
 
 
 def _messages(messages: Any, texts: list[str]) -> int:
@@ -91,7 +116,7 @@ def _messages(messages: Any, texts: list[str]) -> int:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
-        images += _content(message.get("content"), i, texts)
+        images += _content(message.get("content"), f"messages[{i}]", texts)
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if not isinstance(function, dict):
@@ -102,19 +127,18 @@ def _messages(messages: Any, texts: list[str]) -> int:
     return images
 
 
-def _content(content: Any, i: int, texts: list[str]) -> int:
+def _content(content: Any, place: str, texts: list[str]) -> int:
     if content is None:
         return 0
     if isinstance(content, str):
         texts.append(content)
         return 0
     if not isinstance(content, list):
-        raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts",
-                             param=f"messages[{i}].content")
+        raise InvalidRequest(f"{place}.content must be a string or an array of parts", param=f"{place}.content")
     images = 0
     for part in content:
         if not isinstance(part, dict):
-            raise InvalidRequest(f"messages[{i}].content parts must be objects", param=f"messages[{i}].content")
+            raise InvalidRequest(f"{place}.content parts must be objects", param=f"{place}.content")
         if isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif part.get("type") in ("image_url", "input_image", "image"):

@@ -50,8 +50,9 @@ ENDPOINTS = {
     "/v1/chat/completions": ("chat", "/chat/completions"),
     "/v1/completions": ("completions", "/completions"),
     "/v1/embeddings": ("embeddings", "/embeddings"),
+    "/v1/responses": ("responses", "/responses"),
 }
-STREAMABLE = frozenset({"chat", "completions"})
+STREAMABLE = frozenset({"chat", "completions", "responses"})
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]
 CLIENT_CLOSED = 499

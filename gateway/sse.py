@@ -9,6 +9,7 @@ import orjson
 
 USAGE = re.compile(rb'"usage"\s*:\s*\{')
 FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+RESPONSE_END = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')  # the Responses API
 DONE = b"data: [DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
 FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
@@ -76,7 +77,7 @@ class SseRelay:
             complete = self._sift(complete)
         if not self.finished and FINISH.search(complete):
             self.finished = True
-        if DONE in complete:
+        if DONE in complete or (b'"response.' in complete and RESPONSE_END.search(complete)):
             self.done = True
             if self.continuing:
                 complete = complete.replace(DONE_EVENT, b"")
@@ -108,12 +109,23 @@ class SseRelay:
         for event in complete.split(b"\n\n"):
             if USAGE.search(event):
                 payload = _payload(event)
-                if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
-                    self.usage = payload["usage"]
+                usage = _usage_of(payload)
+                if usage is not None:
+                    self.usage = usage
                     if self.strip_usage and payload.get("choices") == []:
                         continue
             kept.append(event)
         return b"\n\n".join(kept)
+
+
+def _usage_of(payload: Any) -> dict[str, Any] | None:
+    """A chat chunk's usage, or the Responses API's (inside the completed response)."""
+    if not isinstance(payload, dict):
+        return None
+    usage = payload.get("usage")
+    if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
+        usage = payload["response"].get("usage")
+    return usage if isinstance(usage, dict) else None
 
 
 def _well_formed(complete: bytes) -> bool:
@@ -136,8 +148,11 @@ def _event_ok(event: bytes) -> bool:
 
 
 def _json_object(value: bytes) -> bool:
-    if not (value.startswith(b"{") and value.endswith(b"}")):
+    """Whether value is a JSON object: every upstream's events start '{"', so only others are parsed to check."""
+    if not value.endswith(b"}"):
         return False
+    if value.startswith(b'{"'):
+        return True
     try:
         orjson.loads(value)
     except orjson.JSONDecodeError:

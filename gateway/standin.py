@@ -95,6 +95,8 @@ class StandIn:
             usage = {"prompt_tokens": 3 * count, "total_tokens": 3 * count}
             await send_bytes(send, 200, orjson.dumps({"object": "list", "model": body.get("model"), "data": data,
                                                       "usage": usage}), JSON)
+        elif path.endswith("/responses"):
+            await self._responses(body, fault, send)
         elif body.get("stream"):
             await self._stream(body, path, fault, send)
         else:
@@ -150,6 +152,36 @@ class StandIn:
             usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
             await event({**base, "choices": [], "usage": usage})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+    async def _responses(self, body: dict[str, Any], fault: Fault, send: Send) -> None:
+        """The Responses API: one response object, or its events when streamed."""
+        words = self._words(body)
+        usage = {"input_tokens": 10, "output_tokens": len(words), "total_tokens": 10 + len(words)}
+        text = {"type": "output_text", "text": "".join(words), "annotations": []}
+        response = {"id": f"resp_{time.monotonic_ns()}", "object": "response", "created_at": int(time.time()),
+                    "status": "completed", "model": body.get("model"), "parallel_tool_calls": True,
+                    "tool_choice": "auto", "tools": [], "usage": usage,
+                    "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                                "content": [text]}]}
+        if not body.get("stream"):
+            await send_bytes(send, 200, orjson.dumps(response), JSON)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+
+        async def event(kind: str, data: dict[str, Any]) -> None:
+            line = b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+
+        await event("response.created", {"response": {**response, "status": "in_progress", "output": []}})
+        for i, word in enumerate(words):
+            if i == fault.cut_after:
+                raise ConnectionResetError("stand-in: cut mid-stream")
+            await event("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0,
+                                                       "delta": word})
+        await event("response.completed", {"response": response})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

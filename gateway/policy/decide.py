@@ -17,6 +17,7 @@ class Features:
     route: str
     tenant: str
     prompt_tokens: int
+    endpoint: str = "chat"
     max_tokens: int | None = None
     stream: bool = False
     has_tools: bool = False
@@ -86,8 +87,7 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
     """The step-4 filters in the order whose first empty result names the error."""
     data_class = policy.doc.data_classes.get(features.data_class) if features.data_class else None
     window = features.prompt_tokens + (features.max_tokens or route.default_max_tokens)
-    needs = {c for c, wanted in (("tools", features.has_tools), ("json", features.wants_json),
-                                 ("vision", features.has_images)) if wanted}
+    needs = needed_capabilities(features)
     filters: list[Filter] = []
     if data_class is not None and data_class.hosting is not None:
         hosting = data_class.hosting
@@ -117,12 +117,24 @@ def residency_limited(excluded: tuple[tuple[str, str], ...] | list[tuple[str, st
     return any(reason in RESIDENCY_REASONS for _, reason in excluded)
 
 
+def needed_capabilities(features: Features) -> frozenset[str]:
+    """The capabilities an upstream must declare to serve this request."""
+    if not (features.has_tools or features.wants_json or features.has_images or features.endpoint == "responses"):
+        return NOTHING_NEEDED
+    return frozenset(c for c, wanted in (("tools", features.has_tools), ("json", features.wants_json),
+                                         ("vision", features.has_images),
+                                         ("responses", features.endpoint == "responses")) if wanted)
+
+
+NOTHING_NEEDED: frozenset[str] = frozenset()
+
+
 def _explain(code: str, features: Features, names: list[str]) -> str:
     what = {
         "residency_unavailable": f"no upstream allowed for data class '{features.data_class}' and this tenant's "
                                  "regions can serve this request now; no other upstream may stand in",
-        "capability_unavailable": "no allowed upstream supports what this request needs (tools, response_format "
-                                  "or images)",
+        "capability_unavailable": "no allowed upstream supports what this request needs (tools, response_format, "
+                                  "images, or the Responses API)",
         "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens plus max_tokens fits "
                                    "no allowed upstream's context window",
         "no_healthy_upstream": "every allowed upstream is unavailable right now",

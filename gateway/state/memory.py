@@ -45,6 +45,7 @@ class MemoryBackend:
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, dict[int, int]] = {}
         self._periods: dict[tuple[str, str, str], Period] = {}
+        self._names: tuple[int, str, str] = (-1, "", "")
 
     async def admit(self, limits: Limits, reservation: str, now: float) -> Admission:
         now_ms = now * 1000
@@ -121,7 +122,10 @@ class MemoryBackend:
         return None
 
     def _period(self, tenant: str, window: str, now: float) -> Period:
-        key = (tenant, window, period(window, now))
+        second, day, month = self._names
+        if int(now) != second:
+            second, day, month = self._names = (int(now), period("day", now), period("month", now))
+        key = (tenant, window, day if window == "day" else month)
         found = self._periods.get(key)
         if found is None:
             found = self._periods[key] = Period()

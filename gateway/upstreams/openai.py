@@ -128,7 +128,7 @@ class OpenAIUpstream:
     def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:
         """The request body for this upstream: its model name, and stream usage asked for."""
         rewritten = {**body, "model": self.spec.model}
-        if stream:
+        if stream and ("messages" in body or "prompt" in body):  # the Responses API reports usage unasked
             options = body.get("stream_options")
             rewritten["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return orjson.dumps(rewritten)
