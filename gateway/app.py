@@ -40,6 +40,7 @@ from gateway.upstreams.catalog import LitellmCatalog
 from gateway.upstreams.openai import new_session
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+METRICS_FLUSH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class Gateway:
 
         apply(self.policy)
         self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
-        tasks = [asyncio.create_task(self.reloader.run()), asyncio.create_task(self.audit.run())]
+        tasks = [asyncio.create_task(self.reloader.run()), asyncio.create_task(self.audit.run()),
+                 asyncio.create_task(self._flush_metrics())]
         try:
             with _sighup_handler(self.reloader.request):
                 yield
@@ -119,6 +121,15 @@ class Gateway:
             self.reloader = None
             await session.close()
             await self.ledger.backend.close()
+
+    async def _flush_metrics(self) -> None:
+        """Apply tallied metric updates once a second, so other workers' scrapes see them too."""
+        try:
+            while True:
+                await asyncio.sleep(METRICS_FLUSH_S)
+                self.metrics.flush()
+        finally:
+            self.metrics.flush()
 
     def _routes(self) -> list[Route]:
         return [Route("/v1/models", self.models), Route("/healthz", self.healthz), Route("/readyz", self.readyz),

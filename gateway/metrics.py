@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 from typing import Any
@@ -25,8 +26,8 @@ class Metrics:
     """The gateway's collectors, with cached label children for the request path."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._registry = registry or CollectorRegistry(auto_describe=True)
+        r = self._registry
         self.requests = Counter("switchyard_requests", "Requests answered, by route, upstream and HTTP status.",
                                 ["route", "upstream", "status"], registry=r)
         self.duration = Histogram("switchyard_request_duration_seconds", "Time from request to last byte.",
@@ -73,23 +74,55 @@ class Metrics:
                                       registry=r)
         self.policy_info = Gauge("switchyard_policy_info", "The loaded policy's hash.", ["hash"],
                                  multiprocess_mode="liveall", registry=r)
-        self._children: dict[tuple[object, ...], Any] = {}
+        self._children: dict[object, dict[tuple[str, ...], Any]] = {}
+        self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry, with every tallied update applied."""
+        self.flush()
+        return self._registry
     def child(self, collector: Counter | Gauge | Histogram, *labels: str) -> Any:
         """The labelled child of collector, cached: labels() is too slow for every request."""
-        key = (id(collector), *labels)
-        found = self._children.get(key)
+        children = self._children.get(collector)
+        if children is None:
+            children = self._children[collector] = {}
+        found = children.get(labels)
         if found is None:
-            found = self._children[key] = collector.labels(*labels)
+            found = children[labels] = collector.labels(*labels)
         return found
 
     def count(self, collector: Counter, *labels: str, amount: float = 1.0) -> None:
-        """Add amount to a counter's labelled child."""
-        self.child(collector, *labels).inc(amount)
+        """Add amount to a counter's labelled child (tallied here, applied at the next flush)."""
+        key = (collector, labels)
+        self._counts[key] = self._counts.get(key, 0.0) + amount
 
     def observe(self, histogram: Histogram, value: float, *labels: str) -> None:
-        """Record a value in a histogram's labelled child."""
-        self.child(histogram, *labels).observe(value)
+        """Record a value in a histogram's labelled child (tallied here, applied at the next flush)."""
+        key = (histogram, labels)
+        tally = self._observed.get(key)
+        if tally is None:
+            tally = self._observed[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        tally[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        tally[-1] += value
+
+    def flush(self) -> None:
+        """Apply the tallied updates to the collectors.
+
+        prometheus_client takes a lock (and, with workers, writes a file) on every update; the request path
+        only adds to plain dictionaries, and this runs at each scrape and once a second.
+        """
+        counts, self._counts = self._counts, {}
+        for (collector, labels), amount in counts.items():
+            self.child(collector, *labels).inc(amount)
+        observed, self._observed = self._observed, {}
+        for (histogram, labels), tally in observed.items():
+            child = self.child(histogram, *labels)
+            for index, hits in enumerate(tally[:-1]):
+                if hits:
+                    child._buckets[index].inc(hits)
+            child._sum.inc(tally[-1])
 
     def set_policy(self, digest: str) -> None:
         """Show which policy is loaded: the current hash at 1, every earlier one removed."""
@@ -98,10 +131,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format of every metric, summed over workers in multiprocess mode."""
+        self.flush()
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
-        return generate_latest(self.registry)
+        return generate_latest(self._registry)
 
 

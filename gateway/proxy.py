@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import re
 import time
@@ -73,6 +74,8 @@ class Proxy:
         self.live = Live(ttft_p95_ms=latency.view)
         self.max_body_bytes = max_body_bytes
         self._refreshed = 0.0
+        self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each request's id unique
+        self._ids = itertools.count(1)
 
     def _live(self, runtime: Runtime) -> Live:
         """What decisions see of the upstreams now; latency samples decay at most once a second."""
@@ -92,7 +95,7 @@ class Proxy:
         headers = header_map(scope)
         request_id = headers.get("x-request-id", "")
         if not REQUEST_ID.fullmatch(request_id):
-            request_id = headers["x-request-id"] = os.urandom(12).hex()
+            request_id = headers["x-request-id"] = f"{self._id_prefix}{next(self._ids):x}"
         logs.request_id.set(request_id)
         done = _Done(request_id, runtime.policy.hash)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
@@ -60,6 +60,7 @@ class Policy:
     price: Mapping[str, tuple[float, float]]
     class_detectors: tuple[ClassDetector, ...]
     price_source: Mapping[str, str]
+    known_keys: dict[str, tuple[str, Tenant]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, doc: Document, digest: str, source: str, prices: Mapping[str, tuple[float, float]]) -> Policy:
@@ -73,9 +74,15 @@ class Policy:
                    _class_detectors(doc, rank), MappingProxyType(origin))
 
     def tenant(self, key: str) -> tuple[str, Tenant] | None:
-        """The tenant holding this raw key, or None."""
+        """The tenant holding this raw key, or None; keys already seen skip the hash (only valid ones are kept)."""
+        found = self.known_keys.get(key)
+        if found is not None:
+            return found
         name = self.tenant_by_key.get(hash_key(key))
-        return None if name is None else (name, self.doc.tenants[name])
+        if name is None:
+            return None
+        found = self.known_keys[key] = (name, self.doc.tenants[name])
+        return found
 
     def routes_for(self, tenant: Tenant) -> tuple[str, ...]:
         """The routes a tenant may use, in policy order."""
