@@ -102,6 +102,8 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
         filters.append(("budget", "budget_exhausted", lambda n, _: n in only))
     if needs:
         filters.append(("capability", "capability_unavailable", lambda _, u: needs <= u.capabilities))
+    if features.endpoint != "chat":  # translated upstreams speak chat completions only
+        filters.append(("capability", "capability_unavailable", lambda _, u: u.kind == "openai"))
     filters.append(("context_window", "context_length_exceeded",
                     lambda _, u: u.context_window is None or window <= u.context_window))
     if live.open_circuits:

@@ -496,3 +496,30 @@ def test_candidates_always_respect_residency(case: tuple[dict[str, Any], Feature
     assert all(allowed(name) for name in decision.candidates)
     assert sorted(decision.candidates) == sorted(expected)
     assert len(decision.candidates) == len(set(decision.candidates))
+
+
+class _Translating:
+    """A catalog that knows one translated kind, as litellm's would."""
+
+    def knows(self, kind: str) -> bool:
+        return kind in ("openai", "anthropic")
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        return None
+
+
+@pytest.mark.parametrize(("endpoint", "expected"), [("chat", ("claude", "local")), ("embeddings", ("local",)),
+                                                    ("completions", ("local",))])
+def test_translated_upstreams_serve_chat_only(tmp_path: Path, endpoint: str, expected: tuple[str, ...]) -> None:
+    doc = {"version": 1,
+           "upstreams": {"claude": {"kind": "anthropic", "model": "claude-x", "hosting": "third_party",
+                                    "cost": {"input_per_mtok": 3, "output_per_mtok": 15}},
+                         "local": {"base_url": "http://127.0.0.1:1/v1", "model": "m", "hosting": "self",
+                                   "cost": {"input_per_mtok": 1, "output_per_mtok": 1}}},
+           "models": {"chat": {"candidates": ["claude", "local"]}},
+           "tenants": {"t": {"keys": ["sha256:" + "0" * 64]}}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    policy = load_policy(path, {}, catalog=_Translating())
+    features = Features(route="chat", tenant="t", prompt_tokens=10, endpoint=endpoint)
+    assert decide(policy, features).candidates == expected
