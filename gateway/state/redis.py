@@ -21,10 +21,25 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.state.base import RESERVATION_TTL_MS, Admission, Charge, Limits, Spend, StateError, period, resets_at
 
-ADMIT = """
+PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function purge(hash, res, now)  -- release reservations whose holder never settled them
+  local expired = redis.call('ZRANGEBYSCORE', res, '-inf', now)
+  for _, rid in ipairs(expired) do
+    local amount = tonumber(redis.call('HGET', hash, 'r:' .. rid) or '0')
+    redis.call('HINCRBY', hash, 'reserved', -amount)
+    redis.call('HDEL', hash, 'r:' .. rid)
+  end
+  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', res, '-inf', now) end
+end
+"""
+
+ADMIT = PRELUDE + """
 if redis.call('EXISTS', KEYS[7]) == 1 then return {0, 'cancelled', 0} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cost, id = tonumber(ARGV[6]), ARGV[7]
 local second = math.floor(now / 1000)
@@ -60,13 +75,7 @@ for w = 1, 2 do
   local limit = tonumber(ARGV[3 + w])
   if limit >= 0 then
     local hash, res = KEYS[1 + 2 * w], KEYS[2 + 2 * w]
-    local expired = redis.call('ZRANGEBYSCORE', res, '-inf', now)
-    for _, rid in ipairs(expired) do
-      local amount = tonumber(redis.call('HGET', hash, 'r:' .. rid) or '0')
-      redis.call('HINCRBY', hash, 'reserved', -amount)
-      redis.call('HDEL', hash, 'r:' .. rid)
-    end
-    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', res, '-inf', now) end
+    purge(hash, res, now)
     local spent = tonumber(redis.call('HGET', hash, 'spent') or '0')
     local reserved = tonumber(redis.call('HGET', hash, 'reserved') or '0')
     if spent + reserved + cost > limit then
@@ -124,16 +133,8 @@ if ARGV[10] == '1' then redis.call('ZREM', KEYS[7], ARGV[1]) end
 return 1
 """
 
-SPEND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, rid in ipairs(expired) do
-  local amount = tonumber(redis.call('HGET', KEYS[1], 'r:' .. rid) or '0')
-  redis.call('HINCRBY', KEYS[1], 'reserved', -amount)
-  redis.call('HDEL', KEYS[1], 'r:' .. rid)
-end
-if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+SPEND = PRELUDE + """
+purge(KEYS[1], KEYS[2], now_ms())
 return redis.call('HGETALL', KEYS[1])
 """
 
