@@ -21,3 +21,24 @@ def test_shipped_policy_loads(path: str) -> None:
 def test_default_policy_answers_the_documented_dev_key() -> None:
     policy = load_policy(ROOT / "policies", {})
     assert policy.tenant("sk-sy-dev-only-replace-me-0123456789abcdef") is not None
+
+
+DESIGN = ROOT.parent / "shared" / "design" / "POLICY.md"
+
+
+@pytest.mark.skipif(not DESIGN.exists(), reason="the design documents are not beside this checkout")
+def test_the_example_of_the_policy_design_loads_and_keeps_personal_data_home(tmp_path: Path) -> None:
+    import re
+
+    from gateway.policy.decide import Features, decide
+    from gateway.upstreams.catalog import LitellmCatalog
+
+    example = re.search(r"```yaml\n(.*?)```", DESIGN.read_text(), re.S)
+    assert example is not None
+    text = example.group(1).replace("sha256:9f2c…", "sha256:" + "9f2c" + "0" * 60)  # the page abbreviates the hash
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml", {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"},
+                         LitellmCatalog())
+    assert policy.price_source == {"qwen-eu": "policy", "gpt-4o": "policy", "claude": "litellm price map"}
+    features = Features(route="chat", tenant="acme-eu", prompt_tokens=50, data_class="personal")
+    assert decide(policy, features).candidates == ("qwen-eu",)
