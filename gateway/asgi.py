@@ -30,7 +30,9 @@ def header_map(scope: Scope) -> dict[str, str]:
 async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
     """The whole request body, refused with 413 as soon as it is known to be over limit."""
     declared = headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and not declared.isdigit():
+        raise InvalidRequest("Content-Length is not a number")
+    if declared is not None and int(declared) > limit:
         raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
     parts: list[bytes] = []
     size = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -124,7 +125,7 @@ class Dispatcher:
         smallest_window: int | None = None
         for name in decision.candidates:
             upstream = upstreams[name]
-            if smallest_window is not None and (upstream.spec.context_window or 0) <= smallest_window:
+            if smallest_window is not None and (upstream.spec.context_window or math.inf) <= smallest_window:
                 continue
             if previous is not None:
                 self.metrics.count(self.metrics.fallbacks, decision.route, previous[0], name, previous[1])
@@ -134,7 +135,7 @@ class Dispatcher:
                 failures.append(exc)
                 previous = (name, exc.reason)
                 if isinstance(exc, UpstreamStatus) and exc.kind == "context_length":
-                    smallest_window = upstream.spec.context_window or 0
+                    smallest_window = upstream.spec.context_window or 0  # unknown: any declared window may be larger
                 elif isinstance(exc, UpstreamStatus) and not exc.retryable and exc.status not in CREDENTIAL_STATUSES:
                     raise
             if time.monotonic() >= deadline:

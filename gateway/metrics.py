@@ -110,8 +110,9 @@ class Metrics:
     def flush(self) -> None:
         """Apply the tallied updates to the collectors.
 
-        prometheus_client takes a lock (and, with workers, writes a file) on every update; the request path
-        only adds to plain dictionaries, and this runs at each scrape and once a second.
+        prometheus_client takes a lock (and, with workers, writes a file) on every update; counters and
+        histograms on the request path only add to plain dictionaries, and this runs at each scrape and once a
+        second. Gauges (in flight, circuit state, budget left) are still set at once.
         """
         counts, self._counts = self._counts, {}
         for (collector, labels), amount in counts.items():

@@ -183,6 +183,8 @@ class Proxy:
 
     async def _settle(self, policy: Policy, limits: Limits, done: _Done) -> None:
         """Record what the request cost (or release its reservation) where it was admitted."""
+        if not done.admission.ok and done.upstream == "none":
+            return  # refused before any upstream: nothing was reserved, nothing was spent
         saved = 0.0
         if done.upstream != "none" and done.route != "unknown":
             baseline = accounting.baseline_cost(policy, done.route, done.usage)
@@ -237,7 +239,8 @@ class Proxy:
         await send({"type": "http.response.body", "body": opened.first, "more_body": True})
         ttft = time.perf_counter() - started
         self.metrics.observe(self.metrics.ttft, ttft, done.route, upstream.name)
-        self.latency.observe(upstream.name, ttft, time.monotonic())
+        # the live p95 that ranks upstreams counts this upstream's own try, not earlier candidates' failures
+        self.latency.observe(upstream.name, done.record.attempts[-1].seconds, time.monotonic())
         stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens)
         try:
             ending = await stream.run(opened)

@@ -113,10 +113,14 @@ class Stream:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if relay.finished and not relay.done:
                     return await self._drain_after_finish(opened)
-        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+        except UpstreamError as exc:
             return None if relay.finished else exc
         finally:
             opened.exchange.close()
+            if relay.dropped:
+                self.metrics.count(self.metrics.upstream_errors, opened.upstream.name, "malformed_event",
+                                   amount=relay.dropped)
+                relay.dropped = 0
         if relay.done or relay.finished:
             return None
         return UpstreamUnavailable(opened.upstream.name, "ended without finishing")

@@ -35,13 +35,16 @@ class Circuits:
         """Upstreams a decision must leave out now: open ones, and half-open ones whose probe is out."""
         if not self._open:
             return self._open
+        changed = False
         for name in self._open:
             circuit = self._circuits[name]
             if circuit.state == OPEN and now - circuit.opened_at >= open_s:
                 circuit.state = HALF_OPEN
                 self._on_change(name, HALF_OPEN)
-        self._open = frozenset(n for n, c in self._circuits.items()
-                               if c.state == OPEN or (c.state == HALF_OPEN and c.probing))
+                changed = True
+        if changed:  # the same set object otherwise, so callers can tell nothing moved
+            self._open = frozenset(n for n, c in self._circuits.items()
+                                   if c.state == OPEN or (c.state == HALF_OPEN and c.probing))
         return self._open
 
     def admit(self, name: str) -> Literal["pass", "probe"] | None:
@@ -83,6 +86,7 @@ class Circuits:
         circuit = self._circuits.get(name)
         if circuit is not None and circuit.state == HALF_OPEN:
             circuit.probing = False
+            self._open = self._open - {name}
 
     def states(self) -> dict[str, str]:
         """Each known upstream's state by name, for /readyz."""

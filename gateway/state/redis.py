@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -139,6 +140,7 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 EXPIRE_S = {"day": 3 * 86400, "month": 40 * 86400}
+logger = logging.getLogger("switchyard.state")
 FLUSH_S = 0.01
 UNDO_GRACE_S = 1.0
 BATCH = 256
@@ -181,7 +183,6 @@ class RedisBackend:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._keys: tuple[int, str, str] = (-1, "", "")
-        self.lost_settlements = 0
 
     async def ping(self) -> None:
         """Reach Redis once; StateError if it does not answer in time."""
@@ -280,8 +281,8 @@ class RedisBackend:
                         admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"], "0"]))
 
     def _enqueue(self, call: Call) -> None:
-        if len(self._queue) >= MAX_QUEUE:
-            self.lost_settlements += 1
+        if len(self._queue) >= MAX_QUEUE:  # Redis away for long: keep memory bounded, say so loudly
+            logger.error("dropped a settlement: %d are waiting for Redis already", MAX_QUEUE)
             return
         self._queue.append(call)
         self._start_flusher()

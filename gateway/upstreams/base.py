@@ -15,9 +15,6 @@ class Exchange(Protocol):
     status: int
     content_type: bytes
 
-    @property
-    def is_event_stream(self) -> bool:
-        """True when the body is server-sent events."""
 
     async def read(self) -> bytes:
         """The whole body (OpenAI JSON)."""

@@ -169,9 +169,6 @@ class Answer:
         self.content_type = JSON
         self._body = body
 
-    @property
-    def is_event_stream(self) -> bool:
-        return False
 
     async def read(self) -> bytes:
         return self._body
@@ -199,9 +196,6 @@ class EventStream:
         self._aclose = aclose
         self._open = True
 
-    @property
-    def is_event_stream(self) -> bool:
-        return True
 
     async def read(self) -> bytes:
         return b"".join([frame async for frame in self.chunks()])

@@ -79,10 +79,6 @@ class Exchange:
         self.status = response.status
         self.content_type = response.headers.get("content-type", "application/json").encode("latin-1")
 
-    @property
-    def is_event_stream(self) -> bool:
-        """True when the body is server-sent events."""
-        return self.content_type.startswith(b"text/event-stream")
 
     async def read(self) -> bytes:
         """The whole body."""
