@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from gateway.metrics import Metrics
-from gateway.policy.decide import Features
+from gateway.policy.decide import Features, completion_estimate
 from gateway.policy.model import Policy
 from gateway.state.base import Limits, to_nano
 
@@ -70,7 +70,7 @@ def limits_for(policy: Policy, features: Features, candidates: tuple[str, ...]) 
     rate, budget = tenant.rate_limit, tenant.budget
     if rate is None and budget is None:
         return Limits(features.tenant)
-    completion = features.max_tokens or policy.doc.models[features.route].default_max_tokens
+    completion = completion_estimate(features, policy.doc.models[features.route])
     budgets = () if budget is None else tuple(
         (window, to_nano(limit)) for window, limit in (("day", budget.usd_per_day), ("month", budget.usd_per_month))
         if limit is not None)

@@ -9,7 +9,7 @@ from typing import Any
 from gateway import classify
 from gateway.auth import check_route
 from gateway.errors import GatewayError, NoCandidate
-from gateway.policy.decide import Decision, Features, Live, decide, matching_rule
+from gateway.policy.decide import Decision, Features, Live, completion_estimate, decide, matching_rule
 from gateway.policy.model import Policy
 
 ENDPOINTS = ("chat", "completions", "embeddings")
@@ -71,7 +71,7 @@ def trace(policy: Policy, outcome: Outcome) -> list[str]:
     decision = outcome.decision
     assert decision is not None
     lines.append(f"6. order by {decision.objective}:")
-    completion = features.max_tokens or route.default_max_tokens
+    completion = completion_estimate(features, route)
     for i, name in enumerate(decision.candidates, 1):
         cost = policy.cost(name, features.prompt_tokens, completion)
         lines.append(f"   {i}. {name:<24} estimated ${cost:.6f}")

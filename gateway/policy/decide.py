@@ -86,7 +86,7 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
              only: frozenset[str] | None) -> list[Filter]:
     """The step-4 filters in the order whose first empty result names the error."""
     data_class = policy.doc.data_classes.get(features.data_class) if features.data_class else None
-    window = features.prompt_tokens + (features.max_tokens or route.default_max_tokens)
+    window = features.prompt_tokens + completion_estimate(features, route)
     needs = needed_capabilities(features)
     filters: list[Filter] = []
     if data_class is not None and data_class.hosting is not None:
@@ -117,6 +117,11 @@ RESIDENCY_REASONS = frozenset({"data_class", "tenant_region"})
 def residency_limited(excluded: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> bool:
     """True when residency kept some candidate out: then no other upstream may stand in for a failed one."""
     return any(reason in RESIDENCY_REASONS for _, reason in excluded)
+
+
+def completion_estimate(features: Features, route: Route) -> int:
+    """The completion tokens to plan for: the request's max_tokens, else the route's default."""
+    return features.max_tokens or route.default_max_tokens
 
 
 def needed_capabilities(features: Features) -> frozenset[str]:
@@ -168,7 +173,7 @@ def order(policy: Policy, route: Route, features: Features, objective: str, name
           live: Live) -> list[str]:
     """Sort allowed upstreams by the objective; ties keep list order."""
     if objective == "cost":
-        completion = features.max_tokens or route.default_max_tokens
+        completion = completion_estimate(features, route)
         return sorted(names, key=lambda n: policy.cost(n, features.prompt_tokens, completion))
     if objective == "latency":
         return _by_latency(route, names, live)
