@@ -7,10 +7,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, StateUnavailable
 from gateway.policy.model import Policy, hash_key
 from gateway.state.base import NANO, WINDOWS, StateError, resets_at
-from gateway.state.ledger import Ledger, StateUnavailable
+from gateway.state.ledger import Ledger
 
 
 class Admin:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway.errors import (
+    CircuitOpen,
     GatewayError,
     NoCandidate,
+    Saturated,
     UpstreamError,
     UpstreamFailed,
     UpstreamStatus,
@@ -70,20 +72,6 @@ class Request:
     body: Mapping[str, Any]
     headers: Mapping[str, str]
     stream: bool
-
-
-class Saturated(UpstreamError):
-    """The upstream is at its max_concurrency in this process."""
-
-    reason = "saturated"
-    retryable = False
-
-
-class CircuitOpen(UpstreamError):
-    """The upstream's circuit opened, or its one half-open probe is taken, since the decision."""
-
-    reason = "circuit_open"
-    retryable = False
 
 
 class Inflight:

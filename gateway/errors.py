@@ -5,7 +5,9 @@
     ├── AuthenticationFailed          401 invalid_api_key
     ├── PermissionDenied              403
     ├── ModelNotFound                 404 model_not_found
+    ├── NotFound, MethodNotAllowed    404 not_found, 405 method_not_allowed
     ├── PayloadTooLarge               413 request_too_large
+    ├── StateUnavailable              503 state_unavailable (Redis away, state.on_unavailable: fail_closed)
     ├── NoCandidate                   an empty allowed set (403 / 400 / 429 / 503, by its code)
     └── UpstreamFailed                502 / 503 / 504 after every candidate failed
 
@@ -13,6 +15,8 @@
     ├── UpstreamUnavailable           refused, reset or closed before response headers
     ├── UpstreamTimeout               no answer within the time allowed
     ├── UpstreamSilent                the connection stayed silent, then closed
+    ├── Saturated                     the upstream is at its max_concurrency in this process
+    ├── CircuitOpen                   the upstream's circuit is open (or its half-open probe is out)
     └── UpstreamStatus                the upstream answered with an error status
 
     PolicyError                       a policy that does not load; one message per problem
@@ -130,6 +134,14 @@ class UpstreamFailed(GatewayError):
     code = "upstream_error"
 
 
+class StateUnavailable(GatewayError):
+    """Shared state is unreachable and the policy says to fail closed."""
+
+    status = 503
+    type = "server_error"
+    code = "state_unavailable"
+
+
 class UpstreamError(Exception):
     """One attempt at an upstream failed; `reason` is a short label fit for a metric."""
 
@@ -173,6 +185,20 @@ class UpstreamStatus(UpstreamError):
         self.retry_after: str | None = None
         self.kind: str | None = None
         super().__init__(upstream)
+
+
+class Saturated(UpstreamError):
+    """The upstream is at its max_concurrency in this process."""
+
+    reason = "saturated"
+    retryable = False
+
+
+class CircuitOpen(UpstreamError):
+    """The upstream's circuit opened, or its one half-open probe is taken, since the decision."""
+
+    reason = "circuit_open"
+    retryable = False
 
 
 class PolicyError(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.errors import GatewayError
+from gateway.errors import StateUnavailable
 from gateway.metrics import Metrics
 from gateway.state.base import Admission, Backend, Charge, Limits, Spend, StateError
 from gateway.state.memory import MemoryBackend
@@ -17,14 +17,6 @@ from gateway.state.memory import MemoryBackend
 logger = logging.getLogger("switchyard.state")
 FAILURES_TO_OPEN = 3
 OPEN_S = 1.0
-
-
-class StateUnavailable(GatewayError):
-    """Shared state is unreachable and the policy says to fail closed."""
-
-    status = 503
-    type = "server_error"
-    code = "state_unavailable"
 
 
 class Ledger:

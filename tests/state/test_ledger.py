@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
+from gateway.errors import StateUnavailable
 from gateway.metrics import Metrics
 from gateway.state.base import Charge, Limits, Spend, StateError
-from gateway.state.ledger import FAILURES_TO_OPEN, OPEN_S, Ledger, StateUnavailable
+from gateway.state.ledger import FAILURES_TO_OPEN, OPEN_S, Ledger
 from gateway.state.memory import MemoryBackend
 from gateway.state.redis import RedisBackend
 
