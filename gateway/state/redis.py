@@ -1,4 +1,4 @@
-"""Limits and spend shared by every replica through Redis; the only importer of redis.
+"""Limits and spend shared by every replica through Redis, over one pipelined connection (gateway/state/resp.py).
 
 Admission is one Lua script: it checks the sliding-minute rate limits and every budget and, only if
 all pass, counts the request and reserves its estimated cost, atomically. Settlements are batched into
@@ -17,27 +17,45 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
-
-from gateway.state.base import RESERVATION_TTL_MS, Admission, Charge, Limits, Spend, StateError, period, resets_at
+from gateway.state.base import (
+    RESERVATION_TTL_MS,
+    WINDOWS,
+    Admission,
+    Charge,
+    Limits,
+    Spend,
+    StateError,
+    period,
+    resets_at,
+)
+from gateway.state.resp import Connection, ConnectionFailed, ReplyError, encode
 
 PRELUDE = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function purge(hash, res, now)  -- release reservations whose holder never settled them
+-- Release reservations whose holder never settled them (a crashed replica). A released one leaves a tombstone,
+-- so that if its holder settles after all, the spend is still counted, once. Returns the amount released.
+local function purge(hash, res, now)
   local expired = redis.call('ZRANGEBYSCORE', res, '-inf', now)
-  for _, rid in ipairs(expired) do
-    local amount = tonumber(redis.call('HGET', hash, 'r:' .. rid) or '0')
-    redis.call('HINCRBY', hash, 'reserved', -amount)
-    redis.call('HDEL', hash, 'r:' .. rid)
+  if #expired == 0 then return 0 end
+  redis.call('ZREMRANGEBYSCORE', res, '-inf', now)
+  local amount = 0
+  for _, member in ipairs(expired) do
+    if string.sub(member, 1, 2) ~= 'x:' then
+      amount = amount + tonumber(string.match(member, ':(%d+)$'))
+      redis.call('ZADD', res, now + 86400000, 'x:' .. member)
+    end
   end
-  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', res, '-inf', now) end
+  if amount > 0 then redis.call('HINCRBY', hash, 'reserved', -amount) end
+  return amount
 end
 """
 
+# KEYS: rpm, tpm, day hash, day reservations, month hash, month reservations, undo marker.
+# ARGV: rpm, tpm, tokens, day limit, month limit, cost, id, reservation ttl ms, day expiry s, month expiry s
+# (-1: no such limit). A reservation is the member 'id:cost' of its window's sorted set, scored by its expiry.
 ADMIT = PRELUDE + """
 if redis.call('EXISTS', KEYS[7]) == 1 then return {0, 'cancelled', 0} end
 local now = now_ms()
@@ -71,17 +89,18 @@ if tpm >= 0 then
     return {0, 'tokens_per_minute', 60000}
   end
 end
-local windows = {'day', 'month'}
+local windows, left = {'day', 'month'}, {}
 for w = 1, 2 do
   local limit = tonumber(ARGV[3 + w])
   if limit >= 0 then
-    local hash, res = KEYS[1 + 2 * w], KEYS[2 + 2 * w]
-    purge(hash, res, now)
-    local spent = tonumber(redis.call('HGET', hash, 'spent') or '0')
-    local reserved = tonumber(redis.call('HGET', hash, 'reserved') or '0')
-    if spent + reserved + cost > limit then
-      return {0, windows[w], -1, limit - spent - reserved}
+    local hash = KEYS[1 + 2 * w]
+    local found = redis.call('HMGET', hash, 'spent', 'reserved')
+    local spent, reserved = tonumber(found[1] or '0'), tonumber(found[2] or '0')
+    if spent + reserved + cost > limit then  -- only then can expired reservations make a difference
+      reserved = reserved - purge(hash, KEYS[2 + 2 * w], now)
+      if spent + reserved + cost > limit then return {0, windows[w], -1, limit - spent - reserved} end
     end
+    left[w] = limit - spent - reserved - cost
   end
 end
 if rpm >= 0 then
@@ -94,43 +113,59 @@ if tpm >= 0 then
 end
 local remaining = {'', ''}
 for w = 1, 2 do
-  local limit = tonumber(ARGV[3 + w])
-  if limit >= 0 then
+  if left[w] then
     local hash, res = KEYS[1 + 2 * w], KEYS[2 + 2 * w]
-    local reserved = redis.call('HINCRBY', hash, 'reserved', cost)
-    redis.call('HSET', hash, 'r:' .. id, cost)
-    redis.call('ZADD', res, now + tonumber(ARGV[8]), id)
-    redis.call('EXPIRE', hash, ARGV[8 + w])
-    redis.call('EXPIRE', res, ARGV[8 + w])
-    remaining[w] = string.format('%d', limit - tonumber(redis.call('HGET', hash, 'spent') or '0') - reserved)
+    redis.call('ZADD', res, now + tonumber(ARGV[8]), id .. ':' .. ARGV[6])
+    if redis.call('HINCRBY', hash, 'reserved', cost) == cost then  -- nothing else reserved: maybe a new period
+      redis.call('EXPIRE', hash, ARGV[8 + w])
+      redis.call('EXPIRE', res, ARGV[8 + w])
+    end
+    remaining[w] = string.format('%d', left[w])
   end
 end
 return {1, '', 0, remaining[1], remaining[2], second}
 """
 
+# KEYS: tpm, day hash, day reservations, month hash, month reservations, undo marker, rpm.
+# ARGV: id, upstream ('' when nothing was served), cost, tokens, savings, token correction, token bucket,
+# day expiry s, month expiry s, '1' to undo a lost admission, the reserved cost, and which windows reserved it
+# ('10': day only, '01': month only, '11', '00'). A settlement counts once: removing its reservation (or, with
+# none, setting its marker) is what lets it count, so a batch resent after a lost reply changes nothing.
 SETTLE = """
-if redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) == false then return 0 end
-for w = 0, 1 do
-  local hash, res = KEYS[2 + 2 * w], KEYS[3 + 2 * w]
-  local amount = redis.call('HGET', hash, 'r:' .. ARGV[1])
-  if amount then
-    redis.call('HINCRBY', hash, 'reserved', -tonumber(amount))
-    redis.call('HDEL', hash, 'r:' .. ARGV[1])
-    redis.call('ZREM', res, ARGV[1])
+local member, fresh = ARGV[1] .. ':' .. ARGV[11], false
+for w = 1, 2 do
+  if string.sub(ARGV[12], w, w) == '1' then
+    local hash, res = KEYS[2 * w], KEYS[1 + 2 * w]
+    if redis.call('ZREM', res, member) == 1 then
+      redis.call('HINCRBY', hash, 'reserved', -tonumber(ARGV[11]))
+      fresh = true
+    elseif redis.call('ZREM', res, 'x:' .. member) == 1 then
+      fresh = true
+    end
   end
-  if ARGV[2] ~= '' then
-    redis.call('HINCRBY', hash, 'spent', ARGV[3])
+end
+if ARGV[10] == '1' then
+  redis.call('SET', KEYS[6], '1', 'EX', 600)
+  redis.call('ZREM', KEYS[7], ARGV[1])
+  return 1
+end
+if ARGV[12] == '00' then fresh = redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) ~= false end
+if not fresh then return 0 end
+if ARGV[2] ~= '' then
+  for w = 1, 2 do
+    local hash = KEYS[2 * w]
+    if redis.call('HINCRBY', hash, 'spent', ARGV[3]) == tonumber(ARGV[3]) then
+      redis.call('EXPIRE', hash, ARGV[7 + w])
+    end
     redis.call('HINCRBY', hash, 'savings', ARGV[5])
     redis.call('HINCRBY', hash, 'c:' .. ARGV[2], ARGV[3])
     redis.call('HINCRBY', hash, 't:' .. ARGV[2], ARGV[4])
     redis.call('HINCRBY', hash, 'n:' .. ARGV[2], 1)
-    redis.call('EXPIRE', hash, ARGV[8 + w])
   end
 end
-if ARGV[6] ~= '0' and redis.call('HEXISTS', KEYS[1], ARGV[7]) == 1 then
-  redis.call('HINCRBY', KEYS[1], ARGV[7], ARGV[6])
+if ARGV[6] ~= '0' and redis.call('HINCRBY', KEYS[1], ARGV[7], ARGV[6]) == tonumber(ARGV[6]) then
+  redis.call('HDEL', KEYS[1], ARGV[7])  -- its second had left the minute already
 end
-if ARGV[10] == '1' then redis.call('ZREM', KEYS[7], ARGV[1]) end
 return 1
 """
 
@@ -152,7 +187,7 @@ def redis_errors() -> Iterator[None]:
     """Map redis' exceptions (and timeouts) to StateError: the one boundary where they are met."""
     try:
         yield
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (ConnectionFailed, ReplyError, OSError, TimeoutError) as exc:
         raise StateError(f"redis: {type(exc).__name__}") from exc
 
 
@@ -171,8 +206,7 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str, timeout_s: float = 0.1) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                               health_check_interval=0, retry_on_timeout=False)
+        self._client = Connection(url, timeout_s)
         self._timeout_s = timeout_s
         self._scripts = {script: sha1(script) for script in (ADMIT, SETTLE, SPEND)}
         self._loaded = False
@@ -188,7 +222,7 @@ class RedisBackend:
         """Reach Redis once; StateError if it does not answer in time."""
         with redis_errors():
             async with asyncio.timeout(self._timeout_s * 2):
-                await self._client.ping()
+                await self._client.execute([["PING"]])
 
     async def admit(self, limits: Limits, reservation: str, now: float) -> Admission:
         budgets = dict(limits.budgets)
@@ -238,9 +272,10 @@ class RedisBackend:
     The release leaves a marker the admission script checks, so whichever runs first, nothing stays reserved.
     It rides ahead of the next admissions on their connection, so it is applied before they are counted.
     """
-        reservation, tokens = args[6], args[2]
+        reservation, cost = args[6], args[5]
+        windows = "".join("0" if int(limit) < 0 else "1" for limit in args[3:5])
         self._undos.append((time.monotonic(), (SETTLE, [keys_[1], *keys_[2:6], keys_[6], keys_[0]],
-                            [reservation, "", 0, 0, 0, -int(tokens), 0, EXPIRE_S["day"], EXPIRE_S["month"], "1"])))
+                            [reservation, "", 0, 0, 0, 0, 0, EXPIRE_S["day"], EXPIRE_S["month"], "1", cost, windows])))
         self._start_flusher()
 
     async def _run(self, calls: list[Call]) -> list[Any]:
@@ -250,7 +285,8 @@ class RedisBackend:
             if not self._loaded:
                 await self._load_scripts()
             replies = await self._pipeline(calls)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, ReplyError)
+                       and str(reply).startswith("NOSCRIPT")]
             if missing:
                 await self._load_scripts()
                 for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
@@ -262,23 +298,22 @@ class RedisBackend:
 
     async def _load_scripts(self) -> None:
         """Load every script at once, so that a pipeline never finds one script known and another not."""
-        for script in self._scripts:
-            await self._client.script_load(script)
+        await self._client.execute([["SCRIPT", "LOAD", script] for script in self._scripts])
         self._loaded = True
 
     async def _pipeline(self, calls: list[Call]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for script, keys_, args in calls:
-                pipe.evalsha(self._scripts[script], len(keys_), *keys_, *args)
-            return list(await pipe.execute(raise_on_error=False))
+        return await self._client.send(b"".join(encode(["EVALSHA", self._scripts[script], len(keys_), *keys_, *args])
+                                                for script, keys_, args in calls), len(calls))
 
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
         names = self.keys(limits.tenant, now)
         settlement = admission.reservation or os.urandom(8).hex()
         delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
+        reserved = admission.ok and bool(admission.reservation)
+        windows = "".join("1" if reserved and window in admission.remaining else "0" for window in WINDOWS)
         self._enqueue((SETTLE, [names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{settlement}", names[0]],
                        [settlement, charge.upstream, charge.cost, charge.tokens, charge.savings, delta,
-                        admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"], "0"]))
+                        admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"], "0", limits.cost, windows]))
 
     def _enqueue(self, call: Call) -> None:
         if len(self._queue) >= MAX_QUEUE:  # Redis away for long: keep memory bounded, say so loudly

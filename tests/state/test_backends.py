@@ -12,13 +12,17 @@ import datetime as dt
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.state.base import RESERVATION_TTL_MS, Admission, Backend, Charge, Limits, Spend
+from gateway.state.base import RESERVATION_TTL_MS, Admission, Backend, Charge, Limits, Spend, StateError
 from gateway.state.memory import MemoryBackend
 from gateway.state.redis import RedisBackend
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 pytest_plugins = ["tests.redis_server"]
 
@@ -375,3 +379,42 @@ async def test_settlements_are_flushed_in_the_background(rig: Rig) -> None:
             break
         await asyncio.sleep(0.005)
     assert (spend.spent, spend.reserved) == (250, 0)
+
+
+async def test_a_settlement_after_its_reservation_expired_still_counts_once(rig: Rig) -> None:
+    limits = budget(600, day=1000)
+    admission = await rig.admit(limits)
+    await rig.advance(RESERVATION_TTL_MS // 1000)
+    assert (await rig.spend()).reserved == 0  # its holder was presumed gone
+    await rig.settle(limits, admission, Charge("a", 500))
+    if isinstance(rig.backend, RedisBackend):
+        await rig.settle(limits, admission, Charge("a", 500))  # a batch resent after its reply was lost
+    spend = await rig.spend()
+    assert (spend.spent, spend.reserved) == (500, 0)
+
+
+@pytest.mark.parametrize("rig", ["redis"], indirect=True)
+async def test_a_settlement_without_a_reservation_sent_twice_counts_once(rig: Rig) -> None:
+    limits = rpm(10)
+    admission = await rig.admit(limits)
+    await rig.settle(limits, admission, Charge("a", 42, 5))
+    await rig.settle(limits, admission, Charge("a", 42, 5))
+    assert (await rig.spend()).upstreams == {"a": {"cost": 42, "tokens": 5, "requests": 1}}
+
+
+async def test_an_admission_whose_reply_was_lost_is_released(own_redis: RedisServer) -> None:
+    backend = RedisBackend(own_redis.url(), timeout_s=0.1)
+    limits = Limits(TENANT, requests_per_minute=2, budgets=(("day", 1000),), cost=300)
+    try:
+        assert (await backend.admit(limits, "first", NOON)).ok
+        own_redis.freeze()  # the next admission reaches Redis, but its reply does not come back in time
+        with pytest.raises(StateError):
+            await backend.admit(limits, "lost", NOON)
+        own_redis.thaw()
+        assert (await backend.admit(limits, "second", NOON)).ok  # the release of "lost" rides ahead of it
+        refused = await backend.admit(limits, "third", NOON)
+        assert (refused.ok, refused.limit) == (False, "requests_per_minute")
+        assert (await backend.spend(TENANT, "day", NOON)).reserved == 600
+    finally:
+        own_redis.thaw()
+        await backend.close()
