@@ -48,7 +48,7 @@ local function purge(hash, res, now)
       redis.call('ZADD', res, now + 86400000, 'x:' .. member)
     end
   end
-  if amount > 0 then redis.call('HINCRBY', hash, 'reserved', -amount) end
+  if amount > 0 then redis.call('HINCRBY', hash, 'reserved', string.format('%d', -amount)) end
   return amount
 end
 """
@@ -108,7 +108,7 @@ if rpm >= 0 then
   redis.call('PEXPIRE', KEYS[1], 61000)
 end
 if tpm >= 0 then
-  redis.call('HINCRBY', KEYS[2], second, tokens)
+  redis.call('HINCRBY', KEYS[2], second, ARGV[3])
   redis.call('EXPIRE', KEYS[2], 61)
 end
 local remaining = {'', ''}
@@ -116,7 +116,7 @@ for w = 1, 2 do
   if left[w] then
     local hash, res = KEYS[1 + 2 * w], KEYS[2 + 2 * w]
     redis.call('ZADD', res, now + tonumber(ARGV[8]), id .. ':' .. ARGV[6])
-    if redis.call('HINCRBY', hash, 'reserved', cost) == cost then  -- nothing else reserved: maybe a new period
+    if redis.call('HINCRBY', hash, 'reserved', ARGV[6]) == cost then  -- nothing else reserved: maybe a new period
       redis.call('EXPIRE', hash, ARGV[8 + w])
       redis.call('EXPIRE', res, ARGV[8 + w])
     end
@@ -126,45 +126,70 @@ end
 return {1, '', 0, remaining[1], remaining[2], second}
 """
 
-# KEYS: tpm, day hash, day reservations, month hash, month reservations, undo marker, rpm.
-# ARGV: id, upstream ('' when nothing was served), cost, tokens, savings, token correction, token bucket,
-# day expiry s, month expiry s, '1' to undo a lost admission, the reserved cost, and which windows reserved it
-# ('10': day only, '01': month only, '11', '00'). A settlement counts once: removing its reservation (or, with
-# none, setting its marker) is what lets it count, so a batch resent after a lost reply changes nothing.
+# Settlements of one tenant and period, in one batch. KEYS: tpm, day hash, day reservations, month hash, month
+# reservations, the batch's marker. ARGV: day expiry s, month expiry s, then nine per settlement: id, reserved cost,
+# which windows reserved it ('10': day only, '01', '11', '00'), upstream ('' when nothing was served), cost, tokens,
+# savings, token correction, token bucket. The marker makes a batch resent after a lost reply count once; removing
+# its reservation is what lets a settlement count, so one sent twice in different batches counts once too.
 SETTLE = """
-local member, fresh = ARGV[1] .. ':' .. ARGV[11], false
-for w = 1, 2 do
-  if string.sub(ARGV[12], w, w) == '1' then
-    local hash, res = KEYS[2 * w], KEYS[1 + 2 * w]
-    if redis.call('ZREM', res, member) == 1 then
-      redis.call('HINCRBY', hash, 'reserved', -tonumber(ARGV[11]))
-      fresh = true
-    elseif redis.call('ZREM', res, 'x:' .. member) == 1 then
-      fresh = true
-    end
-  end
-end
-if ARGV[10] == '1' then
-  redis.call('SET', KEYS[6], '1', 'EX', 600)
-  redis.call('ZREM', KEYS[7], ARGV[1])
-  return 1
-end
-if ARGV[12] == '00' then fresh = redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) ~= false end
-if not fresh then return 0 end
-if ARGV[2] ~= '' then
+if redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) == false then return 0 end
+local released, spent, saved, rows, corrections = {0, 0}, 0, 0, {}, {}
+for i = 3, #ARGV, 9 do
+  local member, counts = ARGV[i] .. ':' .. ARGV[i + 1], ARGV[i + 2] == '00'
   for w = 1, 2 do
-    local hash = KEYS[2 * w]
-    if redis.call('HINCRBY', hash, 'spent', ARGV[3]) == tonumber(ARGV[3]) then
-      redis.call('EXPIRE', hash, ARGV[7 + w])
+    if string.sub(ARGV[i + 2], w, w) == '1' then
+      if redis.call('ZREM', KEYS[1 + 2 * w], member) == 1 then
+        released[w] = released[w] + tonumber(ARGV[i + 1])
+        counts = true
+      elseif redis.call('ZREM', KEYS[1 + 2 * w], 'x:' .. member) == 1 then
+        counts = true  -- purged while its holder was presumed gone: only its tombstone was left
+      end
     end
-    redis.call('HINCRBY', hash, 'savings', ARGV[5])
-    redis.call('HINCRBY', hash, 'c:' .. ARGV[2], ARGV[3])
-    redis.call('HINCRBY', hash, 't:' .. ARGV[2], ARGV[4])
-    redis.call('HINCRBY', hash, 'n:' .. ARGV[2], 1)
+  end
+  local upstream = ARGV[i + 3]
+  if not counts then upstream = '' end  -- settled already
+  if upstream ~= '' then
+    local row = rows[upstream] or {0, 0, 0}
+    rows[upstream] = row
+    row[1], row[2], row[3] = row[1] + tonumber(ARGV[i + 4]), row[2] + tonumber(ARGV[i + 5]), row[3] + 1
+    spent, saved = spent + tonumber(ARGV[i + 4]), saved + tonumber(ARGV[i + 6])
+  end
+  if counts and ARGV[i + 7] ~= '0' then
+    corrections[ARGV[i + 8]] = (corrections[ARGV[i + 8]] or 0) + tonumber(ARGV[i + 7])
   end
 end
-if ARGV[6] ~= '0' and redis.call('HINCRBY', KEYS[1], ARGV[7], ARGV[6]) == tonumber(ARGV[6]) then
-  redis.call('HDEL', KEYS[1], ARGV[7])  -- its second had left the minute already
+local function int(n) return string.format('%d', n) end
+for w = 1, 2 do
+  local hash = KEYS[2 * w]
+  if released[w] > 0 then redis.call('HINCRBY', hash, 'reserved', int(-released[w])) end
+  if next(rows) then
+    if redis.call('HINCRBY', hash, 'spent', int(spent)) == spent then redis.call('EXPIRE', hash, ARGV[w]) end
+    if saved ~= 0 then redis.call('HINCRBY', hash, 'savings', int(saved)) end
+    for upstream, row in pairs(rows) do
+      redis.call('HINCRBY', hash, 'c:' .. upstream, int(row[1]))
+      redis.call('HINCRBY', hash, 't:' .. upstream, int(row[2]))
+      redis.call('HINCRBY', hash, 'n:' .. upstream, int(row[3]))
+    end
+  end
+end
+for bucket, delta in pairs(corrections) do
+  if delta ~= 0 and redis.call('HINCRBY', KEYS[1], bucket, int(delta)) == delta then
+    redis.call('HDEL', KEYS[1], bucket)  -- its second had left the minute already
+  end
+end
+return 1
+"""
+
+# The release of an admission whose reply was lost. KEYS: rpm, day reservations, day hash, month reservations,
+# month hash, the admission's undo marker. ARGV: id, reserved cost, which windows reserved it.
+UNDO = """
+redis.call('SET', KEYS[6], '1', 'EX', 600)
+redis.call('ZREM', KEYS[1], ARGV[1])
+local member = ARGV[1] .. ':' .. ARGV[2]
+for w = 1, 2 do
+  if string.sub(ARGV[3], w, w) == '1' and redis.call('ZREM', KEYS[2 * w], member) == 1 then
+    redis.call('HINCRBY', KEYS[1 + 2 * w], 'reserved', string.format('%d', -tonumber(ARGV[2])))
+  end
 end
 return 1
 """
@@ -178,7 +203,8 @@ EXPIRE_S = {"day": 3 * 86400, "month": 40 * 86400}
 logger = logging.getLogger("switchyard.state")
 FLUSH_S = 0.01
 UNDO_GRACE_S = 1.0
-BATCH = 256
+BATCH = 256  # settlements in one batch
+CALLS_PER_TRIP = 64  # batches in one round trip
 MAX_QUEUE = 100_000
 
 
@@ -208,11 +234,13 @@ class RedisBackend:
     def __init__(self, url: str, timeout_s: float = 0.1) -> None:
         self._client = Connection(url, timeout_s)
         self._timeout_s = timeout_s
-        self._scripts = {script: sha1(script) for script in (ADMIT, SETTLE, SPEND)}
+        self._scripts = {script: sha1(script) for script in (ADMIT, SETTLE, UNDO, SPEND)}
         self._loaded = False
         self._admissions: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue: list[Call] = []
+        self._pending: dict[tuple[str, ...], list[list[str | int]]] = {}  # settlements by tenant and period
+        self._queue: list[Call] = []  # settlements sealed into batches, each sent as it is until it lands
+        self._waiting = 0  # settlements pending or queued
         self._undos: list[tuple[float, Call]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -262,6 +290,7 @@ class RedisBackend:
                 if not reply.done():
                     reply.set_exception(error)
             return
+        self._landed(settlements)
         for (_, _, reply), value in zip(batch, replies[len(undos) + len(settlements):], strict=True):
             if not reply.done():
                 reply.set_result(value)
@@ -274,8 +303,8 @@ class RedisBackend:
     """
         reservation, cost = args[6], args[5]
         windows = "".join("0" if int(limit) < 0 else "1" for limit in args[3:5])
-        self._undos.append((time.monotonic(), (SETTLE, [keys_[1], *keys_[2:6], keys_[6], keys_[0]],
-                            [reservation, "", 0, 0, 0, 0, 0, EXPIRE_S["day"], EXPIRE_S["month"], "1", cost, windows])))
+        self._undos.append((time.monotonic(), (UNDO, [keys_[0], keys_[3], keys_[2], keys_[5], keys_[4], keys_[6]],
+                                               [reservation, cost, windows])))
         self._start_flusher()
 
     async def _run(self, calls: list[Call]) -> list[Any]:
@@ -306,22 +335,20 @@ class RedisBackend:
                                                 for script, keys_, args in calls), len(calls))
 
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
+        if self._waiting >= MAX_QUEUE:  # Redis away for long: keep memory bounded, say so loudly
+            logger.error("dropped a settlement: %d are waiting for Redis already", MAX_QUEUE)
+            return
         names = self.keys(limits.tenant, now)
-        settlement = admission.reservation or os.urandom(8).hex()
         delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
         reserved = admission.ok and bool(admission.reservation)
         windows = "".join("1" if reserved and window in admission.remaining else "0" for window in WINDOWS)
-        self._enqueue((SETTLE, [names[1], *names[2:], f"sy:{{{limits.tenant}}}:done:{settlement}", names[0]],
-                       [settlement, charge.upstream, charge.cost, charge.tokens, charge.savings, delta,
-                        admission.bucket, EXPIRE_S["day"], EXPIRE_S["month"], "0", limits.cost, windows]))
-
-    def _enqueue(self, call: Call) -> None:
-        if len(self._queue) >= MAX_QUEUE:  # Redis away for long: keep memory bounded, say so loudly
-            logger.error("dropped a settlement: %d are waiting for Redis already", MAX_QUEUE)
-            return
-        self._queue.append(call)
+        group = (f"sy:{{{limits.tenant}}}", *names[1:])
+        self._pending.setdefault(group, []).append([admission.reservation, limits.cost, windows, charge.upstream,
+                                                    charge.cost, charge.tokens, charge.savings, delta,
+                                                    admission.bucket])
+        self._waiting += 1
         self._start_flusher()
-        if len(self._queue) >= BATCH:
+        if self._waiting >= BATCH:
             self._wake.set()
 
     def _start_flusher(self) -> None:
@@ -329,10 +356,22 @@ class RedisBackend:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     def _take(self) -> list[Call]:
-        """Take the next batch of queued settlements off the queue (put back if sending fails)."""
-        batch = self._queue[:BATCH]
-        del self._queue[:len(batch)]
-        return batch
+        """Seal pending settlements into batches, one per tenant and period with a marker of its own, and take the
+        next few batches off the queue (they are put back as they are if sending fails)."""
+        for (base, *names), rows in self._pending.items():
+            for start in range(0, len(rows), BATCH):
+                args: list[str | int] = [EXPIRE_S["day"], EXPIRE_S["month"]]
+                for row in rows[start:start + BATCH]:
+                    args.extend(row)
+                self._queue.append((SETTLE, [*names, f"{base}:batch:{os.urandom(8).hex()}"], args))
+        self._pending.clear()
+        taken = self._queue[:CALLS_PER_TRIP]
+        del self._queue[:len(taken)]
+        return taken
+
+    def _landed(self, calls: list[Call]) -> None:
+        """Settlement batches Redis has applied: they no longer count against the queue's bound."""
+        self._waiting -= sum((len(args) - 2) // 9 for script, _, args in calls if script == SETTLE)
 
     def _stale_undos(self) -> list[Call]:
         """Releases no admission has carried for a while: the flusher sends them instead."""
@@ -343,7 +382,7 @@ class RedisBackend:
 
     async def _flush_loop(self) -> None:
         """Send queued settlements until none are left; a failed batch stays queued and is sent again."""
-        while self._queue or self._undos:
+        while self._queue or self._pending or self._undos:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_S)
             self._wake.clear()
@@ -357,7 +396,7 @@ class RedisBackend:
         stale = self._stale_undos()
         if stale:
             self._queue[:0] = stale
-        while self._queue:
+        while self._queue or self._pending:
             batch = self._take()
             try:
                 async with asyncio.timeout(max(1.0, self._timeout_s * 10)):
@@ -365,6 +404,7 @@ class RedisBackend:
             except (StateError, TimeoutError) as exc:
                 self._queue[:0] = batch
                 raise exc if isinstance(exc, StateError) else StateError("redis: timed out") from None
+            self._landed(batch)
 
     def keys(self, tenant: str, now: float) -> list[str]:
         """The keys of one tenant, all in one hash slot; the period names are worked out once a second."""
@@ -396,7 +436,7 @@ class RedisBackend:
         return found
 
     async def close(self) -> None:
-        if self._queue:
+        if self._queue or self._pending:
             with contextlib.suppress(StateError):
                 await self.flush()
         tasks = [*self._tasks, *([self._flusher] if self._flusher is not None else [])]

@@ -393,13 +393,22 @@ async def test_a_settlement_after_its_reservation_expired_still_counts_once(rig:
     assert (spend.spent, spend.reserved) == (500, 0)
 
 
-@pytest.mark.parametrize("rig", ["redis"], indirect=True)
-async def test_a_settlement_without_a_reservation_sent_twice_counts_once(rig: Rig) -> None:
-    limits = rpm(10)
-    admission = await rig.admit(limits)
-    await rig.settle(limits, admission, Charge("a", 42, 5))
-    await rig.settle(limits, admission, Charge("a", 42, 5))
-    assert (await rig.spend()).upstreams == {"a": {"cost": 42, "tokens": 5, "requests": 1}}
+async def test_a_batch_of_settlements_resent_after_its_reply_was_lost_counts_once(own_redis: RedisServer) -> None:
+    backend = RedisBackend(own_redis.url(), timeout_s=0.1)
+    limits = rpm(10)  # nothing reserved: the batch's marker alone keeps it from counting twice
+    try:
+        admission = await backend.admit(limits, "r", NOON)
+        await backend.settle(limits, admission, Charge("a", 42, 5), NOON)
+        own_redis.freeze()  # the batch reaches Redis, but its reply does not come back in time
+        with pytest.raises(StateError):
+            await backend.flush()
+        own_redis.thaw()
+        await backend.flush()  # the same batch again
+        spend = await backend.spend(TENANT, "day", NOON)
+        assert spend.upstreams == {"a": {"cost": 42, "tokens": 5, "requests": 1}}
+    finally:
+        own_redis.thaw()
+        await backend.close()
 
 
 async def test_an_admission_whose_reply_was_lost_is_released(own_redis: RedisServer) -> None:
