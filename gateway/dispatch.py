@@ -143,11 +143,10 @@ class Dispatcher:
             if admitted == "probe":
                 self.circuits.release(upstream.name)
             raise Saturated(upstream.name)
-        gauge = self.metrics.child(self.metrics.inflight, upstream.name)
-        gauge.inc()
+        self.metrics.count(self.metrics.inflight, upstream.name)
 
         def lease() -> None:
-            gauge.dec()
+            self.metrics.count(self.metrics.inflight, upstream.name, amount=-1.0)
             self.inflight.release(upstream)
             if admitted == "probe":
                 self.circuits.release(upstream.name)

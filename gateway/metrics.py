@@ -75,7 +75,8 @@ class Metrics:
         self.policy_info = Gauge("switchyard_policy_info", "The loaded policy's hash.", ["hash"],
                                  multiprocess_mode="liveall", registry=r)
         self._children: dict[object, dict[tuple[str, ...], Any]] = {}
-        self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
+        self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
+        self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
         self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
 
     @property
@@ -93,10 +94,14 @@ class Metrics:
             found = children[labels] = collector.labels(*labels)
         return found
 
-    def count(self, collector: Counter, *labels: str, amount: float = 1.0) -> None:
-        """Add amount to a counter's labelled child (tallied here, applied at the next flush)."""
+    def count(self, collector: Counter | Gauge, *labels: str, amount: float = 1.0) -> None:
+        """Add amount to a counter's (or a gauge's) labelled child: tallied here, applied at the next flush."""
         key = (collector, labels)
         self._counts[key] = self._counts.get(key, 0.0) + amount
+
+    def set(self, gauge: Gauge, value: float, *labels: str) -> None:
+        """Set a gauge's labelled child at the next flush; the last value set wins."""
+        self._settings[(gauge, labels)] = value
 
     def observe(self, histogram: Histogram, value: float, *labels: str) -> None:
         """Record a value in a histogram's labelled child (tallied here, applied at the next flush)."""
@@ -110,13 +115,18 @@ class Metrics:
     def flush(self) -> None:
         """Apply the tallied updates to the collectors.
 
-        prometheus_client takes a lock (and, with workers, writes a file) on every update; counters and
-        histograms on the request path only add to plain dictionaries, and this runs at each scrape and once a
-        second. Gauges (in flight, circuit state, budget left) are still set at once.
+        prometheus_client takes a lock (and, with workers, writes a file) on every update; updates on the request
+        path (counters, histograms, requests in flight, budget left) only go into plain dictionaries, and this runs
+        at each scrape and once a second. Gauges that change rarely (circuit state, policy) are set at once.
         """
         counts, self._counts = self._counts, {}
         for (collector, labels), amount in counts.items():
-            self.child(collector, *labels).inc(amount)
+            child = self.child(collector, *labels)  # shown from its first update, even one netting zero
+            if amount:
+                child.inc(amount)
+        settings, self._settings = self._settings, {}
+        for (gauge, labels), value in settings.items():
+            self.child(gauge, *labels).set(value)
         observed, self._observed = self._observed, {}
         for (histogram, labels), tally in observed.items():
             child = self.child(histogram, *labels)

@@ -76,6 +76,11 @@ class Proxy:
         self._refreshed = 0.0
         self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each request's id unique
         self._ids = itertools.count(1)
+        self._reservations = itertools.count(1)
+
+    def _reservation_id(self) -> str:
+        """An id no other reservation of any replica has (unlike request ids, which clients may choose)."""
+        return f"{self._id_prefix}r{next(self._reservations):x}"
 
     def _live(self, runtime: Runtime) -> Live:
         """What decisions see of the upstreams now; latency samples decay at most once a second."""
@@ -158,7 +163,7 @@ class Proxy:
                      done: _Done) -> tuple[Decision, Limits]:
         """Count the request against its tenant's limits and reserve its cost; degrade or refuse when over."""
         now = time.time()
-        admission, done.backend = await self.ledger.admit(limits, os.urandom(8).hex(), now,
+        admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
                                                           policy.doc.state.on_unavailable)
         if not admission.ok and admission.limit in WINDOWS:
             budget = policy.doc.tenants[features.tenant].budget
@@ -171,14 +176,14 @@ class Proxy:
             limits = replace(limits, budgets=(), cost=0)
             if limits.empty:
                 return decision, limits
-            admission, done.backend = await self.ledger.admit(limits, os.urandom(8).hex(), now,
+            admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
                                                               policy.doc.state.on_unavailable)
         if not admission.ok:
             self.metrics.count(self.metrics.rate_limited, features.tenant, admission.limit)
             raise rate_limited(features.tenant, admission)
         done.admission = admission
         for window, left in admission.remaining.items():
-            self.metrics.child(self.metrics.budget_remaining, features.tenant, window).set(left / NANO)
+            self.metrics.set(self.metrics.budget_remaining, left / NANO, features.tenant, window)
         return decision, limits
 
     async def _settle(self, policy: Policy, limits: Limits, done: _Done) -> None:
