@@ -14,6 +14,7 @@ from gateway import accounting, classify, logs
 from gateway.asgi import (
     JSON,
     ClientGone,
+    DisconnectWatch,
     Headers,
     Receive,
     Scope,
@@ -23,7 +24,6 @@ from gateway.asgi import (
     read_body,
     send_bytes,
     send_error,
-    watch_disconnect,
 )
 from gateway.audit import AuditLog
 from gateway.auth import authenticate, check_route
@@ -57,6 +57,7 @@ STREAMABLE = frozenset({"chat", "completions", "responses"})
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]
 CLIENT_CLOSED = 499
+WATCH_AFTER_S = 0.05  # how long a request runs before its client's disconnect is watched for
 NOT_ADMITTED = Admission(False)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -143,19 +144,18 @@ class Proxy:
         request = Request(path, body, headers, features.stream)
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, task))
+        watcher = DisconnectWatch(receive, task, WATCH_AFTER_S)
         try:
             if features.stream:
                 await self._stream(runtime, decision, request, send, done, started, watcher)
             else:
                 await self._plain(runtime, decision, request, send, done, watcher)
         except asyncio.CancelledError:
-            client_gone = watcher.done() and not watcher.cancelled()
-            if not client_gone or task.uncancel() > 0:
+            if not watcher.client_gone or task.uncancel() > 0:
                 raise
             done.status, done.outcome = CLIENT_CLOSED, "client_closed"
         finally:
-            watcher.cancel()
+            watcher.stop()
             done.record.finish()
             await self._settle(policy, limits, done)
 
@@ -206,7 +206,7 @@ class Proxy:
         await self.ledger.settle(done.backend or self.ledger.backend, limits, done.admission, charge, time.time())
 
     async def _plain(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
-                     watcher: asyncio.Task[None]) -> None:
+                     watcher: DisconnectWatch) -> None:
         try:
             upstream, data = await self.dispatcher.run(decision, runtime.upstreams, _resilience(runtime, decision),
                                                        request, _read_whole, done.record)
@@ -217,12 +217,12 @@ class Proxy:
         usage = accounting.Usage.of_body(data)
         cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name, usage)
         done.charge(usage, cost)
-        watcher.cancel()
+        watcher.stop()
         done.status = 200
         await send_bytes(send, 200, data, JSON, [*done.tell(), (b"x-switchyard-cost-usd", accounting.format_usd(cost))])
 
     async def _stream(self, runtime: Runtime, decision: Decision, request: Request, send: Send, done: _Done,
-                      started: float, watcher: asyncio.Task[None]) -> None:
+                      started: float, watcher: DisconnectWatch) -> None:
         resilience = _resilience(runtime, decision)
         candidates = [runtime.upstreams[name] for name in decision.candidates]
         strip = not wants_usage(request.body)
@@ -252,17 +252,17 @@ class Proxy:
         finally:
             for name, usage in stream.parts:
                 done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage))
-        watcher.cancel()
+        watcher.stop()
         if ending.startswith(b'data: {"error"'):
             done.outcome = "stream_interrupted"
         await send({"type": "http.response.body", "body": ending, "more_body": False})
 
     async def _pass_error(self, runtime: Runtime, exc: UpstreamStatus, send: Send, done: _Done,
-                          watcher: asyncio.Task[None]) -> None:
+                          watcher: DisconnectWatch) -> None:
         """Hand an upstream's client error (400, 404, 422...) to the client, scrubbed of any credential."""
         done.served_by(runtime.upstreams[exc.upstream])
         done.status = exc.status
-        watcher.cancel()
+        watcher.stop()
         body = scrub(exc.body, runtime.upstreams[exc.upstream])
         content_type = exc.content_type if exc.content_type.startswith(JSON) else JSON
         await send_bytes(send, exc.status, body, content_type, done.tell())
