@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     _listen_options(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
-    serve.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL",
+    serve.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL", type=_redis_url,
                        help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory)")
     serve.add_argument("--audit", action="append", default=[], metavar="stdout|PATH",
                        help="write an audit record per request to stdout or a rotating file ({pid} in PATH is "
@@ -78,6 +78,17 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--tenant", required=True)
     new.set_defaults(run=_new_key)
     return root
+
+
+def _redis_url(value: str) -> str:
+    """A Redis URL the gateway can use, else a usage error saying why (never echoing a password)."""
+    from gateway.state.resp import Address
+
+    try:
+        Address.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _listen_options(command: argparse.ArgumentParser) -> None:

@@ -52,6 +52,22 @@ def test_keys_new_prints_a_key_and_the_hash_to_store(capsys: pytest.CaptureFixtu
     assert f'keys: ["{hash_key(key.group(1))}"]' in out
 
 
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://u:secret-pw@redis:6379", "starts with redis://, rediss:// or unix://, not http://"),
+    ("redis://:secret-pw@redis:63x9/0", "port is not a number"),
+    ("redis://:secret-pw@redis:6379/zero", "database must be a number"),
+])
+def test_serve_refuses_a_redis_url_it_cannot_use_without_echoing_the_password(
+        url: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--redis", url])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "argument --redis:" in err.splitlines()[-1]
+    assert why in err.splitlines()[-1]
+    assert "secret-pw" not in err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

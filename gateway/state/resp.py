@@ -45,12 +45,17 @@ class Address:
         """Read a Redis URL: redis://[[user]:password@]host[:port][/db], rediss://... for TLS, unix:///path?db=N."""
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+            raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {parts.scheme or '?'}://")
         query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
         db = parts.path.strip("/") if parts.scheme != "unix" else query.get("db", "0")
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
-                   path=parts.path if parts.scheme == "unix" else "", db=int(db or 0),
-                   username=unquote(parts.username or ""), password=unquote(parts.password or ""),
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ValueError("the Redis URL's port is not a number") from None
+        if not (db or "0").isdigit():
+            raise ValueError(f"the Redis URL's database must be a number, not {db!r}")
+        return cls(host=parts.hostname or "127.0.0.1", port=port, path=parts.path if parts.scheme == "unix" else "",
+                   db=int(db or 0), username=unquote(parts.username or ""), password=unquote(parts.password or ""),
                    tls=parts.scheme == "rediss")
 
 
