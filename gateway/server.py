@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -15,10 +16,11 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from gateway import logs
-from gateway.app import Gateway, Settings, provider_keys
+from gateway.app import Gateway, Settings, create_app, provider_keys
 from gateway.metrics import prepare_multiprocess
 
 logger = logging.getLogger("switchyard.server")
+YOUNG_OBJECTS_BEFORE_GC = 20_000  # Python's default is 700
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,33 @@ def uvicorn_config(app: Gateway, options: ServeOptions) -> uvicorn.Config:
                           log_config=None)
 
 
+def tune_gc() -> None:
+    """Set the garbage collector for serving, once everything built at start-up exists.
+
+    Under load Python's collector took about 10% of the gateway's CPU: its full collections walked every
+    object built at start-up (modules, the policy, its validators), and its young collections, one every
+    700 allocations, walked the objects of every request in flight and found no garbage. Start-up objects
+    are frozen out of its sight, and young collections run 30 times less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_BEFORE_GC, *gc.get_threshold()[1:])
+
+
+def worker_app() -> Gateway:
+    """The app of one worker process, made by uvicorn in that process."""
+    gateway = create_app()
+    tune_gc()
+    return gateway
+
+
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
     logs.configure(options.log_level, provider_keys(gateway.policy))
     os.environ["SWITCHYARD_LOG_LEVEL"] = options.log_level
     if options.workers == 1:
+        tune_gc()
         DrainingServer(uvicorn_config(gateway, options)).run()
         return
     os.environ["SWITCHYARD_POLICY"] = settings.policy
@@ -74,7 +97,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         logger.warning("%d workers without --redis: budgets and rate limits hold per worker, not in total",
                        options.workers)
     prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
-    config = uvicorn.Config("gateway.app:create_app", factory=True, host=options.host, port=options.port,
+    config = uvicorn.Config("gateway.server:worker_app", factory=True, host=options.host, port=options.port,
                             loop="uvloop", http="httptools", access_log=False, log_level=options.log_level,
                             workers=options.workers, timeout_graceful_shutdown=round(options.drain_s),
                             server_header=False, proxy_headers=False, log_config=None)
