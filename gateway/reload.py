@@ -39,23 +39,26 @@ class Reloader:
         self.apply = apply
         self.interval_s = interval_s
         self.wanted = asyncio.Event()
-        self._seen = fingerprint(self.path)
+        self._seen = self._pending = fingerprint(self.path)
 
     def request(self) -> None:
         """Reload now, changed or not (SIGHUP)."""
         self.wanted.set()
 
     async def run(self) -> None:
-        """Poll until cancelled."""
+        """Poll until cancelled; a change is loaded once the files have stayed the same for one interval."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wanted.wait(), self.interval_s if self.interval_s > 0 else None)
             forced = self.wanted.is_set()
             self.wanted.clear()
             current = fingerprint(self.path)
-            if forced or current != self._seen:
-                self._seen = current
+            settled = current == self._pending  # unchanged since the last look, so not caught mid-write
+            if forced or (settled and current != self._seen):
+                self._seen = self._pending = current
                 await self.reload()
+            else:
+                self._pending = current
 
     async def reload(self) -> bool:
         """Load the policy again; swap it in if it passes check. Returns whether it did."""
