@@ -72,19 +72,18 @@ if rpm >= 0 then
 end
 if tpm >= 0 then
   local flat = redis.call('HGETALL', KEYS[2])
-  local used, buckets = 0, {}
+  local used = 0
   for i = 1, #flat, 2 do
-    local b, v = tonumber(flat[i]), tonumber(flat[i + 1])
-    if b <= second - 60 then redis.call('HDEL', KEYS[2], flat[i])
-    else used = used + v; buckets[#buckets + 1] = {b, v} end
+    if tonumber(flat[i]) <= second - 60 then redis.call('HDEL', KEYS[2], flat[i])
+    else used = used + tonumber(flat[i + 1]) end
   end
-  if used + tokens > tpm then
+  if used + tokens > tpm then  -- refused: work out when enough of the minute's tokens will have left it
     if tokens > tpm then return {0, 'tokens_per_minute', 60000} end
-    table.sort(buckets, function(a, b) return a[1] < b[1] end)
-    local freed = 0
-    for _, bv in ipairs(buckets) do
-      freed = freed + bv[2]
-      if used - freed + tokens <= tpm then return {0, 'tokens_per_minute', (bv[1] + 60 - second) * 1000} end
+    local counted, freed = {}, 0
+    for i = 1, #flat, 2 do counted[tonumber(flat[i])] = tonumber(flat[i + 1]) end
+    for b = second - 59, second do
+      freed = freed + (counted[b] or 0)
+      if used - freed + tokens <= tpm then return {0, 'tokens_per_minute', (b + 60 - second) * 1000} end
     end
     return {0, 'tokens_per_minute', 60000}
   end
