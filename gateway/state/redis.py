@@ -107,8 +107,9 @@ if rpm >= 0 then
   redis.call('PEXPIRE', KEYS[1], 61000)
 end
 if tpm >= 0 then
-  redis.call('HINCRBY', KEYS[2], second, ARGV[3])
-  redis.call('EXPIRE', KEYS[2], 61)
+  if redis.call('HINCRBY', KEYS[2], second, ARGV[3]) == tokens then  -- this second's first: keep the minute
+    redis.call('EXPIRE', KEYS[2], 61)
+  end
 end
 local remaining = {'', ''}
 for w = 1, 2 do

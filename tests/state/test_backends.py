@@ -427,3 +427,16 @@ async def test_an_admission_whose_reply_was_lost_is_released(own_redis: RedisSer
     finally:
         own_redis.thaw()
         await backend.close()
+
+
+@pytest.mark.parametrize("rig", ["redis"], indirect=True)
+async def test_what_redis_keeps_for_a_tenant_expires_once_idle(rig: Rig) -> None:
+    assert rig.raw is not None
+    limits = Limits(TENANT, requests_per_minute=10, tokens_per_minute=1000, tokens=10, budgets=(("day", 10**9),),
+                    cost=5)
+    for _ in range(3):
+        await rig.settle(limits, await rig.admit(limits), Charge("a", 5, 10))
+    ttls = {key.decode(): await rig.raw.ttl(key) async for key in rig.raw.scan_iter(match="sy:*")}
+    assert set(ttls) >= {f"sy:{{{TENANT}}}:rpm", f"sy:{{{TENANT}}}:tpm", f"sy:{{{TENANT}}}:day:2026-11-25"}
+    assert all(ttl > 0 for ttl in ttls.values()), ttls  # -1 would be a key kept forever
+    assert ttls[f"sy:{{{TENANT}}}:tpm"] <= 61
