@@ -85,9 +85,11 @@ def _redis_url(value: str) -> str:
     from gateway.state.resp import Address
 
     try:
-        Address.parse(value)
+        Address.parse(value).tls_context()
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    except OSError as exc:  # ssl.SSLError is one too
+        raise argparse.ArgumentTypeError(f"cannot use the TLS files it names: {exc.strerror or exc}") from None
     return value
 
 

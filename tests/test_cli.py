@@ -56,6 +56,7 @@ def test_keys_new_prints_a_key_and_the_hash_to_store(capsys: pytest.CaptureFixtu
     ("http://u:secret-pw@redis:6379", "starts with redis://, rediss:// or unix://, not http://"),
     ("redis://:secret-pw@redis:63x9/0", "port is not a number"),
     ("redis://:secret-pw@redis:6379/zero", "database must be a number"),
+    ("rediss://:secret-pw@redis:6379/0?ssl_ca_certs=/nowhere/ca.pem", "cannot use the TLS files it names"),
 ])
 def test_serve_refuses_a_redis_url_it_cannot_use_without_echoing_the_password(
         url: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:

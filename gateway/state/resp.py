@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 Arg = str | bytes | int
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 class ReplyError(Exception):
@@ -39,14 +40,22 @@ class Address:
     username: str = ""
     password: str = ""
     tls: bool = False
+    ca_file: str = ""  # the authority the server's certificate must chain to, instead of the system's
+    cert_file: str = ""  # a client certificate, for servers that ask for one
+    key_file: str = ""
 
     @classmethod
     def parse(cls, url: str) -> Address:
-        """Read a Redis URL: redis://[[user]:password@]host[:port][/db], rediss://... for TLS, unix:///path?db=N."""
+        """Read a Redis URL: redis://[[user]:password@]host[:port][/db], unix:///path?db=N, or rediss://... for TLS,
+        with ?ssl_ca_certs=PATH&ssl_certfile=PATH&ssl_keyfile=PATH as redis-py names them."""
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {parts.scheme or '?'}://")
-        query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+        query = {name: unquote(value) for name, _, value in (pair.partition("=") for pair in parts.query.split("&"))
+                 if value}
+        tls_options = [query.get(name, "") for name in TLS_OPTIONS]
+        if any(tls_options) and parts.scheme != "rediss":
+            raise ValueError(f"{', '.join(n for n in TLS_OPTIONS if query.get(n))} need a rediss:// URL")
         db = parts.path.strip("/") if parts.scheme != "unix" else query.get("db", "0")
         try:
             port = parts.port or 6379
@@ -56,7 +65,17 @@ class Address:
             raise ValueError(f"the Redis URL's database must be a number, not {db!r}")
         return cls(host=parts.hostname or "127.0.0.1", port=port, path=parts.path if parts.scheme == "unix" else "",
                    db=int(db or 0), username=unquote(parts.username or ""), password=unquote(parts.password or ""),
-                   tls=parts.scheme == "rediss")
+                   tls=parts.scheme == "rediss", ca_file=tls_options[0], cert_file=tls_options[1],
+                   key_file=tls_options[2])
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS settings of a rediss:// address (OSError when a file named in the URL cannot be read)."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file or None)
+        return context
 
 
 def encode(args: Sequence[Arg]) -> bytes:
@@ -132,6 +151,7 @@ class Connection:
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self._address = Address.parse(url)
+        self._tls = self._address.tls_context()
         self._timeout_s = timeout_s
         self._protocol: Protocol | None = None
         self._connecting: asyncio.Task[Protocol] | None = None
@@ -166,8 +186,7 @@ class Connection:
                 if address.path:
                     _, protocol = await loop.create_unix_connection(Protocol, address.path)
                 else:
-                    tls = ssl.create_default_context() if address.tls else None
-                    _, protocol = await loop.create_connection(Protocol, address.host, address.port, ssl=tls)
+                    _, protocol = await loop.create_connection(Protocol, address.host, address.port, ssl=self._tls)
                 setup = self._setup()
                 replies = await protocol.send(b"".join(encode(c) for c in setup), len(setup)) if setup else []
         except (OSError, TimeoutError) as exc:

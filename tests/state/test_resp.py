@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,6 +29,8 @@ pytest_plugins = ["tests.redis_server"]
     ("redis://alice:pw@redis/1", Address(host="redis", db=1, username="alice", password="pw")),
     ("rediss://cache.example.com:6380", Address(host="cache.example.com", port=6380, tls=True)),
     ("unix:///run/redis.sock?db=2", Address(path="/run/redis.sock", db=2)),
+    ("rediss://r:6380/0?ssl_ca_certs=/etc/ca.pem&ssl_certfile=/etc/c.pem&ssl_keyfile=/etc/c%2B.key",
+     Address(host="r", port=6380, tls=True, ca_file="/etc/ca.pem", cert_file="/etc/c.pem", key_file="/etc/c+.key")),
 ])
 def test_an_url_gives_the_address_and_the_log_in(url: str, expected: Address) -> None:
     assert Address.parse(url) == expected
@@ -155,3 +160,80 @@ async def test_a_restarted_server_is_reconnected_to(own_redis: RedisServer) -> N
         assert await connection.execute([["GET", "k"]]) == [b"before"]
     finally:
         await connection.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _openssl(folder: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+
+def _certificate(folder: Path, name: str) -> None:
+    """name.pem and name.key, for 127.0.0.1, signed by ca.pem."""
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl(folder, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+             f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+    _openssl(folder, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{name}.pem", "-days", "1", "-extfile", "san.ext")
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A private redis-server that speaks only TLS and asks every client for a certificate from a private CA."""
+    folder = tmp_path_factory.mktemp("tls-redis")
+    _openssl(folder, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=switchyard-test-ca")
+    _certificate(folder, "server")
+    _certificate(folder, "client")
+    port = _free_port()
+    server = subprocess.Popen(
+        ["/usr/bin/redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--tls-cert-file", "server.pem", "--tls-key-file", "server.key",
+         "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "yes", "--dir", str(folder)],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while server.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the TLS redis-server did not start")
+        yield port, folder
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def test_rediss_verifies_the_server_by_a_private_ca_and_presents_a_client_certificate(
+        tls_redis: tuple[int, Path]) -> None:
+    port, folder = tls_redis
+    url = (f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={folder / 'ca.pem'}&ssl_certfile={folder / 'client.pem'}"
+           f"&ssl_keyfile={folder / 'client.key'}")
+    connection = Connection(url, 2.0)
+    try:
+        assert await connection.execute([["PING"]]) == [b"PONG"]
+    finally:
+        await connection.aclose()
+
+
+@pytest.mark.parametrize("query", ["", "?ssl_ca_certs={ca}"])
+async def test_rediss_fails_without_the_ca_or_without_a_client_certificate(tls_redis: tuple[int, Path],
+                                                                          query: str) -> None:
+    port, folder = tls_redis
+    connection = Connection(f"rediss://127.0.0.1:{port}/0" + query.format(ca=folder / "ca.pem"), 2.0)
+    try:
+        with pytest.raises(ConnectionFailed):
+            await connection.execute([["PING"]])
+    finally:
+        await connection.aclose()
+
+
+def test_tls_files_need_a_rediss_url() -> None:
+    with pytest.raises(ValueError, match="ssl_ca_certs need a rediss:// URL"):
+        Address.parse("redis://redis:6379/0?ssl_ca_certs=/etc/ca.pem")
