@@ -147,8 +147,7 @@ for i = 3, #ARGV, 9 do
     end
   end
   local upstream = ARGV[i + 3]
-  if not counts then upstream = '' end  -- settled already
-  if upstream ~= '' then
+  if counts and upstream ~= '' then  -- not counts: settled already
     local row = rows[upstream] or {0, 0, 0}
     rows[upstream] = row
     row[1], row[2], row[3] = row[1] + tonumber(ARGV[i + 4]), row[2] + tonumber(ARGV[i + 5]), row[3] + 1
@@ -180,15 +179,15 @@ end
 return 1
 """
 
-# The release of an admission whose reply was lost. KEYS: rpm, day reservations, day hash, month reservations,
-# month hash, the admission's undo marker. ARGV: id, reserved cost, which windows reserved it.
+# The release of an admission whose reply was lost. KEYS: rpm, day hash, day reservations, month hash, month
+# reservations, the admission's undo marker. ARGV: id, reserved cost, which windows reserved it.
 UNDO = """
 redis.call('SET', KEYS[6], '1', 'EX', 600)
 redis.call('ZREM', KEYS[1], ARGV[1])
 local member = ARGV[1] .. ':' .. ARGV[2]
 for w = 1, 2 do
-  if string.sub(ARGV[3], w, w) == '1' and redis.call('ZREM', KEYS[2 * w], member) == 1 then
-    redis.call('HINCRBY', KEYS[1 + 2 * w], 'reserved', string.format('%d', -tonumber(ARGV[2])))
+  if string.sub(ARGV[3], w, w) == '1' and redis.call('ZREM', KEYS[1 + 2 * w], member) == 1 then
+    redis.call('HINCRBY', KEYS[2 * w], 'reserved', string.format('%d', -tonumber(ARGV[2])))
   end
 end
 return 1
@@ -204,6 +203,7 @@ logger = logging.getLogger("switchyard.state")
 FLUSH_S = 0.01
 UNDO_GRACE_S = 1.0
 BATCH = 256  # settlements in one batch
+SETTLEMENT_FIELDS = 9  # ARGV per settlement in SETTLE
 CALLS_PER_TRIP = 64  # batches in one round trip
 MAX_QUEUE = 100_000
 
@@ -303,8 +303,7 @@ class RedisBackend:
     """
         reservation, cost = args[6], args[5]
         windows = "".join("0" if int(limit) < 0 else "1" for limit in args[3:5])
-        self._undos.append((time.monotonic(), (UNDO, [keys_[0], keys_[3], keys_[2], keys_[5], keys_[4], keys_[6]],
-                                               [reservation, cost, windows])))
+        self._undos.append((time.monotonic(), (UNDO, [keys_[0], *keys_[2:]], [reservation, cost, windows])))
         self._start_flusher()
 
     async def _run(self, calls: list[Call]) -> list[Any]:
@@ -371,7 +370,7 @@ class RedisBackend:
 
     def _landed(self, calls: list[Call]) -> None:
         """Settlement batches Redis has applied: they no longer count against the queue's bound."""
-        self._waiting -= sum((len(args) - 2) // 9 for script, _, args in calls if script == SETTLE)
+        self._waiting -= sum((len(args) - 2) // SETTLEMENT_FIELDS for script, _, args in calls if script == SETTLE)
 
     def _stale_undos(self) -> list[Call]:
         """Releases no admission has carried for a while: the flusher sends them instead."""
