@@ -32,7 +32,7 @@ def redis_server_binary() -> str:
     """The redis-server on PATH; the tests that need one fail saying how to get it when there is none."""
     found = shutil.which("redis-server")
     if found is None:
-        pytest.fail("redis-server is not on PATH: install Redis 6.2 or later (e.g. apt-get install redis-server)")
+        pytest.fail("redis-server is not on PATH: install Redis 6 or later (e.g. apt-get install redis-server)")
     return found
 
 
