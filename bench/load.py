@@ -45,10 +45,10 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else None
 
 
-def plain(url: str, model: str, key: str, connections: int, seconds: int, core: str) -> Plain:
-    """Plain requests from `connections` clients for `seconds`: wrk when installed, else aiohttp."""
+def plain(url: str, model: str, key: str, connections: int, seconds: int, core: str, wrk: bool = True) -> Plain:
+    """Plain requests from `connections` clients for `seconds`: wrk when installed (and wanted), else aiohttp."""
     body = {**PLAIN, "model": model}
-    if shutil.which("wrk"):
+    if wrk and shutil.which("wrk"):
         return _wrk(url, body, key, connections, seconds, core)
     return asyncio.run(_aiohttp_plain(url, body, key, connections, seconds))
 

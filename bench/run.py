@@ -130,9 +130,9 @@ def rss_mb(root: int) -> float:
 def measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> Result:
     """The same load on one system; CPU and memory too when it is a process of ours (pid)."""
     print(f"-- {name}", file=sys.stderr)
-    c1 = load.plain(url, args.model, args.api_key, 1, args.seconds, CORE_LOAD)
+    c1 = load.plain(url, args.model, args.api_key, 1, args.seconds, CORE_LOAD, not args.no_wrk)
     cpu, began = cpu_seconds(pid) if pid else 0.0, time.monotonic()
-    c32 = load.plain(url, args.model, args.api_key, 32, args.seconds, CORE_LOAD)
+    c32 = load.plain(url, args.model, args.api_key, 32, args.seconds, CORE_LOAD, not args.no_wrk)
     requests = c32.rps * (time.monotonic() - began)
     cpu_ms_per_req = (cpu_seconds(pid) - cpu) * 1000 / max(1.0, requests) if pid else None
     cpu = cpu_seconds(pid) if pid else 0.0
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=50, help="concurrent streaming clients (default: %(default)s)")
     parser.add_argument("--chunks", type=int, default=100, help="content events per stream (default: %(default)s)")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--no-wrk", action="store_true", help="load plain requests with aiohttp even if wrk is here")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args()
     args.gateway_cmd = args.gateway_cmd or shlex.join([sys.executable, "-m", "gateway.cli", "serve", "--policy",

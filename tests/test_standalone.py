@@ -78,6 +78,16 @@ def test_the_bench_load_counts_every_frame_of_every_stream(floor_url: str) -> No
     assert seen.frames == 6 * (1 + 5 + 1 + 1 + 1)  # role, content, finish, usage, [DONE]
 
 
+def test_the_bench_plain_load_without_wrk_counts_answers_and_their_status(floor_url: str) -> None:
+    load = bench_module("load")
+    seen = load.plain(floor_url, "bench-model", "sk-bench", connections=4, seconds=1, core="0", wrk=False)
+    assert seen.rps > 0
+    assert seen.p50_ms is not None
+    assert seen.p99_ms is not None
+    assert seen.p50_ms <= seen.p99_ms
+    assert seen.non2xx == 0
+
+
 def test_the_image_can_be_built_with_the_litellm_extra() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert re.search(r'^ARG EXTRAS=""$', dockerfile, re.M)
