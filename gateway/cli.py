@@ -336,6 +336,7 @@ def _new_key(args: argparse.Namespace) -> int:
 
 
 def _hash_key(args: argparse.Namespace) -> int:
+    """Print the stored form of a key read from stdin (without echo on a terminal); the key itself never."""
     key = getpass.getpass("key (not echoed): ") if sys.stdin.isatty() else sys.stdin.readline()
     key = key.strip()
     if not key:
