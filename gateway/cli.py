@@ -1,8 +1,10 @@
-"""The `switchyard` command: serve, demo, policy check, keys new."""
+"""The `switchyard` command: serve, demo, policy check/explain/test, keys, spend, audit verify."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import importlib.metadata
 import json
 import os
 import secrets
@@ -27,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     """Every subcommand and its options."""
     root = argparse.ArgumentParser(prog="switchyard", description="An OpenAI-compatible gateway routed by policy.")
+    root.add_argument("--version", action="version", version=f"switchyard {version()}")
     commands = root.add_subparsers(required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve the gateway")
     serve.add_argument("--policy", default="policies", help="policy file or folder (default: policies/)")
@@ -44,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
     _listen_options(demo)
+    demo.add_argument("--upstream-ports", type=_port_pair, default=(0, 0), metavar="SELF,PROPRIETARY",
+                      help="ports of the two stand-in upstreams on 127.0.0.1 (default: free ones)")
     demo.set_defaults(run=_demo)
     policy = commands.add_parser("policy", help="work with policy files")
     policy_actions = policy.add_subparsers(required=True, metavar="ACTION")
@@ -68,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
     spend.add_argument("--tenant", help="one tenant (default: all)")
     spend.add_argument("--window", default="day", choices=["day", "month"])
     spend.add_argument("--json", action="store_true", help="print the JSON as the gateway sent it")
+    spend.add_argument("--admin-key-file", metavar="PATH",
+                       help="read the admin key from this file (default: $SWITCHYARD_ADMIN_KEY)")
     spend.set_defaults(run=_spend)
     audit = commands.add_parser("audit", help="audit trail tools").add_subparsers(required=True, metavar="ACTION")
     verify = audit.add_parser("verify", help="check that no audit record was removed or edited")
@@ -77,7 +84,28 @@ def parser() -> argparse.ArgumentParser:
     new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
     new.add_argument("--tenant", required=True)
     new.set_defaults(run=_new_key)
+    keys.add_parser("hash", help="read a key (tenant or admin) from stdin and print the hash to store for it",
+                    ).set_defaults(run=_hash_key)
     return root
+
+
+def version() -> str:
+    """The installed package's version, or 'unknown' when run from a checkout that was never installed."""
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _port_pair(value: str) -> tuple[int, int]:
+    """Two TCP ports written 'A,B'."""
+    try:
+        first, second = (int(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not two ports written A,B") from None
+    if not all(0 <= port < 65536 for port in (first, second)):
+        raise argparse.ArgumentTypeError(f"'{value}': a port is between 0 and 65535")
+    return first, second
 
 
 def _redis_url(value: str) -> str:
@@ -102,6 +130,9 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import ServeOptions, serve
 
+    if not os.path.exists(args.policy):
+        print(_no_policy(args.policy), file=sys.stderr)
+        return 1
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
                         reload_interval_s=args.reload_interval_s, redis_url=args.redis or None,
                         admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit))
@@ -113,10 +144,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+def _no_policy(path: str) -> str:
+    """Where serve looked for a policy that is not there, and what to do about it."""
+    where = Path(path).absolute()
+    if path == "policies":
+        return (f"switchyard serve: no policy at {where}: without --policy it reads policies/ in the current folder "
+                f"({Path.cwd()}); run it from the folder that holds policies/, or pass --policy FILE_OR_FOLDER")
+    return f"switchyard serve: no policy at {where} (--policy {path}): pass an existing file or folder"
 
-    run_demo(args.host, args.port, args.log_level)
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import CannotListen, run_demo
+
+    try:
+        run_demo(args.host, args.port, args.log_level, args.upstream_ports)
+    except CannotListen as exc:
+        print(f"switchyard demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -218,9 +262,8 @@ def _test(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     import httpx
 
-    key = os.environ.get("SWITCHYARD_ADMIN_KEY")
+    key = _admin_key(args.admin_key_file)
     if not key:
-        print("set SWITCHYARD_ADMIN_KEY to an admin key", file=sys.stderr)
         return 1
     params = {"window": args.window, **({"tenant": args.tenant} if args.tenant else {})}
     try:
@@ -245,6 +288,23 @@ def _spend(args: argparse.Namespace) -> int:
         for name, up in row["upstreams"].items():
             print(f"  {name:<18} {up['requests']:>8} requests {up['tokens']:>10} tokens ${up['cost_usd']:.6f}")
     return 0
+
+
+def _admin_key(path: str | None) -> str | None:
+    """The admin key from the file at path, else from $SWITCHYARD_ADMIN_KEY; None after saying what is missing."""
+    if path is None:
+        key = os.environ.get("SWITCHYARD_ADMIN_KEY")
+        if not key:
+            print("set SWITCHYARD_ADMIN_KEY to an admin key, or pass --admin-key-file PATH", file=sys.stderr)
+        return key or None
+    try:
+        key = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"--admin-key-file {path}: cannot read it: {exc}", file=sys.stderr)
+        return None
+    if not key:
+        print(f"--admin-key-file {path}: the file is empty", file=sys.stderr)
+    return key or None
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -272,6 +332,18 @@ def _new_key(args: argparse.Namespace) -> int:
     print(f"hash: {hash_key(key)}")
     print(f"\nGive the key to {args.tenant} (it is shown only now); add the hash to the policy:\n")
     print(f"tenants:\n  {args.tenant}:\n    keys: [\"{hash_key(key)}\"]")
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    """Print the stored form of a key read from stdin (without echo on a terminal); the key itself never."""
+    key = getpass.getpass("key (not echoed): ") if sys.stdin.isatty() else sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        print("switchyard keys hash: no key on stdin (e.g. `switchyard keys hash < admin.key`)", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    print("store it in admin.keys (an admin key) or tenants.NAME.keys (a tenant's key)", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,6 @@ from gateway.server import DrainingServer, ServeOptions, uvicorn_config
 from gateway.standin import StandIn
 
 DEMO_KEY = "sk-sy-demo-not-a-secret-0123456789abcdef"
-SELF_PORT, THIRD_PARTY_PORT = 9101, 9102
 
 POLICY = """\
 # The demo policy: two stand-in upstreams on loopback. Neither is a model; each labels its answers.
@@ -55,30 +55,62 @@ tenants:
 """
 
 
-def demo_policy(folder: Path) -> Path:
-    """Write the demo policy into folder and return its path."""
+class CannotListen(Exception):
+    """The demo cannot listen where it was asked to (a port in use, a host that is not this machine's)."""
+
+
+def demo_policy(folder: Path, self_port: int, third_party_port: int) -> Path:
+    """Write the demo policy, pointing at the stand-ins' ports, into folder and return its path."""
     path = folder / "demo.yaml"
-    path.write_text(POLICY.format(self_port=SELF_PORT, third_party_port=THIRD_PARTY_PORT, key_hash=hash_key(DEMO_KEY)))
+    path.write_text(POLICY.format(self_port=self_port, third_party_port=third_party_port,
+                                  key_hash=hash_key(DEMO_KEY)))
     return path
 
 
-def run_demo(host: str, port: int, log_level: str) -> None:
-    """Serve the stand-ins and the gateway until interrupted."""
-    with tempfile.TemporaryDirectory(prefix="switchyard-demo-") as folder:
-        path = demo_policy(Path(folder))
-        logs.configure(log_level)
-        print(_banner(host, port, path), flush=True)
-        asyncio.run(_serve_all(Gateway(Settings(policy=str(path))), host, port, log_level))
-
-
-async def _serve_all(gateway: Gateway, host: str, port: int, log_level: str) -> None:
-    """Serve until the gateway is told to stop, then stop the stand-ins behind it."""
-    standins = [StandInServer(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning"))
-                for app, p in ((StandIn("demo self-hosted stand-in"), SELF_PORT),
-                               (StandIn("demo proprietary stand-in"), THIRD_PARTY_PORT))]
-    tasks = [asyncio.create_task(server.serve()) for server in standins]
+def listen(host: str, port: int, what: str) -> socket.socket:
+    """A socket bound to host:port (0: a free port), or CannotListen naming what wanted it."""
     try:
-        await DrainingServer(uvicorn_config(gateway, ServeOptions(host, port, log_level=log_level))).serve()
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except OSError as exc:
+        raise CannotListen(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run_demo(host: str, port: int, log_level: str, upstream_ports: tuple[int, int] = (0, 0)) -> None:
+    """Serve the stand-ins and the gateway until interrupted; CannotListen before anything starts."""
+    sockets: list[socket.socket] = []
+    try:
+        sockets.append(listen(host, port, "the gateway (--port)"))
+        for upstream_port in upstream_ports:
+            sockets.append(listen("127.0.0.1", upstream_port, "a stand-in upstream (--upstream-ports)"))
+        with tempfile.TemporaryDirectory(prefix="switchyard-demo-") as folder:
+            port, self_port, third_party_port = (int(sock.getsockname()[1]) for sock in sockets)
+            path = demo_policy(Path(folder), self_port, third_party_port)
+            logs.configure(log_level)
+            print(_banner(host, port, (self_port, third_party_port), path), flush=True)
+            asyncio.run(_serve_all(Gateway(Settings(policy=str(path))), sockets, log_level))
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _serve_all(gateway: Gateway, sockets: list[socket.socket], log_level: str) -> None:
+    """Serve until the gateway is told to stop, then stop the stand-ins behind it."""
+    gateway_sock, *standin_socks = sockets
+    apps = (StandIn("demo self-hosted stand-in"), StandIn("demo proprietary stand-in"))
+    standins = [StandInServer(uvicorn.Config(app, log_level="warning")) for app in apps]
+    tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(standins, standin_socks,
+                                                                                         strict=True)]
+    try:
+        options = ServeOptions(log_level=log_level)
+        await DrainingServer(uvicorn_config(gateway, options)).serve(sockets=[gateway_sock])
     finally:
         for server in standins:
             server.should_exit = True
@@ -93,11 +125,12 @@ class StandInServer(uvicorn.Server):
         yield
 
 
-def _banner(host: str, port: int, path: Path) -> str:
+def _banner(host: str, port: int, upstream_ports: tuple[int, int], path: Path) -> str:
+    self_port, third_party_port = upstream_ports
     return f"""\
 Switchyard demo: the gateway on http://{host}:{port}/v1 and two DEMO STAND-IN upstreams (not models):
-  demo-self-hosted  (hosting: self, eu-west)   on 127.0.0.1:{SELF_PORT}
-  demo-proprietary  (hosting: third_party, us) on 127.0.0.1:{THIRD_PARTY_PORT}
+  demo-self-hosted  (hosting: self, eu-west)   on 127.0.0.1:{self_port}
+  demo-proprietary  (hosting: third_party, us) on 127.0.0.1:{third_party_port}
 Routes: chat (cheapest first), smart (proprietary first), embed. Policy: {path}
 
   from openai import OpenAI

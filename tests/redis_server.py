@@ -12,6 +12,7 @@ annotations only, under TYPE_CHECKING).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +25,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-REDIS_SERVER = "/usr/bin/redis-server"
 START_DEADLINE_S = 10.0
+
+
+def redis_server_binary() -> str:
+    """The redis-server on PATH; the tests that need one fail saying how to get it when there is none."""
+    found = shutil.which("redis-server")
+    if found is None:
+        pytest.fail("redis-server is not on PATH: install Redis 6 or later (e.g. apt-get install redis-server)")
+    return found
 
 
 def free_port() -> int:
@@ -64,7 +72,7 @@ class RedisServer:
     def _launch(self, strict: bool = True) -> bool:
         assert self.process is None, "already running"
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1",
+            [redis_server_binary(), "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.folder), "--dbfilename", "dump.rdb", "--logfile", str(self.folder / "redis.log"),
              "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -153,27 +153,77 @@ def test_serve_refuses_a_broken_policy_before_listening(tmp_path: Path) -> None:
     assert "models.chat.candidates[0]: upstream 'nope' is not defined" in output.decode()
 
 
-def test_demo_routes_by_cost_and_keeps_personal_data_in_house(loop: Loop) -> None:
-    from gateway.demo import DEMO_KEY, SELF_PORT, THIRD_PARTY_PORT
+# ------------------------------------------------------------------ --version, serve's missing policy, keys, spend
 
-    for taken in (SELF_PORT, THIRD_PARTY_PORT, 8080):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", taken)) == 0:
-                pytest.skip(f"port {taken} is in use on this machine")
-    process = spawn(["demo", "--log-level", "warning"])
-    try:
-        wait_for(lambda: ready(8080) or process.poll() is not None, timeout=30, what="switchyard demo")
-        client = loop.client("http://127.0.0.1:8080/v1", DEMO_KEY)
-        cheap = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
-        assert cheap.headers["x-switchyard-upstream"] == "demo-self-hosted"
-        smart = client.chat.completions.with_raw_response.create(model="smart", messages=HELLO)
-        assert smart.headers["x-switchyard-upstream"] == "demo-proprietary"
-        personal = [{"role": "user", "content": "Write to jane.doe@example.com about her order"}]
-        kept = client.chat.completions.with_raw_response.create(model="smart", messages=personal)
-        assert kept.headers["x-switchyard-upstream"] == "demo-self-hosted"
-        assert kept.headers["x-switchyard-data-class"] == "personal"
-        streamed = "".join(c.choices[0].delta.content or "" for c in
-                           client.chat.completions.create(model="chat", messages=HELLO, stream=True) if c.choices)
-        assert streamed.startswith("[demo self-hosted stand-in]")
-    finally:
-        assert stop(process) == 0
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"switchyard {importlib.metadata.version('switchyard')}\n"
+
+
+def test_serve_without_policies_says_where_it_looked(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"switchyard serve: no policy at {tmp_path / 'policies'}: ")
+    assert f"policies/ in the current folder ({tmp_path})" in lines[0]
+    assert "--policy FILE_OR_FOLDER" in lines[0]
+
+
+def test_serve_names_a_policy_path_that_is_not_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["serve", "--policy", str(missing)]) == 1
+    assert capsys.readouterr().err == f"switchyard serve: no policy at {missing} (--policy {missing}): " \
+                                      "pass an existing file or folder\n"
+
+
+def hash_through_the_command(key: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "hash"], input=key + "\n",
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert key not in done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def test_keys_hash_reads_the_key_from_stdin_and_prints_only_its_hash() -> None:
+    printed = hash_through_the_command("sy-admin-0123456789abcdef0123456789")
+    assert printed == hash_key("sy-admin-0123456789abcdef0123456789")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "hash"], input="\n",
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "no key on stdin" in done.stderr
+
+
+def test_an_admin_key_hashed_by_keys_hash_reads_spend_from_its_key_file(
+        loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import start_stack
+
+    admin_key = "sy-admin-from-a-file-0123456789abcdef"
+    stack = start_stack(loop, tmp_path, names=("primary",), admin={"keys": [hash_through_the_command(admin_key)]})
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(admin_key + "\n")
+    monkeypatch.setenv("SWITCHYARD_ADMIN_KEY", KEY)  # a tenant's key: the file must win over it
+    assert main(["spend", "--url", stack.served.url, "--admin-key-file", str(key_file), "--json"]) == 0
+    assert "tenants" in capsys.readouterr().out
+    assert main(["spend", "--url", stack.served.url]) == 1
+    assert "403: this is a tenant key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "cannot read it"), ("\n", "the file is empty")])
+def test_spend_refuses_an_admin_key_file_it_cannot_use(tmp_path: Path, content: str | None, message: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "admin.key"
+    if content is not None:
+        key_file.write_text(content)
+    assert main(["spend", "--url", f"http://127.0.0.1:{free_port()}", "--admin-key-file", str(key_file)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"--admin-key-file {key_file}: {message}")

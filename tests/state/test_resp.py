@@ -4,6 +4,7 @@ log-in and database from the URL, and a connection that heals after it is lost o
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import subprocess
 import time
@@ -191,8 +192,9 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
     _certificate(folder, "client")
     port = _free_port()
     server = subprocess.Popen(
-        ["/usr/bin/redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--tls-cert-file", "server.pem", "--tls-key-file", "server.key",
+        [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port),
+         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--tls-cert-file", "server.pem",
+         "--tls-key-file", "server.key",
          "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "yes", "--dir", str(folder)],
         cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
