@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import math
 import os
 import re
 import time
@@ -32,6 +33,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     NoCandidate,
+    RateLimited,
     UpstreamStatus,
 )
 from gateway.metrics import Metrics
@@ -107,7 +109,7 @@ class Proxy:
         try:
             await self._handle(endpoint, path, headers, receive, send, runtime, done, started)
         except GatewayError as exc:
-            done.status, done.outcome = exc.status, f"error:{exc.code}"
+            done.status, done.outcome = exc.status, f"error:{exc.reason}"
             if isinstance(exc, NoCandidate):
                 done.excluded = exc.excluded or done.excluded
                 if exc.code == "residency_unavailable":
@@ -130,7 +132,7 @@ class Proxy:
         done.route = check_route(policy, done.tenant, body)
         features = classify.features(policy, done.tenant, endpoint, body, headers)
         done.data_class = features.data_class or "-"
-        done.prompt_tokens = features.prompt_tokens
+        done.prompt_tokens, done.n = features.prompt_tokens, features.n
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         live = self._live(runtime)
@@ -141,7 +143,7 @@ class Proxy:
         done.rule = decision.rule or "-"
         done.candidates, done.excluded = decision.candidates, decision.excluded
         self._count_decision(decision)
-        request = Request(path, body, headers, features.stream)
+        request = Request(path, accounting.capped(policy, features, body), headers, features.stream)
         task = asyncio.current_task()
         assert task is not None
         watcher = DisconnectWatch(receive, task, WATCH_AFTER_S)
@@ -165,12 +167,13 @@ class Proxy:
         now = time.time()
         admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
                                                           policy.doc.state.on_unavailable)
+        done.rate_headers = rate_headers(limits, admission)
         if not admission.ok and admission.limit in WINDOWS:
             budget = policy.doc.tenants[features.tenant].budget
             assert budget is not None
             if isinstance(budget.when_exhausted, str):
                 self.metrics.count(self.metrics.budget_exhausted, features.tenant, "reject")
-                raise budget_exhausted(features.tenant, admission, now)
+                raise budget_exhausted(features.tenant, admission, limits, now)
             self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
             decision = decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to))
             limits = replace(limits, budgets=(), cost=0)
@@ -178,6 +181,7 @@ class Proxy:
                 return decision, limits
             admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
                                                               policy.doc.state.on_unavailable)
+            done.rate_headers = rate_headers(limits, admission)
         if not admission.ok:
             self.metrics.count(self.metrics.rate_limited, features.tenant, admission.limit)
             raise rate_limited(features.tenant, admission)
@@ -215,7 +219,7 @@ class Proxy:
             return
         done.served_by(upstream)
         usage = accounting.Usage.of_body(data)
-        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name, usage)
+        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name, usage, done.n)
         done.charge(usage, cost)
         watcher.stop()
         done.status = 200
@@ -251,7 +255,7 @@ class Proxy:
             ending = await stream.run(opened)
         finally:
             for name, usage in stream.parts:
-                done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage))
+                done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
         watcher.stop()
         if ending.startswith(b'data: {"error"'):
             done.outcome = "stream_interrupted"
@@ -289,6 +293,8 @@ class _Done:
         self.region = "-"
         self.rule = "-"
         self.prompt_tokens = 0
+        self.n = 1
+        self.rate_headers: Headers = []
         self.cost = 0.0
         self.usage = accounting.Usage()
         self.backend: Backend | None = None
@@ -331,24 +337,53 @@ class _Done:
             headers.append((b"x-switchyard-data-class", self.data_class.encode()))
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
-        return headers
+        return headers + self.rate_headers if self.rate_headers else headers
 
 
-def budget_exhausted(tenant: str, admission: Admission, now: float) -> NoCandidate:
-    """429 naming the spent budget, what is left of it, and when it resets."""
+def budget_exhausted(tenant: str, admission: Admission, limits: Limits, now: float) -> NoCandidate:
+    """429 insufficient_quota naming the budget, what is left of it, when it resets, and whether it is spent or only
+    too small for what this request may cost."""
     reset = dt.datetime.fromtimestamp(now + admission.retry_after_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     window = {"day": "daily", "month": "monthly"}[admission.limit]
-    left = admission.remaining.get(admission.limit, 0) / NANO
-    return NoCandidate("budget_exhausted", f"the {window} budget of tenant '{tenant}' is spent (${left:.6f} left, "
-                       f"less than this request may cost); it resets at {reset}",
+    left = admission.remaining.get(admission.limit, 0)
+    if left > 0:
+        message = (f"this request may cost up to ${limits.cost / NANO:.6f}; ${left / NANO:.6f} is left of the {window} "
+                   f"budget of tenant '{tenant}', which resets at {reset}")
+    else:
+        message = f"the {window} budget of tenant '{tenant}' is spent ($0.000000 left); it resets at {reset}"
+    return NoCandidate("budget_exhausted", message,
                        headers=[(b"retry-after", str(ceil_seconds(admission.retry_after_s)).encode())])
 
 
-def rate_limited(tenant: str, admission: Admission) -> NoCandidate:
-    """429 naming the limit, with Retry-After."""
+def rate_limited(tenant: str, admission: Admission) -> RateLimited:
+    """429 rate_limit_exceeded naming the limit, with Retry-After."""
     wait = ceil_seconds(admission.retry_after_s)
-    return NoCandidate("rate_limited", f"tenant '{tenant}' is over its {admission.limit.replace('_', ' ')}; "
-                       f"retry after {wait} s", headers=[(b"retry-after", str(wait).encode())])
+    kind = "requests" if admission.limit == "requests_per_minute" else "tokens"
+    return RateLimited(f"tenant '{tenant}' is over its {admission.limit.replace('_', ' ')}; retry after {wait} s",
+                       kind, headers=[(b"retry-after", str(wait).encode())])
+
+
+def rate_headers(limits: Limits, admission: Admission) -> Headers:
+    """OpenAI's x-ratelimit-* headers for the tenant's rate limits, as this request left them."""
+    headers: Headers = []
+    for kind, limit in (("requests", limits.requests_per_minute), ("tokens", limits.tokens_per_minute)):
+        rate = admission.rates.get(kind)
+        if limit is None or rate is None:
+            continue
+        headers += [(b"x-ratelimit-limit-" + kind.encode(), str(limit).encode()),
+                    (b"x-ratelimit-remaining-" + kind.encode(), str(rate.remaining).encode()),
+                    (b"x-ratelimit-reset-" + kind.encode(), duration(rate.reset_s).encode())]
+    return headers
+
+
+def duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: '20ms', '1s', '6m0s'."""
+    ms = max(0, math.ceil(seconds * 1000))
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms, 60_000)
+    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
 
 
 def scrub(body: bytes, upstream: Client) -> bytes:

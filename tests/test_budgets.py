@@ -119,8 +119,9 @@ def test_a_spent_budget_is_refused_naming_the_budget_and_when_it_resets(loop: Lo
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     resets = today + dt.timedelta(days=1) if window == "day" else (today.replace(day=1) + dt.timedelta(days=32)
                                                                      ).replace(day=1)
-    assert (error.status_code, error.code) == (429, "budget_exhausted")
+    assert (error.status_code, error.code) == (429, "insufficient_quota")
     assert isinstance(error.body, dict)
+    assert error.body["type"] == "insufficient_quota"
     name = {"day": "daily", "month": "monthly"}[window]
     assert f"the {name} budget of tenant 'acme' is spent ($0.000000 left" in error.body["message"]
     assert f"resets at {resets:%Y-%m-%dT%H:%M:%SZ}" in error.body["message"]
@@ -162,14 +163,17 @@ def test_degraded_requests_are_all_in_the_spend_read_back(loop: Loop, tmp_path: 
     ({"requests_per_minute": 3}, "requests_per_minute", "requests per minute"),
     ({"tokens_per_minute": 3 * 19}, "tokens_per_minute", "tokens per minute"),  # 10 prompt + 9 max_tokens each
 ])
-def test_a_rate_limit_refuses_with_rate_limited_and_retry_after(loop: Loop, tmp_path: Path, settings: dict[str, Any],
-                                                               limit: dict[str, int], kind: str, words: str) -> None:
+def test_a_rate_limit_refuses_with_rate_limit_exceeded_and_retry_after(loop: Loop, tmp_path: Path,
+                                                                       settings: dict[str, Any],
+                                                                       limit: dict[str, int], kind: str,
+                                                                       words: str) -> None:
     stack = start_stack(loop, tmp_path, names=("primary",), settings=settings, tenants=tenants(rate_limit=limit))
     for _ in range(3):
         ask(stack)
     error = refusal(stack)
-    assert (error.status_code, error.code) == (429, "rate_limited")
+    assert (error.status_code, error.code) == (429, "rate_limit_exceeded")
     assert isinstance(error.body, dict)
+    assert error.body["type"] == kind.split("_")[0]  # OpenAI's types: requests, tokens
     assert f"tenant 'acme' is over its {words}" in error.body["message"]
     assert 55 <= int(error.response.headers["retry-after"]) <= 60
     assert len(stack.upstreams["primary"].seen) == 3
@@ -348,7 +352,7 @@ def test_a_budget_holds_across_three_processes_on_one_redis(trio: Trio, redis_ur
     served = [o for o in outcomes if o.code == "served"]
     refused = [o for o in outcomes if o.code != "served"]
     assert BUDGET_REQUESTS <= len(served) <= bound
-    assert {(o.code, o.status) for o in refused} == {("budget_exhausted", 429)}
+    assert {(o.code, o.status) for o in refused} == {("insufficient_quota", 429)}
     assert all(o.retry_after and int(o.retry_after) >= 1 for o in refused)
     assert len(trio.upstream.seen) == len(served)
     expected = len(trio.upstream.seen) * COST  # what the upstream's log implies
@@ -368,7 +372,7 @@ def test_a_rate_limit_holds_across_three_processes_on_one_redis(trio: Trio, redi
     served = [o for o in outcomes if o.code == "served"]
     refused = [o for o in outcomes if o.code != "served"]
     assert len(served) == RPM
-    assert {(o.code, o.status) for o in refused} == {("rate_limited", 429)}
+    assert {(o.code, o.status) for o in refused} == {("rate_limit_exceeded", 429)}
     assert all(o.retry_after and 1 <= int(o.retry_after) <= 60 for o in refused)
     assert len(trio.upstream.seen) == RPM
     settled_spend(trio.urls[0], RPM * COST, tenant="paced")
