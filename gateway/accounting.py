@@ -12,7 +12,7 @@ import orjson
 from gateway.metrics import Metrics
 from gateway.policy.decide import Features, completion_estimate
 from gateway.policy.model import Policy
-from gateway.state.base import Limits, bounded, to_nano
+from gateway.state.base import MOST, Limits, bounded, to_nano
 
 logger = logging.getLogger("switchyard.accounting")
 CAP_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "responses": "max_output_tokens"}
@@ -45,7 +45,10 @@ class Usage:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A reported token count: a positive number (12.0 counts as 12, not as nothing), else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return 0
+    return int(min(value, MOST))  # a float past every count (1e19, inf) held to the bound every counter has
 
 
 def most_tokens(policy: Policy, upstream: str, n: int) -> int:

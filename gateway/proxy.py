@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import math
 import os
 import re
 import time
@@ -33,19 +32,18 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     NoCandidate,
-    RateLimited,
     UpstreamStatus,
 )
 from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Features, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
+from gateway.refusals import budget_exhausted, rate_headers, rate_limited
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
 from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
-from gateway.state.memory import ceil_seconds
 from gateway.streaming import Opened, Stream, can_continue, open_stream, wants_usage
 from gateway.upstreams.base import Client, Exchange
 
@@ -338,52 +336,6 @@ class _Done:
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
         return headers + self.rate_headers if self.rate_headers else headers
-
-
-def budget_exhausted(tenant: str, admission: Admission, limits: Limits, now: float) -> NoCandidate:
-    """429 insufficient_quota naming the budget, what is left of it, when it resets, and whether it is spent or only
-    too small for what this request may cost."""
-    reset = dt.datetime.fromtimestamp(now + admission.retry_after_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    window = {"day": "daily", "month": "monthly"}[admission.limit]
-    left = admission.remaining.get(admission.limit, 0)
-    if left > 0:
-        message = (f"this request may cost up to ${limits.cost / NANO:.6f}; ${left / NANO:.6f} is left of the {window} "
-                   f"budget of tenant '{tenant}', which resets at {reset}")
-    else:
-        message = f"the {window} budget of tenant '{tenant}' is spent ($0.000000 left); it resets at {reset}"
-    return NoCandidate("budget_exhausted", message,
-                       headers=[(b"retry-after", str(ceil_seconds(admission.retry_after_s)).encode())])
-
-
-def rate_limited(tenant: str, admission: Admission) -> RateLimited:
-    """429 rate_limit_exceeded naming the limit, with Retry-After."""
-    wait = ceil_seconds(admission.retry_after_s)
-    kind = "requests" if admission.limit == "requests_per_minute" else "tokens"
-    return RateLimited(f"tenant '{tenant}' is over its {admission.limit.replace('_', ' ')}; retry after {wait} s",
-                       kind, headers=[(b"retry-after", str(wait).encode())])
-
-
-def rate_headers(limits: Limits, admission: Admission) -> Headers:
-    """OpenAI's x-ratelimit-* headers for the tenant's rate limits, as this request left them."""
-    headers: Headers = []
-    for kind, limit in (("requests", limits.requests_per_minute), ("tokens", limits.tokens_per_minute)):
-        rate = admission.rates.get(kind)
-        if limit is None or rate is None:
-            continue
-        headers += [(b"x-ratelimit-limit-" + kind.encode(), str(limit).encode()),
-                    (b"x-ratelimit-remaining-" + kind.encode(), str(rate.remaining).encode()),
-                    (b"x-ratelimit-reset-" + kind.encode(), duration(rate.reset_s).encode())]
-    return headers
-
-
-def duration(seconds: float) -> str:
-    """A reset time as OpenAI writes it: '20ms', '1s', '6m0s'."""
-    ms = max(0, math.ceil(seconds * 1000))
-    if ms < 1000:
-        return f"{ms}ms"
-    minutes, rest = divmod(ms, 60_000)
-    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
-    return f"{minutes}m{text}" if minutes else text
 
 
 def scrub(body: bytes, upstream: Client) -> bytes:
