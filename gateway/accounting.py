@@ -116,8 +116,7 @@ def capped(policy: Policy, features: Features, body: Mapping[str, Any]) -> Mappi
     """
     field = CAP_FIELD.get(features.endpoint)
     budget = policy.doc.tenants[features.tenant].budget
-    if field is None or features.max_tokens is not None or budget is None or (
-            budget.usd_per_day is None and budget.usd_per_month is None):
+    if field is None or features.max_tokens is not None or budget is None:  # a budget holds a limit (checks.py)
         return body
     return {**body, field: policy.doc.models[features.route].default_max_tokens}
 
