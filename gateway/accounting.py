@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +41,10 @@ class Usage:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return cls()
+            try:  # the standard library reads what orjson refuses, such as a count of 1e400 (as infinity)
+                parsed = json.loads(body)
+            except ValueError:
+                return cls()
         return cls.of(parsed.get("usage") if isinstance(parsed, dict) else None)
 
 
@@ -63,8 +67,10 @@ def plausible(usage: Usage, most: int) -> Usage | None:
     return Usage(min(usage.prompt_tokens, most), min(usage.completion_tokens, most))
 
 
-def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: Usage, n: int = 1) -> float:
-    """Record a served request's tokens and cost (usage past what it could produce clamped); return the cost in USD."""
+def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: Usage,
+           n: int = 1) -> tuple[Usage, float]:
+    """Record a served request's tokens and cost; return the usage counted (clamped to what the request could
+    produce) and its cost in USD."""
     clamped = plausible(usage, most_tokens(policy, upstream, n))
     if clamped is not None:
         logger.warning("upstream %s reported %d prompt and %d completion tokens, more than a request of %d "
@@ -79,7 +85,7 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
         metrics.count(metrics.tokens, upstream, "completion", amount=usage.completion_tokens)
     if cost:
         metrics.count(metrics.cost, tenant, upstream, amount=cost)
-    return cost
+    return usage, cost
 
 
 def format_usd(cost: float) -> bytes:

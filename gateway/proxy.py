@@ -216,8 +216,8 @@ class Proxy:
             await self._pass_error(runtime, exc, send, done, watcher)
             return
         done.served_by(upstream)
-        usage = accounting.Usage.of_body(data)
-        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name, usage, done.n)
+        usage, cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
+                                        accounting.Usage.of_body(data), done.n)
         done.charge(usage, cost)
         watcher.stop()
         done.status = 200
@@ -253,7 +253,7 @@ class Proxy:
             ending = await stream.run(opened)
         finally:
             for name, usage in stream.parts:
-                done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
+                done.charge(*accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
         watcher.stop()
         if ending.startswith(b'data: {"error"'):
             done.outcome = "stream_interrupted"

@@ -113,7 +113,8 @@ def test_usage_past_the_window_times_n_is_clamped_and_counted(tmp_path: Path, wi
                                                               most: int) -> None:
     loaded = policy(tmp_path, window=window)
     metrics = Metrics()
-    cost = accounting.settle(metrics, loaded, "acme", "up", Usage(10**19, 10**19), n)
+    counted, cost = accounting.settle(metrics, loaded, "acme", "up", Usage(10**19, 10**19), n)
+    assert counted == Usage(most, most)
     assert cost == pytest.approx(most * IN + most * OUT)
     assert metrics.registry.get_sample_value("switchyard_usage_clamped_total", {"upstream": "up"}) == 1
     assert metrics.registry.get_sample_value("switchyard_tokens_total", {"upstream": "up", "type": "prompt"}) == most
@@ -122,7 +123,8 @@ def test_usage_past_the_window_times_n_is_clamped_and_counted(tmp_path: Path, wi
 def test_usage_within_the_window_is_counted_as_reported(tmp_path: Path) -> None:
     loaded = policy(tmp_path)
     metrics = Metrics()
-    assert accounting.settle(metrics, loaded, "acme", "up", Usage(4096, 4096)) == pytest.approx(4096 * (IN + OUT))
+    counted, cost = accounting.settle(metrics, loaded, "acme", "up", Usage(4096, 4096))
+    assert (counted, cost) == (Usage(4096, 4096), pytest.approx(4096 * (IN + OUT)))
     assert metrics.registry.get_sample_value("switchyard_usage_clamped_total", {"upstream": "up"}) is None
 
 
