@@ -93,16 +93,13 @@ local function answer(ok, limit, wait, day, month, extra)  -- extra: this reques
   end
   return {ok, limit, wait, day or '', month or '', second, rate[1], rate[2], rate[3], rate[4]}
 end
+local flat = {}
 if rpm >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
   count = redis.call('ZCARD', KEYS[1])
-  if count >= rpm then
-    local oldest = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
-    return answer(0, 'requests_per_minute', tonumber(oldest[2]) + 60000 - now, nil, nil, 0)
-  end
 end
-if tpm >= 0 then
-  local flat = redis.call('HGETALL', KEYS[2])
+if tpm >= 0 then  -- read before any refusal, so that every answer tells what is left of both limits
+  flat = redis.call('HGETALL', KEYS[2])
   for i = 1, #flat, 2 do
     local b, n = tonumber(flat[i]), tonumber(flat[i + 1])
     if b <= second - 60 then redis.call('HDEL', KEYS[2], flat[i])
@@ -111,6 +108,12 @@ if tpm >= 0 then
       if n > 0 and (top == nil or b > top) then top = b end
     end
   end
+end
+if rpm >= 0 and count >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
+  return answer(0, 'requests_per_minute', tonumber(oldest[2]) + 60000 - now, nil, nil, 0)
+end
+if tpm >= 0 then
   if used + tokens > tpm then  -- refused: work out when enough of the minute's tokens will have left it
     if tokens > tpm then return answer(0, 'tokens_per_minute', 60000, nil, nil, 0) end
     local counted, freed = {}, 0

@@ -506,3 +506,12 @@ async def test_an_admission_reports_what_is_left_of_each_rate_limit(rig: Rig) ->
     assert refused.rates["tokens"].remaining == 20
     assert 49 <= refused.rates["tokens"].reset_s <= 50
     assert (await rig.admit(budget(1, day=10))).rates == {}  # no rate limit, nothing to report
+
+
+async def test_a_refusal_by_one_rate_limit_tells_what_is_left_of_the_other(rig: Rig) -> None:
+    limits = Limits(TENANT, requests_per_minute=1, tokens_per_minute=100, tokens=40)
+    assert (await rig.admit(limits)).ok
+    refused = await rig.admit(limits)
+    assert (refused.ok, refused.limit) == (False, "requests_per_minute")
+    assert refused.rates["requests"].remaining == 0
+    assert refused.rates["tokens"].remaining == 60
