@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 NANO = 1_000_000_000
 MINUTE_MS = 60_000
@@ -69,15 +69,19 @@ class Limits:
         return self.requests_per_minute is None and self.tokens_per_minute is None and not self.budgets
 
     def bounded(self) -> Limits:
-        """These limits with every number held within [0, MOST], as the backends count them."""
+        """These limits with every number held within [0, MOST], as the backends count them (self when they are)."""
+        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
+        if (0 <= self.cost <= MOST and 0 <= self.tokens <= MOST and (rpm is None or 0 <= rpm <= MOST)
+                and (tpm is None or 0 <= tpm <= MOST) and all(0 <= limit <= MOST for _, limit in self.budgets)):
+            return self
+
         def most(value: int | None) -> int | None:
             return None if value is None else bounded(value)
         return Limits(self.tenant, most(self.requests_per_minute), most(self.tokens_per_minute), bounded(self.tokens),
                       tuple((window, bounded(limit)) for window, limit in self.budgets), bounded(self.cost))
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
+class Rate(NamedTuple):
     """One rate limit as this request left it: how much is left, and how long until all of it is again."""
 
     remaining: int
@@ -107,7 +111,9 @@ class Charge:
     savings: int = 0
 
     def bounded(self) -> Charge:
-        """This charge with cost and tokens within [0, MOST] and savings within [-MOST, MOST]."""
+        """This charge with cost and tokens within [0, MOST] and savings within [-MOST, MOST] (self when they are)."""
+        if 0 <= self.cost <= MOST and 0 <= self.tokens <= MOST and -MOST <= self.savings <= MOST:
+            return self
         return Charge(self.upstream, bounded(self.cost), bounded(self.tokens), bounded(self.savings, -MOST))
 
 

@@ -38,12 +38,13 @@ local function bounded(n, least)
   return math.max(least or 0, math.min(MOST, n))
 end
 local function int(n) return string.format('%d', n) end
--- Add delta to a hash field, held within [least, MOST] so that it never overflows or goes below; returns the
--- value it had before.
+-- Add delta (within [-MOST, MOST]) to a hash field held within [least, MOST], keeping it there: the sum stays far
+-- inside Redis' 64 bits, and is then put back within bounds. Returns the value the field had before.
 local function add(hash, field, delta, least)
-  local before = tonumber(redis.call('HGET', hash, field) or '0')
-  redis.call('HSET', hash, field, int(bounded(before + delta, least)))
-  return before
+  local value = redis.call('HINCRBY', hash, field, int(delta))
+  local held = bounded(value, least)
+  if held ~= value then redis.call('HSET', hash, field, int(held)) end
+  return value - delta
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -79,8 +80,10 @@ local now = now_ms()
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tokens, cost, id = bounded(tonumber(ARGV[3])), bounded(tonumber(ARGV[6])), ARGV[7]
 local second = math.floor(now / 1000)
-local count, used, top = 0, 0, nil  -- requests and tokens in the minute, the newest second holding tokens
-local function answer(ok, limit, wait, day, month, extra)  -- extra: this request's own request and tokens
+local count, used, flat = 0, 0, {}  -- requests and tokens in the minute, and the minute's token buckets
+-- The reply, with what is left of each rate limit and when all of it is again; extra is 1 once this request is
+-- counted (then the newest request and tokens are its own: the search for them is left to refusals).
+local function answer(ok, limit, wait, day, month, extra)
   local rate = {-1, 0, -1, 0}
   if rpm >= 0 then
     local newest = extra > 0 and now or nil
@@ -88,12 +91,15 @@ local function answer(ok, limit, wait, day, month, extra)  -- extra: this reques
     rate[1], rate[2] = math.max(0, rpm - count - extra), newest and math.max(0, newest + 60000 - now) or 0
   end
   if tpm >= 0 then
-    if extra > 0 then top = second end
+    local top = extra > 0 and second or nil
+    for i = 1, extra > 0 and 0 or #flat, 2 do
+      local b = tonumber(flat[i])
+      if b > second - 60 and tonumber(flat[i + 1]) > 0 and (top == nil or b > top) then top = b end
+    end
     rate[3], rate[4] = math.max(0, tpm - used - extra * tokens), top and math.max(0, (top + 60) * 1000 - now) or 0
   end
   return {ok, limit, wait, day or '', month or '', second, rate[1], rate[2], rate[3], rate[4]}
 end
-local flat = {}
 if rpm >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
   count = redis.call('ZCARD', KEYS[1])
@@ -101,12 +107,8 @@ end
 if tpm >= 0 then  -- read before any refusal, so that every answer tells what is left of both limits
   flat = redis.call('HGETALL', KEYS[2])
   for i = 1, #flat, 2 do
-    local b, n = tonumber(flat[i]), tonumber(flat[i + 1])
-    if b <= second - 60 then redis.call('HDEL', KEYS[2], flat[i])
-    else
-      used = used + n
-      if n > 0 and (top == nil or b > top) then top = b end
-    end
+    if tonumber(flat[i]) <= second - 60 then redis.call('HDEL', KEYS[2], flat[i])
+    else used = used + tonumber(flat[i + 1]) end
   end
 end
 if rpm >= 0 and count >= rpm then
@@ -215,8 +217,12 @@ for w = 1, 2 do
     end
   end
 end
-for bucket, delta in pairs(corrections) do  -- a bucket whose second has left the minute is gone: not brought back
-  if delta ~= 0 and redis.call('HEXISTS', KEYS[1], bucket) == 1 then add(KEYS[1], bucket, delta) end
+for bucket, delta in pairs(corrections) do
+  if delta ~= 0 then
+    local value = redis.call('HINCRBY', KEYS[1], bucket, int(delta))
+    if value == delta then redis.call('HDEL', KEYS[1], bucket)  -- its second had left the minute already
+    elseif value < 0 then redis.call('HSET', KEYS[1], bucket, '0') end
+  end
 end
 return 1
 """
@@ -498,22 +504,27 @@ def _or_minus(value: int | None) -> int:
 
 
 def _admission(reply: list[Any], reservation: str, limits: Limits, now: float) -> Admission:
-    ok, limit, retry_ms = int(reply[0]), _text(reply[1]), float(reply[2])
-    left = {w: int(v) for w, v in zip(WINDOWS, reply[3:5], strict=False) if v not in (b"", "")}
-    rates = _rates(reply[6:10]) if len(reply) >= 10 else {}
-    if not ok:
-        retry_s = resets_at(limit, now) - now if limit in WINDOWS else retry_ms / 1000
-        remaining = {limit: max(0, left.get(limit, 0))} if limit in WINDOWS else {}
-        return Admission(False, limit=limit, retry_after_s=retry_s, remaining=remaining, rates=rates)
-    return Admission(True, reservation, remaining=left, bucket=int(reply[5]), rates=rates)
+    rates = _rates(reply) if len(reply) > 6 else {}
+    if int(reply[0]):
+        remaining = {}
+        if reply[3]:
+            remaining["day"] = int(reply[3])
+        if reply[4]:
+            remaining["month"] = int(reply[4])
+        return Admission(True, reservation, remaining=remaining, bucket=int(reply[5]), rates=rates)
+    limit = _text(reply[1])
+    if limit not in WINDOWS:
+        return Admission(False, limit=limit, retry_after_s=float(reply[2]) / 1000, rates=rates)
+    left = reply[3] if limit == "day" else reply[4]
+    return Admission(False, limit=limit, retry_after_s=resets_at(limit, now) - now,
+                     remaining={limit: max(0, int(left or 0))}, rates=rates)
 
 
-def _rates(values: list[Any]) -> dict[str, Rate]:
+def _rates(reply: list[Any]) -> dict[str, Rate]:
     """Requests and tokens left and ms until all are back, as ADMIT returns them (-1 left: no such limit)."""
-    requests, requests_ms, tokens, tokens_ms = (int(v) for v in values)
     rates = {}
-    if requests >= 0:
-        rates["requests"] = Rate(requests, requests_ms / 1000)
-    if tokens >= 0:
-        rates["tokens"] = Rate(tokens, tokens_ms / 1000)
+    if int(reply[6]) >= 0:
+        rates["requests"] = Rate(int(reply[6]), int(reply[7]) / 1000)
+    if int(reply[8]) >= 0:
+        rates["tokens"] = Rate(int(reply[8]), int(reply[9]) / 1000)
     return rates

@@ -502,7 +502,7 @@ async def test_an_admission_reports_what_is_left_of_each_rate_limit(rig: Rig) ->
     await rig.advance(10)
     refused = await rig.admit(limits)  # 40 tokens more than the minute has left
     assert (refused.ok, refused.limit) == (False, "tokens_per_minute")
-    assert refused.rates["requests"] == Rate(1, pytest.approx(50.0, abs=0.01))  # the newest leaves in 50 s
+    assert refused.rates["requests"] == Rate(1, pytest.approx(50.0, abs=1))  # the newest leaves in 50 s
     assert refused.rates["tokens"].remaining == 20
     assert 49 <= refused.rates["tokens"].reset_s <= 50
     assert (await rig.admit(budget(1, day=10))).rates == {}  # no rate limit, nothing to report
