@@ -41,6 +41,7 @@ local function int(n) return string.format('%d', n) end
 -- Add delta (within [-MOST, MOST]) to a hash field held within [least, MOST], keeping it there: the sum stays far
 -- inside Redis' 64 bits, and is then put back within bounds. Returns the value the field had before.
 local function add(hash, field, delta, least)
+  delta = bounded(delta, -MOST)
   local value = redis.call('HINCRBY', hash, field, int(delta))
   local held = bounded(value, least)
   if held ~= value then redis.call('HSET', hash, field, int(held)) end
@@ -184,7 +185,7 @@ for i = 3, #ARGV, 9 do
   for w = 1, 2 do
     if string.sub(ARGV[i + 2], w, w) == '1' then
       if redis.call('ZREM', KEYS[1 + 2 * w], member) == 1 then
-        released[w] = released[w] + tonumber(ARGV[i + 1])
+        released[w] = bounded(released[w] + bounded(tonumber(ARGV[i + 1])))
         counts = true
       elseif redis.call('ZREM', KEYS[1 + 2 * w], 'x:' .. member) == 1 then
         counts = true  -- purged while its holder was presumed gone: only its tombstone was left

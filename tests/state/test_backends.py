@@ -488,6 +488,10 @@ async def test_the_redis_scripts_hold_counters_within_bounds_whatever_they_are_s
         await rig.raw.eval(SETTLE, 6, *keys[1:], f"sy:{{acme}}:batch:{batch}", *args)
     fields = {k.decode(): int(v) for k, v in (await rig.raw.hgetall(keys[2])).items()}
     assert fields == {"reserved": 0, "spent": MOST, "savings": -MOST, "c:a": MOST, "t:a": MOST, "n:a": 1}
+    await rig.raw.zadd(keys[3], {f"r2:{huge}": 1})  # a reservation of more than any counter holds, then released
+    await rig.raw.eval(SETTLE, 6, *keys[1:], "sy:{acme}:batch:last", EXPIRE_S["day"], EXPIRE_S["month"],
+                       "r2", huge, "10", "", "0", "0", "0", "0", 0)
+    assert int(await rig.raw.hget(keys[2], "reserved")) == 0
 
 
 async def test_an_admission_reports_what_is_left_of_each_rate_limit(rig: Rig) -> None:
