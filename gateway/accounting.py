@@ -43,7 +43,7 @@ class Usage:
         except orjson.JSONDecodeError:
             try:  # the standard library reads what orjson refuses, such as a count of 1e400 (as infinity)
                 parsed = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past what either parser follows
                 return cls()
         return cls.of(parsed.get("usage") if isinstance(parsed, dict) else None)
 

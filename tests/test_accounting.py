@@ -131,3 +131,14 @@ def test_usage_within_the_window_is_counted_as_reported(tmp_path: Path) -> None:
 def test_plausible_clamps_each_kind_on_its_own() -> None:
     assert accounting.plausible(Usage(5, 50), 10) == Usage(5, 10)
     assert accounting.plausible(Usage(10, 10), 10) is None
+
+
+@pytest.mark.parametrize(("body", "counted"), [
+    (b'{"usage": {"prompt_tokens": 10, "completion_tokens": 9}}', Usage(10, 9)),
+    (b'{"usage": {"prompt_tokens": 1e400, "completion_tokens": 2}}', Usage(MOST, 2)),  # orjson refuses infinity
+    (b"[" * 100_000 + b"]" * 100_000, Usage()),  # nested past both parsers
+    (b"not json", Usage()),
+    (b"\xff\xfe", Usage()),
+])
+def test_a_whole_body_is_read_for_its_usage_whatever_it_holds(body: bytes, counted: Usage) -> None:
+    assert Usage.of_body(body) == counted
