@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway import detectors
 from gateway.errors import InvalidRequest
-from gateway.policy.decide import Features
+from gateway.policy.decide import CHOICE_FIELDS, MAX_CHOICES, MAX_TOKEN_FIELDS, Features
 from gateway.policy.model import Policy
 
 CHARS_PER_TOKEN = 4
@@ -20,8 +20,8 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
     """Validate the fields routing depends on and describe the request; InvalidRequest names a bad param."""
     texts: list[str] = []
     images, has_tools = _collect(endpoint, body, texts)
-    max_tokens = (_optional_int(body, "max_completion_tokens") or _optional_int(body, "max_tokens")
-                  or _optional_int(body, "max_output_tokens"))
+    max_tokens = next(filter(None, (_optional_int(body, f) for f in MAX_TOKEN_FIELDS[endpoint])), None)
+    n = max((_optional_int(body, f, MAX_CHOICES) or 1 for f in CHOICE_FIELDS[endpoint]), default=1)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
@@ -30,7 +30,7 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
     chars = sum(map(len, texts))
     prompt_tokens = chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(texts) + TOKENS_PER_IMAGE * images
     return Features(route=body["model"], tenant=tenant, prompt_tokens=prompt_tokens, endpoint=endpoint,
-                    max_tokens=max_tokens,
+                    max_tokens=max_tokens, n=n,
                     stream=stream, has_tools=has_tools, wants_json=wants_json, has_images=images > 0,
                     data_class=data_class(policy, tenant, headers, texts), headers=headers)
 
@@ -164,10 +164,11 @@ def _tools(body: dict[str, Any]) -> bool:
     return bool(tools)
 
 
-def _optional_int(body: dict[str, Any], name: str) -> int | None:
+def _optional_int(body: dict[str, Any], name: str, most: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (most is not None and value > most):
+        bound = f" of at most {most}" if most is not None else ""
+        raise InvalidRequest(f"'{name}' must be a positive integer{bound}", param=name)
     return value

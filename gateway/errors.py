@@ -8,7 +8,9 @@
     ├── NotFound, MethodNotAllowed    404 not_found, 405 method_not_allowed
     ├── PayloadTooLarge               413 request_too_large
     ├── StateUnavailable              503 state_unavailable (Redis away, state.on_unavailable: fail_closed)
-    ├── NoCandidate                   an empty allowed set (403 / 400 / 429 / 503, by its code)
+    ├── RateLimited                   429 rate_limit_exceeded, type `requests` or `tokens`
+    ├── NoCandidate                   an empty allowed set (403 / 400 / 429 / 503, by its code); a spent
+    │                                 budget is 429 insufficient_quota, as OpenAI words it
     └── UpstreamFailed                502 / 503 / 504 after every candidate failed
 
     UpstreamError                     one attempt at one upstream went wrong (never shown as is)
@@ -47,6 +49,7 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.headers = tuple(headers)
+        self.reason = self.code  # the gateway's own name for what happened (audit, metrics), where code is the API's
 
     def body(self) -> bytes:
         """The JSON body of this error."""
@@ -110,12 +113,24 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class RateLimited(GatewayError):
+    """A tenant's rate limit refused the request: typed `requests` or `tokens`, as OpenAI's API types it."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, kind: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message, headers=headers)
+        self.type = kind
+        self.reason = "rate_limited"
+
+
 class NoCandidate(GatewayError):
     """The policy left no upstream that may serve this request."""
 
     STATUS: ClassVar[dict[str, int]] = {
         "residency_unavailable": 403, "capability_unavailable": 400, "context_length_exceeded": 400,
-        "budget_exhausted": 429, "rate_limited": 429, "no_healthy_upstream": 503, "policy_denied": 403}
+        "budget_exhausted": 429, "no_healthy_upstream": 503, "policy_denied": 403}
     type = "invalid_request_error"
 
     def __init__(self, code: str, message: str, excluded: Sequence[tuple[str, str]] = (),
@@ -124,6 +139,8 @@ class NoCandidate(GatewayError):
         self.excluded = tuple(excluded)
         if self.status >= 500:
             self.type = "server_error"
+        if code == "budget_exhausted":  # OpenAI's words for a spent quota; the reason stays the gateway's
+            self.code = self.type = "insufficient_quota"
 
 
 class UpstreamFailed(GatewayError):

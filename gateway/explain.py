@@ -54,8 +54,9 @@ def trace(policy: Policy, outcome: Outcome) -> list[str]:
     if features is None:
         assert outcome.error is not None
         return [*lines, f"-> {outcome.error.status} {outcome.error.code}: {outcome.error.message}"]
+    choices = f", n {features.n}" if features.n > 1 else ""
     lines.append(f"2. route: '{features.route}' (estimated prompt {features.prompt_tokens} tokens, "
-                 f"max_tokens {features.max_tokens or 'route default'}, stream {features.stream})")
+                 f"max_tokens {features.max_tokens or 'route default'}{choices}, stream {features.stream})")
     lines.append(f"3. data class: {features.data_class or '-'} ({outcome.class_reason})")
     rule = matching_rule(policy, features)
     lines.append(f"   rule: {rule.name if rule else 'none matched'}")

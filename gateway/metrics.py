@@ -62,6 +62,8 @@ class Metrics:
                                     ["backend", "op"], registry=r)
         self.budget_overshoot = Counter("switchyard_budget_overshoot_usd", "Cost above what was reserved.",
                                         ["tenant"], registry=r)
+        self.usage_clamped = Counter("switchyard_usage_clamped", "Usage reports past what a request could produce.",
+                                     ["upstream"], registry=r)
         self.audit_errors = Counter("switchyard_audit_write_errors", "Audit records not written, by sink.", ["sink"],
                                     registry=r)
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",

@@ -38,12 +38,12 @@ from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Features, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
+from gateway.refusals import budget_exhausted, rate_headers, rate_limited
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
 from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
-from gateway.state.memory import ceil_seconds
 from gateway.streaming import Opened, Stream, can_continue, open_stream, wants_usage
 from gateway.upstreams.base import Client, Exchange
 
@@ -107,7 +107,7 @@ class Proxy:
         try:
             await self._handle(endpoint, path, headers, receive, send, runtime, done, started)
         except GatewayError as exc:
-            done.status, done.outcome = exc.status, f"error:{exc.code}"
+            done.status, done.outcome = exc.status, f"error:{exc.reason}"
             if isinstance(exc, NoCandidate):
                 done.excluded = exc.excluded or done.excluded
                 if exc.code == "residency_unavailable":
@@ -130,7 +130,7 @@ class Proxy:
         done.route = check_route(policy, done.tenant, body)
         features = classify.features(policy, done.tenant, endpoint, body, headers)
         done.data_class = features.data_class or "-"
-        done.prompt_tokens = features.prompt_tokens
+        done.prompt_tokens, done.n = features.prompt_tokens, features.n
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         live = self._live(runtime)
@@ -141,7 +141,7 @@ class Proxy:
         done.rule = decision.rule or "-"
         done.candidates, done.excluded = decision.candidates, decision.excluded
         self._count_decision(decision)
-        request = Request(path, body, headers, features.stream)
+        request = Request(path, accounting.capped(policy, features, body), headers, features.stream)
         task = asyncio.current_task()
         assert task is not None
         watcher = DisconnectWatch(receive, task, WATCH_AFTER_S)
@@ -165,12 +165,13 @@ class Proxy:
         now = time.time()
         admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
                                                           policy.doc.state.on_unavailable)
+        done.rate_headers = rate_headers(limits, admission)
         if not admission.ok and admission.limit in WINDOWS:
             budget = policy.doc.tenants[features.tenant].budget
             assert budget is not None
             if isinstance(budget.when_exhausted, str):
                 self.metrics.count(self.metrics.budget_exhausted, features.tenant, "reject")
-                raise budget_exhausted(features.tenant, admission, now)
+                raise budget_exhausted(features.tenant, admission, limits, now)
             self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
             decision = decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to))
             limits = replace(limits, budgets=(), cost=0)
@@ -178,6 +179,7 @@ class Proxy:
                 return decision, limits
             admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
                                                               policy.doc.state.on_unavailable)
+            done.rate_headers = rate_headers(limits, admission)
         if not admission.ok:
             self.metrics.count(self.metrics.rate_limited, features.tenant, admission.limit)
             raise rate_limited(features.tenant, admission)
@@ -214,8 +216,8 @@ class Proxy:
             await self._pass_error(runtime, exc, send, done, watcher)
             return
         done.served_by(upstream)
-        usage = accounting.Usage.of_body(data)
-        cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name, usage)
+        usage, cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
+                                        accounting.Usage.of_body(data), done.n)
         done.charge(usage, cost)
         watcher.stop()
         done.status = 200
@@ -251,7 +253,7 @@ class Proxy:
             ending = await stream.run(opened)
         finally:
             for name, usage in stream.parts:
-                done.charge(usage, accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage))
+                done.charge(*accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
         watcher.stop()
         if ending.startswith(b'data: {"error"'):
             done.outcome = "stream_interrupted"
@@ -289,6 +291,8 @@ class _Done:
         self.region = "-"
         self.rule = "-"
         self.prompt_tokens = 0
+        self.n = 1
+        self.rate_headers: Headers = []
         self.cost = 0.0
         self.usage = accounting.Usage()
         self.backend: Backend | None = None
@@ -331,24 +335,7 @@ class _Done:
             headers.append((b"x-switchyard-data-class", self.data_class.encode()))
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
-        return headers
-
-
-def budget_exhausted(tenant: str, admission: Admission, now: float) -> NoCandidate:
-    """429 naming the spent budget, what is left of it, and when it resets."""
-    reset = dt.datetime.fromtimestamp(now + admission.retry_after_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    window = {"day": "daily", "month": "monthly"}[admission.limit]
-    left = admission.remaining.get(admission.limit, 0) / NANO
-    return NoCandidate("budget_exhausted", f"the {window} budget of tenant '{tenant}' is spent (${left:.6f} left, "
-                       f"less than this request may cost); it resets at {reset}",
-                       headers=[(b"retry-after", str(ceil_seconds(admission.retry_after_s)).encode())])
-
-
-def rate_limited(tenant: str, admission: Admission) -> NoCandidate:
-    """429 naming the limit, with Retry-After."""
-    wait = ceil_seconds(admission.retry_after_s)
-    return NoCandidate("rate_limited", f"tenant '{tenant}' is over its {admission.limit.replace('_', ' ')}; "
-                       f"retry after {wait} s", headers=[(b"retry-after", str(wait).encode())])
+        return headers + self.rate_headers if self.rate_headers else headers
 
 
 def scrub(body: bytes, upstream: Client) -> bytes:

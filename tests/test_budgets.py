@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -63,7 +64,7 @@ def settings(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def ask(stack: Stack, messages: list[dict[str, str]] = PROMPT, **options: Any) -> Any:
     return stack.client().chat.completions.with_raw_response.create(model="chat", messages=messages,
-                                                                    max_tokens=MAX_TOKENS, **options)
+                                                                    **{"max_tokens": MAX_TOKENS, **options})
 
 
 def refusal(stack: Stack) -> openai.APIStatusError:
@@ -119,8 +120,9 @@ def test_a_spent_budget_is_refused_naming_the_budget_and_when_it_resets(loop: Lo
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     resets = today + dt.timedelta(days=1) if window == "day" else (today.replace(day=1) + dt.timedelta(days=32)
                                                                      ).replace(day=1)
-    assert (error.status_code, error.code) == (429, "budget_exhausted")
+    assert (error.status_code, error.code) == (429, "insufficient_quota")
     assert isinstance(error.body, dict)
+    assert error.body["type"] == "insufficient_quota"
     name = {"day": "daily", "month": "monthly"}[window]
     assert f"the {name} budget of tenant 'acme' is spent ($0.000000 left" in error.body["message"]
     assert f"resets at {resets:%Y-%m-%dT%H:%M:%SZ}" in error.body["message"]
@@ -162,20 +164,61 @@ def test_degraded_requests_are_all_in_the_spend_read_back(loop: Loop, tmp_path: 
     ({"requests_per_minute": 3}, "requests_per_minute", "requests per minute"),
     ({"tokens_per_minute": 3 * 19}, "tokens_per_minute", "tokens per minute"),  # 10 prompt + 9 max_tokens each
 ])
-def test_a_rate_limit_refuses_with_rate_limited_and_retry_after(loop: Loop, tmp_path: Path, settings: dict[str, Any],
-                                                               limit: dict[str, int], kind: str, words: str) -> None:
+def test_a_rate_limit_refuses_with_rate_limit_exceeded_and_retry_after(loop: Loop, tmp_path: Path,
+                                                                       settings: dict[str, Any],
+                                                                       limit: dict[str, int], kind: str,
+                                                                       words: str) -> None:
     stack = start_stack(loop, tmp_path, names=("primary",), settings=settings, tenants=tenants(rate_limit=limit))
     for _ in range(3):
         ask(stack)
     error = refusal(stack)
-    assert (error.status_code, error.code) == (429, "rate_limited")
+    assert (error.status_code, error.code) == (429, "rate_limit_exceeded")
     assert isinstance(error.body, dict)
+    assert error.body["type"] == kind.split("_")[0]  # OpenAI's types: requests, tokens
     assert f"tenant 'acme' is over its {words}" in error.body["message"]
     assert 55 <= int(error.response.headers["retry-after"]) <= 60
     assert len(stack.upstreams["primary"].seen) == 3
     assert metric(stack, "switchyard_rate_limited_total", tenant="acme", kind=kind) == 1
     other = stack.client(OTHER_KEY).chat.completions.create(model="chat", messages=PROMPT)  # per tenant
     assert other.choices[0].message.content
+
+
+RESET = re.compile(r"^(?:\d+m)?\d+(?:\.\d+)?s$|^\d+ms$")  # OpenAI's durations: 1s, 6m0s, 59.734s, 20ms
+
+
+def test_every_answer_of_a_rate_limited_tenant_carries_openais_rate_limit_headers(
+        loop: Loop, tmp_path: Path, settings: dict[str, Any]) -> None:
+    stack = start_stack(loop, tmp_path, names=("primary",), settings=settings,
+                        tenants=tenants(rate_limit={"requests_per_minute": 2, "tokens_per_minute": 1000}))
+    streamed = ask(stack, stream=True)
+    assert list(streamed.parse())  # read to its end, so its connection goes back
+    served = [ask(stack).headers, streamed.headers]  # plain and streamed alike
+    for headers, left in zip(served, ("0", "1"), strict=True):
+        assert headers["x-ratelimit-limit-requests"] == "2"
+        assert headers["x-ratelimit-remaining-requests"] == left
+        assert headers["x-ratelimit-reset-requests"] == "1m0s"  # the newest request leaves the minute then
+        assert headers["x-ratelimit-limit-tokens"] == "1000"
+        assert RESET.match(headers["x-ratelimit-reset-tokens"])
+    assert int(served[1]["x-ratelimit-remaining-tokens"]) == 1000 - 19  # 10 estimated prompt + 9 max_tokens
+    error = refusal(stack)
+    assert (error.status_code, error.code) == (429, "rate_limit_exceeded")
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert RESET.match(error.response.headers["x-ratelimit-reset-requests"])
+    unlimited = stack.client(OTHER_KEY).chat.completions.with_raw_response.create(model="chat", messages=PROMPT)
+    assert "x-ratelimit-limit-requests" not in unlimited.headers  # a tenant with no rate limit
+
+
+def test_a_budget_only_too_small_for_this_request_says_what_it_may_cost(loop: Loop, tmp_path: Path,
+                                                                        settings: dict[str, Any]) -> None:
+    stack = start_stack(loop, tmp_path, names=("primary",), settings=settings,
+                        tenants=tenants(budget={"usd_per_day": 3 * COST}))
+    with pytest.raises(openai.APIStatusError) as refused:
+        ask(stack, max_tokens=100_000)  # may cost $0.20001
+    assert (refused.value.status_code, refused.value.code) == (429, "insufficient_quota")
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["message"].startswith(
+        f"this request may cost up to $0.200010; ${3 * COST:.6f} is left of the daily budget of tenant 'acme'")
+    assert ask(stack).headers["x-switchyard-upstream"] == "primary"  # a smaller request still fits
 
 
 @pytest.mark.parametrize("where", ["route", "policy"])
@@ -348,7 +391,7 @@ def test_a_budget_holds_across_three_processes_on_one_redis(trio: Trio, redis_ur
     served = [o for o in outcomes if o.code == "served"]
     refused = [o for o in outcomes if o.code != "served"]
     assert BUDGET_REQUESTS <= len(served) <= bound
-    assert {(o.code, o.status) for o in refused} == {("budget_exhausted", 429)}
+    assert {(o.code, o.status) for o in refused} == {("insufficient_quota", 429)}
     assert all(o.retry_after and int(o.retry_after) >= 1 for o in refused)
     assert len(trio.upstream.seen) == len(served)
     expected = len(trio.upstream.seen) * COST  # what the upstream's log implies
@@ -368,7 +411,7 @@ def test_a_rate_limit_holds_across_three_processes_on_one_redis(trio: Trio, redi
     served = [o for o in outcomes if o.code == "served"]
     refused = [o for o in outcomes if o.code != "served"]
     assert len(served) == RPM
-    assert {(o.code, o.status) for o in refused} == {("rate_limited", 429)}
+    assert {(o.code, o.status) for o in refused} == {("rate_limit_exceeded", 429)}
     assert all(o.retry_after and 1 <= int(o.retry_after) <= 60 for o in refused)
     assert len(trio.upstream.seen) == RPM
     settled_spend(trio.urls[0], RPM * COST, tenant="paced")

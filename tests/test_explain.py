@@ -69,3 +69,18 @@ def test_a_case_naming_an_unknown_upstream_fails(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "upstream 'local-vlm' is not in the policy" in out
     assert out.rstrip().endswith("0 passed, 1 failed")
+
+
+def test_explain_shows_n_and_estimates_every_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def explained(**extra: object) -> tuple[str, list[float]]:
+        assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request",
+                     request(tmp_path, "hello", max_tokens=1000, **extra)]) == 0
+        out = capsys.readouterr().out
+        return out, [float(line.rsplit("$", 1)[1]) for line in out.splitlines() if "estimated $" in line]
+
+    (one_out, one), (ten_out, ten) = explained(), explained(n=10)
+    assert "max_tokens 1000, stream" in one_out
+    assert "max_tokens 1000, n 10, stream" in ten_out
+    assert len(one) == len(ten) > 0
+    assert all(b > a for a, b in zip(one, ten, strict=True) if a > 0)
+    assert any(a > 0 for a in one)

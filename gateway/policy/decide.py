@@ -19,6 +19,7 @@ class Features:
     prompt_tokens: int
     endpoint: str = "chat"
     max_tokens: int | None = None
+    n: int = 1
     stream: bool = False
     has_tools: bool = False
     wants_json: bool = False
@@ -48,6 +49,12 @@ class Decision:
 
 
 NO_LIVE = Live()
+MAX_TOKEN_FIELDS: Mapping[str, tuple[str, ...]] = {  # each endpoint's own caps, the first given one wins
+    "chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
+    "responses": ("max_output_tokens",), "embeddings": ()}
+CHOICE_FIELDS: Mapping[str, tuple[str, ...]] = {  # fields that multiply the completions generated
+    "chat": ("n",), "completions": ("n", "best_of"), "responses": (), "embeddings": ()}
+MAX_CHOICES = 128
 
 
 def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: frozenset[str] | None = None) -> Decision:
@@ -86,7 +93,7 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
              only: frozenset[str] | None) -> list[Filter]:
     """The step-4 filters in the order whose first empty result names the error."""
     data_class = policy.doc.data_classes.get(features.data_class) if features.data_class else None
-    window = features.prompt_tokens + completion_estimate(features, route)
+    window = features.prompt_tokens + completion_per_choice(features, route)
     needs = needed_capabilities(features)
     filters: list[Filter] = []
     if data_class is not None and data_class.hosting is not None:
@@ -119,9 +126,16 @@ def residency_limited(excluded: tuple[tuple[str, str], ...] | list[tuple[str, st
     return any(reason in RESIDENCY_REASONS for _, reason in excluded)
 
 
-def completion_estimate(features: Features, route: Route) -> int:
-    """The completion tokens to plan for: the request's max_tokens, else the route's default."""
+def completion_per_choice(features: Features, route: Route) -> int:
+    """The tokens one choice may generate: the request's max_tokens, else the route's default; none for embeddings."""
+    if not MAX_TOKEN_FIELDS[features.endpoint]:
+        return 0
     return features.max_tokens or route.default_max_tokens
+
+
+def completion_estimate(features: Features, route: Route) -> int:
+    """The completion tokens to plan for: every choice (`n`) at its most."""
+    return completion_per_choice(features, route) * features.n
 
 
 def needed_capabilities(features: Features) -> frozenset[str]:
@@ -142,7 +156,8 @@ def _explain(code: str, features: Features, names: list[str]) -> str:
                                  "regions can serve this request now; no other upstream may stand in",
         "capability_unavailable": "no allowed upstream supports what this request needs (tools, response_format, "
                                   "images, or the Responses API)",
-        "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens plus max_tokens fits "
+        "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens"
+                                   f"{' plus max_tokens' if MAX_TOKEN_FIELDS[features.endpoint] else ''} fits "
                                    "no allowed upstream's context window",
         "no_healthy_upstream": "every allowed upstream is unavailable right now",
         "budget_exhausted": "the budget is spent and none of the upstreams it degrades to may serve this request",

@@ -1,7 +1,9 @@
 """The shared-state interface: admit a request against its tenant's limits, settle what it cost, read spend back.
 
 Money is counted in integer nano-dollars so that replicas adding up costs agree to the cent and beyond.
-Windows are UTC: a day from midnight, a month from the first.
+Windows are UTC: a day from midnight, a month from the first. Every amount and count is held within
+[0, MOST] (savings, a net amount, within [-MOST, MOST]): MOST is 2**53 - 1, the largest integer Redis' Lua
+numbers hold exactly, so no counter can overflow or go negative whatever an upstream reports.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 NANO = 1_000_000_000
 MINUTE_MS = 60_000
@@ -17,9 +19,20 @@ RESERVATION_TTL_MS = 15 * MINUTE_MS
 WINDOWS = ("day", "month")
 
 
+MOST = 2**53 - 1  # nano-dollars (about $9 million) or tokens: the bound of every counter
+
+
+def bounded(value: int, least: int = 0) -> int:
+    """value held within [least, MOST]."""
+    return max(least, min(MOST, value))
+
+
 def to_nano(usd: float) -> int:
-    """USD as integer nano-dollars."""
-    return round(usd * NANO)
+    """USD as integer nano-dollars, held within [-MOST, MOST] (not a number counts as 0)."""
+    nano = usd * NANO
+    if nano != nano:  # NaN
+        return 0
+    return round(max(-MOST, min(MOST, nano)))
 
 
 def period(window: str, now: float) -> str:
@@ -55,6 +68,25 @@ class Limits:
         """Nothing to check."""
         return self.requests_per_minute is None and self.tokens_per_minute is None and not self.budgets
 
+    def bounded(self) -> Limits:
+        """These limits with every number held within [0, MOST], as the backends count them (self when they are)."""
+        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
+        if (0 <= self.cost <= MOST and 0 <= self.tokens <= MOST and (rpm is None or 0 <= rpm <= MOST)
+                and (tpm is None or 0 <= tpm <= MOST) and all(0 <= limit <= MOST for _, limit in self.budgets)):
+            return self
+
+        def most(value: int | None) -> int | None:
+            return None if value is None else bounded(value)
+        return Limits(self.tenant, most(self.requests_per_minute), most(self.tokens_per_minute), bounded(self.tokens),
+                      tuple((window, bounded(limit)) for window, limit in self.budgets), bounded(self.cost))
+
+
+class Rate(NamedTuple):
+    """One rate limit as this request left it: how much is left, and how long until all of it is again."""
+
+    remaining: int
+    reset_s: float
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -66,6 +98,7 @@ class Admission:
     retry_after_s: float = 0.0
     remaining: Mapping[str, int] = field(default_factory=dict)  # window -> nano-dollars left
     bucket: int = 0  # the second the tokens were counted in
+    rates: Mapping[str, Rate] = field(default_factory=dict)  # "requests", "tokens" -> what is left of each limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +109,12 @@ class Charge:
     cost: int = 0
     tokens: int = 0
     savings: int = 0
+
+    def bounded(self) -> Charge:
+        """This charge with cost and tokens within [0, MOST] and savings within [-MOST, MOST] (self when they are)."""
+        if 0 <= self.cost <= MOST and 0 <= self.tokens <= MOST and -MOST <= self.savings <= MOST:
+            return self
+        return Charge(self.upstream, bounded(self.cost), bounded(self.tokens), bounded(self.savings, -MOST))
 
 
 @dataclass

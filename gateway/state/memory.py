@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.state.base import (
     MINUTE_MS,
+    MOST,
     RESERVATION_TTL_MS,
     Admission,
     Charge,
     Limits,
+    Rate,
     Spend,
+    bounded,
     period,
     resets_at,
 )
@@ -32,7 +35,7 @@ class Period:
         """Release reservations whose holder never settled them (a crashed replica)."""
         for key, (amount, expires) in list(self.reservations.items()):
             if expires <= now_ms:
-                self.reserved -= amount
+                self.reserved = bounded(self.reserved - amount)
                 del self.reservations[key]
 
 
@@ -48,23 +51,38 @@ class MemoryBackend:
         self._names: tuple[int, str, str] = (-1, "", "")
 
     async def admit(self, limits: Limits, reservation: str, now: float) -> Admission:
+        limits = limits.bounded()
         now_ms = now * 1000
         refused = self._rate_refusal(limits, now_ms) or self._budget_refusal(limits, now)
         if refused is not None:
-            return refused
+            return replace(refused, rates=self._rates(limits, now_ms))
         if limits.requests_per_minute is not None:
             self._requests.setdefault(limits.tenant, deque()).append(now_ms)
         bucket = int(now)
         if limits.tokens_per_minute is not None:
             buckets = self._tokens.setdefault(limits.tenant, {})
-            buckets[bucket] = buckets.get(bucket, 0) + limits.tokens
+            buckets[bucket] = bounded(buckets.get(bucket, 0) + limits.tokens)
         remaining = {}
         for window, limit in limits.budgets:
             state = self._period(limits.tenant, window, now)
-            state.reserved += limits.cost
+            state.reserved = bounded(state.reserved + limits.cost)
             state.reservations[reservation] = (limits.cost, now_ms + RESERVATION_TTL_MS)
             remaining[window] = limit - state.spent - state.reserved
-        return Admission(True, reservation, remaining=remaining, bucket=bucket)
+        return Admission(True, reservation, remaining=remaining, bucket=bucket, rates=self._rates(limits, now_ms))
+
+    def _rates(self, limits: Limits, now_ms: float) -> dict[str, Rate]:
+        """What is left of the tenant's rate limits, and when each is whole again (the sliding minute's end)."""
+        rates = {}
+        if limits.requests_per_minute is not None:
+            times = self._requests.get(limits.tenant) or deque()
+            reset = (times[-1] + MINUTE_MS - now_ms) / 1000 if times else 0.0
+            rates["requests"] = Rate(max(0, limits.requests_per_minute - len(times)), max(0.0, reset))
+        if limits.tokens_per_minute is not None:
+            buckets = self._tokens.get(limits.tenant) or {}
+            used = [b for b, tokens in buckets.items() if tokens > 0]
+            reset = max(used) + 60 - now_ms / 1000 if used else 0.0
+            rates["tokens"] = Rate(max(0, limits.tokens_per_minute - sum(buckets.values())), max(0.0, reset))
+        return rates
 
     def _rate_refusal(self, limits: Limits, now_ms: float) -> Admission | None:
         rpm = limits.requests_per_minute
@@ -96,21 +114,22 @@ class MemoryBackend:
         return None
 
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
+        limits, charge = limits.bounded(), charge.bounded()
         for window in ("day", "month"):
             state = self._period(limits.tenant, window, now)
             amount, _ = state.reservations.pop(admission.reservation, (0, 0.0))
-            state.reserved -= amount
+            state.reserved = bounded(state.reserved - amount)
             if charge.upstream:
-                state.spent += charge.cost
-                state.savings += charge.savings
+                state.spent = bounded(state.spent + charge.cost)
+                state.savings = bounded(state.savings + charge.savings, -MOST)
                 row = state.upstreams.setdefault(charge.upstream, {"cost": 0, "tokens": 0, "requests": 0})
-                row["cost"] += charge.cost
-                row["tokens"] += charge.tokens
-                row["requests"] += 1
+                row["cost"] = bounded(row["cost"] + charge.cost)
+                row["tokens"] = bounded(row["tokens"] + charge.tokens)
+                row["requests"] = bounded(row["requests"] + 1)
         if limits.tokens_per_minute is not None and admission.ok:
             buckets = self._tokens.setdefault(limits.tenant, {})
             if admission.bucket in buckets:
-                buckets[admission.bucket] += charge.tokens - limits.tokens
+                buckets[admission.bucket] = bounded(buckets[admission.bucket] + charge.tokens - limits.tokens)
 
     async def spend(self, tenant: str, window: str, now: float) -> Spend:
         state = self._period(tenant, window, now)

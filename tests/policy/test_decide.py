@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import NoCandidate
-from gateway.policy.decide import NO_LIVE, Decision, Features, Live, decide
+from gateway.policy.decide import NO_LIVE, Decision, Features, Live, completion_estimate, decide
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
 from tests.conftest import KEY, OTHER_KEY, key_hash
@@ -371,6 +371,43 @@ def test_the_routes_default_max_tokens_counts_against_the_window(tmp_path: Path)
     policy = make(tmp_path, upstreams, {"chat": {"candidates": ["small", "big"], "default_max_tokens": 950}})
     assert decide(policy, replace(REQUEST, prompt_tokens=100)).candidates == ("big",)
     assert decide(policy, replace(REQUEST, prompt_tokens=100, max_tokens=10)).candidates == ("small", "big")
+
+
+def test_n_does_not_widen_the_window_each_choice_needs(tmp_path: Path) -> None:
+    upstreams = {"small": up(context_window=1000), "big": up(context_window=8000)}
+    policy = make(tmp_path, upstreams, ["small", "big"])
+    assert decide(policy, replace(REQUEST, prompt_tokens=900, max_tokens=100, n=50)).candidates == ("small", "big")
+
+
+def test_embeddings_need_only_their_prompt_in_the_window(tmp_path: Path) -> None:
+    """A BERT-class embedding model has a 512-token window; the route's default_max_tokens is no part of it."""
+    policy = make(tmp_path, {"bert": up(context_window=512)}, ["bert"])
+    assert decide(policy, replace(REQUEST, endpoint="embeddings", prompt_tokens=512)).candidates == ("bert",)
+    error = refused(policy, replace(REQUEST, endpoint="embeddings", prompt_tokens=513))
+    assert error.code == "context_length_exceeded"
+    assert "max_tokens" not in error.message
+
+
+@pytest.mark.parametrize(("features", "completion"), [
+    (replace(REQUEST, max_tokens=1000), 1000),
+    (replace(REQUEST, max_tokens=1000, n=100), 100_000),
+    (replace(REQUEST, n=4), 4 * 512),
+    (replace(REQUEST, endpoint="completions", max_tokens=10, n=3), 30),
+    (replace(REQUEST, endpoint="responses"), 512),
+    (replace(REQUEST, endpoint="embeddings", n=5), 0),
+])
+def test_the_completion_estimate_is_every_choice_at_its_cap(tmp_path: Path, features: Features,
+                                                            completion: int) -> None:
+    policy = make(tmp_path, {"a": up()}, ["a"])
+    assert completion_estimate(features, policy.doc.models["chat"]) == completion
+
+
+def test_n_ranks_by_the_cost_of_every_choice(tmp_path: Path) -> None:
+    policy = cost_policy(tmp_path)
+    # 10_000 prompt tokens and 100 completion: the prompt decides (token first, $5400e-6 against the gpu's
+    # $10100e-6); a hundred choices make it completion-heavy ($45000e-6 against $20000e-6: gpu first)
+    assert decide(policy, replace(REQUEST, prompt_tokens=10_000, max_tokens=100)).candidates[0] == "token"
+    assert decide(policy, replace(REQUEST, prompt_tokens=10_000, max_tokens=100, n=100)).candidates[0] == "gpu"
 
 
 def test_nothing_holding_the_prompt_is_refused_with_400(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.state.base import RESERVATION_TTL_MS, Admission, Backend, Charge, Limits, Spend, StateError
+from gateway.state.base import MOST, RESERVATION_TTL_MS, Admission, Backend, Charge, Limits, Rate, Spend, StateError
 from gateway.state.memory import MemoryBackend
-from gateway.state.redis import RedisBackend
+from gateway.state.redis import ADMIT, EXPIRE_S, SETTLE, RedisBackend
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -440,3 +440,82 @@ async def test_what_redis_keeps_for_a_tenant_expires_once_idle(rig: Rig) -> None
     assert set(ttls) >= {f"sy:{{{TENANT}}}:rpm", f"sy:{{{TENANT}}}:tpm", f"sy:{{{TENANT}}}:day:2026-11-25"}
     assert all(ttl > 0 for ttl in ttls.values()), ttls  # -1 would be a key kept forever
     assert ttls[f"sy:{{{TENANT}}}:tpm"] <= 61
+
+
+# --- bounds: no report can overflow or sink a counter ------------------------------------------------------------
+
+
+async def test_a_charge_past_every_counter_saturates_instead_of_overflowing(rig: Rig) -> None:
+    limits = budget(100, day=MOST)
+    for _ in range(2):  # the second would overflow a signed 64-bit counter twice over
+        await rig.settle(limits, await rig.admit(limits), Charge("a", 2**70, 2**70, -(2**70)))
+    spend = await rig.spend()
+    assert (spend.spent, spend.reserved, spend.savings) == (MOST, 0, -MOST)
+    assert spend.upstreams["a"] == {"cost": MOST, "tokens": MOST, "requests": 2}
+    refused = await rig.admit(limits)  # spent, not wrapped round to an unlimited budget
+    assert (refused.ok, refused.limit, refused.remaining) == (False, "day", {"day": 0})
+
+
+async def test_a_negative_charge_cannot_lower_the_spend(rig: Rig) -> None:
+    limits = budget(100, day=10_000)
+    await rig.settle(limits, await rig.admit(limits), Charge("a", 300, 10))
+    await rig.settle(limits, await rig.admit(limits), Charge("a", -(10**19), -(10**19)))
+    spend = await rig.spend()
+    assert (spend.spent, spend.reserved) == (300, 0)
+    assert spend.upstreams["a"] == {"cost": 300, "tokens": 10, "requests": 2}
+
+
+async def test_a_token_correction_cannot_sink_the_minute_below_zero(rig: Rig) -> None:
+    limits = tpm(100, 50)
+    admitted = await rig.admit(limits)
+    await rig.settle(limits, admitted, Charge("a", 0, -(10**19)))  # counted as 0 tokens: the 50 estimated go
+    assert (await rig.admit(tpm(100, 100))).ok  # the whole minute is free again, not more than whole
+
+
+@pytest.mark.parametrize("rig", ["redis"], indirect=True)
+async def test_the_redis_scripts_hold_counters_within_bounds_whatever_they_are_sent(rig: Rig) -> None:
+    """The caller bounds every number; the scripts do too, so a caller that did not cannot break a counter."""
+    assert rig.raw is not None
+    assert isinstance(rig.backend, RedisBackend)
+    keys = rig.backend.keys(TENANT, rig.now)
+    huge, sunk = str(10**19), str(-(10**19))
+    reply = await rig.raw.eval(ADMIT, 7, *keys, "sy:{acme}:done:r1", -1, -1, 0, MOST, -1, huge, "r1",
+                               RESERVATION_TTL_MS, 86400, 86400)
+    assert reply[0] == 1
+    assert int(await rig.raw.hget(keys[2], "reserved")) == MOST
+    for batch, (cost, tokens) in enumerate(((huge, huge), (huge, huge), (sunk, sunk))):
+        args = [EXPIRE_S["day"], EXPIRE_S["month"], "r1", MOST, "10", "a", cost, tokens, sunk, "0", 0]
+        await rig.raw.eval(SETTLE, 6, *keys[1:], f"sy:{{acme}}:batch:{batch}", *args)
+    fields = {k.decode(): int(v) for k, v in (await rig.raw.hgetall(keys[2])).items()}
+    assert fields == {"reserved": 0, "spent": MOST, "savings": -MOST, "c:a": MOST, "t:a": MOST, "n:a": 1}
+    await rig.raw.zadd(keys[3], {f"r2:{huge}": 1})  # a reservation of more than any counter holds, then released
+    await rig.raw.eval(SETTLE, 6, *keys[1:], "sy:{acme}:batch:last", EXPIRE_S["day"], EXPIRE_S["month"],
+                       "r2", huge, "10", "", "0", "0", "0", "0", 0)
+    assert int(await rig.raw.hget(keys[2], "reserved")) == 0
+
+
+async def test_an_admission_reports_what_is_left_of_each_rate_limit(rig: Rig) -> None:
+    limits = Limits(TENANT, requests_per_minute=3, tokens_per_minute=100, tokens=40)
+    first = await rig.admit(limits)
+    assert first.rates["requests"] == Rate(2, 60.0)
+    assert first.rates["tokens"].remaining == 60
+    assert 59 <= first.rates["tokens"].reset_s <= 60
+    await rig.advance(10)
+    second = await rig.admit(limits)
+    assert (second.rates["requests"].remaining, second.rates["tokens"].remaining) == (1, 20)
+    await rig.advance(10)
+    refused = await rig.admit(limits)  # 40 tokens more than the minute has left
+    assert (refused.ok, refused.limit) == (False, "tokens_per_minute")
+    assert refused.rates["requests"] == Rate(1, pytest.approx(50.0, abs=1))  # the newest leaves in 50 s
+    assert refused.rates["tokens"].remaining == 20
+    assert 49 <= refused.rates["tokens"].reset_s <= 50
+    assert (await rig.admit(budget(1, day=10))).rates == {}  # no rate limit, nothing to report
+
+
+async def test_a_refusal_by_one_rate_limit_tells_what_is_left_of_the_other(rig: Rig) -> None:
+    limits = Limits(TENANT, requests_per_minute=1, tokens_per_minute=100, tokens=40)
+    assert (await rig.admit(limits)).ok
+    refused = await rig.admit(limits)
+    assert (refused.ok, refused.limit) == (False, "requests_per_minute")
+    assert refused.rates["requests"].remaining == 0
+    assert refused.rates["tokens"].remaining == 60
