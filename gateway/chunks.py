@@ -1,0 +1,119 @@
+"""The events of one client stream read and rewritten: the text they carry, and the completion they belong to.
+
+Only what a stream needs beyond relaying: an estimate of the tokens relayed (for a stream that ends before its
+usage event), one identity for every part of a continued answer, and the fields of a stripped usage event that
+the client would otherwise have seen.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+BYTES_PER_TOKEN = 4
+# where each endpoint's events carry generated text: chat content (and reasoning_content), reasoning and tool call
+# arguments; completions text; the Responses API's deltas
+TEXT_KEYS = {
+    "/chat/completions": (b'content":', b'reasoning":', b'arguments":'),
+    "/completions": (b'text":',),
+    "/responses": (b'delta":',),
+}
+IDENTITY = ("id", "created", "model")
+NOT_CARRIED = frozenset({"id", "object", "created", "model", "choices", "usage"})
+FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+BACKSLASH = 0x5C
+
+
+def generated_tokens(events: bytes, keys: tuple[bytes, ...]) -> int:
+    """The completion tokens the text in these events stands for: one per 4 bytes of each text, at least one."""
+    return sum(_texts(events, key) for key in keys) if events else 0
+
+
+def _texts(events: bytes, key: bytes) -> int:
+    tokens = 0
+    at = events.find(key)
+    while at >= 0:
+        start = at + len(key)
+        while events[start:start + 1] == b" ":
+            start += 1
+        if events[start:start + 1] != b'"':  # an object, a list or null: no text here
+            at = events.find(key, start)
+            continue
+        end = _string_end(events, start + 1)
+        if end < 0:
+            break
+        tokens += -(-(end - start - 1) // BYTES_PER_TOKEN)
+        at = events.find(key, end)
+    return tokens
+
+
+def _string_end(data: bytes, start: int) -> int:
+    """Where the JSON string starting at start ends (its closing quote), or -1."""
+    end = data.find(b'"', start)
+    while end > 0 and _escaped(data, end):
+        end = data.find(b'"', end + 1)
+    return end
+
+
+def _escaped(data: bytes, at: int) -> bool:
+    slashes = 0
+    while data[at - 1 - slashes] == BACKSLASH:
+        slashes += 1
+    return slashes % 2 == 1
+
+
+def identity_of(events: bytes) -> dict[str, Any]:
+    """The id, created, model and system_fingerprint of the first event that has them (what the client saw)."""
+    for payload in _payloads(events):
+        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+            types = {"id": str, "created": int, "model": str, "system_fingerprint": str}
+            return {key: payload[key] for key, kind in types.items() if isinstance(payload.get(key), kind)}
+    return {}
+
+
+def restamp(events: bytes, identity: dict[str, Any]) -> bytes:
+    """events with every chunk's id, created and model set to identity's, so two parts read as one completion."""
+    stamp = {key: identity[key] for key in IDENTITY if key in identity}
+    if not stamp or not events:
+        return events
+    out = []
+    for event in events.split(b"\n\n")[:-1]:
+        payload = _payload(event) if event.startswith(b"data: {") else None
+        if isinstance(payload, dict):
+            event = b"data: " + orjson.dumps({**payload, **stamp})
+        out.append(event + b"\n\n")
+    return b"".join(out)
+
+
+def carried(usage_event: dict[str, Any]) -> dict[str, Any]:
+    """What a usage event held besides the usage (system_fingerprint, llama.cpp's timings...)."""
+    return {key: value for key, value in usage_event.items() if key not in NOT_CARRIED and value is not None}
+
+
+def carry(events: bytes, extra: dict[str, Any]) -> bytes:
+    """events with extra's fields added to the last event that has a finish_reason (its own values win)."""
+    if not extra:
+        return events
+    parts = events.split(b"\n\n")
+    for index in range(len(parts) - 1, -1, -1):
+        if parts[index].startswith(b"data: {") and FINISH.search(parts[index]):
+            payload = _payload(parts[index])
+            if isinstance(payload, dict):
+                merged = {**payload, **{k: v for k, v in extra.items() if payload.get(k) is None}}
+                parts[index] = b"data: " + orjson.dumps(merged)
+            break
+    return b"\n\n".join(parts)
+
+
+def _payloads(events: bytes) -> list[Any]:
+    return [_payload(e) for e in events.split(b"\n\n") if e.startswith(b"data: {")]
+
+
+def _payload(event: bytes) -> Any:
+    data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
