@@ -1,8 +1,7 @@
-"""The events of one client stream read and rewritten: the text they carry, and the completion they belong to.
+"""The events of one client stream rewritten: one completion across parts, and what a stripped event held.
 
-Only what a stream needs beyond relaying: an estimate of the tokens relayed (for a stream that ends before its
-usage event), one identity for every part of a continued answer, and the fields of a stripped usage event that
-the client would otherwise have seen.
+Only what a stream needs beyond relaying: one identity (id, created, model) for every part of a continued
+answer, and the fields of a stripped usage event that the client would otherwise have seen.
 """
 
 from __future__ import annotations
@@ -12,56 +11,9 @@ from typing import Any
 
 import orjson
 
-BYTES_PER_TOKEN = 4
-# where each endpoint's events carry generated text: chat content (and reasoning_content), reasoning and tool call
-# arguments; completions text; the Responses API's deltas
-TEXT_KEYS = {
-    "/chat/completions": (b'content":', b'reasoning":', b'arguments":'),
-    "/completions": (b'text":',),
-    "/responses": (b'delta":',),
-}
 IDENTITY = ("id", "created", "model")
 NOT_CARRIED = frozenset({"id", "object", "created", "model", "choices", "usage"})
 FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
-BACKSLASH = 0x5C
-
-
-def generated_tokens(events: bytes, keys: tuple[bytes, ...]) -> int:
-    """The completion tokens the text in these events stands for: one per 4 bytes of each text, at least one."""
-    return sum(_texts(events, key) for key in keys) if events else 0
-
-
-def _texts(events: bytes, key: bytes) -> int:
-    tokens = 0
-    at = events.find(key)
-    while at >= 0:
-        start = at + len(key)
-        while events[start:start + 1] == b" ":
-            start += 1
-        if events[start:start + 1] != b'"':  # an object, a list or null: no text here
-            at = events.find(key, start)
-            continue
-        end = _string_end(events, start + 1)
-        if end < 0:
-            break
-        tokens += -(-(end - start - 1) // BYTES_PER_TOKEN)
-        at = events.find(key, end)
-    return tokens
-
-
-def _string_end(data: bytes, start: int) -> int:
-    """Where the JSON string starting at start ends (its closing quote), or -1."""
-    end = data.find(b'"', start)
-    while end > 0 and _escaped(data, end):
-        end = data.find(b'"', end + 1)
-    return end
-
-
-def _escaped(data: bytes, at: int) -> bool:
-    slashes = 0
-    while data[at - 1 - slashes] == BACKSLASH:
-        slashes += 1
-    return slashes % 2 == 1
 
 
 def identity_of(events: bytes) -> dict[str, Any]:

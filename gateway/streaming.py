@@ -17,9 +17,10 @@ from typing import Any
 
 from gateway.accounting import Usage
 from gateway.asgi import Send
-from gateway.chunks import TEXT_KEYS, carried, carry, generated_tokens, identity_of, restamp
+from gateway.chunks import carried, carry, identity_of, restamp
 from gateway.dispatch import Request
 from gateway.errors import UpstreamError, UpstreamSilent, UpstreamTimeout, UpstreamUnavailable
+from gateway.meter import TEXT_KEYS, TextMeter
 from gateway.metrics import Metrics
 from gateway.policy.schema import Resilience
 from gateway.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_event
@@ -39,7 +40,6 @@ class Opened:
     chunks: AsyncIterator[bytes]
     relay: SseRelay
     first: bytes
-    generated: int = 0  # completion tokens estimated from the text this part relayed
 
 
 async def open_stream(upstream: Client, exchange: Exchange, relay: SseRelay, ttft_timeout_s: float) -> Opened:
@@ -102,6 +102,7 @@ class Stream:
         self._fingerprint: str | None = None
         self._held = b""
         self._current: Opened | None = None
+        self._meter = TextMeter(self._keys)  # the text the current part relayed
 
     async def run(self, opened: Opened) -> bytes:
         """Forward every part, the first events included; return the bytes that end the stream honestly."""
@@ -110,7 +111,7 @@ class Stream:
             self._fingerprint = self._identity.get("system_fingerprint")
         current: Opened | None = opened
         while current is not None:
-            self._current = current
+            self._current, self._meter = current, TextMeter(self._keys)
             try:
                 failure = await self._pump(current)
             finally:
@@ -127,8 +128,9 @@ class Stream:
         return error_event(SHUTTING_DOWN, "stream_interrupted")
 
     def _part_done(self, part: Opened) -> None:
-        self.parts.append((part.upstream.name, self._usage(part)))
-        self.generated += part.generated
+        usage = self._usage(part)
+        self.parts.append((part.upstream.name, usage))
+        self.generated += usage.completion_tokens
 
     async def _pump(self, opened: Opened) -> UpstreamError | None:
         """Relay one part; a continued part only until the request's deadline."""
@@ -145,13 +147,17 @@ class Stream:
 
     async def _relay(self, opened: Opened) -> UpstreamError | None:
         """Forward the first events and the rest until the upstream ends; the error that cut it, if one did."""
-        relay = opened.relay
+        relay, send = opened.relay, self.send
         try:
-            await self._forward(opened, opened.first)
+            out = self._outgoing(relay, opened.first)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
             if relay.finished and not relay.done:
                 return await self._drain_after_finish(opened)
             async for chunk in opened.chunks:
-                await self._forward(opened, relay.feed(chunk))
+                out = self._outgoing(relay, relay.feed(chunk))
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
                 if relay.finished and not relay.done:
                     return await self._drain_after_finish(opened)
         except UpstreamError as exc:
@@ -174,30 +180,36 @@ class Stream:
                 chunk = await asyncio.wait_for(anext(opened.chunks), FINISH_GRACE_S)
             except (TimeoutError, StopAsyncIteration, UpstreamError):
                 break
-            await self._forward(opened, relay.feed(chunk))
+            out = self._outgoing(relay, relay.feed(chunk))
+            if out:
+                await self.send({"type": "http.response.body", "body": out, "more_body": True})
         await self._flush()
         return None
 
-    async def _forward(self, opened: Opened, out: bytes) -> None:
-        """Send events on: counted, stamped as the first part's, and with a stripped usage event's extras carried.
+    def _outgoing(self, relay: SseRelay, out: bytes) -> bytes:
+        """What to send of events the relay passed: counted, and as _finishing makes them near the end."""
+        if out:
+            self._meter.add(out)
+        if relay.finished or relay.continuing or self._held or relay.stripped is not None:
+            return self._finishing(relay, out)
+        return out
+
+    def _finishing(self, relay: SseRelay, out: bytes) -> bytes:
+        """Events stamped as the first part's, with a stripped usage event's extras carried onto finish_reason.
 
         While the client is owed the extras of a usage event still to come, the finishing events wait for it
-        (or for [DONE], or the end of the grace after finish_reason).
+        (or for [DONE], or the end of the grace after finish_reason): b"" to send for now.
         """
-        relay = opened.relay
-        opened.generated += generated_tokens(out, self._keys)
         if relay.continuing and self._identity:
             out = restamp(out, self._identity)
         if relay.stripped is not None:
-            out = self._carry_stripped(relay, self._held + out)
-            self._held = b""
+            out, self._held = self._carry_stripped(relay, self._held + out), b""
         elif self._carry and relay.finished and relay.usage is None and not relay.done:
             self._held += out
-            return
+            return b""
         elif self._held:
             out, self._held = self._held + out, b""
-        if out:
-            await self.send({"type": "http.response.body", "body": out, "more_body": True})
+        return out
 
     def _carry_stripped(self, relay: SseRelay, out: bytes) -> bytes:
         stripped, relay.stripped = relay.stripped or {}, None
@@ -274,11 +286,22 @@ class Stream:
         before saying (its prompt: the request's and the text sent before it)."""
         if opened.relay.usage is not None:
             return Usage.of(opened.relay.usage)
-        return Usage(self.prompt_tokens + self.generated, opened.generated)
+        generated = self._meter.tokens
+        cap = completion_cap(self.request.body)
+        return Usage(self.prompt_tokens + self.generated,
+                     generated if cap is None else min(generated, max(0, cap - self.generated)))
 
     def total_usage(self) -> Usage:
         """The sum over every part."""
         return Usage(sum(u.prompt_tokens for _, u in self.parts), sum(u.completion_tokens for _, u in self.parts))
+
+
+def completion_cap(body: Mapping[str, Any]) -> int | None:
+    """The most completion tokens the request lets the upstream generate, when it says (times its choices)."""
+    limit = next((v for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                  if isinstance(v := body.get(k), int) and not isinstance(v, bool) and v > 0), None)
+    choices = body.get("n")
+    return None if limit is None else limit * (choices if isinstance(choices, int) and choices > 1 else 1)
 
 
 def wants_usage(body: Mapping[str, Any]) -> bool:
