@@ -273,10 +273,9 @@ class Stream:
 
     def _usage_template(self) -> dict[str, Any]:
         """The chunk fields of the summed usage event: the first part's identity, a fingerprint where one came."""
-        first = next(u for u in self.candidates if u.name == self.parts[0][0])
         template = {"id": self._identity.get("id") or f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                     "created": self._identity.get("created", int(time.time())),
-                    "model": self._identity.get("model") or first.spec.model}
+                    "model": self._identity.get("model") or str(self.request.body.get("model"))}
         if self._fingerprint is not None:
             template["system_fingerprint"] = self._fingerprint
         return template
