@@ -3,7 +3,8 @@
 One token per 4 bytes of each text (a delta's content, reasoning, tool call arguments), and at least one per
 text: never one per event, since a lagging server merges several tokens into one event. The hot path only
 keeps the events; the first 64 KiB of a part are read exactly when the count is asked for, and later ones
-are kept as counts of bytes, events and texts, their text estimated with the first window's share of it.
+are kept as counts of bytes and reads only, their text estimated from what a read held besides text in the
+first window.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import math
 BYTES_PER_TOKEN = 4
 WINDOW_BYTES = 64 * 1024
 BACKSLASH, QUOTE, SPACE = 0x5C, 0x22, 0x20
-EVENT_END = b"\n\n"
 # where each endpoint's events carry generated text: chat content (and reasoning_content), reasoning and tool call
 # arguments; completions text; the Responses API's deltas
 TEXT_KEYS = {
@@ -26,17 +26,17 @@ TEXT_KEYS = {
 class TextMeter:
     """Counts the completion tokens of the text one stream part relayed."""
 
-    __slots__ = ("_first", "_keys", "_rest_bytes", "_rest_events", "_rest_texts", "_size", "_window")
+    __slots__ = ("_first", "_first_reads", "_keys", "_rest_bytes", "_rest_reads", "_size", "_window")
 
     def __init__(self, keys: tuple[bytes, ...]) -> None:
         self._keys = keys
-        self._window: list[bytes] = []
+        self._window: list[bytes] = []  # each entry the events of one read (mostly one event)
         self._size = 0
         self._first: bytes | None = None  # the first window, read exactly when the count is asked for
-        self._rest_bytes = self._rest_events = self._rest_texts = 0
+        self._first_reads = self._rest_bytes = self._rest_reads = 0
 
     def add(self, events: bytes) -> None:
-        """Keep complete events to count."""
+        """Keep the complete events of one read to count."""
         self._window.append(events)
         self._size += len(events)
         if self._size > WINDOW_BYTES:
@@ -52,19 +52,17 @@ class TextMeter:
         tokens, text_bytes = read_texts(self._first, self._keys)
         if not self._rest_bytes:
             return tokens
-        skeleton = (len(self._first) - text_bytes) / max(1, self._first.count(EVENT_END))
-        rest_text = max(0.0, self._rest_bytes - skeleton * self._rest_events)
-        return tokens + max(self._rest_texts, math.ceil(rest_text / BYTES_PER_TOKEN))
+        overhead = (len(self._first) - text_bytes) / self._first_reads  # what a read holds besides its text
+        rest_text = max(0.0, self._rest_bytes - overhead * self._rest_reads)
+        return tokens + max(self._rest_reads, math.ceil(rest_text / BYTES_PER_TOKEN))
 
     def _close_window(self) -> None:
-        data = b"".join(self._window)
-        self._window, self._size = [], 0
         if self._first is None:
-            self._first = data
-            return
-        self._rest_bytes += len(data)
-        self._rest_events += data.count(EVENT_END)
-        self._rest_texts += sum(data.count(key) for key in self._keys)
+            self._first, self._first_reads = b"".join(self._window), len(self._window)
+        else:  # only counted: no pass over its bytes on the hot path
+            self._rest_bytes += self._size
+            self._rest_reads += len(self._window)
+        self._window, self._size = [], 0
 
 
 def read_texts(events: bytes, keys: tuple[bytes, ...]) -> tuple[int, int]:
