@@ -18,11 +18,10 @@ FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
 class Transcript:
     """The assistant text a stream has delivered so far, so a cut stream can be continued from it."""
 
-    __slots__ = ("continuable", "events", "parts")
+    __slots__ = ("continuable", "parts")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.events = 0
         self.continuable = True
 
     @property
@@ -49,7 +48,6 @@ class Transcript:
             self.continuable = False
         if content:
             self.parts.append(content)
-            self.events += 1
             return True
         return bool(choices[0].get("finish_reason")) or bool(delta.get("tool_calls"))
 
