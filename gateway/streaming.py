@@ -27,6 +27,7 @@ from gateway.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_eve
 from gateway.upstreams.base import Client, Exchange
 
 FINISH_GRACE_S = 1.0
+STALL_S = 1.0  # a part that breaks after this long without a byte stalled first, even if it then closed
 INTERRUPTED = "the upstream stream broke off and could not be continued; the answer is incomplete"
 SHUTTING_DOWN = "the gateway is shutting down and ended this stream; the answer is incomplete"
 
@@ -80,6 +81,13 @@ def can_continue(request: Request, upstreams: Sequence[Client]) -> bool:
 def stalled(failure: UpstreamError) -> bool:
     """Whether a part broke by going quiet (a stall past the idle timeout, a silent close), not by a cut."""
     return isinstance(failure, UpstreamTimeout | UpstreamSilent)
+
+
+def _after_silence(failure: UpstreamError, silent_s: float) -> UpstreamError:
+    """failure, or a silent close when the part went quiet for STALL_S before it broke off (a stall then a close)."""
+    if silent_s < STALL_S or stalled(failure):
+        return failure
+    return UpstreamSilent(failure.upstream, f"closed after {silent_s:.1f} s without a byte")
 
 
 class Stream:
@@ -147,7 +155,8 @@ class Stream:
 
     async def _relay(self, opened: Opened) -> UpstreamError | None:
         """Forward the first events and the rest until the upstream ends; the error that cut it, if one did."""
-        relay, send = opened.relay, self.send
+        relay, send, now = opened.relay, self.send, time.monotonic
+        last = now()
         try:
             out = self._outgoing(relay, opened.first)
             if out:
@@ -155,13 +164,14 @@ class Stream:
             if relay.finished and not relay.done:
                 return await self._drain_after_finish(opened)
             async for chunk in opened.chunks:
+                last = now()
                 out = self._outgoing(relay, relay.feed(chunk))
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if relay.finished and not relay.done:
                     return await self._drain_after_finish(opened)
         except UpstreamError as exc:
-            return None if relay.finished else exc
+            return None if relay.finished else _after_silence(exc, now() - last)
         finally:
             opened.exchange.close()
             if relay.dropped:
@@ -170,7 +180,7 @@ class Stream:
                 relay.dropped = 0
         if relay.done or relay.finished:
             return None
-        return UpstreamUnavailable(opened.upstream.name, "ended without finishing")
+        return _after_silence(UpstreamUnavailable(opened.upstream.name, "ended without finishing"), now() - last)
 
     async def _drain_after_finish(self, opened: Opened) -> UpstreamError | None:
         """After a finish_reason, wait only briefly for the usage event and [DONE] before closing."""

@@ -30,14 +30,19 @@ def faults(loop: Loop) -> Iterator[Faults]:
     made.stop()
 
 
-def stalling() -> Sse:
-    """The role event and SENT words, then silence with the connection open."""
-    return Sse(chat_events("primary-model", WHOLE), stall_after=1 + SENT)
+def stalling(close_after_s: float | None = None) -> Sse:
+    """The role event and SENT words, then silence with the connection open (closed after close_after_s)."""
+    return Sse(chat_events("primary-model", WHOLE), stall_after=1 + SENT, stall_s=close_after_s)
 
 
-def test_a_stall_is_continued_on_another_candidate_first(loop: Loop, tmp_path: Path, faults: Faults) -> None:
-    deadline, idle = 4.0, 0.5
-    primary = faults("primary", default=stalling())  # asked again, it would stall again
+@pytest.mark.parametrize(("close_after_s", "idle", "reason"), [
+    pytest.param(None, 0.5, "timeout", id="past-the-idle-timeout"),
+    pytest.param(1.5, 10.0, "silent_close", id="silent-then-closed"),  # failoverbench S09, scaled down
+])
+def test_a_stall_is_continued_on_another_candidate_first(loop: Loop, tmp_path: Path, faults: Faults,
+                                                         close_after_s: float | None, idle: float, reason: str) -> None:
+    deadline = 5.0
+    primary = faults("primary", default=stalling(close_after_s))  # asked again, it would stall again
     fallback = faults("fallback", default=Sse(chat_events("fallback-model", WHOLE[SENT:], role=False)))
     r = rig(loop, tmp_path, {"primary": primary, "fallback": fallback}, continuation=("primary", "fallback"),
             resilience={"stream_idle_timeout_s": idle, "deadline_s": deadline})
@@ -49,7 +54,7 @@ def test_a_stall_is_continued_on_another_candidate_first(loop: Loop, tmp_path: P
     asked = fallback.arrivals[0].body
     assert asked["continue_final_message"] is True
     assert asked["messages"][-1] == {"role": "assistant", "content": "".join(WHOLE[:SENT])}
-    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason="timeout", outcome="continued") == 1
+    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason=reason, outcome="continued") == 1
 
 
 def test_a_continuation_still_running_at_the_deadline_is_ended_by_it(loop: Loop, tmp_path: Path,
