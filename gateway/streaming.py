@@ -109,6 +109,7 @@ class Stream:
         self._identity: dict[str, Any] = {}
         self._fingerprint: str | None = None
         self._held = b""
+        self._stalled: set[str] = set()
         self._current: Opened | None = None
         self._meter = TextMeter(self._keys)  # the text the current part relayed
 
@@ -248,9 +249,11 @@ class Stream:
         return None
 
     def _continuers(self, cut: Client, failure: UpstreamError) -> list[Client]:
-        """Who may take the rest, in order: after a stall the other candidates first, after a cut the same first."""
-        others = [u for u in self.candidates if u is not cut]
-        order = [*others, cut] if stalled(failure) else [cut, *others]
+        """Who may take the rest, in order: after a cut the same upstream first, and every upstream that stalled
+        in this request last."""
+        if stalled(failure):
+            self._stalled.add(cut.name)
+        order = sorted([cut, *(u for u in self.candidates if u is not cut)], key=lambda u: u.name in self._stalled)
         return [u for u in order if "continuation" in u.spec.capabilities]
 
     async def _try_continue(self, upstream: Client, transcript: Transcript, body: dict[str, Any]) -> Opened | None:

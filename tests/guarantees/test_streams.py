@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
-from tests.faults import Hang, Sse, chat_events
+from tests.faults import FaultServer, Hang, Sse, chat_events
 from tests.guarantees.rig import AUTH, HELLO, SLACK_S, Faults, Streamed, rig
 from tests.test_cli import free_port, ready, spawn
 
@@ -57,6 +58,20 @@ def test_a_stall_is_continued_on_another_candidate_first(loop: Loop, tmp_path: P
     assert r.metric("switchyard_stream_failures_total", upstream="primary", reason=reason, outcome="continued") == 1
 
 
+def test_an_upstream_that_stalled_is_asked_again_only_after_every_other(loop: Loop, tmp_path: Path,
+                                                                        faults: Faults) -> None:
+    primary = faults("primary", default=stalling())
+    second = faults("second", default=Sse(chat_events("second-model", WHOLE[SENT:], role=False), stall_after=2))
+    third = faults("third", default=Sse(chat_events("third-model", WHOLE[SENT + 2:], role=False)))
+    r = rig(loop, tmp_path, {"primary": primary, "second": second, "third": third},
+            continuation=("primary", "second", "third"), resilience={"stream_idle_timeout_s": 0.5, "deadline_s": 6})
+    got = r.stream()
+    assert got.text == "".join(WHOLE)
+    assert got.complete
+    assert (primary.count, second.count, third.count) == (1, 1, 1)
+    assert third.arrivals[0].body["messages"][-1]["content"] == "".join(WHOLE[:SENT + 2])
+
+
 def test_a_continuation_still_running_at_the_deadline_is_ended_by_it(loop: Loop, tmp_path: Path,
                                                                     faults: Faults) -> None:
     deadline, idle = 2.5, 0.5
@@ -87,29 +102,67 @@ def test_a_stall_noticed_after_the_deadline_is_not_continued(loop: Loop, tmp_pat
                     outcome="error_event") == 1
 
 
+def serving(tmp_path: Path, upstream: FaultServer) -> tuple[subprocess.Popen[bytes], int]:
+    """`switchyard serve` with a one-second drain in front of upstream."""
+    path = write_policy(tmp_path, {"primary": upstream_spec(upstream.url)}, {"chat": {"candidates": ["primary"]}})
+    port = free_port()
+    process = spawn(["serve", "--policy", str(path), "--port", str(port), "--drain-s", "1", "--log-level", "info"])
+    wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard serve")
+    return process, port
+
+
+def drained_log(process: subprocess.Popen[bytes]) -> str:
+    """The process's log once it exited 0; one warning line for the stream it cut, no traceback."""
+    log = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0
+    assert "CancelledError" not in log
+    assert "Traceback" not in log
+    assert "Exception in ASGI application" not in log
+    assert log.count("the drain deadline passed with this stream open") == 1
+    return log
+
+
 def test_a_drain_that_runs_out_ends_open_streams_with_an_error_event(loop: Loop, tmp_path: Path,
                                                                      faults: Faults) -> None:
     slow = faults("primary", default=Sse(chat_events("primary-model", WHOLE * 10), delays=(0.1,) * 200))
-    path = write_policy(tmp_path, {"primary": upstream_spec(slow.url)}, {"chat": {"candidates": ["primary"]}})
-    port = free_port()
-    process = spawn(["serve", "--policy", str(path), "--port", str(port), "--drain-s", "1", "--log-level", "info"])
+    process, port = serving(tmp_path, slow)
     try:
-        wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard serve")
         got = stream_through_a_drain(port, process)
-        log, _ = process.communicate(timeout=30)
+        drained_log(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0
+        stop(process)
     assert got.error_code == "stream_interrupted"
     assert b"[DONE]" not in got.raw
-    assert got.text.startswith("word0 ")
-    text = log.decode()
-    assert "CancelledError" not in text
-    assert "Traceback" not in text
-    assert "Exception in ASGI application" not in text
-    assert text.count("the drain deadline passed with this stream open") == 1
+    assert got.text.startswith("word0 word1 ")
+
+
+def test_a_drain_that_runs_out_before_a_streams_first_event_answers_503(loop: Loop, tmp_path: Path,
+                                                                       faults: Faults) -> None:
+    silent = faults("primary", default=Hang())
+    process, port = serving(tmp_path, silent)
+    answers: list[httpx.Response] = []
+
+    def ask() -> None:  # headers come with the first event: until then the client waits
+        answers.append(httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers=AUTH, timeout=30,
+                                  json={"model": "chat", "messages": HELLO, "stream": True}))
+
+    asking = threading.Thread(target=ask)
+    try:
+        asking.start()
+        wait_for(lambda: silent.count == 1, what="the stream to reach its upstream")
+        process.send_signal(signal.SIGTERM)
+        asking.join(timeout=30)
+        drained_log(process)
+    finally:
+        stop(process)
+    assert answers[0].status_code == 503
+    assert answers[0].json()["error"]["code"] == "shutting_down"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
 
 
 def stream_through_a_drain(port: int, process: subprocess.Popen[bytes]) -> Streamed:
