@@ -99,10 +99,11 @@ class Rig:
 
 
 def rig(loop: Loop, tmp_path: Path, servers: dict[str, FaultServer], resilience: dict[str, Any] | None = None,
-        continuation: tuple[str, ...] = (), admin_key: str | None = None, **sections: Any) -> Rig:
-    """A route 'chat' over servers in order; the upstreams named in continuation declare it."""
-    upstreams = {name: upstream_spec(server.url, model=f"{name}-model",
-                                     capabilities=["continuation"] if name in continuation else [])
+        continuation: tuple[str, ...] = (), admin_key: str | None = None, capabilities: tuple[str, ...] = (),
+        **sections: Any) -> Rig:
+    """A route 'chat' over servers in order, each declaring capabilities; those named in continuation also it."""
+    upstreams = {name: upstream_spec(server.url, model=f"{name}-model", capabilities=[
+                     *capabilities, *(["continuation"] if name in continuation else [])])
                  for name, server in servers.items()}
     path = write_policy(tmp_path, upstreams, {"chat": {"candidates": list(servers)}},
                         resilience={**BASE, **(resilience or {})}, **sections)

@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
-from tests.faults import FaultServer, Sse, chat_events
-from tests.guarantees.rig import HELLO, Faults, Rig, rig
+from tests.faults import FaultServer, Sse, chat_events, event
+from tests.guarantees.rig import AUTH, HELLO, Faults, Rig, rig
 
 ADMIN_KEY = "sy-admin-billing-key-0123456789abcdef"
 STREAMS = 10
@@ -36,13 +36,14 @@ def estimate(texts: list[str]) -> int:
     return sum(-(-len(text.encode()) // 4) for text in texts)
 
 
-def budgeted(loop: Loop, tmp_path: Path, faults: Faults, words: list[str]) -> tuple[Rig, FaultServer]:
-    """A tenant with a budget, and an upstream that sends its content and then nothing (no finish, no usage)."""
-    events = chat_events("primary-model", words)
-    server = faults("primary", default=Sse(events, stall_after=1 + len(words)))
+def budgeted(loop: Loop, tmp_path: Path, faults: Faults, events: tuple[bytes, ...],
+             stall_after: int) -> tuple[Rig, FaultServer]:
+    """A tenant with a budget, and an upstream that sends stall_after events and then nothing (no usage)."""
+    server = faults("primary", default=Sse(events, stall_after=stall_after))
     tenants = {"acme": {"keys": [key_hash(KEY)], "budget": {"usd_per_day": 1.0}},
                "limited": {"keys": [key_hash(OTHER_KEY)]}}
-    return rig(loop, tmp_path, {"primary": server}, tenants=tenants, admin_key=ADMIN_KEY), server
+    return rig(loop, tmp_path, {"primary": server}, tenants=tenants, admin_key=ADMIN_KEY,
+               capabilities=("responses",)), server
 
 
 def leave_after_the_last_content(client: openai.OpenAI, words: list[str]) -> str:
@@ -75,10 +76,15 @@ def spend_row(r: Rig, requests: int) -> dict[str, Any]:
 @pytest.mark.parametrize("words", [ONE_TOKEN_EACH, MERGED], ids=["a-token-per-event", "merged-tokens-per-event"])
 def test_streams_left_before_the_usage_event_bill_the_text_they_relayed(loop: Loop, tmp_path: Path, faults: Faults,
                                                                         words: list[str]) -> None:
-    r, server = budgeted(loop, tmp_path, faults, words)
+    r, server = budgeted(loop, tmp_path, faults, chat_events("primary-model", words), 1 + len(words))
     client = loop.client(r.base_url)
     for _ in range(STREAMS):
         assert leave_after_the_last_content(client, words) == "".join(words)
+    assert_billed(r, server, words)
+
+
+def assert_billed(r: Rig, server: FaultServer, words: list[str]) -> None:
+    """Every stream's completion billed from its text: in the metrics, the spend and its cost."""
     wait_for(lambda: server.count == STREAMS and all(a.closed for a in server.arrivals),
              what="every upstream request closed after its client left")
     row = spend_row(r, STREAMS)
@@ -90,3 +96,40 @@ def test_streams_left_before_the_usage_event_bill_the_text_they_relayed(loop: Lo
     assert row["upstreams"]["primary"]["tokens"] == prompt + completion
     assert row["spend_usd"] == pytest.approx((prompt * 1.0 + completion * 2.0) / 1e6, abs=1e-9)
     assert row["spend_usd"] > prompt * 1.0 / 1e6  # more than the prompt estimate alone
+
+
+def completion_events(words: list[str]) -> tuple[bytes, ...]:
+    return tuple(event({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "primary-model",
+                        "choices": [{"index": 0, "text": word, "finish_reason": None, "logprobs": None}]})
+                 for word in words)
+
+
+def responses_events(words: list[str]) -> tuple[bytes, ...]:
+    def typed(kind: str, **data: object) -> bytes:
+        return b"event: " + kind.encode() + b"\n" + event({"type": kind, **data})
+
+    created = typed("response.created", response={"id": "resp_1", "object": "response", "status": "in_progress"})
+    return (created, *(typed("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0,
+                             delta=word) for word in words))
+
+
+ENDPOINTS = {
+    "completions": ("/completions", {"prompt": "Hello there"}, completion_events, 0),
+    "responses": ("/responses", {"input": "Hello there"}, responses_events, 1),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_every_streaming_endpoint_bills_a_stream_left_before_its_usage(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                       endpoint: str) -> None:
+    path, body, events, opening = ENDPOINTS[endpoint]
+    r, server = budgeted(loop, tmp_path, faults, events(MERGED), opening + len(MERGED))
+    for _ in range(STREAMS):
+        with httpx.stream("POST", r.base_url + path, headers=AUTH, timeout=10,
+                          json={"model": "chat", "stream": True, **body}) as response:
+            raw = b""
+            for part in response.iter_raw():
+                raw += part
+                if MERGED[-1].encode() in raw:
+                    break  # the last text arrived: leave before the usage
+    assert_billed(r, server, MERGED)
