@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import logging
 import os
 import re
 import time
@@ -60,6 +61,7 @@ CLIENT_CLOSED = 499
 WATCH_AFTER_S = 0.05  # how long a request runs before its client's disconnect is watched for
 NOT_ADMITTED = Admission(False)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+logger = logging.getLogger("switchyard.proxy")
 
 
 class Proxy:
@@ -234,23 +236,34 @@ class Proxy:
             relay = SseRelay(strip, Transcript() if keep_transcript else None)
             return await open_stream(runtime.upstreams[exchange.upstream], exchange, relay, resilience.ttft_timeout_s)
 
+        deadline = time.monotonic() + resilience.deadline_s - (time.perf_counter() - started)
         try:
             upstream, opened = await self.dispatcher.run(decision, runtime.upstreams, resilience, request,
                                                          first_events, done.record)
         except UpstreamStatus as exc:
             await self._pass_error(runtime, exc, send, done, watcher)
             return
+        except asyncio.CancelledError:
+            if watcher.client_gone:
+                raise
+            _shut_down("answering 503 shutting_down")
+            raise GatewayError("the gateway is shutting down; retry the request", status=503,
+                               code="shutting_down") from None
         done.served_by(upstream)
         done.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *done.tell()]})
-        await send({"type": "http.response.body", "body": opened.first, "more_body": True})
         ttft = time.perf_counter() - started
         self.metrics.observe(self.metrics.ttft, ttft, done.route, upstream.name)
         # the live p95 that ranks upstreams counts this upstream's own try, not earlier candidates' failures
         self.latency.observe(upstream.name, done.record.attempts[-1].seconds, time.monotonic())
-        stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens)
+        stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens, deadline)
         try:
             ending = await stream.run(opened)
+        except asyncio.CancelledError:
+            if watcher.client_gone:
+                raise
+            _shut_down("ending it with an error event")
+            ending = stream.shut_down()
         finally:
             for name, usage in stream.parts:
                 done.charge(*accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
@@ -349,6 +362,14 @@ async def _read_whole(exchange: Exchange) -> bytes:
         return await exchange.read()
     finally:
         exchange.close()
+
+
+def _shut_down(outcome: str) -> None:
+    """Take back a cancellation that did not come from the client (the server's drain ran out), and say so once."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    logger.warning("the drain deadline passed with this stream open: %s", outcome)
 
 
 def _resilience(runtime: Runtime, decision: Decision) -> Resilience:

@@ -18,11 +18,10 @@ FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
 class Transcript:
     """The assistant text a stream has delivered so far, so a cut stream can be continued from it."""
 
-    __slots__ = ("continuable", "events", "parts")
+    __slots__ = ("continuable", "parts")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.events = 0
         self.continuable = True
 
     @property
@@ -30,21 +29,25 @@ class Transcript:
         """Everything sent so far, exactly."""
         return "".join(self.parts)
 
-    def note(self, payload: Any) -> bool:
-        """Take one event's content; False when the event carries nothing new (a role-only opening delta)."""
+    def note(self, payload: Any) -> bool | None:
+        """Take one event's content; False when it carries nothing new (a role-only opening delta), None when
+        it is malformed (choices, delta or content of the wrong type)."""
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not choices:
             return True
+        if not isinstance(choices, list):
+            return None
         if len(choices) != 1 or not isinstance(choices[0], dict):
             self.continuable = False
             return True
         delta = choices[0].get("delta") or {}
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if not isinstance(delta, dict) or not isinstance(content, str | None):
+            return None
         if delta.get("tool_calls") or delta.get("function_call"):
             self.continuable = False
-        content = delta.get("content")
         if content:
             self.parts.append(content)
-            self.events += 1
             return True
         return bool(choices[0].get("finish_reason")) or bool(delta.get("tool_calls"))
 
@@ -52,13 +55,15 @@ class Transcript:
 class SseRelay:
     """Cuts an upstream byte stream at event boundaries and passes whole, well-formed events on."""
 
-    __slots__ = ("_pending", "continuing", "done", "dropped", "finished", "strip_usage", "transcript", "usage")
+    __slots__ = ("_pending", "continuing", "done", "dropped", "finished", "strip_usage", "stripped", "transcript",
+                 "usage")
 
     def __init__(self, strip_usage: bool, transcript: Transcript | None = None, continuing: bool = False) -> None:
         self.strip_usage = strip_usage
         self.transcript = transcript
         self.continuing = continuing  # a continuation: no second opening delta, and [DONE] is sent by us
         self.usage: dict[str, Any] | None = None
+        self.stripped: dict[str, Any] | None = None  # the usage event taken out, for what else it held
         self.finished = False
         self.done = False
         self.dropped = 0
@@ -99,6 +104,9 @@ class SseRelay:
                 continue
             if self.transcript is not None and event.startswith(b"data: {"):
                 fresh = self.transcript.note(_payload(event))
+                if fresh is None:
+                    self.dropped += 1
+                    continue
                 if not fresh and self.continuing:
                     continue
             kept.append(event + b"\n\n")
@@ -113,6 +121,7 @@ class SseRelay:
                 if usage is not None:
                     self.usage = usage
                     if self.strip_usage and payload.get("choices") == []:
+                        self.stripped = payload
                         continue
             kept.append(event)
         return b"\n\n".join(kept)

@@ -68,7 +68,8 @@ class Json:
 class Sse:
     """A stream of raw events (chunked), each after its delay; cut (FIN, or RST with reset) or stall after K events.
 
-    [DONE] follows the events unless done is False. stall_after keeps the connection open, sending nothing.
+    [DONE] follows the events unless done is False. stall_after keeps the connection open, sending nothing
+    (for stall_s seconds and then closing it, when stall_s is given).
     together sends every event (up to a cut or stall) in one write, so the client reads them at once.
     """
 
@@ -79,6 +80,7 @@ class Sse:
     stall_after: int | None = None
     done: bool = True
     together: bool = False
+    stall_s: float | None = None
 
 
 Behaviour = Reset | SilentClose | Hang | Status | Json | Sse
@@ -300,7 +302,10 @@ async def _stream(sse: Sse, arrival: Arrival, writer: asyncio.StreamWriter) -> b
             _linger_zero(writer)
         return sse.reset
     if stop == sse.stall_after:
-        await arrival.gone.wait()
+        if sse.stall_s is None:
+            await arrival.gone.wait()
+        else:
+            await _pause(sse.stall_s, arrival)
         return False
     writer.write(b"0\r\n\r\n")
     await writer.drain()
