@@ -61,17 +61,25 @@ def vllm(logs: Path) -> Iterator[Vllm]:
         pooling.stop()
 
 
-@pytest.fixture(scope="session")
-def standin() -> Iterator[str]:
+@dataclass
+class Wide:
     """A stand-in upstream with a large window that declares continuation: what vLLM falls back to."""
+
+    app: StandIn
+    url: str
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[Wide]:
     loop = Loop()
+    app = StandIn("wide")
     try:
-        yield loop.serve(StandIn("wide")).url
+        yield Wide(app, loop.serve(app).url)
     finally:
         loop.close()
 
 
-def policy(vllm: Vllm, standin: str) -> dict[str, Any]:
+def policy(vllm: Vllm, standin: Wide) -> dict[str, Any]:
     """Routes over the real servers: windows declared or not, a short idle timeout, fallbacks."""
     def upstream(url: str, model: str, **extra: Any) -> dict[str, Any]:
         return {"base_url": url + "/v1", "model": model, "region": "eu-west", "hosting": "self",
@@ -88,7 +96,7 @@ def policy(vllm: Vllm, standin: str) -> dict[str, Any]:
             "vllm-cont": upstream(generate, GENERATE, capabilities=["continuation"]),
             "vllm-embed": upstream(pooling, EMBED, context_window=512),
             "vllm-embed-open": upstream(pooling, EMBED),
-            "wide": upstream(standin, "wide-model", context_window=8192, capabilities=["continuation"]),
+            "wide": upstream(standin.url, "wide-model", context_window=8192, capabilities=["continuation"]),
         },
         "models": {
             "chat": {"candidates": ["vllm"], "default_max_tokens": 64},
@@ -105,7 +113,7 @@ def policy(vllm: Vllm, standin: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def gateway(vllm: Vllm, standin: str, logs: Path) -> Iterator[servers.Process]:
+def gateway(vllm: Vllm, standin: Wide, logs: Path) -> Iterator[servers.Process]:
     """`switchyard serve` with the policy above."""
     path = logs / "policy.yaml"
     path.write_text(yaml.safe_dump(policy(vllm, standin), sort_keys=False))

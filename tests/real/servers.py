@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +111,36 @@ class Process:
         """Send signum to every process of the server's group."""
         assert self.proc is not None
         os.killpg(self.proc.pid, signum)
+
+    def followers(self) -> list[int]:
+        """The processes of the server's group other than its leader: for vLLM, the engine that generates."""
+        assert self.proc is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                group = int(stat.read_text().rsplit(")", 1)[1].split()[2])  # after "pid (comm)": state ppid pgrp
+                if group == self.proc.pid and int(stat.parent.name) != self.proc.pid:
+                    found.append(int(stat.parent.name))
+        return found
+
+    @contextmanager
+    def engine_held(self) -> Iterator[None]:
+        """SIGSTOP the processes behind vLLM's HTTP server (its engine) for a while; SIGCONT them after.
+
+        The HTTP server (the group's leader) keeps running: it accepts requests, answers /metrics and sees
+        clients leave, while nothing is generated. The tiny model decodes 480 tokens in about a second, so
+        without this a test cannot be sure a request is still being generated when it acts.
+        """
+        engine = self.followers()
+        assert engine, f"{self.name}: no engine process found in its group"
+        for pid in engine:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in engine:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def group_alive(self) -> bool:
         """Whether any process of the server's group is still there."""

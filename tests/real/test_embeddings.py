@@ -15,13 +15,17 @@ INPUTS = ["hello", ["hello", "the quick brown fox jumps over the lazy dog"]]
 
 
 def compare(gw: openai.OpenAI, direct: openai.OpenAI, route: str, text: str | list[str]) -> None:
-    through = gw.embeddings.with_raw_response.create(model=route, input=text)
-    straight = direct.embeddings.with_raw_response.create(model=EMBED, input=text)
-    assert through.status_code == straight.status_code == 200
-    ours, theirs = through.http_response.json(), straight.http_response.json()
-    CreateEmbeddingResponse.model_validate(ours)
-    assert shape(ours) == shape(theirs)  # as many vectors, each as long
-    assert ours["usage"] == theirs["usage"]
+    """Floats (valid as the SDK's type) and base64 (what the SDK asks for when not told): the same from both."""
+    for encoding in ("float", "base64"):
+        through = gw.embeddings.with_raw_response.create(model=route, input=text, encoding_format=encoding)
+        straight = direct.embeddings.with_raw_response.create(model=EMBED, input=text, encoding_format=encoding)
+        assert through.status_code == straight.status_code == 200
+        ours, theirs = through.http_response.json(), straight.http_response.json()
+        if encoding == "float":
+            CreateEmbeddingResponse.model_validate(ours)
+        assert shape(ours) == shape(theirs)  # as many vectors, each as long
+        assert ours["usage"] == theirs["usage"]
+    assert len(through.parse().data[0].embedding) == len(straight.parse().data[0].embedding) > 0
     assert len(ours["data"]) == (len(text) if isinstance(text, list) else 1)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +18,16 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.conftest import KEY
-from tests.real.conftest import Vllm
+from tests.real.conftest import Vllm, Wide
 from tests.real.servers import Process
 from tests.real.wire import error_body, error_of, parse_sse
 
 pytestmark = pytest.mark.real
 
+# 20 logprobs a token make vLLM's HTTP server write slowly; the plain stream's four choices keep it busier still,
+# so both streams are far from their ends when their first bytes come (continuation needs a single choice).
 LONG: dict[str, Any] = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 480,
-                        "temperature": 0, "logprobs": True, "top_logprobs": 20, "extra_body": {"ignore_eos": True},
+                        "temperature": 1.0, "logprobs": True, "top_logprobs": 20, "extra_body": {"ignore_eos": True},
                         "stream_options": {"include_usage": True}}
 
 
@@ -35,6 +36,7 @@ class Cut:
     """One stream that was running when vLLM died."""
 
     route: str
+    body: dict[str, Any]
     status: int = 0
     payloads: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
@@ -44,7 +46,7 @@ class Cut:
     def run(self, client: openai.OpenAI) -> None:
         try:
             with client.chat.completions.with_streaming_response.create(model=self.route, stream=True,
-                                                                        **LONG) as response:
+                                                                        **self.body) as response:
                 self.status = response.status_code
                 raw = b""
                 for chunk in response.iter_bytes():
@@ -64,12 +66,14 @@ class Death:
     plain: Cut
     continued: Cut
     gateway: Process
+    fallback_asked: list[dict[str, Any]]  # what the stand-in was asked meanwhile
 
 
 @pytest.fixture(scope="module")
-def doomed_vllm(vllm: Vllm, gateway: Process) -> Iterator[Death]:
+def doomed_vllm(vllm: Vllm, gateway: Process, standin: Wide) -> Death:
     """Start both streams, kill vLLM's whole process group once each has its first bytes, collect what came."""
-    plain, continued = Cut("chat-open"), Cut("chat-continue")
+    plain, continued = Cut("chat-open", {**LONG, "n": 4}), Cut("chat-continue", LONG)
+    asked = len(standin.app.seen)
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, timeout=120) as client:
         threads = [threading.Thread(target=cut.run, args=(client,)) for cut in (plain, continued)]
         for thread in threads:
@@ -81,7 +85,7 @@ def doomed_vllm(vllm: Vllm, gateway: Process) -> Iterator[Death]:
             thread.join(120)
     for cut in (plain, continued):
         assert cut.failure is None, f"{cut.route}: {cut.failure!r}"
-    return Death(plain, continued, gateway)
+    return Death(plain, continued, gateway, [seen.body for seen in standin.app.seen[asked:]])
 
 
 def test_a_stream_that_cannot_continue_ends_with_an_error_event(doomed_vllm: Death) -> None:
@@ -96,6 +100,11 @@ def test_a_stream_that_cannot_continue_ends_with_an_error_event(doomed_vllm: Dea
 
 
 def test_a_continued_stream_finishes(doomed_vllm: Death) -> None:
+    """The fallback was asked to continue the text vLLM had sent, and the client's stream ends complete."""
+    asked = doomed_vllm.fallback_asked
+    assert len(asked) == 1, "vLLM finished before the kill, or the gateway did not continue"
+    assert asked[0]["continue_final_message"] is True
+    assert asked[0]["messages"][-1]["role"] == "assistant"
     cut = doomed_vllm.continued
     assert cut.status == 200
     assert cut.done
