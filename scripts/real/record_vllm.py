@@ -29,7 +29,8 @@ OUT = ROOT / "tests" / "fixtures" / "vllm"
 HELLO = [{"role": "user", "content": "Say hello."}]
 SAME = {"temperature": 0, "seed": 7, "max_tokens": 6, "ignore_eos": True}
 USAGE = {"stream_options": {"include_usage": True}}
-LONG = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 480, "ignore_eos": True}
+LONG = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 480, "ignore_eos": True, "n": 4,
+        "temperature": 1.0}
 GENERATE = {  # file -> (path, body); "model" is added
     "chat.json": ("/v1/chat/completions", {"messages": HELLO, **SAME}),
     "chat-stream.sse": ("/v1/chat/completions", {"messages": HELLO, "stream": True, **SAME}),
@@ -85,18 +86,17 @@ def busy_metrics(url: str, model: str) -> bytes:
         text = b""
         for _ in range(200):  # read until a sample shows requests waiting (bounded)
             text = httpx.get(url + "/metrics", timeout=10).content
-            if b"vllm:num_requests_waiting{" in text and _waiting(text) > 0:
+            if _gauge(text, "vllm:num_requests_waiting") > 0 and _gauge(text, "vllm:num_requests_running") > 0:
                 break
         for future in futures:
             future.result()
     return text
 
 
-def _waiting(text: bytes) -> float:
-    for line in text.decode().splitlines():
-        if line.startswith("vllm:num_requests_waiting{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+def _gauge(text: bytes, name: str) -> float:
+    """The sum of a gauge's series in a /metrics page."""
+    lines = text.decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
 
 
 def main() -> int:
