@@ -148,6 +148,7 @@ def test_chat_stream_matches_vllm(gw: openai.OpenAI, direct: openai.OpenAI, opti
         assert ours.usage is None
 
 
+# Like the chat stream above, every case but include_usage: true needs the stream fingerprint fix.
 @pytest.mark.parametrize("options", OPTIONS, ids=["no-options", "usage", "no-usage"])
 def test_completions_stream_matches_vllm(gw: openai.OpenAI, direct: openai.OpenAI,
                                          options: dict[str, bool] | None) -> None:
