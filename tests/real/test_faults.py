@@ -36,6 +36,11 @@ def finished(vllm: Vllm) -> float:
     return metric(vllm.generate.url, "vllm:request_success_total")
 
 
+def vllm_answered(vllm: Vllm) -> float:
+    """Chat requests vLLM's HTTP server has ended its response to (counted by it, whatever the engine does)."""
+    return metric(vllm.generate.url, "http_requests_total", handler="/v1/chat/completions")
+
+
 def generated(vllm: Vllm) -> float:
     return metric(vllm.generate.url, "vllm:generation_tokens_total")
 
@@ -55,17 +60,19 @@ def test_client_disconnect_aborts_the_vllm_request(gw: openai.OpenAI, gateway: P
 
     vLLM's engine is held while the client comes and goes, so the request cannot finish first (the tiny model
     would finish it in about a second); vLLM's HTTP server, running, has begun its stream to the gateway and
-    sees the gateway close it. The client leaves before its first event: only then can a test be sure
+    ends it when the gateway closes it. The client leaves before its first event: only then can a test be sure
     vLLM is still at work. Once the engine runs again, a short request sent after it shows the first one gone.
     """
     before = finished(vllm), generated(vllm)
     gone = metric(gateway.url, "switchyard_requests_total", route="chat", status="499")
+    answered = vllm_answered(vllm)
     with vllm.generate.engine_held():
         with pytest.raises(openai.APITimeoutError):  # the client gives up and closes its connection
             gw.with_options(timeout=3).chat.completions.create(model="chat", stream=True, **LONG)
         poll(lambda: metric(gateway.url, "switchyard_requests_total", route="chat", status="499") > gone,
              30, "the gateway to count the client's departure (499)")
         assert metric(gateway.url, "switchyard_inflight_requests", upstream="vllm") == 0
+        poll(lambda: vllm_answered(vllm) > answered, 30, "vLLM's HTTP server to end its stream to the gateway")
     probe = httpx.post(vllm.generate.url + "/v1/completions", timeout=60,
                        json={"model": GENERATE, "prompt": "hi", "max_tokens": 1})
     assert probe.status_code == 200  # vLLM's engine takes requests in order: the first one has been dealt with
