@@ -22,6 +22,7 @@ from tests.real import servers
 
 GENERATE = "tiny"  # the names vLLM serves the model under
 EMBED = "tiny-embed"
+MAX_LOGPROBS = 100  # vLLM allows 20 by default; more make a stream heavy enough to catch mid-way
 KILLS_VLLM = "doomed_vllm"  # tests using this fixture kill the generate server: they run last
 
 
@@ -48,7 +49,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vllm(logs: Path) -> Iterator[Vllm]:
     """vLLM's generate and pooling servers, started together (each takes ~2.4 GB and 45-70 s)."""
     built = servers.build()
-    generate = servers.vllm(built, "vllm-generate", GENERATE, logs)
+    generate = servers.vllm(built, "vllm-generate", GENERATE, logs, "--max-logprobs", str(MAX_LOGPROBS))
     pooling = servers.vllm(built, "vllm-pooling", EMBED, logs, "--runner", "pooling", "--convert", "embed")
     try:
         generate.launch()  # both at once: the two starts overlap
