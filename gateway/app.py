@@ -84,6 +84,7 @@ class Gateway:
         self.reloader: Reloader | None = None
         self.site = Starlette(routes=self._routes(), lifespan=self._lifespan,
                               exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error})
+        self.site.router.redirect_slashes = False  # its redirect would name the client's Host header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in ENDPOINTS:
