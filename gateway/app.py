@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -40,6 +41,8 @@ from gateway.upstreams.catalog import LitellmCatalog
 from gateway.upstreams.openai import new_session
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+PUBLIC_KEYS = ("sk-sy-dev-only-replace-me-0123456789abcdef",)  # printed in the README and the shipped policy
+logger = logging.getLogger("switchyard.app")
 METRICS_FLUSH_S = 1.0
 
 
@@ -102,6 +105,7 @@ class Gateway:
         session = new_session()
 
         def apply(policy: Policy) -> None:
+            warn_of_public_keys(policy)
             self.policy = policy
             self.runtime = Runtime.build(policy, session)
             self.metrics.set_policy(policy.hash)
@@ -209,6 +213,16 @@ def create_app() -> Gateway:
     gateway = Gateway(Settings.from_env())
     logs.configure(os.environ.get("SWITCHYARD_LOG_LEVEL", "info"), provider_keys(gateway.policy))
     return gateway
+
+
+def warn_of_public_keys(policy: Policy) -> None:
+    """Log loudly when the policy lets in a key anyone can read in the README."""
+    for key in PUBLIC_KEYS:
+        found = policy.tenant(key)
+        if found is not None:
+            logger.warning("THE POLICY ACCEPTS THE PUBLIC DEVELOPMENT KEY printed in the README (tenant '%s'): anyone "
+                           "who can reach this gateway can use it. Replace it: `switchyard keys new --tenant NAME`",
+                           found[0])
 
 
 def provider_keys(policy: Policy) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from gateway.app import DEFAULT_MAX_BODY, Settings
@@ -33,14 +33,20 @@ def parser() -> argparse.ArgumentParser:
     _listen_options(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
-    serve.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL", type=_redis_url,
-                       help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory)")
+    redis = serve.add_mutually_exclusive_group()
+    redis.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL", type=_redis_url,
+                       help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory); "
+                            "a password in it shows in the process list: prefer the variable or --redis-file")
+    redis.add_argument("--redis-file", default=os.environ.get("SWITCHYARD_REDIS_FILE"), metavar="PATH",
+                       type=_redis_file, dest="redis_from_file",
+                       help="read the Redis URL from the first line of this file (default: $SWITCHYARD_REDIS_FILE)")
     serve.add_argument("--audit", action="append", default=[], metavar="stdout|PATH",
                        help="write an audit record per request to stdout or a rotating file ({pid} in PATH is "
                             "replaced by the worker's process id); repeatable")
     serve.add_argument("--reload-interval-s", type=float, default=2.0,
                        help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
+    _socket_options(serve)
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
     _listen_options(demo)
@@ -93,6 +99,55 @@ def _redis_url(value: str) -> str:
     return value
 
 
+SOCKET_OPTIONS = (  # flag, SocketLimits field, type, help
+    ("--header-timeout-s", "header_timeout_s", float, "a request's headers must be in this long after its first byte"),
+    ("--body-timeout-s", "body_timeout_s", float, "a request's body must be in this long after its headers"),
+    ("--keepalive-s", "keepalive_s", float, "close a connection with no request begun after this long"),
+    ("--max-connections", "max_connections", int, "open client connections per process (0: half the open-file "
+                                                  "limit)"),
+    ("--max-header-bytes", "max_header_bytes", int, "the request line and headers, in bytes (431 past it)"),
+    ("--max-headers", "max_headers", int, "headers per request (431 past it)"),
+)
+
+
+def _socket_options(command: argparse.ArgumentParser) -> None:
+    """The client-connection limits, each defaulting to $SWITCHYARD_<NAME> and else to SocketLimits'."""
+    from gateway.connections import SocketLimits
+
+    defaults = SocketLimits()
+    for flag, name, kind, text in SOCKET_OPTIONS:
+        variable = f"SWITCHYARD_{name.upper()}"
+        default = os.environ.get(variable, str(getattr(defaults, name)))  # argparse parses a str default too
+        command.add_argument(flag, dest=name, type=_positive(kind), default=default, metavar="N",
+                             help=f"{text} (default: ${variable}, else %(default)s)")
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"{value!r} is negative")
+        return number
+    return parse
+
+
+def _redis_file(path: str) -> str:
+    """The Redis URL on the first line of the file at path, checked as --redis checks one."""
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip().splitlines()[0:1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not url:
+        raise argparse.ArgumentTypeError(f"{path} is empty: it should hold a Redis URL")
+    try:
+        return _redis_url(url[0].strip())
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
+
+
 def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", default="127.0.0.1")
     command.add_argument("--port", type=int, default=8080)
@@ -100,13 +155,16 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.connections import SocketLimits
     from gateway.server import ServeOptions, serve
 
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
-                        reload_interval_s=args.reload_interval_s, redis_url=args.redis or None,
+                        reload_interval_s=args.reload_interval_s,
+                        redis_url=args.redis_from_file or args.redis or None,
                         admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit))
+    limits = SocketLimits(**{name: getattr(args, name) for _, name, _, _ in SOCKET_OPTIONS})
     try:
-        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level))
+        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level, limits))
     except PolicyError as exc:
         _print_problems(args.policy, exc)
         return 1
