@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gateway import logs
 from gateway.admin import Admin
 from gateway.asgi import Receive, Scope, Send, send_error
-from gateway.audit import AuditLog, sinks_for
+from gateway.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.auth import authenticate
 from gateway.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -56,6 +56,7 @@ class Settings:
     redis_url: str | None = None
     admin_key: str | None = None
     audit: tuple[str, ...] = ()
+    audit_key_file: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,7 +66,8 @@ class Settings:
                    reload_interval_s=float(os.environ.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)),
                    redis_url=os.environ.get("SWITCHYARD_REDIS_URL") or None,
                    admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None,
-                   audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t))
+                   audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t),
+                   audit_key_file=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE") or None)
 
 
 class Gateway:
@@ -80,7 +82,11 @@ class Gateway:
         self.circuits = dispatcher.circuits
         backend: Backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
         self.ledger = Ledger(backend, self.metrics)
-        self.audit = AuditLog(sinks_for(settings.audit), self.metrics)
+        seal = Seal(read_key(settings.audit_key_file))
+        self.audit = AuditLog(sinks_for(settings.audit, seal), self.metrics, seal)
+        if settings.audit and seal.key is None:
+            logger.warning("the audit trail is not keyed (no --audit-key-file or $SWITCHYARD_AUDIT_KEY): anyone who "
+                           "can write its files can rewrite them undetected")
         self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, self.audit, settings.max_body_bytes)
         self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None

@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--audit", action="append", default=[], metavar="stdout|PATH",
                        help="write an audit record per request to stdout or a rotating file ({pid} in PATH is "
                             "replaced by the worker's process id); repeatable")
+    serve.add_argument("--audit-key-file", default=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE"), metavar="PATH",
+                       type=_key_file, help="seal the audit trail with HMAC under the key in this file (default: "
+                                            "$SWITCHYARD_AUDIT_KEY_FILE, else $SWITCHYARD_AUDIT_KEY)")
     serve.add_argument("--reload-interval-s", type=float, default=2.0,
                        help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
@@ -78,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="audit trail tools").add_subparsers(required=True, metavar="ACTION")
     verify = audit.add_parser("verify", help="check that no audit record was removed or edited")
     verify.add_argument("files", nargs="+", metavar="FILE", help="audit files, oldest first")
+    verify.add_argument("--key-file", metavar="PATH", type=_key_file,
+                        default=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE"),
+                        help="the audit key the gateway sealed with (default: $SWITCHYARD_AUDIT_KEY_FILE, else "
+                             "$SWITCHYARD_AUDIT_KEY; without one, only an unkeyed trail verifies)")
+    verify.add_argument("--stream", action="store_true",
+                        help="lines kept by a log collector from --audit stdout: no anchor lines, chains may begin "
+                             "mid-way")
     verify.set_defaults(run=_verify)
     keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
     new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
@@ -134,6 +144,17 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
     return parse
 
 
+def _key_file(path: str) -> str:
+    """A readable audit key file, long enough to trust."""
+    from gateway.audit import read_key
+
+    try:
+        read_key(path)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
 def _redis_file(path: str) -> str:
     """The Redis URL on the first line of the file at path, checked as --redis checks one."""
     try:
@@ -161,7 +182,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
                         reload_interval_s=args.reload_interval_s,
                         redis_url=args.redis_from_file or args.redis or None,
-                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit))
+                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit),
+                        audit_key_file=args.audit_key_file)
     limits = SocketLimits(**{name: getattr(args, name) for _, name, _, _ in SOCKET_OPTIONS})
     try:
         serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level, limits))
@@ -306,21 +328,24 @@ def _spend(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from gateway.audit import verify
+    from gateway.audit import Seal, read_key
+    from gateway.audit_verify import verify
 
-    def lines() -> Iterator[bytes]:
+    def files() -> Iterator[tuple[str, Iterator[bytes]]]:
         for name in args.files:
             with open(name, "rb") as file:
-                yield from file
+                yield name, iter(file)
 
     try:
-        breaks = list(verify(lines()))
-    except OSError as exc:
+        seal = Seal(read_key(args.key_file))
+        breaks = list(verify(files(), seal, stream=args.stream))
+    except (OSError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     for problem in breaks:
         print(problem)
-    print(f"{'ok' if not breaks else 'BROKEN'}: {len(breaks)} break(s) in {', '.join(args.files)}")
+    keyed = "keyed" if seal.key is not None else "unkeyed"
+    print(f"{'ok' if not breaks else 'BROKEN'} ({keyed}): {len(breaks)} break(s) in {', '.join(args.files)}")
     return 0 if not breaks else 1
 
 

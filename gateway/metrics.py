@@ -64,6 +64,9 @@ class Metrics:
                                         ["tenant"], registry=r)
         self.audit_errors = Counter("switchyard_audit_write_errors", "Audit records not written, by sink.", ["sink"],
                                     registry=r)
+        self.audit_unauthenticated = Counter("switchyard_audit_unauthenticated",
+                                             "Unauthenticated requests, audited in one sampled record a second.",
+                                             registry=r)
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
                                  ["route", "rule", "data_class", "upstream"], registry=r)
         self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",

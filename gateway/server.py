@@ -94,6 +94,8 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     os.environ["SWITCHYARD_RELOAD_INTERVAL_S"] = str(settings.reload_interval_s)
     os.environ["SWITCHYARD_AUDIT"] = ",".join(settings.audit)
+    if settings.audit_key_file:
+        os.environ["SWITCHYARD_AUDIT_KEY_FILE"] = settings.audit_key_file
     if settings.redis_url:
         os.environ["SWITCHYARD_REDIS_URL"] = settings.redis_url
     else:
