@@ -114,6 +114,7 @@ class Gateway:
             warn_of_public_keys(policy)
             self.policy = policy
             self.runtime = Runtime.build(policy, session)
+            logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
             self.metrics.set_policy(policy.hash)
 
         apply(self.policy)
@@ -216,8 +217,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 def create_app() -> Gateway:
     """The app for one worker process, configured from the environment (`switchyard serve --workers N`)."""
+    level = os.environ.get("SWITCHYARD_LOG_LEVEL", "info")
+    logs.configure(level)  # loading the policy may import litellm, which logs as it loads
     gateway = Gateway(Settings.from_env())
-    logs.configure(os.environ.get("SWITCHYARD_LOG_LEVEL", "info"), provider_keys(gateway.policy))
+    logs.configure(level, provider_keys(gateway.policy))
     return gateway
 
 

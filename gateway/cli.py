@@ -190,6 +190,9 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         _print_problems(args.policy, exc)
         return 1
+    except ValueError as exc:  # a metrics folder it may not use
+        print(f"switchyard serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

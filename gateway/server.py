@@ -83,6 +83,7 @@ def worker_app() -> Gateway:
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
+    logs.configure(options.log_level)  # loading the policy may import litellm, which logs as it loads
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
     logs.configure(options.log_level, provider_keys(gateway.policy))
     os.environ["SWITCHYARD_LOG_LEVEL"] = options.log_level

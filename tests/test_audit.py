@@ -209,3 +209,23 @@ def test_an_audit_key_shorter_than_16_bytes_is_refused(tmp_path: Path) -> None:
     key_file.write_text("short\n")
     with pytest.raises(ValueError, match="at least 16 bytes"):
         read_key(str(key_file))
+
+
+@pytest.mark.parametrize("chosen", ["../../etc", "a/b", "id with space", "x" * 129, "..", "ok..no", "tab\tid"])
+def test_a_client_request_id_outside_the_safe_characters_is_replaced(loop: Loop, tmp_path: Path, chosen: str) -> None:
+    stack, trail = audited(loop, tmp_path)
+    answer = stack.client().chat.completions.with_raw_response.create(model="chat", messages=PLAIN,
+                                                                      extra_headers={"x-request-id": chosen})
+    given = answer.headers["x-request-id"]
+    assert given != chosen
+    assert stack.upstreams["primary"].seen[-1].headers["x-request-id"] == given
+    (record,) = records(trail, 1)
+    assert record["request_id"] == given
+
+
+def test_a_client_request_id_of_safe_characters_is_kept(loop: Loop, tmp_path: Path) -> None:
+    stack, trail = audited(loop, tmp_path)
+    answer = stack.client().chat.completions.with_raw_response.create(
+        model="chat", messages=PLAIN, extra_headers={"x-request-id": "req_2026-12-01.42"})
+    assert answer.headers["x-request-id"] == "req_2026-12-01.42"
+    assert records(trail, 1)[0]["request_id"] == "req_2026-12-01.42"
