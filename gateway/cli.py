@@ -138,8 +138,8 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-        if number < 0:
-            raise argparse.ArgumentTypeError(f"{value!r} is negative")
+        if number < 0 or (number == 0 and kind is float):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
         return number
     return parse
 
