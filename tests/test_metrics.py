@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,9 +54,11 @@ def test_observations_land_in_their_buckets() -> None:
 
 
 @pytest.fixture
-def multiproc_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """prepare_multiprocess sets PROMETHEUS_MULTIPROC_DIR for this process: put it back after the test."""
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+def multiproc_env() -> Iterator[None]:
+    """prepare_multiprocess sets PROMETHEUS_MULTIPROC_DIR for this process: take it away after the test."""
+    assert MULTIPROC_ENV not in os.environ
+    yield
+    os.environ.pop(MULTIPROC_ENV, None)
 
 
 @pytest.mark.usefixtures("multiproc_env")
