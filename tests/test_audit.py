@@ -229,3 +229,14 @@ def test_a_client_request_id_of_safe_characters_is_kept(loop: Loop, tmp_path: Pa
         model="chat", messages=PLAIN, extra_headers={"x-request-id": "req_2026-12-01.42"})
     assert answer.headers["x-request-id"] == "req_2026-12-01.42"
     assert records(trail, 1)[0]["request_id"] == "req_2026-12-01.42"
+
+
+async def test_stream_mode_checks_lines_a_collector_kept_from_mid_chain(tmp_path: Path) -> None:
+    (path,) = await write_trail(tmp_path / "a.jsonl", 30, Seal(KEY_BYTES))
+    lines = path.read_bytes().splitlines(keepends=True)[11:]  # no anchor: the collector started at seq 11
+    kept = [("collected", lines)]
+    assert list(verify(kept, Seal(KEY_BYTES), stream=True)) == []
+    assert list(verify([("collected", lines[:5] + lines[6:])], Seal(KEY_BYTES), stream=True)) == [
+        "collected:6: chain " + orjson.loads(lines[0])["chain"] + " jumps from seq 15 to 17 (records removed)"]
+    assert next(verify(kept, Seal(KEY_BYTES))) == "collected:1: the file does not begin with an anchor line (its first " \
+                                                  "lines were removed)"

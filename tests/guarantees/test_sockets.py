@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import resource
 import select
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from gateway.connections import SocketLimits
 from gateway.server import ServeOptions, uvicorn_config
 from gateway.standin import StandIn
 from tests.conftest import KEY, Loop, Served, upstream_spec, wait_for, write_policy
+from tests.test_cli import free_port, ready
 
 HELLO = [{"role": "user", "content": "Hello"}]
 DEADLINE_S = 10.0  # how long a test waits for something that should happen well within it
@@ -267,3 +273,35 @@ def test_a_trailing_slash_never_redirects_to_the_clients_host(sockets_loop: Sock
     assert response.startswith(b"HTTP/1.1 404")
     assert b"location" not in head
     assert b"evil.example" not in response
+
+
+def limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+
+def test_600_idle_sockets_against_512_open_files_do_not_lock_a_real_request_out(sockets_loop: SocketLoop,
+                                                                               tmp_path: Path) -> None:
+    upstream = sockets_loop.serve(StandIn("primary"))
+    path = write_policy(tmp_path, {"primary": upstream_spec(upstream.url)}, {"chat": {"candidates": ["primary"]}})
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--policy", str(path), "--port",
+                                str(port), "--keepalive-s", "60", "--header-timeout-s", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=limit_open_files,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard serve")
+        idle = []
+        for _ in range(600):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S))
+            sockets_loop.sockets.append(idle[-1])
+        client = sockets_loop.client(f"http://127.0.0.1:{port}/v1")
+        for _ in range(5):
+            assert client.with_options(max_retries=0).chat.completions.create(
+                model="chat", messages=HELLO).choices[0].message.content.startswith("[primary]")  # type: ignore[union-attr]
+        closed = sum(1 for sock in idle if select.select([sock], [], [], 0)[0] and sock.recv(1) == b"")
+        assert closed >= 600 - 256  # the cap, half of 512, held: the oldest idle ones made room
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert "Too many open files" not in output
+    assert sum("client connections open, the cap" in line for line in output.splitlines()) == 1
