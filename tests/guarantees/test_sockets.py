@@ -305,3 +305,16 @@ def test_600_idle_sockets_against_512_open_files_do_not_lock_a_real_request_out(
         output = process.communicate(timeout=30)[0].decode()
     assert "Too many open files" not in output
     assert sum("client connections open, the cap" in line for line in output.splitlines()) == 1
+
+
+def test_a_kept_alive_connection_serves_request_after_request_and_streams(sockets_loop: SocketLoop,
+                                                                          tmp_path: Path) -> None:
+    edge = serve_edge(sockets_loop, tmp_path, keepalive_s=30)
+    client = sockets_loop.client(edge.served.url + "/v1")
+    for _ in range(3):
+        assert str(client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
+                   ).startswith("[primary]")
+    streamed = "".join(c.choices[0].delta.content or "" for c in
+                       client.chat.completions.create(model="chat", messages=HELLO, stream=True) if c.choices)
+    assert streamed.startswith("[primary]")
+    assert len(edge.served.server.config.guard.open) == 1  # type: ignore[attr-defined]  # all on one connection
