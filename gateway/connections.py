@@ -125,6 +125,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.limits = config.guard.limits
         self._phase = IDLE
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # loop time; None while the app has the request
         self._header_size = 0  # request line and headers, as parsed
         self._header_wire = 0  # bytes received while the headers were incomplete
         self._header_count = 0
@@ -137,7 +138,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = CLOSED
-        self._disarm()
+        self._cancel_timer()
         self.guard.closed(self)
         super().connection_lost(exc)
 
@@ -221,17 +222,32 @@ class GuardedProtocol(HttpToolsProtocol):
         raise _Refused()
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._expired)
+        """Set the deadline of the phase begun now.
+
+        Arming a timer costs about 2 µs, three phases a request: the timer already set is kept when it fires no
+        later than the new deadline, and on firing early it re-arms for what is left."""
+        self._deadline = self.loop.time() + seconds
+        if self._timer is None or self._timer.when() > self._deadline:
+            self._cancel_timer()
+            self._timer = self.loop.call_at(self._deadline, self._expired)
 
     def _disarm(self) -> None:
+        self._deadline = None
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _expired(self) -> None:
-        """The deadline of the phase the connection is in has passed."""
+        """The timer fired: act if the deadline of the phase the connection is in has passed."""
         self._timer = None
+        if self._deadline is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+            return
+        self._deadline = None
         if self._phase in (IDLE, CLOSED):
             self._close()
         elif self._phase == HEADERS:
@@ -273,7 +289,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _close(self) -> None:
         self._phase = CLOSED
-        self._disarm()
+        self._cancel_timer()
         self.guard.closed(self)
         if not self.transport.is_closing():
             self.transport.close()

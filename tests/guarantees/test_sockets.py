@@ -314,7 +314,7 @@ def test_a_kept_alive_connection_serves_request_after_request_and_streams(socket
     for _ in range(3):
         assert str(client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
                    ).startswith("[primary]")
+    assert len(edge.served.server.config.guard.open) == 1  # type: ignore[attr-defined]  # all on one connection
     streamed = "".join(c.choices[0].delta.content or "" for c in
                        client.chat.completions.create(model="chat", messages=HELLO, stream=True) if c.choices)
     assert streamed.startswith("[primary]")
-    assert len(edge.served.server.config.guard.open) == 1  # type: ignore[attr-defined]  # all on one connection
