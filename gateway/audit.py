@@ -36,6 +36,7 @@ FLUSH_S = 0.2
 SAMPLE_S = 1.0  # at most one record of unauthenticated requests this often
 MAX_QUEUE = 100_000
 MIN_KEY_BYTES = 16
+TAIL_BYTES = 65536  # enough for the last line of an audit file
 MAC_TAIL = re.compile(rb',"mac":"([0-9a-f]{64})"\}$')
 
 
@@ -160,14 +161,13 @@ def _mac_of(line: bytes) -> str | None:
 
 
 def _last_mac(path: Path) -> str | None:
-    """The mac of the last line of an existing audit file, which a new anchor follows."""
-    try:
-        with path.open("rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - 65536))
-            tail = file.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    except FileNotFoundError:
+    """The mac of the last line of an existing audit file, which a new anchor follows (None for a device)."""
+    if not path.is_file():
         return None
+    with path.open("rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - TAIL_BYTES))
+        tail = file.read(TAIL_BYTES).rstrip(b"\n").rsplit(b"\n", 1)[-1]
     return _mac_of(tail) if tail else None
 
 

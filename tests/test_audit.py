@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -240,3 +241,13 @@ async def test_stream_mode_checks_lines_a_collector_kept_from_mid_chain(tmp_path
         "collected:6: chain " + orjson.loads(lines[0])["chain"] + " jumps from seq 15 to 17 (records removed)"]
     headless = "collected:1: the file does not begin with an anchor line (its first lines were removed)"
     assert next(verify(kept, Seal(KEY_BYTES))) == headless
+
+
+def test_a_file_sink_on_a_device_opens_without_reading_it() -> None:
+    sink = FileSink("/dev/full", Seal(KEY_BYTES))  # reading /dev/full never ends: the sink must not look for a tail
+    try:
+        with pytest.raises(OSError):
+            sink.write([Seal(KEY_BYTES).line({"chain": "c", "seq": 1, "prev": GENESIS})[0]])
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
