@@ -246,7 +246,7 @@ async def test_stream_mode_checks_lines_a_collector_kept_from_mid_chain(tmp_path
 def test_a_file_sink_on_a_device_opens_without_reading_it() -> None:
     sink = FileSink("/dev/full", Seal(KEY_BYTES))  # reading /dev/full never ends: the sink must not look for a tail
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="No space left on device"):
             sink.write([Seal(KEY_BYTES).line({"chain": "c", "seq": 1, "prev": GENESIS})[0]])
     finally:
         with contextlib.suppress(OSError):
