@@ -129,6 +129,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_size = 0  # request line and headers, as parsed
         self._header_wire = 0  # bytes received while the headers were incomplete
         self._header_count = 0
+        self._max_headers = self.limits.max_headers  # read for every header: one attribute, not two
+        self._max_header_bytes = self.limits.max_header_bytes
         self._refusal: GatewayError | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -159,7 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self._unsupported_upgrade_warning()
         if reading_headers and self._phase == HEADERS:
             self._header_wire += len(data)
-            if self._header_wire > self.limits.max_header_bytes:
+            if self._header_wire > self._max_header_bytes:
                 self._refuse(self._too_large())
 
     def on_message_begin(self) -> None:
@@ -169,15 +171,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout_s)
 
     def on_url(self, url: bytes) -> None:
-        self._grow(len(url))
+        self._header_size += len(url)
+        if self._header_size > self._max_header_bytes:
+            self._stop(self._too_large())
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            self._stop(InvalidRequest(f"the request has more than {self.limits.max_headers} headers",
-                                      status=431, code="request_header_fields_too_large"))
-        self._grow(len(name) + len(value) + 4)
+        self._header_size += len(name) + len(value) + 4
+        if self._header_count > self._max_headers or self._header_size > self._max_header_bytes:
+            self._stop(self._too_large())
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -208,14 +211,12 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.idle(self)
         self._arm(self.limits.keepalive_s)
 
-    def _grow(self, size: int) -> None:
-        self._header_size += size
-        if self._header_size > self.limits.max_header_bytes:
-            self._stop(self._too_large())
-
     def _too_large(self) -> GatewayError:
-        return InvalidRequest(f"the request line and headers are over {self.limits.max_header_bytes} bytes",
-                              status=431, code="request_header_fields_too_large")
+        if self._header_count > self._max_headers:
+            message = f"the request has more than {self._max_headers} headers"
+        else:
+            message = f"the request line and headers are over {self._max_header_bytes} bytes"
+        return InvalidRequest(message, status=431, code="request_header_fields_too_large")
 
     def _stop(self, error: GatewayError) -> None:
         self._refusal = error
