@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from gateway import logs
 from gateway.admin import Admin
 from gateway.asgi import Receive, Scope, Send, send_error
-from gateway.audit import AuditLog, sinks_for
+from gateway.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.auth import authenticate
 from gateway.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -40,6 +41,8 @@ from gateway.upstreams.catalog import LitellmCatalog
 from gateway.upstreams.openai import new_session
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+PUBLIC_KEYS = ("sk-sy-dev-only-replace-me-0123456789abcdef",)  # printed in the README and the shipped policy
+logger = logging.getLogger("switchyard.app")
 METRICS_FLUSH_S = 1.0
 
 
@@ -53,6 +56,7 @@ class Settings:
     redis_url: str | None = None
     admin_key: str | None = None
     audit: tuple[str, ...] = ()
+    audit_key_file: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,7 +66,8 @@ class Settings:
                    reload_interval_s=float(os.environ.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)),
                    redis_url=os.environ.get("SWITCHYARD_REDIS_URL") or None,
                    admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None,
-                   audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t))
+                   audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t),
+                   audit_key_file=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE") or None)
 
 
 class Gateway:
@@ -77,13 +82,18 @@ class Gateway:
         self.circuits = dispatcher.circuits
         backend: Backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
         self.ledger = Ledger(backend, self.metrics)
-        self.audit = AuditLog(sinks_for(settings.audit), self.metrics)
+        seal = Seal(read_key(settings.audit_key_file))
+        self.audit = AuditLog(sinks_for(settings.audit, seal), self.metrics, seal)
+        if settings.audit and seal.key is None:
+            logger.warning("the audit trail is not keyed (no --audit-key-file or $SWITCHYARD_AUDIT_KEY): anyone who "
+                           "can write its files can rewrite them undetected")
         self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, self.audit, settings.max_body_bytes)
         self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
         self.site = Starlette(routes=self._routes(), lifespan=self._lifespan,
                               exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error})
+        self.site.router.redirect_slashes = False  # its redirect would name the client's Host header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in ENDPOINTS:
@@ -101,8 +111,10 @@ class Gateway:
         session = new_session()
 
         def apply(policy: Policy) -> None:
+            warn_of_public_keys(policy)
             self.policy = policy
             self.runtime = Runtime.build(policy, session)
+            logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
             self.metrics.set_policy(policy.hash)
 
         apply(self.policy)
@@ -205,9 +217,21 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 def create_app() -> Gateway:
     """The app for one worker process, configured from the environment (`switchyard serve --workers N`)."""
+    level = os.environ.get("SWITCHYARD_LOG_LEVEL", "info")
+    logs.configure(level)  # loading the policy may import litellm, which logs as it loads
     gateway = Gateway(Settings.from_env())
-    logs.configure(os.environ.get("SWITCHYARD_LOG_LEVEL", "info"), provider_keys(gateway.policy))
+    logs.configure(level, provider_keys(gateway.policy))
     return gateway
+
+
+def warn_of_public_keys(policy: Policy) -> None:
+    """Log loudly when the policy lets in a key anyone can read in the README."""
+    for key in PUBLIC_KEYS:
+        found = policy.tenant(key)
+        if found is not None:
+            logger.warning("THE POLICY ACCEPTS THE PUBLIC DEVELOPMENT KEY printed in the README (tenant '%s'): anyone "
+                           "who can reach this gateway can use it. Replace it: `switchyard keys new --tenant NAME`",
+                           found[0])
 
 
 def provider_keys(policy: Policy) -> list[str]:

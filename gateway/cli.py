@@ -9,7 +9,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from gateway.app import DEFAULT_MAX_BODY, Settings
@@ -36,14 +36,23 @@ def parser() -> argparse.ArgumentParser:
     _listen_options(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default: 1)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="request body limit")
-    serve.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL", type=_redis_url,
-                       help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory)")
+    redis = serve.add_mutually_exclusive_group()
+    redis.add_argument("--redis", default=os.environ.get("SWITCHYARD_REDIS_URL"), metavar="URL", type=_redis_url,
+                       help="share budgets and limits through Redis (default: $SWITCHYARD_REDIS_URL, else in memory); "
+                            "a password in it shows in the process list: prefer the variable or --redis-file")
+    redis.add_argument("--redis-file", default=os.environ.get("SWITCHYARD_REDIS_FILE"), metavar="PATH",
+                       type=_redis_file, dest="redis_from_file",
+                       help="read the Redis URL from the first line of this file (default: $SWITCHYARD_REDIS_FILE)")
     serve.add_argument("--audit", action="append", default=[], metavar="stdout|PATH",
                        help="write an audit record per request to stdout or a rotating file ({pid} in PATH is "
                             "replaced by the worker's process id); repeatable")
+    serve.add_argument("--audit-key-file", default=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE"), metavar="PATH",
+                       type=_key_file, help="seal the audit trail with HMAC under the key in this file (default: "
+                                            "$SWITCHYARD_AUDIT_KEY_FILE, else $SWITCHYARD_AUDIT_KEY)")
     serve.add_argument("--reload-interval-s", type=float, default=2.0,
                        help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
+    _socket_options(serve)
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
     _listen_options(demo)
@@ -79,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="audit trail tools").add_subparsers(required=True, metavar="ACTION")
     verify = audit.add_parser("verify", help="check that no audit record was removed or edited")
     verify.add_argument("files", nargs="+", metavar="FILE", help="audit files, oldest first")
+    verify.add_argument("--key-file", metavar="PATH", type=_key_file,
+                        default=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE"),
+                        help="the audit key the gateway sealed with (default: $SWITCHYARD_AUDIT_KEY_FILE, else "
+                             "$SWITCHYARD_AUDIT_KEY; without one, only an unkeyed trail verifies)")
+    verify.add_argument("--stream", action="store_true",
+                        help="lines kept by a log collector from --audit stdout: no anchor lines, chains may begin "
+                             "mid-way")
     verify.set_defaults(run=_verify)
     keys = commands.add_parser("keys", help="gateway keys").add_subparsers(required=True, metavar="ACTION")
     new = keys.add_parser("new", help="mint a key for a tenant; prints the key once and the hash to store")
@@ -121,6 +137,66 @@ def _redis_url(value: str) -> str:
     return value
 
 
+SOCKET_OPTIONS = (  # flag, SocketLimits field, type, help
+    ("--header-timeout-s", "header_timeout_s", float, "a request's headers must be in this long after its first byte"),
+    ("--body-timeout-s", "body_timeout_s", float, "a request's body must be in this long after its headers"),
+    ("--keepalive-s", "keepalive_s", float, "close a connection with no request begun after this long"),
+    ("--max-connections", "max_connections", int, "open client connections per process (0: half the open-file "
+                                                  "limit)"),
+    ("--max-header-bytes", "max_header_bytes", int, "the request line and headers, in bytes (431 past it)"),
+    ("--max-headers", "max_headers", int, "headers per request (431 past it)"),
+)
+
+
+def _socket_options(command: argparse.ArgumentParser) -> None:
+    """The client-connection limits, each defaulting to $SWITCHYARD_<NAME> and else to SocketLimits'."""
+    from gateway.connections import SocketLimits
+
+    defaults = SocketLimits()
+    for flag, name, kind, text in SOCKET_OPTIONS:
+        variable = f"SWITCHYARD_{name.upper()}"
+        default = os.environ.get(variable, str(getattr(defaults, name)))  # argparse parses a str default too
+        command.add_argument(flag, dest=name, type=_positive(kind), default=default, metavar="N",
+                             help=f"{text} (default: ${variable}, else %(default)s)")
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if number < 0 or (number == 0 and kind is float):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+        return number
+    return parse
+
+
+def _key_file(path: str) -> str:
+    """A readable audit key file, long enough to trust."""
+    from gateway.audit import read_key
+
+    try:
+        read_key(path)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
+def _redis_file(path: str) -> str:
+    """The Redis URL on the first line of the file at path, checked as --redis checks one."""
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip().splitlines()[0:1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not url:
+        raise argparse.ArgumentTypeError(f"{path} is empty: it should hold a Redis URL")
+    try:
+        return _redis_url(url[0].strip())
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
+
+
 def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", default="127.0.0.1")
     command.add_argument("--port", type=int, default=8080)
@@ -128,18 +204,25 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.connections import SocketLimits
     from gateway.server import ServeOptions, serve
 
     if not os.path.exists(args.policy):
         print(_no_policy(args.policy), file=sys.stderr)
         return 1
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
-                        reload_interval_s=args.reload_interval_s, redis_url=args.redis or None,
-                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit))
+                        reload_interval_s=args.reload_interval_s,
+                        redis_url=args.redis_from_file or args.redis or None,
+                        admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit),
+                        audit_key_file=args.audit_key_file)
+    limits = SocketLimits(**{name: getattr(args, name) for _, name, _, _ in SOCKET_OPTIONS})
     try:
-        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level))
+        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level, limits))
     except PolicyError as exc:
         _print_problems(args.policy, exc)
+        return 1
+    except ValueError as exc:  # a metrics folder it may not use
+        print(f"switchyard serve: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -308,21 +391,24 @@ def _admin_key(path: str | None) -> str | None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from gateway.audit import verify
+    from gateway.audit import Seal, read_key
+    from gateway.audit_verify import verify
 
-    def lines() -> Iterator[bytes]:
+    def files() -> Iterator[tuple[str, Iterator[bytes]]]:
         for name in args.files:
             with open(name, "rb") as file:
-                yield from file
+                yield name, iter(file)
 
     try:
-        breaks = list(verify(lines()))
-    except OSError as exc:
+        seal = Seal(read_key(args.key_file))
+        breaks = list(verify(files(), seal, stream=args.stream))
+    except (OSError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     for problem in breaks:
         print(problem)
-    print(f"{'ok' if not breaks else 'BROKEN'}: {len(breaks)} break(s) in {', '.join(args.files)}")
+    keyed = "keyed" if seal.key is not None else "unkeyed"
+    print(f"{'ok' if not breaks else 'BROKEN'} ({keyed}): {len(breaks)} break(s) in {', '.join(args.files)}")
     return 0 if not breaks else 1
 
 

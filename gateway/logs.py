@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,})")
 
 
@@ -49,13 +50,21 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str, secrets: Iterable[str] = ()) -> None:
-    """Send every log line, uvicorn's included, through the JSON formatter on stderr."""
+    """Send every log line, uvicorn's and litellm's included, through the JSON formatter on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(Redactor(secrets)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    adopt_foreign_loggers()
+
+
+def adopt_foreign_loggers() -> None:
+    """Take the handlers off uvicorn's and litellm's loggers so their lines reach ours, formatted and redacted.
+
+    litellm adds a plain-text handler of its own when it is imported, which may be after `configure`: the app calls
+    this again once every upstream client (and so litellm) is built."""
+    for name in FOREIGN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True

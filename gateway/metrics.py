@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import os
-import shutil
+import re
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -12,13 +13,28 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+METRICS_MARKER = ".switchyard-metrics"
+METRICS_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_\d+\.db")  # prometheus_client's own names
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 def prepare_multiprocess(folder: str) -> None:
-    """Point every worker at an emptied folder for shared metric files; call before workers start."""
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder, exist_ok=True)
+    """Point every worker at a folder for shared metric files, emptied of an earlier run's; call before workers start.
+
+    ValueError if the folder holds anything the gateway did not write there: it is never emptied blindly.
+    """
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    marker = path / METRICS_MARKER
+    found = [p for p in path.iterdir() if p != marker]
+    strangers = [p.name for p in found if not (marker.exists() and METRICS_FILE.fullmatch(p.name) and p.is_file())]
+    if strangers:
+        shown = ", ".join(sorted(strangers)[:5]) + (", ..." if len(strangers) > 5 else "")
+        raise ValueError(f"SWITCHYARD_METRICS_DIR {folder} holds files the gateway did not write ({shown}): give "
+                         "it an empty folder of its own")
+    for stale in found:
+        stale.unlink()
+    marker.write_text("switchyard's metric files; emptied at each start\n")
     os.environ[MULTIPROC_ENV] = folder
 
 
@@ -66,6 +82,9 @@ class Metrics:
                                      ["upstream"], registry=r)
         self.audit_errors = Counter("switchyard_audit_write_errors", "Audit records not written, by sink.", ["sink"],
                                     registry=r)
+        self.audit_unauthenticated = Counter("switchyard_audit_unauthenticated",
+                                             "Unauthenticated requests, audited in one sampled record a second.",
+                                             registry=r)
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
                                  ["route", "rule", "data_class", "upstream"], registry=r)
         self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",

@@ -60,7 +60,7 @@ STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cac
 CLIENT_CLOSED = 499
 WATCH_AFTER_S = 0.05  # how long a request runs before its client's disconnect is watched for
 NOT_ADMITTED = Admission(False)
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+REQUEST_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]{1,128}")  # no "/", no "..": ids reach files and upstreams
 logger = logging.getLogger("switchyard.proxy")
 
 

@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.errors import PolicyError
 from gateway.metrics import Metrics
-from gateway.policy.loader import load_policy, policy_files
+from gateway.policy.loader import MAX_FILE_BYTES, load_policy, policy_files
 from gateway.policy.model import Policy
 from gateway.upstreams.catalog import LitellmCatalog
 
 logger = logging.getLogger("switchyard.reload")
-Fingerprint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[tuple[str, str], ...]
 
 
 def fingerprint(path: Path) -> Fingerprint:
-    """Names, sizes and modification times of a policy's files: a change in any means reload."""
+    """Names and content hashes of a policy's files: a change in any means reload.
+
+    Sizes and modification times are not enough: a file swapped for one of the same size and time (a symlink
+    moved, a copy that keeps times) is a change too. Reading a policy's few KiB every interval costs little."""
     found = []
     for file in policy_files(path) if path.exists() else []:
         try:
-            stat = file.stat()
+            with file.open("rb") as opened:
+                digest = hashlib.sha256(opened.read(MAX_FILE_BYTES + 1)).hexdigest()  # a bigger one is refused
         except OSError:
             continue
-        found.append((str(file), stat.st_size, stat.st_mtime_ns))
+        found.append((str(file), digest))
     return tuple(found)
 
 

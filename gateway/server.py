@@ -10,13 +10,15 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from gateway import logs
 from gateway.app import Gateway, Settings, create_app, provider_keys
+from gateway.connections import GatewayConfig, SocketLimits
 from gateway.metrics import prepare_multiprocess
 
 logger = logging.getLogger("switchyard.server")
@@ -32,6 +34,7 @@ class ServeOptions:
     workers: int = 1
     drain_s: int = 30
     log_level: str = "info"
+    limits: SocketLimits = field(default_factory=SocketLimits)
 
 
 class DrainingServer(uvicorn.Server):
@@ -50,12 +53,12 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def uvicorn_config(app: Gateway, options: ServeOptions) -> uvicorn.Config:
-    """The uvicorn settings for one process: uvloop, httptools, no access log, a bounded drain."""
-    return uvicorn.Config(app, host=options.host, port=options.port, loop="uvloop", http="httptools",
-                          access_log=False, log_level=options.log_level, lifespan="on",
-                          timeout_graceful_shutdown=round(options.drain_s), server_header=False, proxy_headers=False,
-                          log_config=None)
+def uvicorn_config(app: Gateway | str, options: ServeOptions, **extra: Any) -> GatewayConfig:
+    """The uvicorn settings: uvloop, the guarded httptools protocol, no access log, a bounded drain."""
+    settings: dict[str, Any] = {"loop": "uvloop", "access_log": False, "log_level": options.log_level,
+                                "lifespan": "on", "timeout_graceful_shutdown": round(options.drain_s),
+                                "server_header": False, "proxy_headers": False, "log_config": None}
+    return GatewayConfig(app, options.limits, host=options.host, port=options.port, **{**settings, **extra})
 
 
 def tune_gc() -> None:
@@ -80,6 +83,7 @@ def worker_app() -> Gateway:
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
+    logs.configure(options.log_level)  # loading the policy may import litellm, which logs as it loads
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
     logs.configure(options.log_level, provider_keys(gateway.policy))
     os.environ["SWITCHYARD_LOG_LEVEL"] = options.log_level
@@ -91,16 +95,15 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     os.environ["SWITCHYARD_RELOAD_INTERVAL_S"] = str(settings.reload_interval_s)
     os.environ["SWITCHYARD_AUDIT"] = ",".join(settings.audit)
+    if settings.audit_key_file:
+        os.environ["SWITCHYARD_AUDIT_KEY_FILE"] = settings.audit_key_file
     if settings.redis_url:
         os.environ["SWITCHYARD_REDIS_URL"] = settings.redis_url
     else:
         logger.warning("%d workers without --redis: budgets and rate limits hold per worker, not in total",
                        options.workers)
     prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
-    config = uvicorn.Config("gateway.server:worker_app", factory=True, host=options.host, port=options.port,
-                            loop="uvloop", http="httptools", access_log=False, log_level=options.log_level,
-                            workers=options.workers, timeout_graceful_shutdown=round(options.drain_s),
-                            server_header=False, proxy_headers=False, log_config=None)
+    config = uvicorn_config("gateway.server:worker_app", options, factory=True, workers=options.workers)
     ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
 
 

@@ -10,17 +10,24 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
+import orjson
 import pytest
 
+from gateway.app import PUBLIC_KEYS
 from gateway.cli import main
 from gateway.policy.loader import load_policy
 from gateway.policy.model import hash_key
 from gateway.standin import Fault, StandIn
 from tests.conftest import KEY, Loop, upstream_spec, wait_for, write_policy
 
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
@@ -75,8 +82,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def spawn(args: list[str], **variables: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **variables}
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -94,10 +101,11 @@ def upstream(loop: Loop) -> tuple[StandIn, str]:
     return app, loop.serve(app).url
 
 
-def serve(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def serve(tmp_path: Path, url: str, *extra: str, **variables: str) -> tuple[subprocess.Popen[bytes], int]:
     path = write_policy(tmp_path, {"primary": upstream_spec(url)}, {"chat": {"candidates": ["primary"]}})
     port = free_port()
-    process = spawn(["serve", "--policy", str(path), "--port", str(port), "--log-level", "warning", *extra])
+    process = spawn(["serve", "--policy", str(path), "--port", str(port), "--log-level", "warning", *extra],
+                    **variables)
     wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard serve")
     assert process.poll() is None, process.communicate()[0].decode()
     return process, port
@@ -227,3 +235,111 @@ def test_spend_refuses_an_admin_key_file_it_cannot_use(tmp_path: Path, content: 
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"--admin-key-file {key_file}: {message}")
+
+
+
+def answer_to(port: int, request: bytes) -> bytes:
+    """What the server sends on a raw connection before it closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_serve_takes_its_connection_limits_from_flags_and_the_environment(tmp_path: Path,
+                                                                          upstream: tuple[StandIn, str]) -> None:
+    process, port = serve(tmp_path, upstream[1], "--max-header-bytes", "2048",
+                          SWITCHYARD_HEADER_TIMEOUT_S="0.3")
+    try:
+        partial = answer_to(port, b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n")
+        assert partial.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert b"did not arrive within 0.3 s" in partial
+        big = answer_to(port, b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
+        assert big.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
+        assert b"over 2048 bytes" in big
+        assert ready(port)
+    finally:
+        assert stop(process) == 0
+
+
+def test_serve_refuses_a_negative_limit() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--body-timeout-s", "-1"])
+    assert exited.value.code == 2
+
+
+def test_serve_warns_loudly_when_the_policy_accepts_the_public_development_key(
+        tmp_path: Path, upstream: tuple[StandIn, str]) -> None:
+    path = write_policy(tmp_path, {"primary": upstream_spec(upstream[1])}, {"chat": {"candidates": ["primary"]}},
+                        tenants={"dev": {"keys": [hash_key(PUBLIC_KEYS[0])]}})
+    port = free_port()
+    process = spawn(["serve", "--policy", str(path), "--port", str(port), "--log-level", "warning"])
+    wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard serve")
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0
+    warning = next(orjson.loads(line) for line in output.splitlines() if "PUBLIC DEVELOPMENT KEY" in line)
+    assert warning["level"] == "warning"
+    assert "tenant 'dev'" in warning["message"]
+    assert PUBLIC_KEYS[0] not in output
+
+
+def test_serve_reads_the_redis_url_from_a_file(tmp_path: Path, upstream: tuple[StandIn, str],
+                                               redis_server: RedisServer) -> None:
+    url_file = tmp_path / "redis.url"
+    url_file.write_text(redis_server.url() + "\n")
+    process, port = serve(tmp_path, upstream[1], "--redis-file", str(url_file))
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["state"]["backend"] == "redis"
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ("", "is empty: it should hold a Redis URL"),
+    ("http://u:secret-pw@redis:6379\n", "starts with redis://"),
+])
+def test_serve_refuses_a_redis_file_it_cannot_use_without_echoing_the_password(
+        tmp_path: Path, content: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    url_file = tmp_path / "redis.url"
+    url_file.write_text(content)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--redis-file", str(url_file)])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert exited.value.code == 2
+    assert f"argument --redis-file: {url_file}" in err
+    assert why in err
+    assert "secret-pw" not in err
+
+
+def test_serve_with_workers_refuses_a_metrics_folder_holding_files_it_did_not_write(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    path = write_policy(tmp_path, {"a": upstream_spec("http://127.0.0.1:1")}, {"chat": {"candidates": ["a"]}})
+    process = spawn(["serve", "--policy", str(path), "--port", str(free_port()), "--workers", "2"],
+                    SWITCHYARD_METRICS_DIR=str(folder))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "holds files the gateway did not write (precious.txt)" in output.decode()
+    assert (folder / "precious.txt").read_text() == "keep me"
+
+
+def test_policy_check_refuses_a_yaml_alias_bomb_naming_the_file(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.policy.test_loader import alias_bomb
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    assert main(["policy", "check", str(path)]) == 1
+    assert f"{path}: its aliases expand it to more than 200,000 values" in capsys.readouterr().err
+
+
+def test_audit_verify_refuses_a_short_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "audit.key"
+    key.write_text("short")
+    with pytest.raises(SystemExit):
+        main(["audit", "verify", "--key-file", str(key), str(tmp_path / "trail.jsonl")])
+    assert "at least 16 bytes" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -36,3 +38,27 @@ def test_a_log_line_is_json_with_the_request_id() -> None:
     assert entry["level"] == "warning"
     assert entry["message"] == "upstream gpt refused key [redacted]"
     assert entry["time"].endswith("Z")
+
+
+LITELLM_AFTER_START = """
+import logging
+import subprocess
+import sys
+from gateway import logs
+logs.configure("info")  # as serve does before it loads the policy
+from gateway.upstreams import litellm_adapter  # imports litellm, as a policy with a litellm upstream does
+logs.configure("info", ["provider-secret-0123"])  # once the policy's keys are known
+logging.getLogger("LiteLLM").warning("litellm: the upstream refused key provider-secret-0123")
+logging.getLogger("LiteLLM Router").warning("router: Authorization: Bearer sk-ant-0123456789")
+"""
+
+
+def test_litellm_s_own_log_lines_come_out_as_json_and_redacted() -> None:
+    # in a process of its own: configuring logs here would change the rest of the suite's
+    result = subprocess.run([sys.executable, "-c", LITELLM_AFTER_START], capture_output=True, text=True, check=True,
+                            timeout=120)
+    lines = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert [entry["logger"] for entry in lines] == ["LiteLLM", "LiteLLM Router"]
+    assert "provider-secret-0123" not in result.stderr + result.stdout
+    assert "sk-ant-0123456789" not in result.stderr + result.stdout
+    assert lines[0]["message"] == "litellm: the upstream refused key [redacted]"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.metrics import Metrics
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.metrics import MULTIPROC_ENV, Metrics, prepare_multiprocess
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -45,3 +51,34 @@ def test_observations_land_in_their_buckets() -> None:
     assert sample(metrics, "switchyard_request_duration_seconds_count", **labels) == 3
     assert sample(metrics, "switchyard_request_duration_seconds_sum", **labels) == 2.008
     assert sample(metrics, "switchyard_request_duration_seconds_bucket", **labels, le="+Inf") == 3
+
+
+@pytest.fixture
+def multiproc_env() -> Iterator[None]:
+    """prepare_multiprocess sets PROMETHEUS_MULTIPROC_DIR for this process: take it away after the test."""
+    assert MULTIPROC_ENV not in os.environ
+    yield
+    os.environ.pop(MULTIPROC_ENV, None)
+
+
+@pytest.mark.usefixtures("multiproc_env")
+def test_a_metrics_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "report.pdf").write_text("not ours")
+    (tmp_path / "counter_1.db").write_text("looks like ours, but the folder was never marked")
+    with pytest.raises(ValueError, match=r"holds files the gateway did not write \(counter_1.db, report.pdf\)"):
+        prepare_multiprocess(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_1.db", "report.pdf"]
+
+
+@pytest.mark.usefixtures("multiproc_env")
+def test_a_metrics_folder_is_emptied_of_an_earlier_run_s_files_only(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    prepare_multiprocess(str(folder))  # made and marked
+    (folder / "counter_123.db").write_bytes(b"\0" * 8)
+    (folder / "gauge_livesum_123.db").write_bytes(b"\0" * 8)
+    prepare_multiprocess(str(folder))
+    assert [p.name for p in folder.iterdir()] == [".switchyard-metrics"]
+    (folder / "notes.txt").write_text("someone else's")
+    with pytest.raises(ValueError, match=r"notes\.txt"):
+        prepare_multiprocess(str(folder))
+    assert (folder / "notes.txt").exists()

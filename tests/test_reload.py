@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -87,3 +88,34 @@ def test_sighup_reloads_a_running_server(loop: Loop, tmp_path: Path) -> None:
                  what="SIGHUP to reload the policy")
     finally:
         assert stop(process) == 0
+
+
+def test_a_symlink_swapped_to_a_file_of_the_same_size_and_time_is_reloaded(loop: Loop, tmp_path: Path) -> None:
+    stack = reloading_stack(loop, tmp_path)
+    policy = tmp_path / "policy.yaml"
+    before = policy.stat()
+    text = policy.read_text()
+    swapped = text.replace("candidates:\n    - primary\n    - fallback", "candidates:\n    - fallback\n    - primary")
+    assert swapped != text
+    assert len(swapped) == len(text)
+    target = tmp_path / "swapped.yaml"
+    target.write_text(swapped)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    (tmp_path / "link.tmp").symlink_to(target)
+    (tmp_path / "link.tmp").replace(policy)
+    after = policy.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)  # all a stat() could see
+    wait_for(lambda: served_by(stack) == "fallback", what="the swapped policy to be served")
+
+
+def test_a_yaml_alias_bomb_is_refused_by_the_reloader_and_the_old_policy_keeps_serving(loop: Loop,
+                                                                                        tmp_path: Path) -> None:
+    from tests.policy.test_loader import alias_bomb
+
+    stack = reloading_stack(loop, tmp_path)
+    old_hash = stack.gateway.policy.hash
+    with (tmp_path / "policy.yaml").open("a") as policy:
+        policy.write(alias_bomb())
+    wait_for(lambda: metric(stack, 'switchyard_policy_reloads_total{result="error"} 1.0'), what="the refusal")
+    assert stack.gateway.policy.hash == old_hash
+    assert served_by(stack) == "primary"

@@ -21,6 +21,8 @@ from gateway.policy.schema import Document
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 MAPPING_SECTIONS = ("upstreams", "models", "tenants", "data_classes")
 LIST_SECTIONS = ("rules",)
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 200_000  # values in a file once its aliases are expanded: a YAML bomb expands to billions
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -91,7 +93,12 @@ def merge_files(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
 
 def _read(file: Path, problems: list[str]) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        with file.open("rb") as opened:
+            raw = opened.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            problems.append(f"{file}: over {MAX_FILE_BYTES // 1024} KiB, too big for a policy file")
+            return {}
+        data = load_yaml(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{file}: cannot read: {exc}")
         return {}
@@ -100,12 +107,45 @@ def _read(file: Path, problems: list[str]) -> dict[str, Any]:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problems.append(f"{file}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}")
         return {}
+    except ValueError as exc:
+        problems.append(f"{file}: {exc}")
+        return {}
     if data is None:
         return {}
     if not isinstance(data, dict):
         problems.append(f"{file}: a policy file must be a mapping of sections")
         return {}
     return data
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML document, safely; ValueError when its aliases expand it past MAX_NODES values."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, MAX_NODES)
+        if expanded > MAX_NODES:
+            raise ValueError(f"its aliases expand it to more than {MAX_NODES:,} values (a YAML alias bomb?); "
+                             "write the values out or use fewer nested aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes root holds with every alias expanded, counting no further than just past limit."""
+    count, stack = 0, [root]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    return count
 
 
 def _merge_section(merged: dict[str, Any], origins: dict[str, str], section: str, value: Any, file: str,

@@ -29,6 +29,13 @@ class ConnectionFailed(Exception):
     """The connection could not be made, or was lost with replies outstanding."""
 
 
+class AuthenticationError(ConnectionFailed):
+    """Redis refused the log-in: a wrong or missing password or user in the URL, or a user without the rights."""
+
+
+AUTH_REFUSALS = ("WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password")
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """Where Redis is and how to log in, read from a redis://, rediss:// or unix:// URL."""
@@ -188,7 +195,7 @@ class Connection:
                 else:
                     _, protocol = await loop.create_connection(Protocol, address.host, address.port, ssl=self._tls)
                 setup = self._setup()
-                replies = await protocol.send(b"".join(encode(c) for c in setup), len(setup)) if setup else []
+                replies = await protocol.send(b"".join(encode(c) for c in setup), len(setup))
         except (OSError, TimeoutError) as exc:
             if protocol is not None:
                 protocol.close()
@@ -196,6 +203,9 @@ class Connection:
         refused = [reply for reply in replies if isinstance(reply, ReplyError)]
         if refused:
             protocol.close()
+            if str(refused[0]).startswith(AUTH_REFUSALS):
+                raise AuthenticationError(f"Redis refused the log-in (check the user and password in the Redis "
+                                          f"URL): {refused[0]}")
             raise ConnectionFailed(f"Redis refused the connection's set-up: {refused[0]}")
         self._protocol = protocol
         return protocol
@@ -206,6 +216,7 @@ class Connection:
             commands.append(["AUTH", *([address.username] if address.username else []), address.password])
         if address.db:
             commands.append(["SELECT", address.db])
+        commands.append(["PING"])  # a server that wants a password the URL lacks says NOAUTH now, not mid-request
         return commands
 
     def drop(self) -> None:

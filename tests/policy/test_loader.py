@@ -175,3 +175,30 @@ def test_an_upstream_without_any_price_is_an_error(tmp_path: Path) -> None:
 def test_an_openai_upstream_needs_a_base_url(tmp_path: Path) -> None:
     text = BASE.replace("    base_url: https://api.openai.com/v1\n", "")
     assert problems(tmp_path, text) == ["upstreams.gpt-4o.base_url: required for kind openai"]
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """The billion laughs: each level a list of nine aliases of the level before it."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [{', '.join(f'*a{level - 1}' for _ in range(9))}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_its_file_before_it_is_expanded(tmp_path: Path) -> None:
+    (tmp_path / "10-base.yaml").write_text(BASE)
+    (tmp_path / "20-bomb.yaml").write_text(alias_bomb())
+    with pytest.raises(PolicyError) as caught:
+        load_policy(tmp_path, ENV)
+    assert caught.value.problems == [f"{tmp_path / '20-bomb.yaml'}: its aliases expand it to more than 200,000 values "
+                                     "(a YAML alias bomb?); write the values out or use fewer nested aliases"]
+
+
+def test_a_few_aliases_still_load(tmp_path: Path) -> None:
+    text = BASE.replace("    region: eu-west\n    hosting: self\n", "    region: &eu eu-west\n    hosting: self\n", 1)
+    (tmp_path / "p.yaml").write_text(text.replace("regions: [eu-west]\n", "regions: [*eu]\n"))
+    assert load_policy(tmp_path / "p.yaml", ENV).doc.tenants["acme-eu"].regions == frozenset({"eu-west"})
+
+
+def test_a_policy_file_over_a_mib_is_refused(tmp_path: Path) -> None:
+    assert problems(tmp_path, BASE + "#" * (1024 * 1024) + "\n") == ["over 1024 KiB, too big for a policy file"]

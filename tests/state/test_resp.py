@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
-from gateway.state.resp import Address, Connection, ConnectionFailed, ReplyError, encode
+from gateway.state.base import StateError
+from gateway.state.redis import RedisBackend
+from gateway.state.resp import Address, AuthenticationError, Connection, ConnectionFailed, ReplyError, encode
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -97,14 +99,25 @@ async def test_a_password_and_a_user_from_the_url_log_in(locked: RedisServer) ->
             await connection.aclose()
 
 
-async def test_a_wrong_password_fails_without_repeating_it(locked: RedisServer) -> None:
-    connection = Connection(f"redis://:guessed-pw@127.0.0.1:{locked.port}/0", 1.0)
+@pytest.mark.parametrize("login", [":guessed-pw@", "alice:guessed-pw@", ""])
+async def test_a_wrong_or_missing_password_is_an_authentication_error_that_does_not_repeat_it(
+        locked: RedisServer, login: str) -> None:
+    connection = Connection(f"redis://{login}127.0.0.1:{locked.port}/0", 1.0)
     try:
-        with pytest.raises(ConnectionFailed, match="refused the connection's set-up") as caught:
+        with pytest.raises(AuthenticationError, match="refused the log-in") as caught:
             await connection.execute([["PING"]])
         assert "guessed-pw" not in str(caught.value)
     finally:
         await connection.aclose()
+
+
+async def test_an_authentication_error_reaches_the_state_log_by_its_name(locked: RedisServer) -> None:
+    backend = RedisBackend(f"redis://:guessed-pw@127.0.0.1:{locked.port}/0", timeout_s=1.0)
+    try:
+        with pytest.raises(StateError, match="AuthenticationError"):
+            await backend.ping()
+    finally:
+        await backend.close()
 
 
 async def test_nothing_listening_fails_at_once() -> None:
