@@ -323,6 +323,317 @@ def test_no_allowed_residency_is_refused_with_403(tmp_path: Path, data_class: di
     assert "route 'chat'" in error.message
 
 
+NEEDS = [({"has_tools": True}, "tools", "tools"), ({"wants_json": True}, "json", "response_format"),
+         ({"has_images": True}, "vision", "messages"), ({"endpoint": "responses"}, "responses", None)]
+
+
+@pytest.mark.parametrize(("need", "capability", "param"), NEEDS)
+def test_listed_capabilities_must_cover_the_request(tmp_path: Path, need: dict[str, Any], capability: str,
+                                                    param: str | None) -> None:
+    upstreams = {"none": up(capabilities=[]), "able": up(capabilities=[capability]),
+                 "other": up(capabilities=["continuation"])}
+    policy = make(tmp_path, upstreams, ["none", "able", "other"])
+    decision = decide(policy, replace(REQUEST, **need))
+    assert decision.candidates == ("able",)
+    assert decision.excluded == (("none", "capability"), ("other", "capability"))
+    assert decide(policy, REQUEST).candidates == ("none", "able", "other")
+    narrow = make(tmp_path, upstreams, ["none", "other"])
+    error = refused(narrow, replace(REQUEST, **need))
+    assert (error.code, error.status, error.param) == ("capability_unavailable", 400, param)
+    assert error.message.startswith(f"no allowed upstream of route 'chat' supports '{capability}'")
+
+
+@pytest.mark.parametrize(("need", "capability", "param"), NEEDS)
+def test_an_upstream_listing_no_capabilities_gets_every_request_feature(tmp_path: Path, need: dict[str, Any],
+                                                                       capability: str, param: str | None) -> None:
+    """Without a list the upstream's own answer decides; a list (even an empty one) narrows."""
+    policy = make(tmp_path, {"unlisted": up(), "listed": up(capabilities=["continuation"])}, ["unlisted", "listed"])
+    decision = decide(policy, replace(REQUEST, **need))
+    assert (decision.candidates, decision.excluded) == (("unlisted",), (("listed", "capability"),))
+
+
+def test_continuation_is_never_implied(tmp_path: Path) -> None:
+    policy = make(tmp_path, {"unlisted": up(), "listed": up(capabilities=["continuation"])}, ["unlisted", "listed"])
+    unlisted, listed = policy.doc.upstreams["unlisted"], policy.doc.upstreams["listed"]
+    assert not unlisted.supports("continuation") and "continuation" not in unlisted.capabilities
+    assert listed.supports("continuation") and not listed.supports("tools")
+
+
+def test_every_need_must_be_covered_by_the_same_upstream(tmp_path: Path) -> None:
+    upstreams = {"tools": up(capabilities=["tools"]), "json": up(capabilities=["json"]),
+                 "both": up(capabilities=["tools", "json"])}
+    policy = make(tmp_path, upstreams, ["tools", "json", "both"])
+    assert decide(policy, replace(REQUEST, has_tools=True, wants_json=True)).candidates == ("both",)
+    error = refused(make(tmp_path, upstreams, ["tools", "json"]), replace(REQUEST, has_tools=True, wants_json=True))
+    assert (error.code, error.param) == ("capability_unavailable", "response_format")
+    assert "supports 'json'" in error.message and "together with 'tools'" in error.message
+
+
+class EveryKind:
+    """A catalog that knows every upstream kind and no price."""
+
+    def knows(self, kind: str) -> bool:
+        return True
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        return None
+
+
+def test_a_translated_upstream_cannot_serve_other_endpoints(tmp_path: Path) -> None:
+    claude = {"kind": "anthropic", "model": "claude-x", "cost": up()["cost"]}
+    path = write_doc(tmp_path, {"claude": claude}, {"chat": {"candidates": ["claude"]}})
+    policy = load_policy(path, {}, EveryKind())
+    assert decide(policy, replace(REQUEST, has_tools=True)).candidates == ("claude",)
+    error = refused(policy, replace(REQUEST, endpoint="completions"))
+    assert error.code == "capability_unavailable"
+    assert "can serve completions" in error.message and "chat completions only" in error.message
+
+
+@pytest.mark.parametrize(("prompt_tokens", "max_tokens", "expected"), [
+    (100_000, 10, ("token", "gpu", "dear")),   # prompt-heavy: 0.5 per Mtok beats the GPU's 1.0
+    (10, 100_000, ("gpu", "token", "dear")),   # completion-heavy: the GPU's 1.0 beats 4.0
+])
+def test_cost_orders_by_estimated_request_cost(tmp_path: Path, prompt_tokens: int, max_tokens: int,
+                                               expected: tuple[str, ...]) -> None:
+    policy = cost_policy(tmp_path)
+    decision = decide(policy, replace(REQUEST, prompt_tokens=prompt_tokens, max_tokens=max_tokens))
+    assert decision.candidates == expected
+    assert decision.objective == "cost"
+
+
+@pytest.mark.parametrize(("default_max_tokens", "expected"), [
+    (1, ("token", "gpu", "dear")),
+    (100_000, ("gpu", "token", "dear")),
+])
+def test_cost_uses_the_routes_default_max_tokens_when_the_request_gives_none(
+        tmp_path: Path, default_max_tokens: int, expected: tuple[str, ...]) -> None:
+    policy = cost_policy(tmp_path, default_max_tokens)
+    assert decide(policy, replace(REQUEST, prompt_tokens=10_000)).candidates == expected
+
+
+def test_cost_ties_keep_list_order(tmp_path: Path) -> None:
+    same = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    upstreams = {"x": up(cost=same), "y": up(cost=same), "cheap": up(cost={"input_per_mtok": 0.1,
+                                                                           "output_per_mtok": 0.1}),
+                 "z": up(cost=same)}
+    for candidates, expected in ((["y", "x", "cheap", "z"], ("cheap", "y", "x", "z")),
+                                 (["z", "cheap", "x", "y"], ("cheap", "z", "x", "y"))):
+        policy = make(tmp_path, upstreams, {"chat": {"candidates": candidates, "objective": "cost"}})
+        assert decide(policy, REQUEST).candidates == expected
+
+
+def latency_policy(tmp_path: Path, slo_ms: float | None = None) -> Policy:
+    route: dict[str, Any] = {"candidates": ["a", "b", "c", "d"], "objective": "latency"}
+    if slo_ms is not None:
+        route["latency_slo"] = {"ttft_p95_ms": slo_ms}
+    return make(tmp_path, {n: up() for n in "abcd"}, {"chat": route})
+
+
+@pytest.mark.parametrize(("p95", "expected"), [
+    ({}, ("a", "b", "c", "d")),
+    ({"a": 300.0, "c": 100.0}, ("b", "d", "c", "a")),
+    ({"a": 40.0, "b": 30.0, "c": 20.0, "d": 10.0}, ("d", "c", "b", "a")),
+    ({"a": 50.0, "b": 50.0, "c": 10.0, "d": 50.0}, ("c", "a", "b", "d")),
+])
+def test_latency_tries_unmeasured_first_in_list_order_then_fastest_p95(
+        tmp_path: Path, p95: dict[str, float], expected: tuple[str, ...]) -> None:
+    decision = decide(latency_policy(tmp_path), REQUEST, Live(ttft_p95_ms=p95))
+    assert decision.candidates == expected
+    assert decision.objective == "latency"
+
+
+@pytest.mark.parametrize(("p95", "expected"), [
+    ({"a": 800.0, "b": 200.0, "c": 400.0, "d": 500.0}, ("b", "c", "d")),   # over the SLO: skipped
+    ({"a": 900.0, "b": 700.0, "c": 600.0, "d": 800.0}, ("c", "b", "d", "a")),   # none meets it: all, fastest first
+    ({"a": 501.0, "b": 100.0, "c": 499.0, "d": 900.0}, ("b", "c")),
+    ({"a": 900.0, "c": 600.0}, ("b", "d", "c", "a")),   # only unmeasured could meet it: all stay, as fallbacks
+    ({"a": 900.0, "c": 100.0}, ("b", "d", "c")),   # one measured meets it: the slow one goes, unmeasured stay
+])
+def test_latency_slo_skips_slow_candidates_only_while_one_meets_it(
+        tmp_path: Path, p95: dict[str, float], expected: tuple[str, ...]) -> None:
+    decision = decide(latency_policy(tmp_path, slo_ms=500), REQUEST, Live(ttft_p95_ms=p95))
+    assert decision.candidates == expected
+
+
+def test_latency_slo_does_not_apply_to_other_objectives(tmp_path: Path) -> None:
+    route = {"candidates": ["a", "b"], "objective": "priority", "latency_slo": {"ttft_p95_ms": 100}}
+    policy = make(tmp_path, three(), {"chat": route})
+    assert decide(policy, REQUEST, Live(ttft_p95_ms={"a": 900.0, "b": 50.0})).candidates == ("a", "b")
+
+
+# Rules ------------------------------------------------------------------------------------------------------------
+
+
+def test_the_first_matching_rule_wins_and_is_named(tmp_path: Path) -> None:
+    rules = [{"name": "never", "match": {"tenant": "other"}, "prefer": ["c"]},
+             {"name": "first", "match": {"route": "chat"}, "prefer": ["b"]},
+             {"name": "second", "match": {}, "prefer": ["c"]}]
+    policy = make(tmp_path, three(), ["a", "b", "c"], rules=rules)
+    decision = decide(policy, REQUEST)
+    assert decision.rule == "first"
+    assert decision.candidates == ("b", "a", "c")
+    other = decide(policy, replace(REQUEST, tenant="other"))
+    assert (other.rule, other.candidates) == ("never", ("c", "a", "b"))
+
+
+def test_no_rule_matches_leaves_the_route_alone(tmp_path: Path) -> None:
+    rules = [{"name": "big", "match": {"prompt_tokens_over": 1000}, "exclude": ["a"]}]
+    decision = decide(make(tmp_path, three(), ["a", "b", "c"], rules=rules), REQUEST)
+    assert (decision.rule, decision.candidates, decision.excluded) == (None, ("a", "b", "c"), ())
+
+
+@pytest.mark.parametrize(("match", "hit", "miss"), [
+    ({"route": "chat"}, {}, {"route": "batch"}),
+    ({"route": ["batch", "chat"]}, {}, {"route": "other"}),
+    ({"tenant": "acme"}, {}, {"tenant": "other"}),
+    ({"data_class": "personal"}, {"data_class": "personal"}, {"data_class": "public"}),
+    ({"data_class": "personal"}, {"data_class": "personal"}, {"data_class": None}),
+    ({"header": {"X-Priority": "low"}}, {"headers": {"x-priority": "low"}}, {"headers": {"x-priority": "high"}}),
+    ({"header": {"x-priority": "low"}}, {"headers": {"x-priority": "low"}}, {"headers": {}}),
+    ({"prompt_tokens_over": 100}, {"prompt_tokens": 101}, {"prompt_tokens": 100}),
+    ({"has_tools": True}, {"has_tools": True}, {"has_tools": False}),
+    ({"has_tools": False}, {"has_tools": False}, {"has_tools": True}),
+    ({"stream": True}, {"stream": True}, {"stream": False}),
+    ({"stream": False}, {"stream": False}, {"stream": True}),
+    ({"tenant": "acme", "stream": True}, {"stream": True}, {"tenant": "other", "stream": True}),
+])
+def test_each_match_condition(tmp_path: Path, match: dict[str, Any], hit: dict[str, Any],
+                              miss: dict[str, Any]) -> None:
+    routes = {name: {"candidates": ["a", "b"]} for name in ("chat", "batch", "other")}
+    classes: dict[str, Any] = {"public": {}, "personal": {}}
+    upstreams = {name: up(capabilities=["tools"]) for name in ("a", "b")}
+    policy = make(tmp_path, upstreams, routes, data_classes=classes, rules=[{"name": "r", "match": match,
+                                                                              "prefer": ["b"]}])
+    matched = decide(policy, replace(REQUEST, **hit))
+    assert (matched.rule, matched.candidates) == ("r", ("b", "a"))
+    missed = decide(policy, replace(REQUEST, **miss))
+    assert (missed.rule, missed.candidates) == (None, ("a", "b"))
+
+
+def test_prefer_moves_to_the_front_in_its_own_order(tmp_path: Path) -> None:
+    upstreams = {n: up() for n in "abcde"}
+    policy = make(tmp_path, upstreams, ["a", "b", "c", "d"], rules=[{"name": "r", "prefer": ["d", "b"]}])
+    assert decide(policy, REQUEST).candidates == ("d", "b", "a", "c")
+
+
+def test_prefer_never_adds_an_upstream_that_is_not_a_candidate(tmp_path: Path) -> None:
+    policy = make(tmp_path, three(), ["a", "b"], rules=[{"name": "r", "prefer": ["c", "b"]}])
+    decision = decide(policy, REQUEST)
+    assert decision.candidates == ("b", "a")
+
+
+def test_prefer_never_brings_back_a_filtered_upstream(tmp_path: Path) -> None:
+    upstreams = three(b={"hosting": "third_party"})
+    policy = make(tmp_path, upstreams, ["a", "b", "c"], data_classes={"personal": {"hosting": ["self"]}},
+                  rules=[{"name": "r", "prefer": ["b"], "exclude": ["c"]}])
+    decision = decide(policy, replace(REQUEST, data_class="personal"))
+    assert decision.candidates == ("a",)
+    assert set(decision.excluded) == {("c", "rule"), ("b", "data_class")}
+
+
+def test_exclude_removes_and_records_the_rule_as_reason(tmp_path: Path) -> None:
+    policy = make(tmp_path, three(), ["a", "b", "c"], rules=[{"name": "r", "exclude": ["a", "c"]}])
+    decision = decide(policy, REQUEST)
+    assert decision.candidates == ("b",)
+    assert decision.excluded == (("a", "rule"), ("c", "rule"))
+
+
+def test_a_rules_objective_overrides_the_routes(tmp_path: Path) -> None:
+    upstreams = {"dear": up(cost={"input_per_mtok": 9.0, "output_per_mtok": 9.0}),
+                 "cheap": up(cost={"input_per_mtok": 1.0, "output_per_mtok": 1.0})}
+    rules = [{"name": "batch", "match": {"header": {"x-priority": "low"}}, "objective": "cost"}]
+    policy = make(tmp_path, upstreams, {"chat": {"candidates": ["dear", "cheap"], "objective": "priority"}},
+                  rules=rules)
+    low = decide(policy, replace(REQUEST, headers={"x-priority": "low"}))
+    assert (low.objective, low.candidates, low.rule) == ("cost", ("cheap", "dear"), "batch")
+    plain = decide(policy, REQUEST)
+    assert (plain.objective, plain.candidates) == ("priority", ("dear", "cheap"))
+
+
+def test_a_rule_without_objective_keeps_the_routes(tmp_path: Path) -> None:
+    upstreams = {"dear": up(cost={"input_per_mtok": 9.0, "output_per_mtok": 9.0}),
+                 "cheap": up(cost={"input_per_mtok": 1.0, "output_per_mtok": 1.0})}
+    policy = make(tmp_path, upstreams, {"chat": {"candidates": ["dear", "cheap"], "objective": "cost"}},
+                  rules=[{"name": "r", "exclude": []}])
+    decision = decide(policy, REQUEST)
+    assert (decision.rule, decision.objective, decision.candidates) == ("r", "cost", ("cheap", "dear"))
+
+
+def test_prefer_applies_after_the_objective(tmp_path: Path) -> None:
+    upstreams = {"dear": up(cost={"input_per_mtok": 9.0, "output_per_mtok": 9.0}),
+                 "mid": up(cost={"input_per_mtok": 5.0, "output_per_mtok": 5.0}),
+                 "cheap": up(cost={"input_per_mtok": 1.0, "output_per_mtok": 1.0})}
+    policy = make(tmp_path, upstreams, ["dear", "mid", "cheap"],
+                  rules=[{"name": "r", "objective": "cost", "prefer": ["dear"]}])
+    assert decide(policy, REQUEST).candidates == ("dear", "cheap", "mid")
+
+
+# Filters and their error codes -------------------------------------------------------------------------------------
+
+RESIDENCY_UPSTREAMS = {
+    "self-eu": up("eu-west", "self"),
+    "self-us": up("us", "self"),
+    "cloud-eu": up("eu-west", "third_party"),
+    "cloud-us": up("us", "third_party"),
+}
+ALL_FOUR = list(RESIDENCY_UPSTREAMS)
+
+
+@pytest.mark.parametrize(("data_class", "expected", "excluded"), [
+    ({}, ("self-eu", "self-us", "cloud-eu", "cloud-us"), ()),
+    ({"hosting": ["self"]}, ("self-eu", "self-us"), (("cloud-eu", "data_class"), ("cloud-us", "data_class"))),
+    ({"regions": ["us"]}, ("self-us", "cloud-us"), (("self-eu", "data_class"), ("cloud-eu", "data_class"))),
+    ({"hosting": ["self"], "regions": ["eu-west"]}, ("self-eu",),
+     (("cloud-eu", "data_class"), ("cloud-us", "data_class"), ("self-us", "data_class"))),
+    ({"hosting": ["self", "third_party"], "regions": ["eu-west", "us"]},
+     ("self-eu", "self-us", "cloud-eu", "cloud-us"), ()),
+])
+def test_the_data_class_limits_hosting_and_regions(tmp_path: Path, data_class: dict[str, Any],
+                                                   expected: tuple[str, ...],
+                                                   excluded: tuple[tuple[str, str], ...]) -> None:
+    policy = make(tmp_path, RESIDENCY_UPSTREAMS, ALL_FOUR, data_classes={"public": {}, "limited": data_class})
+    decision = decide(policy, replace(REQUEST, data_class="limited"))
+    assert decision.candidates == expected
+    assert decision.excluded == excluded
+    assert decision.data_class == "limited"
+    assert decide(policy, replace(REQUEST, data_class="public")).candidates == tuple(ALL_FOUR)
+
+
+def test_the_tenants_regions_limit_candidates(tmp_path: Path) -> None:
+    tenants = {**TENANTS, "acme": {"keys": [key_hash(KEY)], "regions": ["us"]}}
+    policy = make(tmp_path, RESIDENCY_UPSTREAMS, ALL_FOUR, tenants=tenants)
+    decision = decide(policy, REQUEST)
+    assert decision.candidates == ("self-us", "cloud-us")
+    assert decision.excluded == (("self-eu", "tenant_region"), ("cloud-eu", "tenant_region"))
+    assert decide(policy, replace(REQUEST, tenant="other")).candidates == tuple(ALL_FOUR)
+
+
+def test_an_upstream_without_region_never_serves_a_region_limited_request(tmp_path: Path) -> None:
+    upstreams = {"nowhere": up(region=None), "eu": up("eu-west")}
+    tenants = {**TENANTS, "acme": {"keys": [key_hash(KEY)], "regions": ["eu-west"]}}
+    policy = make(tmp_path, upstreams, ["nowhere", "eu"], tenants=tenants)
+    assert decide(policy, REQUEST).candidates == ("eu",)
+
+
+@pytest.mark.parametrize(("data_class", "tenant_regions"), [
+    ({"hosting": ["self"]}, None),                     # only third-party upstreams
+    ({"regions": ["us"]}, None),                       # only eu-west upstreams
+    ({}, ["us"]),                                      # tenant limited to where nothing of the route runs
+    ({"regions": ["eu-west"]}, ["us"]),                # each allows something, together nothing
+])
+def test_no_allowed_residency_is_refused_with_403(tmp_path: Path, data_class: dict[str, Any],
+                                                  tenant_regions: list[str] | None) -> None:
+    upstreams = {"cloud-eu": up("eu-west", "third_party"), "us-box": up("us", "third_party")}
+    tenant: dict[str, Any] = {"keys": [key_hash(KEY)]}
+    if tenant_regions is not None:
+        tenant["regions"] = tenant_regions
+    policy = make(tmp_path, upstreams, {"chat": {"candidates": ["cloud-eu"]}, "us": {"candidates": ["us-box"]}},
+                  data_classes={"c": data_class}, tenants={"acme": tenant})
+    error = refused(policy, replace(REQUEST, data_class="c"))
+    assert (error.code, error.status, error.type) == ("residency_unavailable", 403, "invalid_request_error")
+    assert "route 'chat'" in error.message
+
+
 @pytest.mark.parametrize(("need", "capability"), [
     ({"has_tools": True}, "tools"),
     ({"wants_json": True}, "json"),
@@ -442,14 +753,14 @@ FAILING = {"data_class": "personal", "has_tools": True, "prompt_tokens": 5000}
 def test_the_first_filter_to_empty_the_set_names_the_error(tmp_path: Path, fixed: dict[str, Any],
                                                            code: str) -> None:
     """A request that every filter would refuse is a residency error; each fix reveals the next filter."""
-    policy = make(tmp_path, {"cloud": up(hosting="third_party", context_window=1000)}, ["cloud"],
+    policy = make(tmp_path, {"cloud": up(hosting="third_party", context_window=1000, capabilities=["json"])}, ["cloud"],
                   data_classes={"public": {}, "personal": {"hosting": ["self"]}})
     features = replace(REQUEST, **{**FAILING, **fixed})
     assert refused(policy, features, Live(open_circuits=frozenset({"cloud"}))).code == code
 
 
 def test_excluded_reasons_follow_the_filters(tmp_path: Path) -> None:
-    upstreams = {"ruled": up(), "cloud": up(hosting="third_party"), "us": up("us"), "plain": up(),
+    upstreams = {"ruled": up(), "cloud": up(hosting="third_party"), "us": up("us"), "plain": up(capabilities=[]),
                  "tiny": up(capabilities=["tools"], context_window=100), "down": up(capabilities=["tools"]),
                  "ok": up(capabilities=["tools"])}
     tenants = {**TENANTS, "acme": {"keys": [key_hash(KEY)], "regions": ["eu-west"]}}
