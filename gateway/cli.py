@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway.app import DEFAULT_MAX_BODY, Settings
 from gateway.errors import PolicyError
+from gateway.policy.checks import notes
 from gateway.policy.loader import load_policy
 from gateway.policy.model import KEY_PREFIX, Policy, hash_key
 from gateway.upstreams.catalog import LitellmCatalog
@@ -190,6 +191,8 @@ def _check(args: argparse.Namespace) -> int:
         per_in, per_out = policy.price[name]
         print(f"  upstream {name} ({upstream.kind}): price from the {policy.price_source[name]}: "
               f"${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
+    for note in notes(doc):
+        print(f"note: {note}")
     return 0
 
 

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import PolicyError
-from gateway.policy.checks import cross_check, describe_validation_error
+from gateway.policy.checks import Defined, cross_check, describe_validation_error, partial_document
 from gateway.policy.model import Catalog, OpenAIOnly, Policy
 from gateway.policy.schema import Document
 
@@ -44,17 +44,23 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None, cata
     resolved = interpolate(merged, os.environ if environ is None else environ, "", problems)
     if problems:
         raise PolicyError([_located(p, origins) for p in problems])
-    try:
-        document = Document.model_validate(resolved)
-    except ValidationError as exc:
-        raise PolicyError([_located(p, origins) for p in describe_validation_error(exc)]) from None
-    catalog = catalog or OpenAIOnly()
-    problems = cross_check(document)
-    prices, price_problems = resolve_prices(document, catalog)
-    problems += price_problems
-    if problems:
+    document, problems = _validate(resolved)
+    prices: dict[str, tuple[float, float]] = {}
+    if document is not None:
+        problems += cross_check(document, Defined.of(document, resolved))
+        prices, price_problems = resolve_prices(document, catalog or OpenAIOnly())
+        problems += price_problems
+    if problems or document is None:
         raise PolicyError([_located(p, origins) for p in problems])
     return Policy.build(document, digest, str(path), prices)
+
+
+def _validate(resolved: dict[str, Any]) -> tuple[Document | None, list[str]]:
+    """The validated document and no problems; else its shape problems and the parts that did validate."""
+    try:
+        return Document.model_validate(resolved), []
+    except ValidationError as exc:
+        return partial_document(resolved, exc), describe_validation_error(exc)
 
 
 def resolve_prices(doc: Document, catalog: Catalog) -> tuple[dict[str, tuple[float, float]], list[str]]:
