@@ -166,7 +166,8 @@ def _refusal(code: str, features: Features, excluded: list[tuple[str, str]]) -> 
         message = (f"{where} can serve {features.endpoint}: upstreams translated through litellm serve chat "
                    "completions only")
         return NoCandidate(code, message, excluded)
-    earlier = needed_capabilities(features)[:needed_capabilities(features).index(capability)]
+    needs = needed_capabilities(features)
+    earlier = needs[:needs.index(capability)]
     also = f" together with {', '.join(repr(c) for c in earlier)}" if earlier else ""
     return NoCandidate(code, f"{where} supports {CAPABILITY_WORDS[capability]}{also}", excluded,
                        param=capability_param(capability, features.endpoint))

@@ -40,11 +40,11 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None, cata
         raise PolicyError([f"{path}: no policy files (*.yaml) found"])
     merged, origins = merge_files(files)
     digest = hashlib.sha256(orjson.dumps(merged, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
-    problems: list[str] = []
-    resolved = interpolate(merged, os.environ if environ is None else environ, "", problems)
-    if problems:
-        raise PolicyError([_located(p, origins) for p in problems])
-    document, problems = _validate(resolved)
+    unset: list[str] = []
+    resolved = interpolate(merged, os.environ if environ is None else environ, "", unset)
+    document, shape = _validate(resolved)
+    unset_places = {p.split(":", 1)[0] for p in unset}  # an unset variable's "" is not a second problem there
+    problems = [*unset, *(p for p in shape if p.split(":", 1)[0] not in unset_places)]
     prices: dict[str, tuple[float, float]] = {}
     if document is not None:
         problems += cross_check(document, Defined.of(document, resolved))

@@ -115,3 +115,11 @@ def test_notes_name_only_upstreams_that_list_no_capabilities(tmp_path: Path) -> 
     found = notes(policy.doc)
     assert len(found) == 1
     assert found[0].startswith("upstreams.a: lists no capabilities")
+
+
+def test_unset_variables_come_with_the_other_problems_and_no_echo_at_their_place(tmp_path: Path) -> None:
+    doc = document(upstreams={"a": upstream(base_url="${A_URL}"), "b": upstream()},
+                   models={"chat": {"candidates": ["a", "c"]}})
+    assert places(write(tmp_path, "p.yaml", doc)) == [
+        "upstreams.a.base_url: environment variable A_URL is not set (write ${A_URL:-} to allow it unset)",
+        "models.chat.candidates[1]: upstream 'c' is not defined"]
