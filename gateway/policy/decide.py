@@ -84,7 +84,7 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
                     tuple(excluded))
 
 
-Filter = tuple[str, str, Callable[[str, Upstream], bool]]
+Filter = tuple[str, str, Callable[[str, Upstream], bool]]  # reason, error code (capability ones: "code:NAME"), test
 
 
 def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, live: Live,
