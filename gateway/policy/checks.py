@@ -95,8 +95,16 @@ class Defined:
         raw = raw or {}
         names = {section: frozenset(getattr(doc, section)) | _keys(raw.get(section)) for section in NAMED_SECTIONS}
         regions = frozenset(u.region for u in doc.upstreams.values() if u.region)
-        unsure = names["upstreams"] != frozenset(doc.upstreams)  # a failed upstream's region is not known
-        return cls(**names, regions=None if unsure else regions)
+        return cls(**names, regions=None if _pruned_upstream(doc, raw) else regions)
+
+
+def _pruned_upstream(doc: Document, raw: Mapping[str, Any]) -> bool:
+    """Whether some upstream of raw lost a key or itself on the way to doc: then its region is not known."""
+    written = raw.get("upstreams")
+    if not isinstance(written, dict):
+        return bool(raw)
+    return any(not isinstance(spec, dict) or name not in doc.upstreams
+               or set(spec) != doc.upstreams[name].model_fields_set for name, spec in written.items())
 
 
 def _keys(section: object) -> frozenset[str]:
@@ -104,17 +112,23 @@ def _keys(section: object) -> frozenset[str]:
 
 
 def partial_document(raw: Mapping[str, Any], exc: ValidationError) -> Document | None:
-    """raw without the entries and sections that failed validation, so the rest can still be cross-checked.
+    """raw without the parts that failed validation, so the rest can still be cross-checked.
 
-    A failing entry of upstreams, models, tenants or data_classes is left out (its name still counts as
-    defined); a failing rule is kept as a bare rule under its name, so rule indexes stay; any other
-    failing section falls back to its defaults. None when what is left does not validate either.
+    A failing key of an entry of upstreams, models, tenants or data_classes is left out, then the
+    entry itself if it still fails (its name still counts as defined); a failing rule is kept as a
+    bare rule under its name, so rule indexes stay; any other failing section falls back to its
+    defaults. None when what is left does not validate either.
     """
     pruned: dict[str, Any] = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
     if isinstance(pruned.get("rules"), list):
         pruned["rules"] = list(pruned["rules"])
     for error in exc.errors(include_url=False):
-        _prune(pruned, tuple(error["loc"]))
+        _prune(pruned, tuple(error["loc"]), keys=True)
+    try:
+        return Document.model_validate(pruned)
+    except ValidationError as again:
+        for error in again.errors(include_url=False):
+            _prune(pruned, tuple(error["loc"]), keys=False)
     emptied = [s for s in REQUIRED_SECTIONS if isinstance(pruned.get(s), dict) and not pruned[s]]
     for section in emptied:  # every entry failed: stand one in to validate the rest, then take it out
         pruned[section] = {"stand-in": STAND_INS[section]}
@@ -124,11 +138,16 @@ def partial_document(raw: Mapping[str, Any], exc: ValidationError) -> Document |
         return None
 
 
-def _prune(doc: dict[str, Any], loc: tuple[object, ...]) -> None:
+def _prune(doc: dict[str, Any], loc: tuple[object, ...], keys: bool) -> None:
+    """Take the part at loc out of doc: with keys, only an entry's failing key where there is one."""
     section = str(loc[0]) if loc else ""
     value = doc.get(section)
     if section in NAMED_SECTIONS and len(loc) > 1 and isinstance(value, dict):
-        value.pop(str(loc[1]), None)
+        entry = value.get(str(loc[1]))
+        if keys and len(loc) > 2 and isinstance(entry, dict):
+            value[str(loc[1])] = {k: v for k, v in entry.items() if k != str(loc[2])}
+        else:
+            value.pop(str(loc[1]), None)
     elif section == "rules" and len(loc) > 1 and isinstance(value, list) and isinstance(loc[1], int):
         rule = value[loc[1]]
         name = rule.get("name") if isinstance(rule, dict) else None

@@ -43,16 +43,20 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None, cata
     unset: list[str] = []
     resolved = interpolate(merged, os.environ if environ is None else environ, "", unset)
     document, shape = _validate(resolved)
-    unset_places = {p.split(":", 1)[0] for p in unset}  # an unset variable's "" is not a second problem there
-    problems = [*unset, *(p for p in shape if p.split(":", 1)[0] not in unset_places)]
+    problems = _fresh([*unset], shape)  # an unset variable's "" is not a second problem at its place
     prices: dict[str, tuple[float, float]] = {}
     if document is not None:
-        problems += cross_check(document, Defined.of(document, resolved))
         prices, price_problems = resolve_prices(document, catalog or OpenAIOnly())
-        problems += price_problems
+        problems = _fresh(problems, [*cross_check(document, Defined.of(document, resolved)), *price_problems])
     if problems or document is None:
         raise PolicyError([_located(p, origins) for p in problems])
     return Policy.build(document, digest, str(path), prices)
+
+
+def _fresh(problems: list[str], more: list[str]) -> list[str]:
+    """problems plus those of more at a place none of problems is at (a part left out is not missing too)."""
+    places = {p.split(":", 1)[0] for p in problems}
+    return [*problems, *(p for p in more if p.split(":", 1)[0] not in places)]
 
 
 def _validate(resolved: dict[str, Any]) -> tuple[Document | None, list[str]]:

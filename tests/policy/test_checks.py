@@ -59,9 +59,19 @@ def test_shape_and_reference_problems_come_in_one_run_with_their_files(tmp_path:
     assert found == [
         f"{main_file}: models.chat.objective: Input should be 'cost', 'latency' or 'priority'",
         f"{tenant_file}: tenants.beta.regoins: unknown key 'regoins' (did you mean 'regions'?)",
+        f"{main_file}: models.chat.candidates[1]: upstream 'missing' is not defined",  # beside its shape error
         f"{main_file}: models.batch.candidates[1]: upstream 'gone' is not defined",
+        f"{tenant_file}: tenants.beta.models[1]: model 'nope' is not defined",
         f"{tenant_file}: tenants.gamma.models[0]: model 'btach' is not defined (did you mean 'batch'?)",
     ]
+
+
+def test_a_key_that_fails_its_shape_is_reported_once(tmp_path: Path) -> None:
+    """A bad cost is one problem, not also 'no price'; a bad key is one problem, not also a missing tenant."""
+    doc = document(upstreams={"a": upstream(cost={"input_per_mtok": 1.0}), "b": upstream()},
+                   tenants={"acme": {"keys": ["sk-raw"]}}, rules=[{"name": "r", "match": {"tenant": "acme"}}])
+    assert [p.split(":", 1)[0] for p in places(write(tmp_path, "p.yaml", doc))] == ["upstreams.a.cost",
+                                                                                    "tenants.acme.keys"]
 
 
 def test_an_entry_that_fails_its_shape_still_counts_as_defined(tmp_path: Path) -> None:
