@@ -134,8 +134,8 @@ class NoCandidate(GatewayError):
     type = "invalid_request_error"
 
     def __init__(self, code: str, message: str, excluded: Sequence[tuple[str, str]] = (),
-                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-        super().__init__(message, code=code, status=self.STATUS[code], headers=headers)
+                 headers: Sequence[tuple[bytes, bytes]] = (), param: str | None = None) -> None:
+        super().__init__(message, param=param, code=code, status=self.STATUS[code], headers=headers)
         self.excluded = tuple(excluded)
         if self.status >= 500:
             self.type = "server_error"

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Capability = Literal["tools", "json", "vision", "continuation", "responses"]
+REQUEST_FEATURES: frozenset[Capability] = frozenset({"tools", "json", "vision", "responses"})  # not continuation
 Objective = Literal["cost", "latency", "priority"]
 Hosting = Literal["self", "third_party"]
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -58,6 +59,15 @@ class Upstream(Strict):
     capabilities: frozenset[Capability] = frozenset()
     max_concurrency: int | None = Field(default=None, gt=0)
     forward_headers: frozenset[str] = frozenset()
+
+    @property
+    def lists_capabilities(self) -> bool:
+        """Whether the policy lists this upstream's capabilities (an empty list counts)."""
+        return "capabilities" in self.model_fields_set
+
+    def supports(self, capability: str) -> bool:
+        """Whether a request needing capability may go here: listed ones only, else every request feature."""
+        return capability in (self.capabilities if self.lists_capabilities else REQUEST_FEATURES)
 
     @field_validator("forward_headers")
     @classmethod
