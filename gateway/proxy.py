@@ -38,6 +38,7 @@ from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Features, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
+from gateway.redact import scrub
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
 from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
@@ -349,12 +350,6 @@ def rate_limited(tenant: str, admission: Admission) -> NoCandidate:
     wait = ceil_seconds(admission.retry_after_s)
     return NoCandidate("rate_limited", f"tenant '{tenant}' is over its {admission.limit.replace('_', ' ')}; "
                        f"retry after {wait} s", headers=[(b"retry-after", str(wait).encode())])
-
-
-def scrub(body: bytes, upstream: Client) -> bytes:
-    """body with the upstream's key cut out, should the upstream have echoed it."""
-    key = upstream.spec.api_key.get_secret_value().encode() if upstream.spec.api_key else b""
-    return body.replace(key, b"[redacted]") if key and key in body else body
 
 
 async def _read_whole(exchange: Exchange) -> bytes:
