@@ -186,6 +186,7 @@ class OpenAIUpstream:
         failed = UpstreamStatus(self.name, exchange.status, body, JSON)
         failed.retry_after = exchange.retry_after()
         failed.kind = kind
+        failed.retryable = failed.retryable and kind is None  # a refusal of this request: the same again
         return failed
 
 
