@@ -3,8 +3,8 @@
 One Redactor per upstream, made when the policy loads: it holds needles derived from the key (the key
 as is, lower and upper case, base64 at each of the three alignments, hex) and looks for the first
 few characters of each, so that a prefix of the key is found too. A body is only rewritten on a hit;
-the common case costs a dozen substring scans. JSON `\\u00XX` escapes of letters, digits, `-` and `_`
-are undone (only when the body holds one) before looking, so an escaped key is found as well.
+the common case costs a few substring scans. When a JSON body (or an SSE data line) holds a `\\u00`
+escape, it is read and written again without escapes before looking, so an escaped key is found too.
 """
 
 from __future__ import annotations
@@ -14,17 +14,40 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import orjson
+
 if TYPE_CHECKING:
     from gateway.upstreams.base import Client, Exchange
 
 REDACTED = b"[redacted]"
 PREFIX_CHARS = 8  # this much of the key (or of its form) found anywhere counts as the key leaking
+TEXT_PREFIX = 64 << 10
 ESCAPED = re.compile(rb"\\u00(2[dD]|3[0-9]|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])")
 
 
-def _unescape(data: bytes) -> bytes:
-    """data with JSON escapes of key characters written out plainly (a rewrite JSON reads the same)."""
-    return ESCAPED.sub(lambda found: bytes((int(found.group(1), 16),)), data)
+def _unescaped(data: bytes) -> bytes | None:
+    """data (a JSON body, an SSE piece's data lines, or text) with its escapes written out plainly, or None.
+
+    orjson reads and writes JSON again in C, at a linear cost, so a body full of escapes is no slower than
+    any other; a text body's escapes are undone by a pattern, in its first TEXT_PREFIX bytes only.
+    """
+    try:
+        return orjson.dumps(orjson.loads(data))
+    except orjson.JSONDecodeError:
+        pass
+    if not data.startswith(b"data:"):  # text, HTML: escapes of key characters undone in a bounded prefix
+        plain = ESCAPED.sub(lambda found: bytes((int(found.group(1), 16),)), data[:TEXT_PREFIX])
+        return plain + data[TEXT_PREFIX:]
+    lines = data.split(b"\n")
+    changed = False
+    for index, line in enumerate(lines):
+        if line.startswith(b"data:") and b"\\u00" in line:
+            try:
+                lines[index] = b"data: " + orjson.dumps(orjson.loads(line[5:]))
+            except orjson.JSONDecodeError:
+                continue
+            changed = True
+    return b"\n".join(lines) if changed else None
 
 
 def _base64_cores(key: bytes) -> list[bytes]:
@@ -75,8 +98,8 @@ class Redactor:
         if self.hit(data):
             return self._cut(data)
         if b"\\u00" in data:
-            plain = _unescape(data)
-            if self.hit(plain):
+            plain = _unescaped(data)
+            if plain is not None and self.hit(plain):
                 return self._cut(plain)
         return data
 
