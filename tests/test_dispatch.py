@@ -37,6 +37,7 @@ from tests.faults import (
     Sse,
     Status,
     chat_events,
+    chunk,
 )
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
@@ -987,3 +988,36 @@ def test_html_5xx_from_every_candidate_gives_the_gateways_json_502(loop: Loop, t
     assert caught.value.status_code == 502
     assert caught.value.response.json()["error"]["code"] == "upstream_error"
     assert (primary.count, fallback.count) == (2, 2)  # a 503 is retried, whatever its body
+
+
+# An upstream's stream: one event over the limit, and a key split across two reads
+
+PROVIDER_KEY = "sk-prov-77aa88bb99cc00dd11ee22ff33-split"
+
+
+def test_an_event_over_the_limit_after_the_first_ends_the_stream_with_an_error_event(loop: Loop, tmp_path: Path,
+                                                                                    faults: Make) -> None:
+    model = "only-model"
+    huge = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"x" * (2 << 20)
+    only = faults("only", default=Sse((*chat_events(model, ["one ", "two "], finish=False, with_usage=False), huge),
+                                      done=False))
+    r = rig(loop, tmp_path, {"only": only}, specs={"only": {"limits": {"sse_event_bytes": 1 << 20}}})
+    got = stream(r)
+    assert got.text == "one two "
+    assert_interrupted(got)
+    assert r.metric("switchyard_stream_failures_total", upstream="only", reason="event_too_large",
+                    outcome="error_event") == 1
+
+
+def test_a_key_split_across_two_reads_of_one_event_is_still_cut_out(loop: Loop, tmp_path: Path,
+                                                                    faults: Make) -> None:
+    model = "only-model"
+    whole = chunk(model, f"the key is {PROVIDER_KEY}!")
+    cut = whole.index(PROVIDER_KEY.encode()) + 6
+    events = (chunk(model, role=True), whole[:cut], whole[cut:], chunk(model, finish="stop"))
+    only = faults("only", default=Sse(events, delays=(0, 0, 0.05, 0)))
+    r = rig(loop, tmp_path, {"only": only}, specs={"only": {"api_key": PROVIDER_KEY}})
+    got = stream(r)
+    assert got.complete
+    assert got.text == "the key is [redacted]!"
+    assert PROVIDER_KEY[:8].encode() not in got.raw
