@@ -46,5 +46,4 @@ class Client(Protocol):
         """The request body for this upstream, from the client's OpenAI request."""
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
-        """Send a request and wait for the response to start; UpstreamStatus for an error status (its body
-        OpenAI-shaped JSON, bounded and redacted), UpstreamRedirect for a 3xx."""
+        """Send a request and wait for the response to start; UpstreamStatus or UpstreamRedirect if not a 2xx."""
