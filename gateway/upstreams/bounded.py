@@ -77,13 +77,23 @@ async def decoded(upstream: str, chunks: AsyncIterator[bytes], encoding: str | N
             yield piece
 
 
-async def events(upstream: str, pieces: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """pieces re-cut after each complete event, failing an event that grows past limit without ending."""
-    bound = EventBound(limit)
-    async for piece in pieces:
+async def events(upstream: str, chunks: AsyncIterator[bytes], encoding: str | None,
+                 limits: UpstreamLimits) -> AsyncIterator[bytes]:
+    """A stream's body re-cut after each complete event, failing an event that grows past its limit.
+
+    One pass for the common, uncompressed stream: this runs for every read of every stream.
+    """
+    plain = not encoding or encoding.strip().lower() == "identity"
+    source = chunks if plain else decoded(upstream, chunks, encoding, limits)
+    bound = EventBound(limits.sse_event_bytes)
+    total = 0
+    async for piece in source:
+        total += len(piece)
+        if plain and total > limits.body_bytes:
+            raise UpstreamTooLarge(upstream, "body", limits.body_bytes)
         complete = bound.feed(piece)
         if complete is None:
-            raise UpstreamTooLarge(upstream, "event", limit)
+            raise UpstreamTooLarge(upstream, "event", limits.sse_event_bytes)
         if complete:
             yield complete
     rest = bound.rest()

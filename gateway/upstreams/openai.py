@@ -83,23 +83,24 @@ class Exchange:
         self.status = response.status
         self.content_type = response.headers.get("content-type", "application/json").encode("latin-1")
 
-    def _pieces(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, inflated, every limit enforced."""
+    def _encoding(self) -> str | None:
+        """The body's content-encoding, once its announced length is checked against the limit."""
         length = self._response.content_length
         if length is not None and length > self._limits.body_bytes:
             raise UpstreamTooLarge(self.upstream, "body", self._limits.body_bytes)
-        return bounded.decoded(self.upstream, self._response.content.iter_any(),
-                               self._response.headers.get("content-encoding"), self._limits)
+        return self._response.headers.get("content-encoding")
 
     async def read(self) -> bytes:
         """The whole body, its key cut out."""
         with upstream_errors(self.upstream):
-            return self._redact(await bounded.whole(self._pieces()))
+            pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), self._encoding(), self._limits)
+            return self._redact(await bounded.whole(pieces))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
         with upstream_errors(self.upstream):
-            async for piece in bounded.events(self.upstream, self._pieces(), self._limits.sse_event_bytes):
+            async for piece in bounded.events(self.upstream, self._response.content.iter_any(), self._encoding(),
+                                              self._limits):
                 yield self._redact(piece)
 
     async def read_error(self) -> tuple[bytes, bool]:

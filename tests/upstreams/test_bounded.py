@@ -67,11 +67,29 @@ def test_an_encoding_not_asked_for_or_a_broken_body_is_malformed(encoding: str, 
 
 def test_events_are_cut_whole_and_an_endless_one_fails() -> None:
     async def run(data: bytes) -> list[bytes]:
-        return [p async for p in bounded.events("u", arriving(data, 7), 64)]
+        return [p async for p in bounded.events("u", arriving(data, 7), None, UpstreamLimits(sse_event_bytes=64))]
     assert asyncio.run(run(b'data: {"a": 1}\n\ndata: {"b": 2}\n\n')) == [b'data: {"a": 1}\n\n', b'data: {"b": 2}\n\n']
     with pytest.raises(UpstreamTooLarge) as caught:
         asyncio.run(run(b"data: " + b"x" * 100))
     assert caught.value.reason == "event_too_large"
+
+
+def test_a_compressed_stream_is_inflated_then_cut_into_events() -> None:
+    data = b"".join(b'data: {"n": %d}\n\n' % i for i in range(100))
+    async def run() -> list[bytes]:
+        return [p async for p in bounded.events("u", arriving(gzip.compress(data), 5), "gzip", LIMITS)]
+    pieces = asyncio.run(run())
+    assert b"".join(pieces) == data
+    assert all(p.endswith(b"\n\n") for p in pieces)
+
+
+def test_a_stream_over_the_body_limit_fails_however_small_its_events() -> None:
+    data = b'data: {"n": 1}\n\n' * 1000
+    async def run() -> list[bytes]:
+        return [p async for p in bounded.events("u", arriving(data), None, UpstreamLimits(body_bytes=5000))]
+    with pytest.raises(UpstreamTooLarge) as caught:
+        asyncio.run(run())
+    assert caught.value.reason == "body_too_large"
 
 
 def test_prefix_stops_at_the_limit_and_says_there_was_more() -> None:
