@@ -32,6 +32,7 @@ from gateway.upstreams import bounded, error_kinds
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 JSON = b"application/json"
 EXCERPT_CHARS = 300
+OFFLOAD_BYTES = 1 << 20
 TAGS = re.compile(r"<[^>]{0,1000}>")
 
 
@@ -94,7 +95,10 @@ class Exchange:
         """The whole body, its key cut out."""
         with upstream_errors(self.upstream):
             pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), self._encoding(), self._limits)
-            return self._redact(await bounded.whole(pieces))
+            body = await bounded.whole(pieces)
+        if len(body) > OFFLOAD_BYTES:  # a body full of copies of the key takes seconds to cut: off the loop
+            return await asyncio.to_thread(self._redact, body)
+        return self._redact(body)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""

@@ -210,3 +210,13 @@ def test_the_gateway_still_serves_after_every_attack(hostile: Hostile) -> None:
     hostile.servers["body"].script.append(Json())
     assert hostile.chat("body").status_code == 200
     assert hostile.peak_growth_mib() < MEMORY_BOUND_MIB
+
+
+def test_a_body_made_of_copies_of_the_key_is_cut_whole(hostile: Hostile) -> None:
+    size = 16 * MIB
+    flood = Flood(size, head=b'{"id": "x", "object": "chat.completion", "choices": [], "pad": "',
+                  fill=PROVIDER_KEY.encode() + b" ", hold_at=MIB, go=threading.Event())
+    response = attack(hostile, "body", flood, whole_sent=True)
+    assert response.status_code == 200
+    assert leaks(response.content, PROVIDER_KEY) == []
+    assert response.content.count(b"[redacted]") > size // (len(PROVIDER_KEY) + 1) - 2
