@@ -39,6 +39,7 @@ from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Features, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
+from gateway.redact import scrub
 from gateway.refusals import budget_exhausted, rate_headers, rate_limited
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
@@ -349,12 +350,6 @@ class _Done:
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
         return headers + self.rate_headers if self.rate_headers else headers
-
-
-def scrub(body: bytes, upstream: Client) -> bytes:
-    """body with the upstream's key cut out, should the upstream have echoed it."""
-    key = upstream.spec.api_key.get_secret_value().encode() if upstream.spec.api_key else b""
-    return body.replace(key, b"[redacted]") if key and key in body else body
 
 
 async def _read_whole(exchange: Exchange) -> bytes:

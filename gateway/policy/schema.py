@@ -45,6 +45,18 @@ class Cost(Strict):
         return (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
 
 
+MIB = 1 << 20
+
+
+class UpstreamLimits(Strict):
+    """How much of one upstream answer the gateway reads; past a limit the attempt fails (memory stays bounded)."""
+
+    body_bytes: int = Field(default=64 * MIB, gt=0)  # an answer as it comes off the wire, a stream's included
+    decompressed_bytes: int = Field(default=64 * MIB, gt=0)  # the same answer once gzip or deflate is undone
+    error_body_bytes: int = Field(default=64 << 10, gt=0)  # of an error answer; the rest is never read
+    sse_event_bytes: int = Field(default=4 * MIB, gt=0)  # one stream event, up to its blank line
+
+
 class Upstream(Strict):
     """One place a request can be sent."""
 
@@ -59,6 +71,7 @@ class Upstream(Strict):
     capabilities: frozenset[Capability] = frozenset()
     max_concurrency: int | None = Field(default=None, gt=0)
     forward_headers: frozenset[str] = frozenset()
+    limits: UpstreamLimits = UpstreamLimits()
 
     @property
     def lists_capabilities(self) -> bool:
@@ -94,6 +107,9 @@ class Circuit(Strict):
 
     failures: int = Field(default=5, ge=1)
     open_s: float = Field(default=30, gt=0)
+    # a timeout counts against the circuit only for a request this small: a big one may be slow on its own account
+    small_request_bytes: int = Field(default=16 << 10, ge=0)
+    small_max_tokens: int = Field(default=1024, ge=0)
 
 
 class Resilience(Strict):
