@@ -16,6 +16,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
+# Deeper bodies are refused: the upstream encoder stops at 255 levels, and no OpenAI request needs a tenth of this.
+MAX_DEPTH = 128
 
 
 class ClientGone(Exception):
@@ -50,14 +52,31 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object; 400 when it is not one."""
+    """The body as a JSON object; 400 when it is not one, or nests deeper than MAX_DEPTH."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    # A body with fewer brackets than the limit cannot nest deeper than it: one C pass spares the walk.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _deeper_than(body, MAX_DEPTH):
+        raise InvalidRequest(f"the body nests objects and arrays deeper than {MAX_DEPTH} levels")
     return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when value nests objects and arrays more than limit levels deep."""
+    level = [value]
+    for _ in range(limit):
+        inner: list[Any] = []
+        for container in level:
+            children = container.values() if isinstance(container, dict) else container
+            inner.extend(child for child in children if isinstance(child, (dict, list)))
+        if not inner:
+            return False
+        level = inner
+    return True
 
 
 async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes, extra: Iterable[tuple[bytes, bytes]]
