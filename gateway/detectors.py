@@ -37,8 +37,9 @@ _GLUE_BEFORE = frozenset(b"0a_@#$.+-/\\")
 _GLUE_AFTER = frozenset(b"0a_@")
 _JOINERS = frozenset(b".-/:,")
 
-# A cluster holds six or more digits (at most about 120 characters: a longer run is several clusters) and never starts inside a date (2024-03-15), a dotted IPv4 address, a decimal
-# fraction or another dashed or dotted number. It is named for what makes it worth a look: letters or a "+" right
+# A cluster holds six or more digits (at most about 120 characters: a longer run is several clusters) and never
+# starts inside a date (2024-03-15), a dotted IPv4 address, a decimal fraction or another dashed or dotted number.
+# Tabs, line breaks and "/" may split its digits as well, for card numbers. It is named for what makes it worth a look: letters or a "+" right
 # before it ("letter", "plus"), separators between its digits ("split"), or enough digits in a row for a card number
 # ("long"). A plain run of six to twelve digits, the commonest number in data and code, is none of the things detected.
 _CLUSTER_SHAPE = re.compile(
@@ -78,7 +79,7 @@ _PHONE_SHAPE = re.compile(
 
 _SEPARATORS = re.compile(r"[ .()+-]+")
 _LETTER = re.compile("[A-Z]")
-# Letters and digits of any script: an internationalised address is personal data, and a Cyrillic "а" in a domain
+# Letters and digits of any script: an internationalised address is personal data, and a Cyrillic letter in a domain
 # must not hide one.
 _EMAIL_DOMAIN = re.compile(
     r"@(?<=[\w%+-]@)(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+([^\W\d_]{2,24})"

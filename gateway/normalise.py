@@ -19,7 +19,7 @@ _EXTRA_DASHES = "\u00af\u02d7\u2043\u2212\u2796\u2e3a\u2e3b\ufe63\uff0d"
 # Invisible characters outside the format category (Cf) that fonts draw as nothing.
 _EXTRA_INVISIBLE = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0" + "".join(map(chr, range(0xfe00, 0xfe10)))
 # Characters above the BMP are rare: each of the first few is looked up, and a text with more is searched with a
-# pattern of the ranges the table maps (slower per character than the BMP's pattern, which the engine keeps a bitmap of).
+# pattern of the ranges the table maps (slower per character than the BMP's pattern, kept as a bitmap).
 _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
 _ABOVE_BMP_LOOKS = 64
 # Past this many distinct characters to fold, one translate pass (about 40 ns a character) beats a replace for each.
@@ -62,8 +62,8 @@ _TABLE, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 
 def normalise(text: str) -> str:
-    """text with percent-escapes decoded, NFKC applied, invisible characters removed, and every other space,
-    dash and decimal digit made the ASCII one, so that "jane%40example.com", "４１１１" and "٤١١١" read as written."""
+    """text with percent-escapes decoded, NFKC applied, invisible characters removed, and every other space, dash
+    and decimal digit made the ASCII one: "jane%40example.com" and fullwidth or Arabic-Indic digits read as written."""
     for _ in range(_PERCENT_ROUNDS):  # "%2540" is "%40" encoded again
         if "%" not in text:
             break
