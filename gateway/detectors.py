@@ -39,9 +39,10 @@ _JOINERS = frozenset(b".-/:,")
 
 # A cluster holds six or more digits (at most about 120 characters: a longer run is several clusters) and never
 # starts inside a date (2024-03-15), a dotted IPv4 address, a decimal fraction or another dashed or dotted number.
-# Tabs, line breaks and "/" may split its digits as well, for card numbers. It is named for what makes it worth a look: letters or a "+" right
-# before it ("letter", "plus"), separators between its digits ("split"), or enough digits in a row for a card number
-# ("long"). A plain run of six to twelve digits, the commonest number in data and code, is none of the things detected.
+# Tabs, line breaks and "/" may split its digits as well, for card numbers. It is named for what makes it worth a
+# look: letters or a "+" right before it ("letter", "plus"), separators between its digits ("split"), or enough
+# digits in a row for a card number ("long"). A plain run of six to twelve digits, the commonest number in data and
+# code, is none of the things detected.
 _CLUSTER_SHAPE = re.compile(
     rb"00(?<!000)(?<!00[.-]00)(?=(?:[\t\n\r ./()-]{0,2}0){4})(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0)|0{0,3}\.0{4})"
     rb"(?:(?P<letter>(?<=a00)(?:[\t\n\r ./()-]{0,2}0){0,40}+)|(?P<plus>(?<=\+00)(?:[\t\n\r ./()-]{0,2}0){0,40}+)"
