@@ -132,7 +132,7 @@ class _Text:
     def clusters(self) -> tuple[tuple[int, int, str], ...]:
         """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
-            found = []
+            found: list[tuple[int, int, str]] = []
             for match in _CLUSTER_SHAPE.finditer(self.shape):
                 if len(found) == self.looks:
                     self.crowded = True

@@ -81,7 +81,7 @@ def _percent_decoded(text: str) -> str:
     """text with every %XX escape decoded as UTF-8; a "%" that starts no escape is dropped."""
     # Turned into \\xXX escapes for the codec: one C pass, where a regex substitution costs a Python call per escape.
     data = text.encode("utf-8", "surrogatepass").replace(b"\\", b"\\\\").replace(b"%", b"\\x")
-    decoded: bytes = codecs.escape_decode(data, "ignore")[0]  # type: ignore[attr-defined]
+    decoded: bytes = codecs.escape_decode(data, "ignore")[0]
     return decoded.decode("utf-8", "replace")
 
 
