@@ -23,6 +23,8 @@ TOKENS_PER_IMAGE = 765
 TEXT_FIELDS = {"chat": "messages", "completions": "prompt", "embeddings": "input", "responses": "input"}
 # Top-level fields whose value the upstream never reads: the route name is replaced by the upstream's model.
 NOT_READ = frozenset({"model"})
+# Values that frame a message or part rather than say anything: TOKENS_PER_MESSAGE covers them in the estimate.
+FRAMING = frozenset({"role", "type"})
 IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 # Parts whose payload is not text: what the detectors cannot see, by the part's type.
 UNREADABLE_TYPES = {"image_url": "image", "input_image": "image", "image": "image", "input_audio": "audio",
@@ -36,6 +38,7 @@ class Content:
     """What a request gives the upstream to read: every string, and what could not be read as text."""
 
     texts: list[str] = field(default_factory=list)
+    chars: int = 0
     items: int = 0
     images: int = 0
     token_ids: int = 0
@@ -43,8 +46,7 @@ class Content:
 
     def prompt_tokens(self) -> int:
         """The prompt's estimated size: characters / 4, plus per message, per image and per token id."""
-        chars = sum(map(len, self.texts))
-        return (chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * self.items + TOKENS_PER_IMAGE * self.images
+        return (self.chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * self.items + TOKENS_PER_IMAGE * self.images
                 + self.token_ids)
 
 
@@ -117,32 +119,49 @@ def request_texts(endpoint: str, body: dict[str, Any]) -> Content:
         if content.token_ids:
             content.unreadable = "token ids"
     _check_options(body)
-    _walk(body, content)
+    _walk(body, field_name, content)
     return content
 
 
-def _walk(body: dict[str, Any], content: Content) -> None:
-    """Gather every string and object key of body into content, and note parts that are not text."""
+def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
+    """Gather every string and object key of body into content, and note parts that are not text.
+
+    The estimate counts every string but the framing a message's overhead covers: keys inside the messages (or
+    prompt, or input) and `role` and `type` values. Keys elsewhere (tool parameter schemas, say) are counted.
+    """
     texts = content.texts
-    stack: list[Any] = [body]
+    chars = 0
+    stack: list[tuple[Any, bool]] = []
+    for key, inner in body.items():
+        texts.append(key)
+        if isinstance(inner, str):
+            if key not in NOT_READ:
+                texts.append(inner)
+                chars += len(inner)
+        elif isinstance(inner, (dict, list)):
+            stack.append((inner, key != field_name))
     while stack:
-        value = stack.pop()
+        value, keys_count = stack.pop()
         if isinstance(value, dict):
-            if value is not body:
-                _note_part(value, content)
+            _note_part(value, content)
             for key, inner in value.items():
                 texts.append(key)
+                if keys_count:
+                    chars += len(key)
                 if isinstance(inner, str):
-                    if value is not body or key not in NOT_READ:
-                        texts.append(inner)
+                    texts.append(inner)
+                    if key not in FRAMING:
+                        chars += len(inner)
                 elif isinstance(inner, (dict, list)):
-                    stack.append(inner)
+                    stack.append((inner, keys_count))
         else:
             for inner in value:
                 if isinstance(inner, str):
                     texts.append(inner)
+                    chars += len(inner)
                 elif isinstance(inner, (dict, list)):
-                    stack.append(inner)
+                    stack.append((inner, keys_count))
+    content.chars = chars
 
 
 def _note_part(part: dict[str, Any], content: Content) -> None:
@@ -211,13 +230,13 @@ def _prompts(value: Any, name: str) -> tuple[int, int]:
         raise InvalidRequest(f"'{name}' must be a string or an array", param=name)
     token_ids = 0
     for i, entry in enumerate(value):
-        if _token_id(entry):
-            token_ids += 1
-        elif isinstance(entry, list) and all(map(_token_id, entry)):
-            token_ids += len(entry)
-        elif not isinstance(entry, str):
-            raise InvalidRequest(f"{name}[{i}] must be a string, a token id or an array of token ids",
-                                 param=f"{name}[{i}]")
+        inner = entry if isinstance(entry, list) else (entry,)
+        for item in inner:
+            if _token_id(item):
+                token_ids += 1
+            elif not isinstance(item, str):
+                raise InvalidRequest(f"{name}[{i}] must be a string, a token id or an array of them",
+                                     param=f"{name}[{i}]")
     return len(value), token_ids
 
 

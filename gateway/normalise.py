@@ -63,7 +63,21 @@ _TABLE, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 def normalise(text: str) -> str:
     """text with percent-escapes decoded, NFKC applied, invisible characters removed, and every other space, dash
-    and decimal digit made the ASCII one: "jane%40example.com" and fullwidth or Arabic-Indic digits read as written."""
+    and decimal digit made the ASCII one: "jane%40example.com" and fullwidth or Arabic-Indic digits read as written.
+
+    Text with escapes is read both ways, as written and decoded, so that decoding can never hide what it held.
+    """
+    decoded = _unescaped(text)
+    if decoded is not text:
+        text = f"{text}\n{decoded}"
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFKC", text)
+    return _folded(text)
+
+
+def _unescaped(text: str) -> str:
+    """text with percent-escapes and backslash escapes (as in JSON held in a string) decoded; text if it has none."""
     for _ in range(_PERCENT_ROUNDS):  # "%2540" is "%40" encoded again
         if "%" not in text:
             break
@@ -71,10 +85,9 @@ def normalise(text: str) -> str:
         if decoded == text:
             break
         text = decoded
-    if text.isascii():
-        return text
-    text = unicodedata.normalize("NFKC", text)
-    return _folded(text)
+    if "\\" in text:
+        text = _escapes_decoded(text)
+    return text
 
 
 def _percent_decoded(text: str) -> str:
@@ -83,6 +96,11 @@ def _percent_decoded(text: str) -> str:
     data = text.encode("utf-8", "surrogatepass").replace(b"\\", b"\\\\").replace(b"%", b"\\x")
     decoded: bytes = codecs.escape_decode(data, "ignore")[0]
     return decoded.decode("utf-8", "replace")
+
+
+def _escapes_decoded(text: str) -> str:
+    """text with backslash escapes (\\u0040, \\n...) decoded; a backslash that starts none is dropped."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape", "ignore")
 
 
 def _folded(text: str) -> str:
