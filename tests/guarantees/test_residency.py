@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,12 +35,12 @@ HITS = {
     "phone": "+44 20 7946 0958",
 }
 CARD_DIGITS = ["4111", "1111", "1111", "1111"]
-FULLWIDTH = str.maketrans("0123456789@", "０１２３４５６７８９＠")
-ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+FULLWIDTH = {ord("0") + i: 0xff10 + i for i in range(10)}  # U+FF10 is FULLWIDTH DIGIT ZERO
+ARABIC_INDIC = {ord("0") + i: 0x0660 + i for i in range(10)}  # U+0660 is ARABIC-INDIC DIGIT ZERO
 EVASIONS = {
     "email, zero-width space": "jane\u200b.doe@exam\u200bple.com",
     "email, soft hyphen": "jane.doe@exam\u00adple.com",
-    "email, fullwidth at": "jane.doe＠example.com",
+    "email, fullwidth at": "jane.doe\uff20example.com",
     "email, Cyrillic letter in the domain": "jane.doe@ex\u0430mple.com",
     "email, mailto": "mailto:jane.doe@example.com",
     "email, percent-encoded": "jane.doe%40example.com",
@@ -138,8 +137,8 @@ CHAT = {
 UNREADABLE_CHAT = {
     "image URL query string": lambda t: chat(user([image(f"https://img.example/cat.png?owner={t}")])),
     "image data: URL": lambda t: chat(user([image(f"data:text/plain,{t}")])),
-    "input_audio": lambda t: chat(user([{"type": "text", "text": t},
-                                        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}])),
+    "input_audio": lambda t: chat(user([{"type": "text", "text": t}, {
+        "type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}])),
     "file part filename": lambda t: chat(user([{"type": "file", "file": {"filename": f"{t}.pdf",
                                                                          "file_data": "JVBERi0="}}])),
     "file part file_data": lambda t: chat(user([{"type": "file", "file": {"file_data": f"data:text/plain,{t}"}}])),
