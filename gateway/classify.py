@@ -251,8 +251,7 @@ def _check_options(body: dict[str, Any]) -> None:
         if entries is not None and not isinstance(entries, list):
             raise InvalidRequest(f"'{name}' must be an array", param=name)
         for i, entry in enumerate(entries or ()):
-            if not isinstance(entry, dict):
-                raise InvalidRequest(f"{name}[{i}] must be an object", param=f"{name}[{i}]")
+            _tool(entry, f"{name}[{i}]", chat_tool=name == "tools" and "messages" in body)
     _optional_object(body, "response_format", "response_format")
     text = _optional_object(body, "text", "text")
     if text is not None:
@@ -260,6 +259,20 @@ def _check_options(body: dict[str, Any]) -> None:
     options = _optional_object(body, "stream_options", "stream_options")
     if options is not None and not isinstance(options.get("include_usage", False), bool):
         raise InvalidRequest("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+
+
+def _tool(entry: Any, place: str, chat_tool: bool) -> None:
+    """Validate a tool definition: an object; a chat function tool holds a `function` object with a string name."""
+    if not isinstance(entry, dict):
+        raise InvalidRequest(f"{place} must be an object", param=place)
+    kind = entry.get("type", "function")
+    if not isinstance(kind, str):
+        raise InvalidRequest(f"{place}.type must be a string", param=f"{place}.type")
+    spec = _optional_object(entry, "function", f"{place}.function") if chat_tool else entry
+    if chat_tool and kind == "function" and (spec is None or not isinstance(spec.get("name"), str)):
+        raise InvalidRequest(f"{place}.function must be an object with a string 'name'", param=f"{place}.function")
+    if spec is not None and spec.get("parameters") is not None and not isinstance(spec["parameters"], dict):
+        raise InvalidRequest(f"{place}: 'parameters' must be an object", param=f"{place}.parameters")
 
 
 def _optional_object(holder: dict[str, Any], name: str, place: str) -> dict[str, Any] | None:
