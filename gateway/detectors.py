@@ -51,11 +51,12 @@ _CLUSTER_SHAPE = re.compile(
 _IBAN_KINDS = frozenset({"split", "letter"})
 _NATIONAL_ID_KINDS = frozenset({"split", "letter"})
 _PHONE_KINDS = frozenset({"split", "plus"})
-# A card number starts with a group of four digits followed by two more groups, or is one run of 13 to 19 digits. The
+# A card number starts with a group of four digits followed by one of four to six and at least one more, or is one run
+# of 13 to 19 digits. The
 # groups may be split by up to three of space, tab, line break, ".", "/" and "-" (every other dash and space is one of
 # these once the text is normalised).
 _CARD_SHAPE = re.compile(
-    rb"0000(?<![0a_.$#@+]0000)(?:(?=0{9,15}+(?![0a_@]))|(?!0)(?=(?:[\t\n\r ./-]{1,3}0++){2}))"
+    rb"0000(?<![0a_.$#@+]0000)(?:(?=0{9,15}+(?![0a_@]))|(?!0)(?=[\t\n\r ./-]{1,3}0{4,6}+[\t\n\r ./-]{1,3}0))"
 )
 _CARD_STRETCH = re.compile(r"[0-9]++(?:[\t\n\r ./-]{1,3}[0-9]++){0,5}")
 _DIGIT_GROUP = re.compile(r"[0-9]+")
