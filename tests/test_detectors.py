@@ -438,7 +438,8 @@ def test_plain_ascii_text_is_returned_as_it_is() -> None:
         "Weights 4111.1111 kg and 2222.3333 kg",
         "ids: 5012-3456, 5012-3457, 5012-3458",
         '{"a": "\\u00e9t\\u00e9", "n": 1234}',
-        "Gr\u00fc\u00dfe, caf\u00e9, na\u00efve, \u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac, \u0442\u0435\u043a\u0441\u0442",
+        "Gr\u00fc\u00dfe, caf\u00e9, na\u00efve, "
+        "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac, \u0442\u0435\u043a\u0441\u0442",
         "sum = 4111 + 1111 + 1111 + 1111",
         "ISBN 978-0-306-40615-7",
         "Matrix [[4111, 1111], [1111, 1111]]",
