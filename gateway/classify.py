@@ -29,6 +29,8 @@ IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 # Parts whose payload is not text: what the detectors cannot see, by the part's type.
 UNREADABLE_TYPES = {"image_url": "image", "input_image": "image", "image": "image", "input_audio": "audio",
                     "audio": "audio", "file": "file", "input_file": "file"}
+# Optional fields whose type routing depends on.
+OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
 UNREADABLE_KEYS = {"image_url": "image", "input_audio": "audio", "file_data": "file"}
 
@@ -129,14 +131,13 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
     The estimate counts every string but the framing a message's overhead covers: keys inside the messages (or
     prompt, or input) and `role` and `type` values. Keys elsewhere (tool parameter schemas, say) are counted.
     """
-    texts = content.texts
-    chars = 0
+    add, chars = content.texts.append, 0
     stack: list[tuple[Any, bool]] = []
     for key, inner in body.items():
-        texts.append(key)
+        add(key)
         if isinstance(inner, str):
             if key not in NOT_READ:
-                texts.append(inner)
+                add(inner)
                 chars += len(inner)
         elif isinstance(inner, (dict, list)):
             stack.append((inner, key != field_name))
@@ -145,11 +146,11 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
         if isinstance(value, dict):
             _note_part(value, content)
             for key, inner in value.items():
-                texts.append(key)
+                add(key)
                 if keys_count:
                     chars += len(key)
                 if isinstance(inner, str):
-                    texts.append(inner)
+                    add(inner)
                     if key not in FRAMING:
                         chars += len(inner)
                 elif isinstance(inner, (dict, list)):
@@ -157,7 +158,7 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
         else:
             for inner in value:
                 if isinstance(inner, str):
-                    texts.append(inner)
+                    add(inner)
                     chars += len(inner)
                 elif isinstance(inner, (dict, list)):
                     stack.append((inner, keys_count))
@@ -168,6 +169,8 @@ def _note_part(part: dict[str, Any], content: Content) -> None:
     """Count an image and note unreadable content when part is one (by its type, or by a key that carries it)."""
     kind = part.get("type")
     what = UNREADABLE_TYPES.get(kind) if isinstance(kind, str) else None
+    if what is None and UNREADABLE_KEYS.keys().isdisjoint(part):
+        return  # the common case, a message or a text part
     for key, carried in UNREADABLE_KEYS.items():
         payload = part.get(key)
         if isinstance(payload, str) or (isinstance(payload, dict) and ("url" in payload or "data" in payload)):
@@ -246,6 +249,8 @@ def _token_id(value: Any) -> bool:
 
 def _check_options(body: dict[str, Any]) -> None:
     """Validate the types of the optional fields routing reads."""
+    if OPTIONS.isdisjoint(body):
+        return
     for name in ("tools", "functions"):
         entries = body.get(name)
         if entries is not None and not isinstance(entries, list):

@@ -26,6 +26,9 @@ _ABOVE_BMP_LOOKS = 64
 _REPLACES = 4
 # How many times percent-escapes are decoded, for text encoded more than once.
 _PERCENT_ROUNDS = 3
+_PERCENT_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
+# The escapes of JSON held in a string (and Python's \x): what a model reading the string would decode.
+_BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
 
 
 def _build() -> tuple[Mapping[int, str | None], re.Pattern[str], re.Pattern[str]]:
@@ -65,28 +68,26 @@ def normalise(text: str) -> str:
     """text with percent-escapes decoded, NFKC applied, invisible characters removed, and every other space, dash
     and decimal digit made the ASCII one: "jane%40example.com" and fullwidth or Arabic-Indic digits read as written.
 
-    Text with escapes is read both ways, as written and decoded, so that decoding can never hide what it held.
+    Text with backslash escapes is read both ways, as written and decoded: decoding "\\4111" as an octal escape
+    must not hide the card number that follows.
     """
-    decoded = _unescaped(text)
-    if decoded is not text:
-        text = f"{text}\n{decoded}"
+    if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
+        text = _percent_unescaped(text)
+    if "\\" in text and _BACKSLASH_ESCAPE.search(text) is not None:
+        text = f"{text}\n{_escapes_decoded(text)}"
     if text.isascii():
         return text
     text = unicodedata.normalize("NFKC", text)
     return _folded(text)
 
 
-def _unescaped(text: str) -> str:
-    """text with percent-escapes and backslash escapes (as in JSON held in a string) decoded; text if it has none."""
-    for _ in range(_PERCENT_ROUNDS):  # "%2540" is "%40" encoded again
-        if "%" not in text:
-            break
+def _percent_unescaped(text: str) -> str:
+    """text with percent-escapes decoded, as often as it was encoded ("%2540" is "%40" encoded again)."""
+    for _ in range(_PERCENT_ROUNDS):
         decoded = _percent_decoded(text)
-        if decoded == text:
-            break
+        if decoded == text or "%" not in decoded:
+            return decoded
         text = decoded
-    if "\\" in text:
-        text = _escapes_decoded(text)
     return text
 
 
