@@ -144,7 +144,9 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
     while stack:
         value, keys_count = stack.pop()
         if isinstance(value, dict):
-            _note_part(value, content)
+            kind = value.get("type")
+            if (kind.__class__ is str and kind in UNREADABLE_TYPES) or not UNREADABLE_KEYS.keys().isdisjoint(value):
+                _note_part(value, content)
             for key, inner in value.items():
                 add(key)
                 if keys_count:
@@ -169,8 +171,6 @@ def _note_part(part: dict[str, Any], content: Content) -> None:
     """Count an image and note unreadable content when part is one (by its type, or by a key that carries it)."""
     kind = part.get("type")
     what = UNREADABLE_TYPES.get(kind) if isinstance(kind, str) else None
-    if what is None and UNREADABLE_KEYS.keys().isdisjoint(part):
-        return  # the common case, a message or a text part
     for key, carried in UNREADABLE_KEYS.items():
         payload = part.get(key)
         if isinstance(payload, str) or (isinstance(payload, dict) and ("url" in payload or "data" in payload)):

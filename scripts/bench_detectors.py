@@ -236,7 +236,13 @@ def adversarial(size: int) -> None:
 
 
 def whole_bodies() -> None:
-    """Print the time to parse and classify whole bodies at the body limit, the way the gateway does."""
+    """Print the time to parse and classify whole bodies at the body limit, the way the gateway does (with the
+    garbage collector set as `switchyard serve` sets it)."""
+    from gateway.server import YOUNG_OBJECTS_BEFORE_GC
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_BEFORE_GC, *gc.get_threshold()[1:])
     policy = _policy()
     print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object + classify.features, every detector on")
     unit_text = {"'4111 '": "4111 ", "prose": PROSE, "'12 '": "12 ", "'a123456 '": "a123456 ",
