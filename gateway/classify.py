@@ -8,9 +8,12 @@ class. The prompt estimate counts the same strings, so whatever the upstream rea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from gateway import detectors
 from gateway.errors import InvalidRequest
@@ -29,6 +32,13 @@ IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 # Parts whose payload is not text: what the detectors cannot see, by the part's type.
 UNREADABLE_TYPES = {"image_url": "image", "input_image": "image", "image": "image", "input_audio": "audio",
                     "audio": "audio", "file": "file", "input_file": "file"}
+# Past this many objects and arrays, a body is read from its JSON text (C speed) rather than walked (Python speed).
+WALK_LIMIT = 10_000
+# The same parts as they appear in orjson's compact JSON: "type":"..." and a key holding an object or a string.
+_ENCODED_IMAGE = re.compile(r'"type":"(?:image_url|input_image|image)"')
+_ENCODED_UNREADABLE = re.compile(
+    r'"type":"(image_url|input_image|image|input_audio|audio|file|input_file)"|"(image_url|input_audio|file_data)":[{"]'
+)
 # Optional fields whose type routing depends on.
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
@@ -121,17 +131,19 @@ def request_texts(endpoint: str, body: dict[str, Any]) -> Content:
         if content.token_ids:
             content.unreadable = "token ids"
     _check_options(body)
-    _walk(body, field_name, content)
+    if not _walk(body, field_name, content):
+        _read_encoded(body, content)
     return content
 
 
-def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
-    """Gather every string and object key of body into content, and note parts that are not text.
+def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
+    """Gather every string and object key of body into content, and note parts that are not text; False, leaving
+    content to be read otherwise, once the body holds more than WALK_LIMIT objects and arrays.
 
     The estimate counts every string but the framing a message's overhead covers: keys inside the messages (or
     prompt, or input) and `role` and `type` values. Keys elsewhere (tool parameter schemas, say) are counted.
     """
-    add, chars = content.texts.append, 0
+    add, chars, left = content.texts.append, 0, WALK_LIMIT
     stack: list[tuple[Any, bool]] = []
     for key, inner in body.items():
         add(key)
@@ -142,6 +154,9 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
         elif isinstance(inner, (dict, list)):
             stack.append((inner, key != field_name))
     while stack:
+        left -= 1
+        if not left:
+            return False
         value, keys_count = stack.pop()
         if isinstance(value, dict):
             kind = value.get("type")
@@ -165,6 +180,24 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> None:
                 elif isinstance(inner, (dict, list)):
                     stack.append((inner, keys_count))
     content.chars = chars
+    return True
+
+
+def _read_encoded(body: dict[str, Any], content: Content) -> None:
+    """Read a body too big to walk in Python as its JSON text: every key and string in it (the detectors decode
+    its escapes), unreadable parts found by their JSON, and every character counted in the estimate."""
+    try:
+        text = orjson.dumps(body).decode()
+    except orjson.JSONEncodeError:
+        raise InvalidRequest("the body nests objects and arrays too deeply") from None
+    content.texts, content.chars = [text], len(text)
+    content.images = sum(1 for _ in _ENCODED_IMAGE.finditer(text))
+    found = _ENCODED_UNREADABLE.search(text)
+    if found is not None and content.unreadable is None:
+        kind, key = found.groups()
+        content.unreadable = UNREADABLE_TYPES[kind] if kind else UNREADABLE_KEYS[key]
+    if content.unreadable == "image":
+        content.images = max(content.images, 1)
 
 
 def _note_part(part: dict[str, Any], content: Content) -> None:

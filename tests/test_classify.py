@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
-from gateway.classify import explain_class, features, request_texts
+from gateway.classify import CHARS_PER_TOKEN, WALK_LIMIT, explain_class, features, request_texts
 from gateway.errors import InvalidRequest, PolicyError
 from gateway.policy.decide import Features
 from gateway.policy.loader import load_policy
@@ -405,3 +406,15 @@ def test_the_estimate_counts_tool_definitions_schemas_and_system_prompts(tmp_pat
 def test_token_ids_count_one_token_each(tmp_path: Path) -> None:
     policy = make(tmp_path)
     assert of(policy, {"model": "chat", "prompt": list(range(1000))}, endpoint="completions").prompt_tokens >= 1000
+
+
+def test_a_body_too_big_to_walk_is_read_from_its_json(tmp_path: Path) -> None:
+    """Past WALK_LIMIT objects the body is read as JSON text: still every string, unreadable parts and the estimate."""
+    policy = classified(tmp_path)
+    many = [user([{"type": "text", "text": f"note {i}"}]) for i in range(WALK_LIMIT)]
+    assert of(policy, chat(*many)).data_class == "public"
+    hidden = chat(*many, tools=[{"type": "function", "function": {"name": "f", "description": f"mail {EMAIL}"}}])
+    assert of(policy, hidden).data_class == "personal"
+    content = request_texts("chat", chat(*many, user([IMAGE])))
+    assert (content.unreadable, content.images) == ("image", 1)
+    assert of(policy, chat(*many)).prompt_tokens >= len(orjson.dumps(chat(*many))) // CHARS_PER_TOKEN
