@@ -32,8 +32,8 @@ IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 # Parts whose payload is not text: what the detectors cannot see, by the part's type.
 UNREADABLE_TYPES = {"image_url": "image", "input_image": "image", "image": "image", "input_audio": "audio",
                     "audio": "audio", "file": "file", "input_file": "file"}
-# Past this many objects and arrays, a body is read from its JSON text (C speed) rather than walked (Python speed).
-WALK_LIMIT = 10_000
+# Past this many values in objects and arrays, a body is read from its JSON text (C speed) rather than walked.
+WALK_LIMIT = 50_000
 # The same parts as they appear in orjson's compact JSON: "type":"..." and a key holding an object or a string.
 _ENCODED_IMAGE = re.compile(r'"type":"(?:image_url|input_image|image)"')
 _ENCODED_UNREADABLE = re.compile(
@@ -138,7 +138,7 @@ def request_texts(endpoint: str, body: dict[str, Any]) -> Content:
 
 def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
     """Gather every string and object key of body into content, and note parts that are not text; False, leaving
-    content to be read otherwise, once the body holds more than WALK_LIMIT objects and arrays.
+    content to be read otherwise, once the body holds more than WALK_LIMIT values in objects and arrays.
 
     The estimate counts every string but the framing a message's overhead covers: keys inside the messages (or
     prompt, or input) and `role` and `type` values. Keys elsewhere (tool parameter schemas, say) are counted.
@@ -154,10 +154,10 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
         elif isinstance(inner, (dict, list)):
             stack.append((inner, key != field_name))
     while stack:
-        left -= 1
-        if not left:
-            return False
         value, keys_count = stack.pop()
+        left -= len(value)
+        if left < 0:
+            return False
         if isinstance(value, dict):
             kind = value.get("type")
             if (kind.__class__ is str and kind in UNREADABLE_TYPES) or not UNREADABLE_KEYS.keys().isdisjoint(value):
@@ -222,16 +222,26 @@ def _messages(messages: Any) -> int:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
-        _content(message.get("content"), f"messages[{i}]")
+        content = message.get("content")
+        if content is not None and content.__class__ is not str:
+            _content(content, f"messages[{i}]")
         calls = message.get("tool_calls")
-        if calls is not None and not isinstance(calls, list):
-            raise InvalidRequest(f"messages[{i}].tool_calls must be an array", param=f"messages[{i}].tool_calls")
-        for call in calls or ():
-            if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-                raise InvalidRequest(f"messages[{i}].tool_calls entries need a 'function' object",
-                                     param=f"messages[{i}].tool_calls")
-        _optional_object(message, "function_call", f"messages[{i}].function_call")
+        if calls is not None:
+            _tool_calls(calls, f"messages[{i}].tool_calls")
+        call = message.get("function_call")
+        if call is not None and not isinstance(call, dict):
+            place = f"messages[{i}].function_call"
+            raise InvalidRequest(f"'{place}' must be an object", param=place)
     return len(messages)
+
+
+def _tool_calls(calls: Any, place: str) -> None:
+    """Validate a message's tool calls: an array of objects, each with a `function` object."""
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{place} must be an array", param=place)
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+            raise InvalidRequest(f"{place} entries need a 'function' object", param=place)
 
 
 def _items(value: Any) -> int:
@@ -243,7 +253,9 @@ def _items(value: Any) -> int:
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]")
-        _content(item.get("content"), f"input[{i}]")
+        content = item.get("content")
+        if content is not None and content.__class__ is not str:
+            _content(content, f"input[{i}]")
     return len(value)
 
 

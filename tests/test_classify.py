@@ -409,9 +409,9 @@ def test_token_ids_count_one_token_each(tmp_path: Path) -> None:
 
 
 def test_a_body_too_big_to_walk_is_read_from_its_json(tmp_path: Path) -> None:
-    """Past WALK_LIMIT objects the body is read as JSON text: still every string, unreadable parts and the estimate."""
+    """Past WALK_LIMIT values the body is read as JSON text: still every string, unreadable parts and the estimate."""
     policy = classified(tmp_path)
-    many = [user([{"type": "text", "text": f"note {i}"}]) for i in range(WALK_LIMIT)]
+    many = [user([{"type": "text", "text": f"note {i}"}]) for i in range(WALK_LIMIT // 4)]
     assert of(policy, chat(*many)).data_class == "public"
     hidden = chat(*many, tools=[{"type": "function", "function": {"name": "f", "description": f"mail {EMAIL}"}}])
     assert of(policy, hidden).data_class == "personal"
