@@ -9,6 +9,7 @@ import orjson
 import pytest
 import yaml
 
+from gateway import cli
 from gateway.classify import CHARS_PER_TOKEN, WALK_LIMIT, explain_class, features, request_texts
 from gateway.errors import InvalidRequest, PolicyError
 from gateway.policy.decide import Features
@@ -418,3 +419,16 @@ def test_a_body_too_big_to_walk_is_read_from_its_json(tmp_path: Path) -> None:
     content = request_texts("chat", chat(*many, user([IMAGE])))
     assert (content.unreadable, content.images) == ("image", 1)
     assert of(policy, chat(*many)).prompt_tokens >= len(orjson.dumps(chat(*many))) // CHARS_PER_TOKEN
+
+
+@pytest.mark.parametrize(("unreadable", "expected"), [
+    (None, "personal, the most sensitive class (default)"),
+    ("internal", "internal"),
+])
+def test_policy_check_says_which_class_unreadable_content_gets(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               unreadable: str | None, expected: str) -> None:
+    classify = {} if unreadable is None else {"unreadable": unreadable}
+    make(tmp_path, classes=CLASSES, classify=classify)
+    assert cli.main(["policy", "check", str(tmp_path / "policy.yaml")]) == 0
+    assert f"classify.unreadable: images, audio, files and token ids raise a request to {expected}" in (
+        capsys.readouterr().out)
