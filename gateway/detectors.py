@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.normalise import normalise
+from gateway.number_checks import card_number_ok, iban_ok
 
 __all__ = ["BUILTIN", "Detector", "builtin", "regex", "scan"]
 
@@ -84,7 +85,6 @@ _PHONE_SHAPE = re.compile(
 )
 
 _SEPARATORS = re.compile(r"[ .()+-]+")
-_LETTER = re.compile("[A-Z]")
 # Letters and digits of any script: an internationalised address is personal data, and a Cyrillic letter in a domain
 # must not hide one.
 _EMAIL_DOMAIN = re.compile(
@@ -99,16 +99,6 @@ _EMAIL_LOCAL = re.compile(
 _FILE_EXTENSIONS = frozenset(
     {"bmp", "css", "csv", "gif", "htm", "html", "ico", "jpeg", "jpg", "js", "json", "jsx", "lock", "png", "svg", "tif",
      "tiff", "toml", "ts", "tsx", "txt", "webp", "xml", "yaml", "yml"}
-)
-# Country code followed by total IBAN length, from the SWIFT IBAN registry.
-_IBAN_FORMATS = frozenset(
-    {"AD24", "AE23", "AL28", "AT20", "AZ28", "BA20", "BE16", "BG22", "BH22", "BI27", "BR29", "BY28", "CH21", "CR22",
-     "CY28", "CZ24", "DE22", "DJ27", "DK18", "DO28", "EE20", "EG29", "ES24", "FI18", "FK18", "FO18", "FR27", "GB22",
-     "GE22", "GI23", "GL18", "GR27", "GT28", "HR21", "HU28", "IE22", "IL23", "IQ23", "IS26", "IT27", "JO30", "KW30",
-     "KZ20", "LB28", "LC32", "LI21", "LT20", "LU20", "LV21", "LY25", "MC27", "MD24", "ME22", "MK19", "MN20", "MR27",
-     "MT31", "MU30", "NI28", "NL18", "NO15", "OM23", "PK24", "PL28", "PS29", "QA29", "RO24", "RS22", "RU33", "SA24",
-     "SC31", "SD18", "SE24", "SI19", "SK24", "SM27", "SO23", "ST25", "SV28", "TL23", "TN24", "TR26", "UA29", "VA22",
-     "VG24", "XK20", "YE30"}
 )
 _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 
@@ -317,7 +307,7 @@ def _card_at(shape: bytes, body: str, start: int) -> bool:
     groups = _DIGIT_GROUP.finditer(body, start, stretch.end())
     first = next(groups)
     if len(first[0]) != 4:
-        return 13 <= len(first[0]) <= 19 and _card_number_ok(first[0]) and _card_ends(shape, first.end())
+        return 13 <= len(first[0]) <= 19 and card_number_ok(first[0]) and _card_ends(shape, first.end())
     digits = first[0]
     # The run may hold more than the card ("4111 1111 1111 1111 12 25"), so every length is tried.
     for group in groups:
@@ -325,7 +315,7 @@ def _card_at(shape: bytes, body: str, start: int) -> bool:
         digits += following
         if len(digits) > 19 or len(following) > 6:
             return False
-        if len(digits) >= 13 and _card_number_ok(digits) and _card_ends(shape, group.end()):
+        if len(digits) >= 13 and card_number_ok(digits) and _card_ends(shape, group.end()):
             return True
         if len(following) < 4:
             return False
@@ -337,47 +327,6 @@ def _card_ends(shape: bytes, end: int) -> bool:
     return end == len(shape) or shape[end] not in _CARD_GLUE_AFTER
 
 
-def _card_number_ok(digits: str) -> bool:
-    """True when digits are a card number from a known issuer that passes the Luhn check."""
-    return _known_issuer(digits) and _luhn(digits)
-
-
-def _known_issuer(digits: str) -> bool:
-    """True when a card number's prefix and length belong to a major card scheme."""
-    if digits[0] not in "23456":
-        return False
-    length, two, three, four = len(digits), int(digits[:2]), int(digits[:3]), int(digits[:4])
-    if digits[0] == "4":
-        return length in (13, 16, 19)  # Visa
-    if two in (34, 37):
-        return length == 15  # American Express
-    if 51 <= two <= 55 or 2221 <= four <= 2720:
-        return length == 16  # Mastercard
-    if length < 14:
-        return False
-    if 300 <= three <= 305 or two in (36, 38, 39) or four == 3095:
-        return True  # Diners Club
-    if length < 16:
-        return False
-    return (
-        four == 6011 or two in (62, 65) or 644 <= three <= 649  # Discover, UnionPay
-        or 3528 <= four <= 3589  # JCB
-        or 2200 <= four <= 2204  # Mir
-        or two in (50, 56, 57, 58, 67)  # Maestro
-    )
-
-
-def _luhn(digits: str) -> bool:
-    """True when digits pass the Luhn checksum."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - _DIGIT
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
 def _iban(text: _Text) -> bool:
     """An IBAN of the registered length for its country with valid mod-97 check digits, spaced or not."""
     body = text.text
@@ -386,20 +335,9 @@ def _iban(text: _Text) -> bool:
         groups = _IBAN_SEPARATOR.split(body[match.start():match.end(1)].upper())
         # Trailing groups may be a following word ("... 7034 and"), so try every group count from the longest down.
         for count in range(len(groups), 0, -1):
-            candidate = "".join(groups[:count])
-            if f"{candidate[:2]}{len(candidate)}" in _IBAN_FORMATS and _mod97(candidate) == 1:
+            if iban_ok("".join(groups[:count])):
                 return True
     return text.crowded
-
-
-def _mod97(iban: str) -> int:
-    """The ISO 7064 mod-97 remainder of an upper-case IBAN, 1 for a valid one."""
-    return int(_LETTER.sub(_letter_value, iban[4:] + iban[:4])) % 97
-
-
-def _letter_value(match: re.Match[str]) -> str:
-    """The digits an IBAN letter stands for: A is 10, Z is 35."""
-    return str(ord(match[0]) - 55)
 
 
 def _national_id(text: _Text) -> bool:
