@@ -272,6 +272,9 @@ def _check(args: argparse.Namespace) -> int:
     doc = policy.doc
     print(f"ok: {args.path} (policy {policy.hash}): {len(doc.upstreams)} upstreams, {len(doc.models)} routes, "
           f"{len(doc.tenants)} tenants, {len(doc.rules)} rules")
+    if doc.data_classes:
+        unreadable = doc.classify.unreadable or f"{list(doc.data_classes)[-1]}, the most sensitive class (default)"
+        print(f"  classify.unreadable: images, audio, files and token ids raise a request to {unreadable}")
     for name, upstream in doc.upstreams.items():
         per_in, per_out = policy.price[name]
         print(f"  upstream {name} ({upstream.kind}): price from the {policy.price_source[name]}: "

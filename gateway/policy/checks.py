@@ -254,6 +254,9 @@ def _rule_problems(doc: Document, names: Defined) -> Iterator[str]:
 
 
 def _detector_problems(doc: Document, names: Defined) -> Iterator[str]:
+    unreadable = doc.classify.unreadable
+    if unreadable is not None and unreadable not in names.data_classes:
+        yield f"classify.unreadable: data class '{unreadable}' is not defined in data_classes"
     for i, rule in enumerate(doc.classify.detectors):
         place = f"classify.detectors[{i}]"
         if rule.data_class not in names.data_classes:

@@ -156,6 +156,9 @@ class Classify(Strict):
 
     detectors: tuple[DetectorRule, ...] = ()
     header: str = "x-switchyard-data-class"
+    # The class of a request holding content no detector can read (images, audio, files, token ids); None: the most
+    # sensitive class defined, so what cannot be inspected is never assumed harmless.
+    unreadable: str | None = None
 
     @field_validator("header")
     @classmethod
