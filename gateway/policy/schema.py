@@ -44,6 +44,18 @@ class Cost(Strict):
         return (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
 
 
+class Capacity(Strict):
+    """Where a self-hosted engine's load is read, and when it counts as full."""
+
+    engine: Literal["vllm", "sglang", "llamacpp"]
+    metrics_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    max_waiting: int | None = Field(default=None, ge=0)
+    max_kv_cache: float | None = Field(default=None, gt=0, le=1)
+    poll_ms: int = Field(default=500, ge=50, le=3_600_000)
+    stale_ms: int = Field(default=3000, gt=0)
+    when_unknown: Literal["open", "full"] = "open"
+
+
 class Upstream(Strict):
     """One place a request can be sent."""
 
@@ -58,6 +70,7 @@ class Upstream(Strict):
     capabilities: frozenset[Capability] = frozenset()
     max_concurrency: int | None = Field(default=None, gt=0)
     forward_headers: frozenset[str] = frozenset()
+    capacity: Capacity | None = None
 
     @field_validator("forward_headers")
     @classmethod
