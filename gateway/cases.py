@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from gateway.capacity.state import full_from_loads
 from gateway.explain import Outcome, evaluate
 from gateway.policy.checks import describe_validation_error
 from gateway.policy.decide import Live
@@ -42,6 +43,7 @@ class Case(Strict):
     endpoint: str = "chat"
     headers: dict[str, str] = Field(default_factory=dict)
     health: Health = Health()
+    load: dict[str, str | float] = Field(default_factory=dict)
     expect: Expect
 
 
@@ -85,7 +87,11 @@ def run_case(policy: Policy, case: Case, file: str) -> Result:
     unknown = _unknown_names(policy, case)
     if unknown:
         return Result(file, case.name, tuple(unknown))
-    live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms)
+    try:
+        full = full_from_loads(policy, case.load)
+    except ValueError as exc:
+        return Result(file, case.name, (str(exc),))
+    live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms, full=full)
     outcome = evaluate(policy, case.tenant, case.request, case.headers, live, case.endpoint)
     return Result(file, case.name, tuple(_compare(case.expect, outcome)))
 

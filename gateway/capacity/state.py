@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -77,3 +78,30 @@ class Capacity:
         """The load behind upstream's state, for the audit trail; None without a capacity block."""
         gauge = self.gauges.get(upstream)
         return None if gauge is None else gauge.view(time.monotonic())
+
+
+def full_from_loads(policy: Policy, loads: Mapping[str, str | float]) -> frozenset[str]:
+    """The full upstreams a given load map stands for (`policy explain --load`, `load:` in cases).
+
+    Each value is `full`, `open`, or a queue length judged against the upstream's max_waiting.
+    ValueError names the first unknown upstream or unreadable value.
+    """
+    full = set()
+    for name, value in loads.items():
+        spec = policy.doc.upstreams.get(name)
+        if spec is None:
+            raise ValueError(f"load: upstream '{name}' is not in the policy")
+        if value in ("full", "open"):
+            if value == "full":
+                full.add(name)
+            continue
+        if spec.capacity is None or spec.capacity.max_waiting is None:
+            raise ValueError(f"load: {name}={value}: a queue length needs capacity.max_waiting on {name}; "
+                             "give full or open")
+        try:
+            waiting = float(value)
+        except ValueError:
+            raise ValueError(f"load: {name}={value}: give full, open or a queue length") from None
+        if waiting > spec.capacity.max_waiting:
+            full.add(name)
+    return frozenset(full)
