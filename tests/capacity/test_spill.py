@@ -38,7 +38,8 @@ class Spill:
         self.audit = folder / "audit.jsonl"
         path = write_policy(folder, upstreams, {"chat": {"candidates": ["api", "qwen"], "objective": "cost"}},
                             data_classes={"public": {}, "personal": {"hosting": ["self"]}})
-        self.gateway = Gateway(Settings(policy=str(path), audit=(str(self.audit),)))
+        self.path = path
+        self.gateway = Gateway(Settings(policy=str(path), audit=(str(self.audit),), reload_interval_s=0.05))
         self.client = loop.client(loop.serve(self.gateway).url + "/v1")
         self.pool = ThreadPoolExecutor(16)
         wait_for(lambda: self.gateway.capacity.gauges["qwen"].reading is not None, what="the first reading")
@@ -161,3 +162,17 @@ def test_the_client_cannot_choose_a_full_upstream_or_skip_the_spill(spill: Spill
     assert raw.headers["x-switchyard-spilled-from"] == "qwen"
     with pytest.raises(openai.APIStatusError):
         spill.client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_reload_restarts_the_pollers_with_the_new_thresholds(loop: Loop, tmp_path: Path) -> None:
+    spill = Spill(loop, tmp_path, poll_ms=50, stale_ms=5000)
+    try:
+        old = spill.gateway.capacity.tasks
+        spill.path.write_text(spill.path.read_text().replace("max_waiting: 1", "max_waiting: 7"))
+        wait_for(lambda: spill.gateway.capacity.gauges["qwen"].spec.max_waiting == 7, what="the reload")
+        wait_for(lambda: all(task.done() for task in old), what="the old pollers to end")
+        gauge = spill.gateway.capacity.gauges["qwen"]
+        seen = gauge.read_at
+        wait_for(lambda: gauge.read_at > seen, what="a reading by the new poller")
+    finally:
+        spill.close()
