@@ -99,9 +99,11 @@ class Gauge:
 
     def _why(self, reading: Reading, full: bool) -> str:
         spec = self.spec
-        queue = f"queue {reading.waiting:g} + {self.sent} sent vs max_waiting {spec.max_waiting}"
-        cache = f", kv cache {reading.kv_cache:.2f} vs max_kv_cache {spec.max_kv_cache}" \
-            if spec.max_kv_cache is not None and reading.kv_cache is not None else ""
+        parts = []
+        if spec.max_waiting is not None:
+            parts.append(f"queue {reading.waiting:g} + {self.sent} sent vs max_waiting {spec.max_waiting}")
+        if spec.max_kv_cache is not None and reading.kv_cache is not None:
+            parts.append(f"kv cache {reading.kv_cache:.2f} vs max_kv_cache {spec.max_kv_cache}")
         held = " (held until a reading falls under the threshold)" if full and not self._over(reading, self.sent) \
             else ""
-        return f"{'full' if full else 'open'}: {queue}{cache}{held}"
+        return f"{'full' if full else 'open'}: {', '.join(parts) or 'no signal reported'}{held}"
