@@ -65,6 +65,8 @@ class Capacity:
         at = time.monotonic() if now is None else now
         found = frozenset(name for name, gauge in self.gauges.items() if gauge.full(at))
         if found != self._last:
+            for name in found ^ self._last:
+                self.metrics.set(self.metrics.upstream_full, 1.0 if name in found else 0.0, name)
             self._last = found
         return self._last
 

@@ -94,6 +94,7 @@ def test_a_burst_fills_the_engine_spills_the_excess_and_comes_back(spill: Spill)
     spilled = [spill.send() for _ in range(3)]
     assert [f.result(timeout=10) for f in spilled] == [("api", "qwen")] * 3
     assert spill.engine.waiting == 2  # nothing spilled landed on the engine
+    assert 'switchyard_upstream_full{upstream="qwen"} 1.0' in _metrics(spill)  # before any reading said so
     spill.poll()  # waiting 2 > 1: full on the reading itself
     assert spill.send().result(timeout=10) == ("api", "qwen")
     spill.release()
