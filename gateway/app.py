@@ -88,6 +88,7 @@ class Gateway:
             logger.warning("the audit trail is not keyed (no --audit-key-file or $SWITCHYARD_AUDIT_KEY): anyone who "
                            "can write its files can rewrite them undetected")
         self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, self.audit, settings.max_body_bytes)
+        self.capacity = self.proxy.capacity
         self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
@@ -116,6 +117,7 @@ class Gateway:
             self.runtime = Runtime.build(policy, session)
             logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
             self.metrics.set_policy(policy.hash)
+            self.capacity.start(policy, session)
 
         apply(self.policy)
         self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
@@ -128,6 +130,7 @@ class Gateway:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.capacity.close()
             self.audit.close()
             self.runtime = None
             self.reloader = None

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from gateway.capacity.state import full_from_loads
 from gateway.explain import Endpoint, Outcome, evaluate
 from gateway.policy.checks import describe_validation_error
 from gateway.policy.decide import Live
@@ -43,6 +44,7 @@ class Case(Strict):
     endpoint: Endpoint = "chat"
     headers: dict[str, str] = Field(default_factory=dict)
     health: Health = Health()
+    load: dict[str, str | float] = Field(default_factory=dict)
     expect: Expect
 
 
@@ -142,7 +144,11 @@ def run_case(policy: Policy, case: Case, file: str) -> Result:
     unknown = _unknown_names(policy, case)
     if unknown:
         return Result(file, case.name, tuple(unknown), error=True)
-    live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms)
+    try:
+        full = full_from_loads(policy, case.load)
+    except ValueError as exc:
+        return Result(file, case.name, (str(exc),), error=True)
+    live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms, full=full)
     outcome = evaluate(policy, case.tenant, case.request, case.headers, live, case.endpoint)
     return Result(file, case.name, tuple(_compare(case.expect, outcome)))
 

@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--down", action="append", default=[], metavar="UPSTREAM", help="treat as unavailable")
     explain.add_argument("--ttft", action="append", default=[], metavar="UPSTREAM=MS",
                          help="assume this live p95 time to first token")
+    explain.add_argument("--load", action="append", default=[], metavar="UPSTREAM=full|open|WAITING",
+                         help="treat an upstream's capacity as full, open, or its queue as WAITING long")
     explain.set_defaults(run=_explain)
     test = policy_actions.add_parser("test", help="run the cases in PATH/tests/*.yaml")
     test.add_argument("path")
@@ -285,6 +287,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from gateway.capacity.state import full_from_loads
     from gateway.explain import evaluate, trace
     from gateway.policy.decide import Live
 
@@ -303,10 +306,11 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         headers = _pairs(args.header, ":")
         ttft = {name: float(ms) for name, ms in _pairs(args.ttft, "=").items()}
+        full = full_from_loads(policy, _pairs(args.load, "="))
     except ValueError as exc:
         print(f"switchyard policy explain: {exc}", file=sys.stderr)
         return 1
-    outcome = evaluate(policy, found[0], body, headers, Live(frozenset(args.down), ttft), args.endpoint)
+    outcome = evaluate(policy, found[0], body, headers, Live(frozenset(args.down), ttft, full), args.endpoint)
     print("\n".join(trace(policy, outcome)))
     return 0 if outcome.error is None else 2
 

@@ -77,4 +77,16 @@ def trace(policy: Policy, outcome: Outcome) -> list[str]:
     for i, name in enumerate(decision.candidates, 1):
         cost = policy.cost(name, features.prompt_tokens, completion)
         lines.append(f"   {i}. {name:<24} estimated ${cost:.6f}")
+    return lines + capacity_lines(decision)
+
+
+def capacity_lines(decision: Decision) -> list[str]:
+    """Why full upstreams stand last: each moved behind every open candidate, and whose first place it took."""
+    if not decision.moved_back:
+        return []
+    lines = [f"   moved back (full): {', '.join(decision.moved_back)}: a full upstream goes behind every open "
+             "candidate; it is never excluded"]
+    if decision.spilled_from is not None:
+        lines.append(f"   spilled from {decision.spilled_from} to {decision.candidates[0]} "
+                     f"(header x-switchyard-spilled-from: {decision.spilled_from})")
     return lines

@@ -95,6 +95,17 @@ class Metrics:
                                       registry=r)
         self.policy_info = Gauge("switchyard_policy_info", "The loaded policy's hash.", ["hash"],
                                  multiprocess_mode="liveall", registry=r)
+        self.upstream_load = Gauge("switchyard_upstream_load", "A self-hosted engine's last reading, by signal "
+                                   "(waiting, running, kv_cache).", ["upstream", "signal"],
+                                   multiprocess_mode="mostrecent", registry=r)
+        self.upstream_full = Gauge("switchyard_upstream_full", "1 while an upstream counts as full, else 0.",
+                                   ["upstream"], multiprocess_mode="max", registry=r)
+        self.spills = Counter("switchyard_spills", "Requests served elsewhere because their first choice was full.",
+                              ["route", "from", "to"], registry=r)
+        self.spill_cost = Counter("switchyard_spill_cost_usd", "What spilled requests cost beyond the same tokens "
+                                  "on the full upstream.", ["tenant", "route"], registry=r)
+        self.capacity_poll_errors = Counter("switchyard_capacity_poll_errors", "Reads of an engine's metrics that "
+                                            "gave no reading.", ["upstream"], registry=r)
         self._children: dict[object, dict[tuple[str, ...], Any]] = {}
         self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
         self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}

@@ -28,6 +28,7 @@ from gateway.asgi import (
 )
 from gateway.audit import AuditLog
 from gateway.auth import authenticate, check_route
+from gateway.capacity.state import Capacity
 from gateway.dispatch import Dispatch, Dispatcher, Request
 from gateway.errors import (
     GatewayError,
@@ -76,6 +77,7 @@ class Proxy:
         self.latency = latency
         self.ledger = ledger
         self.live = Live(ttft_p95_ms=latency.view)
+        self.capacity = Capacity(metrics)
         self.max_body_bytes = max_body_bytes
         self._refreshed = 0.0
         self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each request's id unique
@@ -93,8 +95,9 @@ class Proxy:
             self._refreshed = now
             self.latency.refresh(now)
         blocked = self.dispatcher.circuits.blocked(now, runtime.policy.doc.resilience.circuit.open_s)
-        if blocked is not self.live.open_circuits:
-            self.live = Live(blocked, self.latency.view)
+        full = self.capacity.full(now)
+        if blocked is not self.live.open_circuits or full is not self.live.full:
+            self.live = Live(blocked, self.latency.view, full)
         return self.live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
@@ -144,6 +147,7 @@ class Proxy:
         done.rule = decision.rule or "-"
         done.candidates, done.excluded = decision.candidates, decision.excluded
         self._count_decision(decision)
+        self._note_capacity(decision, done)
         request = Request(path, accounting.capped(policy, features, body), headers, features.stream)
         task = asyncio.current_task()
         assert task is not None
@@ -161,6 +165,7 @@ class Proxy:
             watcher.stop()
             done.record.finish()
             await self._settle(policy, limits, done)
+            self._count_spill(policy, done)
 
     async def _admit(self, policy: Policy, features: Features, live: Live, decision: Decision, limits: Limits,
                      done: _Done) -> tuple[Decision, Limits]:
@@ -283,6 +288,26 @@ class Proxy:
         content_type = exc.content_type if exc.content_type.startswith(JSON) else JSON
         await send_bytes(send, exc.status, body, content_type, done.tell())
 
+    def _note_capacity(self, decision: Decision, done: _Done) -> None:
+        """Count the request against its first choice's load, and keep the readings behind the order."""
+        if not self.capacity.gauges:
+            return
+        self.capacity.sent(decision.candidates[0])
+        done.spilled_from = decision.spilled_from
+        if self.audit.enabled:
+            views = ((name, self.capacity.view(name)) for name in decision.candidates)
+            done.capacity = {name: view.fields() for name, view in views if view is not None}
+
+    def _count_spill(self, policy: Policy, done: _Done) -> None:
+        """A spilled request's move, and what it cost beyond the same tokens on the full upstream."""
+        full = done.spilled_from
+        if full is None or done.upstream in ("none", full):
+            return
+        self.metrics.count(self.metrics.spills, done.route, full, done.upstream)
+        extra = done.cost - policy.cost(full, done.usage.prompt_tokens, done.usage.completion_tokens)
+        if extra > 0:
+            self.metrics.count(self.metrics.spill_cost, done.tenant, done.route, amount=extra)
+
     def _count_decision(self, decision: Decision) -> None:
         m = self.metrics
         m.count(m.decisions, decision.route, decision.rule or "-", decision.data_class or "-", decision.candidates[0])
@@ -315,9 +340,18 @@ class _Done:
         self.savings = 0.0
         self.candidates: tuple[str, ...] = ()
         self.excluded: tuple[tuple[str, str], ...] = ()
+        self.spilled_from: str | None = None
+        self.capacity: dict[str, dict[str, object]] = {}
 
     def audit_fields(self, endpoint: str, elapsed: float) -> dict[str, object]:
         """The audit record of this request: the decision and every attempt, never content or keys."""
+        fields = self._fields(endpoint, elapsed)
+        if self.capacity:
+            fields["capacity"] = self.capacity
+            fields["spilled_from"] = self.spilled_from
+        return fields
+
+    def _fields(self, endpoint: str, elapsed: float) -> dict[str, object]:
         return {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "request_id": self.request_id,
             "endpoint": endpoint, "tenant": self.tenant, "route": self.route, "data_class": self.data_class,
@@ -349,6 +383,8 @@ class _Done:
             headers.append((b"x-switchyard-data-class", self.data_class.encode()))
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
+        if self.spilled_from is not None:
+            headers.append((b"x-switchyard-spilled-from", self.spilled_from.encode()))
         return headers + self.rate_headers if self.rate_headers else headers
 
 

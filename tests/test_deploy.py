@@ -33,7 +33,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.policy.loader import load_policy
-from gateway.standin import Fault
+from gateway.standin import Fault, QueueingEngine
 from tests.conftest import KEY, OTHER_KEY, Loop, Stack, key_hash, start_stack, wait_for
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -100,12 +100,14 @@ class Live:
     prometheus: str | None
 
 
-def _policy_sections(dead_redis: str) -> dict[str, Any]:
+def _policy_sections(dead_redis: str, meter_url: str) -> dict[str, Any]:
     resilience = {"backoff_ms": [1, 5], "per_try_timeout_s": 5, "ttft_timeout_s": 5, "deadline_s": 20,
                   "attempts_per_upstream": 2, "circuit": {"failures": 2, "open_s": 0.3}}
     return {
         "upstream_self-eu": {"region": "eu-west", "hosting": "self",
-                             "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.2}},
+                             "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
+                             "capacity": {"engine": "vllm", "metrics_url": meter_url + "/metrics", "max_waiting": 100,
+                                          "poll_ms": 50, "stale_ms": 5000}},
         "upstream_cloud-us": {"region": "us", "hosting": "third_party",
                               "cost": {"input_per_mtok": 5.0, "output_per_mtok": 15.0}},
         "tenants": {
@@ -131,8 +133,23 @@ def _refused(call: Any) -> int:
     return 200
 
 
-def _workload(stack: Stack, policy: Path, round_: int) -> None:
+def _spill(stack: Stack, meter: QueueingEngine) -> None:
+    """Fill self-eu's engine by its own reading, spill one request, break its metrics for a while, then drain."""
+    capacity = stack.gateway.capacity
+    meter.waiting = 500
+    wait_for(lambda: capacity.full() == frozenset({"self-eu"}), what="self-eu full")
+    spilled = stack.client().chat.completions.with_raw_response.create(model="chat", messages=PLAIN)
+    assert spilled.headers["x-switchyard-spilled-from"] == "self-eu"
+    meter.waiting, meter.metrics_status = 0, 500
+    errors = capacity.gauges["self-eu"].failures
+    wait_for(lambda: capacity.gauges["self-eu"].failures > errors, what="a failed poll")
+    meter.metrics_status = 200
+    wait_for(lambda: capacity.full() == frozenset(), what="self-eu open")
+
+
+def _workload(stack: Stack, policy: Path, round_: int, meter: QueueingEngine) -> None:
     """One round of everything the dashboard and the alerts look at."""
+    _spill(stack, meter)
     acme = stack.client()
     chat = acme.chat.completions
     for _ in range(3):
@@ -224,17 +241,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     loop = Loop()
     prometheus: subprocess.Popen[bytes] | None = None
     try:
-        sections = _policy_sections(f"redis://127.0.0.1:{_free_port()}/0")
+        meter = QueueingEngine("meter", slots=2)  # only its /metrics page: self-eu's load, set by the workload
+        sections = _policy_sections(f"redis://127.0.0.1:{_free_port()}/0", loop.serve(meter).url)
         stack = start_stack(loop, folder, names=("self-eu", "cloud-us"), settings=sections.pop("settings"),
                             models={"chat": {"candidates": ["self-eu", "cloud-us"]},
                                     "cloud": {"candidates": ["cloud-us"]}}, **sections)
         url = None
         if shutil.which("prometheus"):
             prometheus, url = _start_prometheus(folder, stack.served.port)
-        _workload(stack, folder / "policy.yaml", 1)
+        _workload(stack, folder / "policy.yaml", 1, meter)
         if url:
             _scraped(url, stack)
-        _workload(stack, folder / "policy.yaml", 2)
+        _workload(stack, folder / "policy.yaml", 2, meter)
         if url:
             _scraped(url, stack)
         yield Live(_samples(_metrics(stack)), url)
@@ -330,6 +348,10 @@ TOPICS = {  # title words -> a metric the panel must query
     "rate limited": "switchyard_rate_limited_total",
     "state errors": "switchyard_state_errors_total",
     "policy reloads": "switchyard_policy_reloads_total",
+    "upstream full": "switchyard_upstream_full",
+    "spills by route": "switchyard_spills_total",
+    "spill cost": "switchyard_spill_cost_usd_total",
+    "poll errors": "switchyard_capacity_poll_errors_total",
 }
 
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("path", ["policies", "bench/policy.yaml", "bench/policy-detectors.yaml",
-                                  "bench/policy-limits.yaml"])
+                                  "bench/policy-limits.yaml", "bench/policy-capacity.yaml"])
 def test_shipped_policy_loads(path: str) -> None:
     policy = load_policy(ROOT / path, {})
     assert policy.doc.models

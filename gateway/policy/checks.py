@@ -28,12 +28,18 @@ def _describe(error: object) -> str:
     assert isinstance(error, dict)
     loc = tuple(error["loc"])
     kind = error["type"]
+    if kind == "extra_forbidden" and _misplaced_metrics_url(loc):
+        return f"{place_of(loc)}: a metrics_url needs a capacity block: write it under capacity (capacity.metrics_url)"
     if kind == "extra_forbidden":
         return f"{place_of(loc)}: unknown key '{loc[-1]}'{_suggestion(loc, error)}"
     if kind == "missing":
         return f"{place_of(loc)}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{place_of(loc)}: {message}" if loc else message
+
+
+def _misplaced_metrics_url(loc: tuple[object, ...]) -> bool:
+    return len(loc) == 3 and loc[0] == "upstreams" and loc[2] == "metrics_url"
 
 
 def _suggestion(loc: tuple[object, ...], error: dict[str, object]) -> str:
@@ -165,7 +171,8 @@ def cross_check(doc: Document, defined: Defined | None = None) -> list[str]:
     """
     names = defined or Defined.of(doc)
     return [*_upstream_problems(doc), *_route_problems(doc, names), *_class_problems(doc, names),
-            *_tenant_problems(doc, names), *_rule_problems(doc, names), *_detector_problems(doc, names)]
+            *_tenant_problems(doc, names), *_rule_problems(doc, names), *_detector_problems(doc, names),
+            *_capacity_problems(doc)]
 
 
 def notes(doc: Document) -> list[str]:
@@ -272,3 +279,18 @@ def _detector_problems(doc: Document, names: Defined) -> Iterator[str]:
                 yield f"{place}.regex.{name}: bad regular expression: {exc}"
         if not rule.detect and not rule.regex:
             yield f"{place}: give `detect` or `regex`"
+
+
+def _capacity_problems(doc: Document) -> Iterator[str]:
+    for name, upstream in doc.upstreams.items():
+        capacity, place = upstream.capacity, f"upstreams.{name}.capacity"
+        if capacity is None:
+            continue
+        if capacity.max_waiting is None and capacity.max_kv_cache is None:
+            yield f"{place}: give max_waiting, max_kv_cache or both (when the engine counts as full)"
+        if capacity.max_kv_cache is not None and capacity.engine == "llamacpp":
+            yield f"{place}.max_kv_cache: llama.cpp reports no KV cache use; use max_waiting"
+        if capacity.stale_ms <= capacity.poll_ms:
+            yield f"{place}.stale_ms: must be longer than poll_ms ({capacity.poll_ms}), or every reading is stale"
+        if capacity.metrics_url is None and upstream.base_url is None:
+            yield f"{place}.metrics_url: required when the upstream has no base_url to take the origin from"

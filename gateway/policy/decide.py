@@ -34,6 +34,7 @@ class Live:
 
     open_circuits: frozenset[str] = frozenset()
     ttft_p95_ms: Mapping[str, float] = field(default_factory=dict)
+    full: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Decision:
     objective: str
     data_class: str | None
     excluded: tuple[tuple[str, str], ...] = ()
+    moved_back: tuple[str, ...] = ()
+    spilled_from: str | None = None
 
 
 NO_LIVE = Live()
@@ -80,8 +83,24 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
     ordered = order(policy, route, features, objective, names, live)
     if rule is not None and rule.prefer:
         ordered = [n for n in rule.prefer if n in ordered] + [n for n in ordered if n not in rule.prefer]
+    moved_back: tuple[str, ...] = ()
+    spilled_from = None
+    if live.full:
+        ordered, moved_back, spilled_from = behind_full(ordered, live.full)
     return Decision(features.route, tuple(ordered), rule.name if rule else None, objective, features.data_class,
-                    tuple(excluded))
+                    tuple(excluded), moved_back, spilled_from)
+
+
+def behind_full(ordered: list[str], full: frozenset[str]) -> tuple[list[str], tuple[str, ...], str | None]:
+    """Full upstreams moved behind every other, each group in its order; what moved, and the first choice it cost.
+
+    Nothing moves when every candidate is full (the request still goes where it may, and queues there).
+    """
+    open_ = [n for n in ordered if n not in full]
+    if not open_ or len(open_) == len(ordered):
+        return ordered, (), None
+    moved = tuple(n for n in ordered if n in full)
+    return open_ + list(moved), moved, ordered[0] if ordered[0] in full else None
 
 
 Filter = tuple[str, str, Callable[[str, Upstream], bool]]  # reason, error code (capability ones: "code:NAME"), test

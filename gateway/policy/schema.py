@@ -57,6 +57,18 @@ class UpstreamLimits(Strict):
     sse_event_bytes: int = Field(default=4 * MIB, gt=0)  # one stream event, up to its blank line
 
 
+class Capacity(Strict):
+    """Where a self-hosted engine's load is read, and when it counts as full."""
+
+    engine: Literal["vllm", "sglang", "llamacpp"]
+    metrics_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    max_waiting: int | None = Field(default=None, ge=0)
+    max_kv_cache: float | None = Field(default=None, gt=0, le=1)
+    poll_ms: int = Field(default=500, ge=50, le=3_600_000)
+    stale_ms: int = Field(default=3000, gt=0)
+    when_unknown: Literal["open", "full"] = "open"
+
+
 class Upstream(Strict):
     """One place a request can be sent."""
 
@@ -72,6 +84,7 @@ class Upstream(Strict):
     max_concurrency: int | None = Field(default=None, gt=0)
     forward_headers: frozenset[str] = frozenset()
     limits: UpstreamLimits = UpstreamLimits()
+    capacity: Capacity | None = None
 
     @property
     def lists_capabilities(self) -> bool:
