@@ -29,6 +29,8 @@ _PERCENT_ROUNDS = 3
 _PERCENT_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
 # The escapes of JSON held in a string (and Python's \x): what a model reading the string would decode.
 _BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
+_ANY_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|U(?:000[0-9A-Fa-f]|0010)[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|[nrtbf\\]|)")
+_SIMPLE_ESCAPES = MappingProxyType({"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"})
 
 
 def _build() -> tuple[Mapping[int, str | None], re.Pattern[str], re.Pattern[str]]:
@@ -101,7 +103,14 @@ def _percent_decoded(text: str) -> str:
 
 def _escapes_decoded(text: str) -> str:
     """text with backslash escapes (\\u0040, \\n...) decoded; a backslash that starts none is dropped."""
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape", "ignore")
+    return _ANY_ESCAPE.sub(_unescaped, text)
+
+
+def _unescaped(found: re.Match[str]) -> str:
+    escape = found[1]
+    if len(escape) > 1:
+        return chr(int(escape[1:], 16))
+    return _SIMPLE_ESCAPES.get(escape, escape)
 
 
 def _folded(text: str) -> str:
