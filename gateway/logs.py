@@ -67,4 +67,4 @@ def adopt_foreign_loggers() -> None:
     for name in FOREIGN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
-        logger.propagate = True
+        logger.propagate = name != "uvicorn.access"
