@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from gateway import logs
 from gateway.admin import Admin
-from gateway.asgi import Receive, Scope, Send, send_error
+from gateway.asgi import Headers, Message, Receive, Scope, Send, send_error
 from gateway.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.auth import authenticate
 from gateway.dispatch import Dispatcher, Inflight
@@ -28,10 +28,11 @@ from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
-from gateway.proxy import ENDPOINTS, Proxy
+from gateway.proxy import ENDPOINTS, Proxy, request_id_for
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
 from gateway.state.base import Backend
+from gateway.state.circuits import CLOSED, STATE_NAMES
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
 from gateway.state.memory import MemoryBackend
@@ -44,6 +45,7 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 PUBLIC_KEYS = ("sk-sy-dev-only-replace-me-0123456789abcdef",)  # printed in the README and the shipped policy
 logger = logging.getLogger("switchyard.app")
 METRICS_FLUSH_S = 1.0
+STATE_VALUES = {name: value for value, name in STATE_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Settings:
     admin_key: str | None = None
     audit: tuple[str, ...] = ()
     audit_key_file: str | None = None
+    metrics_port: int | None = None  # /metrics is served there, and then not on the main port
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,7 +70,9 @@ class Settings:
                    redis_url=os.environ.get("SWITCHYARD_REDIS_URL") or None,
                    admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None,
                    audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t),
-                   audit_key_file=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE") or None)
+                   audit_key_file=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE") or None,
+                   metrics_port=int(os.environ["SWITCHYARD_METRICS_PORT"]) if os.environ.get("SWITCHYARD_METRICS_PORT")
+                   else None)
 
 
 class Gateway:
@@ -96,15 +101,27 @@ class Gateway:
         self.site.router.redirect_slashes = False  # its redirect would name the client's Host header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in ENDPOINTS:
-            if scope["method"] != "POST":
-                await send_error(send, MethodNotAllowed(f"{scope['path']} takes POST"), [(b"allow", b"POST")])
-            elif self.runtime is None:
-                await send_error(send, GatewayError("the gateway is not ready", status=503, code="not_ready"))
-            else:
-                await self.proxy(scope, receive, send, self.runtime)
+        if scope["type"] != "http":
+            await self.site(scope, receive, send)
             return
-        await self.site(scope, receive, send)
+        if scope["path"] in ENDPOINTS and scope["method"] == "POST" and self.runtime is not None:
+            await self.proxy(scope, receive, send, self.runtime)
+            return
+        offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        identity = self.identity_headers(offered)
+        logs.request_id.set(identity[0][1].decode())
+        if scope["path"] not in ENDPOINTS:
+            await self.site(scope, receive, _tagging(send, identity))
+        elif scope["method"] != "POST":
+            await send_error(send, MethodNotAllowed(f"{scope['path']} takes POST"), [(b"allow", b"POST"), *identity])
+        else:
+            await send_error(send, GatewayError("the gateway is not ready", status=503, code="not_ready"), identity)
+
+    def identity_headers(self, offered: str = "") -> Headers:
+        """The request id (the client's own when it is safe, else a random one) and the policy hash every answer
+        carries."""
+        return [(b"x-request-id", request_id_for(offered).encode("latin-1")),
+                (b"x-switchyard-policy", self.policy.hash.encode())]
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
@@ -116,6 +133,8 @@ class Gateway:
             self.runtime = Runtime.build(policy, session)
             logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
             self.metrics.set_policy(policy.hash)
+            known = {name: STATE_VALUES[state] for name, state in self.circuits.states().items()}
+            self.metrics.show_circuits({name: known.get(name, CLOSED) for name in policy.doc.upstreams})
 
         apply(self.policy)
         self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
@@ -144,8 +163,11 @@ class Gateway:
             self.metrics.flush()
 
     def _routes(self) -> list[Route]:
-        return [Route("/v1/models", self.models), Route("/healthz", self.healthz), Route("/readyz", self.readyz),
-                Route("/metrics", self.prometheus), Route("/admin/spend", self.spend)]
+        routes = [Route("/v1/models", self.models), Route("/healthz", self.healthz), Route("/readyz", self.readyz),
+                  Route("/admin/spend", self.spend)]
+        if self.settings.metrics_port is None:
+            routes.append(Route("/metrics", self.prometheus))
+        return routes
 
     async def spend(self, request: Request) -> Response:
         """Spend, budget left and savings per tenant and upstream (admin key only)."""
@@ -182,6 +204,15 @@ class Gateway:
         if self.runtime is None:
             raise GatewayError("the gateway is not ready", status=503, code="not_ready")
         return self.runtime
+
+
+def _tagging(send: Send, identity: Headers) -> Send:
+    """send, with identity's headers added to the start of the response."""
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *identity]
+        await send(message)
+    return tagged
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import time
 from dataclasses import replace
 
@@ -77,8 +78,7 @@ class Proxy:
         self.live = Live(ttft_p95_ms=latency.view)
         self.max_body_bytes = max_body_bytes
         self._refreshed = 0.0
-        self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each request's id unique
-        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each reservation's id unique
         self._reservations = itertools.count(1)
 
     def _reservation_id(self) -> str:
@@ -101,9 +101,7 @@ class Proxy:
         started = time.perf_counter()
         endpoint, path = ENDPOINTS[scope["path"]]
         headers = header_map(scope)
-        request_id = headers.get("x-request-id", "")
-        if not REQUEST_ID.fullmatch(request_id):
-            request_id = headers["x-request-id"] = f"{self._id_prefix}{next(self._ids):x}"
+        request_id = headers["x-request-id"] = request_id_for(headers.get("x-request-id", ""))
         logs.request_id.set(request_id)
         done = _Done(request_id, runtime.policy.hash)
         try:
@@ -119,8 +117,11 @@ class Proxy:
             done.status, done.outcome = CLIENT_CLOSED, "client_closed"
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.count(self.metrics.requests, done.route, done.upstream, str(done.status))
-            self.metrics.observe(self.metrics.duration, elapsed, done.route, done.upstream)
+            m = self.metrics
+            m.count(m.requests, done.tenant, endpoint, done.route, done.upstream, str(done.status))
+            for upstream, reason in done.excluded:
+                m.count(m.excluded, done.route, upstream, reason)
+            m.observe(m.duration, elapsed, done.route, done.upstream)
             if self.audit.enabled:
                 self.audit.record(done.audit_fields(endpoint, elapsed))
 
@@ -137,6 +138,7 @@ class Proxy:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         live = self._live(runtime)
         decision = decide(policy, features, live)
+        done.candidates, done.excluded = decision.candidates, decision.excluded
         limits = accounting.limits_for(policy, features, decision.candidates)
         if not limits.empty:
             decision, limits = await self._admit(policy, features, live, decision, limits, done)
@@ -285,8 +287,6 @@ class Proxy:
     def _count_decision(self, decision: Decision) -> None:
         m = self.metrics
         m.count(m.decisions, decision.route, decision.rule or "-", decision.data_class or "-", decision.candidates[0])
-        for upstream, reason in decision.excluded:
-            m.count(m.excluded, decision.route, upstream, reason)
 
 
 class _Done:
@@ -349,6 +349,11 @@ class _Done:
         if self.route != "unknown":
             headers.append((b"x-switchyard-rule", self.rule.encode()))
         return headers + self.rate_headers if self.rate_headers else headers
+
+
+def request_id_for(offered: str) -> str:
+    """The client's own request id when it is safe to pass on and log, else a random one."""
+    return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(12)
 
 
 def scrub(body: bytes, upstream: Client) -> bytes:

@@ -17,11 +17,12 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def test_counts_are_applied_at_the_next_flush() -> None:
     metrics = Metrics()
-    metrics.count(metrics.requests, "chat", "a", "200")
-    metrics.count(metrics.requests, "chat", "a", "200", amount=2)
+    metrics.count(metrics.requests, "acme", "chat", "chat", "a", "200")
+    metrics.count(metrics.requests, "acme", "chat", "chat", "a", "200", amount=2)
     assert metrics._registry.get_sample_value("switchyard_requests_total",
-                                              {"route": "chat", "upstream": "a", "status": "200"}) is None
-    assert sample(metrics, "switchyard_requests_total", route="chat", upstream="a", status="200") == 3
+                                              {"tenant": "acme", "endpoint": "chat", "route": "chat", "upstream": "a", "status": "200"}) is None
+    assert sample(metrics, "switchyard_requests_total", tenant="acme", endpoint="chat", route="chat", upstream="a",
+                  status="200") == 3
 
 
 def test_a_gauge_moved_up_and_down_between_flushes_shows_its_net_value() -> None:

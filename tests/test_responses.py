@@ -39,7 +39,7 @@ def test_a_streamed_response_arrives_whole_with_its_usage(loop: Loop, tmp_path: 
     assert text.startswith("[fallback]")
     assert "stream_options" not in stack.upstreams["fallback"].seen[0].body
     metrics = httpx.get(stack.served.url + "/metrics").text
-    assert 'switchyard_tokens_total{type="completion",upstream="fallback"} 9.0' in metrics
+    assert 'switchyard_tokens_total{tenant="acme",type="completion",upstream="fallback"} 9.0' in metrics
 
 
 def test_no_upstream_with_the_api_is_a_capability_error(stack: Stack) -> None:
