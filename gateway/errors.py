@@ -15,6 +15,8 @@
 
     UpstreamError                     one attempt at one upstream went wrong (never shown as is)
     ├── UpstreamUnavailable           refused, reset or closed before response headers
+    │   ├── UpstreamCut               reset or closed after its answer began (mid-body, mid-stream)
+    │   └── UpstreamIncomplete        a stream that ended cleanly without finishing, or before any event
     ├── UpstreamTimeout               no answer within the time allowed
     ├── UpstreamSilent                the connection stayed silent, then closed
     ├── Saturated                     the upstream is at its max_concurrency in this process
@@ -174,6 +176,18 @@ class UpstreamUnavailable(UpstreamError):
     """The upstream refused, reset or closed the connection before answering."""
 
     reason = "connect"
+
+
+class UpstreamCut(UpstreamUnavailable):
+    """The connection broke after the upstream's answer began: a reset or close in the middle of its body."""
+
+    reason = "cut"
+
+
+class UpstreamIncomplete(UpstreamUnavailable):
+    """The stream ended cleanly but unfinished: no finish_reason or [DONE], or not one event."""
+
+    reason = "incomplete"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -19,7 +19,7 @@ from gateway.accounting import Usage
 from gateway.asgi import Send
 from gateway.chunks import carried, carry, identity_of, restamp
 from gateway.dispatch import Request
-from gateway.errors import UpstreamError, UpstreamSilent, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout
 from gateway.meter import TEXT_KEYS, TextMeter
 from gateway.metrics import Metrics
 from gateway.policy.schema import Resilience
@@ -59,7 +59,7 @@ async def open_stream(upstream: Client, exchange: Exchange, relay: SseRelay, ttf
         exchange.close()
         raise
     exchange.close()
-    raise UpstreamUnavailable(exchange.upstream, "stream ended before any event")
+    raise UpstreamIncomplete(exchange.upstream, "stream ended before any event")
 
 
 def continuation_body(body: Mapping[str, Any], sent: Transcript, generated: int) -> dict[str, Any]:
@@ -181,7 +181,7 @@ class Stream:
                 relay.dropped = 0
         if relay.done or relay.finished:
             return None
-        return _after_silence(UpstreamUnavailable(opened.upstream.name, "ended without finishing"), now() - last)
+        return _after_silence(UpstreamIncomplete(opened.upstream.name, "ended without finishing"), now() - last)
 
     async def _drain_after_finish(self, opened: Opened) -> UpstreamError | None:
         """After a finish_reason, wait only briefly for the usage event and [DONE] before closing."""

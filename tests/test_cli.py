@@ -124,7 +124,8 @@ def test_serve_with_workers_sums_metrics_over_processes(tmp_path: Path, upstream
         client = loop.client(f"http://127.0.0.1:{port}/v1")
         for _ in range(20):
             client.chat.completions.create(model="chat", messages=HELLO)
-        summed = 'switchyard_requests_total{endpoint="chat",route="chat",status="200",tenant="acme",upstream="primary"} 20.0'
+        summed = ('switchyard_requests_total{endpoint="chat",route="chat",status="200",tenant="acme",'
+                  'upstream="primary"} 20.0')
         wait_for(lambda: summed in httpx.get(f"http://127.0.0.1:{port}/metrics").text,
                  what="every worker's tally (flushed once a second) in the summed metrics")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text

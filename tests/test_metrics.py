@@ -19,8 +19,8 @@ def test_counts_are_applied_at_the_next_flush() -> None:
     metrics = Metrics()
     metrics.count(metrics.requests, "acme", "chat", "chat", "a", "200")
     metrics.count(metrics.requests, "acme", "chat", "chat", "a", "200", amount=2)
-    assert metrics._registry.get_sample_value("switchyard_requests_total",
-                                              {"tenant": "acme", "endpoint": "chat", "route": "chat", "upstream": "a", "status": "200"}) is None
+    labels = {"tenant": "acme", "endpoint": "chat", "route": "chat", "upstream": "a", "status": "200"}
+    assert metrics._registry.get_sample_value("switchyard_requests_total", labels) is None
     assert sample(metrics, "switchyard_requests_total", tenant="acme", endpoint="chat", route="chat", upstream="a",
                   status="200") == 3
 

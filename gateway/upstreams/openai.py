@@ -16,7 +16,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamSilent, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    UpstreamCut,
+    UpstreamError,
+    UpstreamSilent,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.policy.schema import Resilience, Upstream
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
@@ -39,8 +46,10 @@ CONTENT_FILTER = re.compile(rb"content_filter|content_policy_violation|Responsib
 
 
 @contextmanager
-def upstream_errors(upstream: str, started: float | None = None) -> Iterator[None]:
-    """Map aiohttp's and the socket's exceptions to ours: the one boundary where they are met."""
+def upstream_errors(upstream: str, started: float | None = None, body: bool = False) -> Iterator[None]:
+    """Map aiohttp's and the socket's exceptions to ours: the one boundary where they are met (body: while the
+    answer is being read, when a broken connection is a cut)."""
+    broken = UpstreamCut if body else UpstreamUnavailable
     try:
         yield
     except UpstreamError:
@@ -50,11 +59,11 @@ def upstream_errors(upstream: str, started: float | None = None) -> Iterator[Non
     except aiohttp.ServerDisconnectedError as exc:
         if started is not None and time.monotonic() - started >= SILENCE_S:
             raise UpstreamSilent(upstream) from exc
-        raise UpstreamUnavailable(upstream, "disconnected") from exc
+        raise broken(upstream, "disconnected") from exc
     except aiohttp.ClientPayloadError as exc:
-        raise UpstreamUnavailable(upstream, "response cut") from exc
+        raise UpstreamCut(upstream, "response cut") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(upstream, type(exc).__name__) from exc
+        raise broken(upstream, type(exc).__name__) from exc
 
 
 def error_kind(status: int, body: bytes) -> str | None:
@@ -82,12 +91,12 @@ class Exchange:
 
     async def read(self) -> bytes:
         """The whole body."""
-        with upstream_errors(self.upstream):
+        with upstream_errors(self.upstream, body=True):
             return await self._response.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive."""
-        with upstream_errors(self.upstream):
+        with upstream_errors(self.upstream, body=True):
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
