@@ -270,7 +270,7 @@ class Proxy:
             for name, usage in stream.parts:
                 done.charge(*accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
         watcher.stop()
-        if ending.startswith(b'data: {"error"'):
+        if stream.interrupted:
             done.outcome = "stream_interrupted"
         await send({"type": "http.response.body", "body": ending, "more_body": False})
 

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
+from openai.types.responses import ResponseCreatedEvent, ResponseErrorEvent, ResponseFailedEvent
 
+from gateway.errors import response_failed
+from gateway.standin import Fault
 from tests.conftest import KEY, Loop, Stack, start_stack
 
 RESPONSES = ["tools", "json", "vision", "responses"]
@@ -67,3 +71,33 @@ def test_personal_data_in_response_items_is_classified(loop: Loop, tmp_path: Pat
     items = [{"role": "user", "content": [{"type": "input_text", "text": "Mail jane.doe@example.com"}]}]
     raw = stack.client().responses.with_raw_response.create(model="chat", input=items)  # type: ignore[arg-type]
     assert raw.headers["x-switchyard-data-class"] == "personal"
+
+
+def test_a_responses_stream_cut_mid_way_ends_in_response_failed_in_that_api_s_shape(loop: Loop,
+                                                                                    tmp_path: Path) -> None:
+    stack = responses_stack(loop, tmp_path)
+    stack.upstreams["fallback"].faults.append(Fault(cut_after=3))
+    events = list(stack.client().responses.create(model="chat", input="Say hello", stream=True))
+    created, failed = events[0], events[-1]
+    assert isinstance(created, ResponseCreatedEvent)
+    assert isinstance(failed, ResponseFailedEvent)
+    assert sum(1 for e in events if e.type == "response.output_text.delta") == 3
+    assert failed.response.status == "failed"
+    assert failed.response.id == created.response.id
+    assert failed.response.model == created.response.model
+    assert failed.response.error is not None
+    assert failed.response.error.code == "server_error"
+    assert "incomplete" in failed.response.error.message
+    assert failed.sequence_number == 0  # the stand-in numbers no event: the first number there is
+    assert not any(e.type == "response.completed" for e in events)
+
+
+def test_a_failure_event_carries_the_next_sequence_number_and_errors_without_a_response() -> None:
+    first = b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"r1"}}\n\n'
+    last = b'data: {"type":"response.output_text.delta","sequence_number":6}\n\ndata: {"sequence_number":7}\n\n'
+    event = orjson.loads(response_failed(first, last, "cut").split(b"data: ", 1)[1])
+    assert event == {"type": "response.failed", "sequence_number": 8, "response": {
+        "id": "r1", "status": "failed", "error": {"code": "server_error", "message": "cut"}}}
+    bare = response_failed(b"", b"", "cut")
+    assert bare.startswith(b"event: error\n")
+    assert ResponseErrorEvent.model_validate(orjson.loads(bare.split(b"data: ", 1)[1])).message == "cut"
