@@ -6,6 +6,7 @@ import bisect
 import importlib.metadata
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
+    start_http_server,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -195,6 +197,29 @@ class Metrics:
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self._registry)
+
+
+def serve_metrics(host: str, port: int, metrics: Metrics | None = None) -> Callable[[], None]:
+    """Serve the metrics on a port of their own, from a thread; returns what stops it.
+
+    In multiprocess mode (metrics None) every worker's, summed from their files; else metrics' own registry, as
+    its last flush (at most a second ago) left it. ValueError when the port cannot be had.
+    """
+    if metrics is None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = metrics._registry
+    try:
+        server, thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise ValueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    return stop
 
 
 def _version() -> str:
