@@ -81,6 +81,7 @@ class Gateway:
     def __init__(self, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.policy = policy or load_policy(settings.policy, catalog=LitellmCatalog())
+        self.policy_path = os.path.abspath(settings.policy)
         self.metrics = metrics or Metrics()
         self.latency = LatencyTracker()
         dispatcher = Dispatcher(self.metrics, Inflight(), RetryBudget())
@@ -137,6 +138,7 @@ class Gateway:
             self.metrics.show_circuits({name: known.get(name, CLOSED) for name in policy.doc.upstreams})
 
         apply(self.policy)
+        logger.info("serving policy %s (hash %s)", self.policy_path, self.policy.hash)
         self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
         tasks = [asyncio.create_task(self.reloader.run()), asyncio.create_task(self.audit.run()),
                  asyncio.create_task(self._flush_metrics())]
@@ -249,9 +251,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 def create_app() -> Gateway:
     """The app for one worker process, configured from the environment (`switchyard serve --workers N`)."""
     level = os.environ.get("SWITCHYARD_LOG_LEVEL", "info")
-    logs.configure(level)  # loading the policy may import litellm, which logs as it loads
+    access_log = bool(os.environ.get("SWITCHYARD_ACCESS_LOG"))
+    logs.configure(level, (), access_log)  # loading the policy may import litellm, which logs as it loads
     gateway = Gateway(Settings.from_env())
-    logs.configure(level, provider_keys(gateway.policy))
+    logs.configure(level, provider_keys(gateway.policy), access_log)
     return gateway
 
 

@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
     serve.add_argument("--metrics-port", type=int, metavar="PORT", default=_env_int("SWITCHYARD_METRICS_PORT"),
                        help="serve /metrics on this port only, not the main one ($SWITCHYARD_METRICS_PORT)")
+    serve.add_argument("--access-log", action="store_true", default=bool(os.environ.get("SWITCHYARD_ACCESS_LOG")),
+                       help="log a JSON line per request, as uvicorn words it ($SWITCHYARD_ACCESS_LOG)")
     serve.add_argument("--metrics-host", default=os.environ.get("SWITCHYARD_METRICS_HOST"), metavar="HOST",
                        help="the address --metrics-port listens on (default: --host; $SWITCHYARD_METRICS_HOST)")
     _socket_options(serve)
@@ -227,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
     limits = SocketLimits(**{name: getattr(args, name) for _, name, _, _ in SOCKET_OPTIONS})
     try:
         serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level, limits,
-                                     args.metrics_host))
+                                     args.metrics_host, args.access_log))
     except PolicyError as exc:
         _print_problems(args.policy, exc)
         return 1

@@ -105,7 +105,8 @@ async def _serve_all(gateway: Gateway, sockets: list[socket.socket], log_level: 
     """Serve until the gateway is told to stop, then stop the stand-ins behind it."""
     gateway_sock, *standin_socks = sockets
     apps = (StandIn("demo self-hosted stand-in"), StandIn("demo proprietary stand-in"))
-    standins = [StandInServer(uvicorn.Config(app, log_level="warning")) for app in apps]
+    standins = [StandInServer(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False))
+                for app in apps]
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(standins, standin_socks,
                                                                                          strict=True)]
     try:

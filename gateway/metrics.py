@@ -114,6 +114,7 @@ class Metrics:
         if not os.environ.get(MULTIPROC_ENV):  # each worker's own: prometheus_client cannot sum them
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
+        self._policies: set[str] = set()
         self._children: dict[object, dict[tuple[str, ...], Any]] = {}
         self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
         self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
@@ -176,16 +177,23 @@ class Metrics:
             child._sum.inc(tally[-1])
 
     def set_policy(self, digest: str) -> None:
-        """Show which policy is loaded: the current hash at 1, every earlier one removed."""
-        self.policy_info.clear()
+        """Show which policy is loaded: the current hash at 1, every earlier one removed (at 0 with workers, whose
+        metric files cannot forget a series)."""
+        if os.environ.get(MULTIPROC_ENV):
+            for earlier in self._policies - {digest}:
+                self.policy_info.labels(earlier).set(0)
+        else:
+            self.policy_info.clear()
+        self._policies.add(digest)
         self.policy_info.labels(digest).set(1)
 
     def show_circuits(self, states: dict[str, int]) -> None:
         """Give every upstream of the policy a circuit-state sample; drop the samples of upstreams it no longer has."""
         children = self._children.setdefault(self.circuit_state, {})
         for labels in [labels for labels in children if labels[0] not in states]:
-            del children[labels]
-            self.circuit_state.remove(*labels)
+            if not os.environ.get(MULTIPROC_ENV):  # a worker's metric file keeps the series until the next start
+                del children[labels]
+                self.circuit_state.remove(*labels)
         for name, state in states.items():
             self.child(self.circuit_state, name).set(state)
 

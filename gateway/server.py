@@ -36,6 +36,7 @@ class ServeOptions:
     log_level: str = "info"
     limits: SocketLimits = field(default_factory=SocketLimits)
     metrics_host: str | None = None  # where --metrics-port listens; None: the same host as the gateway
+    access_log: bool = False  # uvicorn's line per request, as JSON
 
 
 class DrainingServer(uvicorn.Server):
@@ -56,7 +57,7 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(app: Gateway | str, options: ServeOptions, **extra: Any) -> GatewayConfig:
     """The uvicorn settings: uvloop, the guarded httptools protocol, no access log, a bounded drain."""
-    settings: dict[str, Any] = {"loop": "uvloop", "access_log": False, "log_level": options.log_level,
+    settings: dict[str, Any] = {"loop": "uvloop", "access_log": options.access_log, "log_level": options.log_level,
                                 "lifespan": "on", "timeout_graceful_shutdown": round(options.drain_s),
                                 "server_header": False, "proxy_headers": False, "log_config": None}
     return GatewayConfig(app, options.limits, host=options.host, port=options.port, **{**settings, **extra})
@@ -84,10 +85,11 @@ def worker_app() -> Gateway:
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
-    logs.configure(options.log_level)  # loading the policy may import litellm, which logs as it loads
+    logs.configure(options.log_level, (), options.access_log)  # loading the policy may import litellm, which logs
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
-    logs.configure(options.log_level, provider_keys(gateway.policy))
+    logs.configure(options.log_level, provider_keys(gateway.policy), options.access_log)
     os.environ["SWITCHYARD_LOG_LEVEL"] = options.log_level
+    os.environ["SWITCHYARD_ACCESS_LOG"] = "1" if options.access_log else ""
     metrics_host = options.metrics_host or options.host
     if options.workers == 1:
         stop_metrics = serve_metrics(metrics_host, settings.metrics_port, gateway.metrics) \
