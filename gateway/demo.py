@@ -119,7 +119,12 @@ async def _serve_all(gateway: Gateway, sockets: list[socket.socket], log_level: 
 
 
 class StandInServer(uvicorn.Server):
-    """A stand-in's server: it leaves signals to the gateway's, which stops it."""
+    """A stand-in's server: it leaves signals to the gateway's, which stops it, and its start and stop lines to the
+    gateway's too (three servers' lines in one process would say each thing three times)."""
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        logs.quiet.set(True)  # this task's, and only its
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+quiet: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)  # below warning, say nothing
 ACCESS_LOGGER = "uvicorn.access"
 FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,})")
@@ -56,12 +57,18 @@ def configure(level: str, secrets: Iterable[str] = (), access_log: bool = False)
     stderr; uvicorn's access lines only when access_log."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    handler.addFilter(_heard)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)  # a library's warnings.warn() becomes a JSON line of logger py.warnings
     adopt_foreign_loggers()
     logging.getLogger(ACCESS_LOGGER).disabled = not access_log
+
+
+def _heard(record: logging.LogRecord) -> bool:
+    """Whether a record is logged: not an info line of a task that asked for quiet (the demo's stand-ins)."""
+    return record.levelno >= logging.WARNING or not quiet.get()
 
 
 def adopt_foreign_loggers() -> None:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from gateway import logs
+from gateway.demo import DEMO_KEY
 from gateway.policy.loader import load_policy
 from gateway.standin import StandIn
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
@@ -126,3 +127,20 @@ def test_access_lines_come_only_when_asked_and_as_json(tmp_path: Path, upstream:
     assert len([e for e in access if "/readyz" not in e["message"]]) == 6  # readyz: polled until it was up
     assert all(e["request_id"] for e in access)
     assert sum(1 for e in access if '"POST /v1/chat/completions HTTP/1.1" 200' in e["message"]) == 4
+
+
+def test_every_line_the_demo_logs_is_json_once(loop: Loop) -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for(lambda: ready(port) or process.poll() is not None, timeout=30, what="switchyard demo")
+        loop.client(f"http://127.0.0.1:{port}/v1", DEMO_KEY).chat.completions.create(model="chat", messages=HELLO)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert b"Switchyard demo" in out  # the banner, for people, on stdout
+    entries = [orjson.loads(line) for line in err.decode().splitlines()]
+    seen = [(e["pid"], e["message"]) for e in entries]
+    assert len(seen) == len(set(seen)), "a line came out twice"
+    assert sum(1 for e in entries if e["message"].startswith("serving policy")) == 1
