@@ -249,7 +249,7 @@ def response_failed(first: bytes, last: bytes, message: str) -> bytes:
     carrying the response its `response.created` event began (first), numbered after the last event sent; an
     `error` event when no response was seen."""
     sequence = max((int(n) for n in SEQUENCE.findall(last)), default=-1) + 1
-    response = _created_response(first)
+    response = created_response(first)
     if response is None:
         error = {"type": "error", "code": "server_error", "message": message, "param": None,
                  "sequence_number": sequence}
@@ -259,7 +259,7 @@ def response_failed(first: bytes, last: bytes, message: str) -> bytes:
     return b"event: response.failed\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def _created_response(events: bytes) -> dict[str, object] | None:
+def created_response(events: bytes) -> dict[str, object] | None:
     """The response object of the `response.created` event among events, if one is there."""
     for line in events.splitlines():
         if line.startswith(b"data:") and b"response.created" in line:

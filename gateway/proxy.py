@@ -11,6 +11,7 @@ import re
 import secrets
 import time
 from dataclasses import replace
+from typing import Any
 
 from gateway import accounting, classify, logs
 from gateway.asgi import (
@@ -41,6 +42,7 @@ from gateway.policy.decide import Decision, Features, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
 from gateway.refusals import budget_exhausted, rate_headers, rate_limited
+from gateway.responses import Holders, response_id, streamed_response_id
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
 from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
@@ -80,6 +82,7 @@ class Proxy:
         self._refreshed = 0.0
         self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each reservation's id unique
         self._reservations = itertools.count(1)
+        self.holders = Holders()  # which upstream holds each response id, for previous_response_id
 
     def _reservation_id(self) -> str:
         """An id no other reservation of any replica has (unlike request ids, which clients may choose)."""
@@ -137,11 +140,11 @@ class Proxy:
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         live = self._live(runtime)
-        decision = decide(policy, features, live)
+        decision = self._pinned(decide(policy, features, live), body)
         done.candidates, done.excluded = decision.candidates, decision.excluded
         limits = accounting.limits_for(policy, features, decision.candidates)
         if not limits.empty:
-            decision, limits = await self._admit(policy, features, live, decision, limits, done)
+            decision, limits = await self._admit(policy, features, live, decision, limits, done, body)
         done.rule = decision.rule or "-"
         done.candidates, done.excluded = decision.candidates, decision.excluded
         self._count_decision(decision)
@@ -163,8 +166,12 @@ class Proxy:
             done.record.finish()
             await self._settle(policy, limits, done)
 
+    def _pinned(self, decision: Decision, body: dict[str, Any]) -> Decision:
+        """decision, narrowed to the upstream holding a Responses API follow-up's previous response."""
+        return self.holders.pin(decision, body) if "previous_response_id" in body else decision
+
     async def _admit(self, policy: Policy, features: Features, live: Live, decision: Decision, limits: Limits,
-                     done: _Done) -> tuple[Decision, Limits]:
+                     done: _Done, body: dict[str, Any]) -> tuple[Decision, Limits]:
         """Count the request against its tenant's limits and reserve its cost; degrade or refuse when over."""
         now = time.time()
         admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
@@ -177,7 +184,8 @@ class Proxy:
                 self.metrics.count(self.metrics.budget_exhausted, features.tenant, "reject")
                 raise budget_exhausted(features.tenant, admission, limits, now)
             self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
-            decision = decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to))
+            decision = self._pinned(decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to)),
+                                    body)
             limits = replace(limits, budgets=(), cost=0)
             if limits.empty:
                 return decision, limits
@@ -220,6 +228,8 @@ class Proxy:
             await self._pass_error(runtime, exc, send, done, watcher)
             return
         done.served_by(upstream)
+        if request.path == "/responses":
+            self.holders.remember(response_id(data), upstream.name)
         usage, cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
                                         accounting.Usage.of_body(data), done.n)
         done.charge(usage, cost)
@@ -252,6 +262,8 @@ class Proxy:
             raise GatewayError("the gateway is shutting down; retry the request", status=503,
                                code="shutting_down") from None
         done.served_by(upstream)
+        if request.path == "/responses":
+            self.holders.remember(streamed_response_id(opened.first), upstream.name)
         done.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *done.tell()]})
         ttft = time.perf_counter() - started

@@ -8,11 +8,13 @@ import httpx
 import openai
 import orjson
 import pytest
+import yaml
 from openai.types.responses import ResponseCreatedEvent, ResponseErrorEvent, ResponseFailedEvent
 
 from gateway.errors import response_failed
+from gateway.responses import Holders
 from gateway.standin import Fault
-from tests.conftest import KEY, Loop, Stack, start_stack
+from tests.conftest import KEY, Loop, Stack, start_stack, wait_for
 
 RESPONSES = ["tools", "json", "vision", "responses"]
 
@@ -101,3 +103,66 @@ def test_a_failure_event_carries_the_next_sequence_number_and_errors_without_a_r
     bare = response_failed(b"", b"", "cut")
     assert bare.startswith(b"event: error\n")
     assert ResponseErrorEvent.model_validate(orjson.loads(bare.split(b"data: ", 1)[1])).message == "cut"
+
+
+# --- previous_response_id: a follow-up goes to the upstream that holds the response ------------------------------
+
+
+def both_responses(loop: Loop, tmp_path: Path) -> Stack:
+    """Both upstreams have the Responses API; the first answer comes from fallback (primary fails once)."""
+    stack = start_stack(loop, tmp_path, upstream_primary={"capabilities": RESPONSES},
+                        upstream_fallback={"capabilities": RESPONSES}, resilience={
+                            "backoff_ms": [1, 5], "per_try_timeout_s": 5, "deadline_s": 20, "attempts_per_upstream": 1})
+    stack.upstreams["primary"].faults.append(Fault(status=503))
+    return stack
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_follow_up_goes_to_the_upstream_that_holds_the_previous_response(loop: Loop, tmp_path: Path,
+                                                                           stream: bool) -> None:
+    stack = both_responses(loop, tmp_path)
+    client = stack.client()
+    if stream:
+        events = list(client.responses.create(model="chat", input="Say hello", stream=True))
+        first_id = events[0].response.id  # type: ignore[union-attr]
+    else:
+        first_id = client.responses.create(model="chat", input="Say hello").id
+    assert len(stack.upstreams["fallback"].seen) == 1
+    for _ in range(3):  # primary is healthy again and first in the route: only the pin sends these to fallback
+        raw = client.responses.with_raw_response.create(model="chat", input="And then?", previous_response_id=first_id)
+        assert raw.headers["x-switchyard-upstream"] == "fallback"
+    assert [s.body.get("previous_response_id") for s in stack.upstreams["fallback"].seen[1:]] == [first_id] * 3
+    assert client.responses.with_raw_response.create(model="chat", input="New").headers["x-switchyard-upstream"] \
+        == "primary"
+    unknown = client.responses.with_raw_response.create(model="chat", input="?", previous_response_id="resp_other")
+    assert unknown.headers["x-switchyard-upstream"] == "primary"  # not remembered: routed as any other request
+
+
+def test_a_follow_up_whose_upstream_may_no_longer_serve_it_is_a_clear_400(loop: Loop, tmp_path: Path) -> None:
+    stack = both_responses(loop, tmp_path)
+    client = stack.client()
+    first_id = client.responses.create(model="chat", input="Say hello").id
+    path = tmp_path / "policy.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["models"]["chat"]["candidates"] = ["primary"]
+    path.write_text(yaml.safe_dump(doc))
+    before = stack.gateway.policy.hash
+    reloader = stack.gateway.reloader
+    assert reloader is not None
+    loop.loop.call_soon_threadsafe(reloader.request)
+    wait_for(lambda: stack.gateway.policy.hash != before, what="the reload")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="chat", input="And then?", previous_response_id=first_id)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert (error["code"], error["param"]) == ("previous_response_unavailable", "previous_response_id")
+    assert "fallback" in error["message"]
+    assert len(stack.upstreams["fallback"].seen) == 1
+    assert len(stack.upstreams["primary"].seen) == 1  # the 503 only: the follow-up went nowhere
+
+
+def test_the_holders_forget_the_oldest_first() -> None:
+    holders = Holders(size=2)
+    for n in range(3):
+        holders.remember(f"resp_{n}", f"up{n}")
+    assert [holders.holder(f"resp_{n}") for n in range(3)] == [None, "up1", "up2"]
