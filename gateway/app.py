@@ -22,7 +22,7 @@ from gateway import logs
 from gateway.admin import Admin
 from gateway.asgi import Headers, Message, Receive, Scope, Send, send_error
 from gateway.audit import AuditLog, Seal, read_key, sinks_for
-from gateway.auth import authenticate
+from gateway.auth import authenticate, check_route
 from gateway.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -165,8 +165,8 @@ class Gateway:
             self.metrics.flush()
 
     def _routes(self) -> list[Route]:
-        routes = [Route("/v1/models", self.models), Route("/healthz", self.healthz), Route("/readyz", self.readyz),
-                  Route("/admin/spend", self.spend)]
+        routes = [Route("/v1/models", self.models), Route("/v1/models/{model:path}", self.model),
+                  Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/admin/spend", self.spend)]
         if self.settings.metrics_port is None:
             routes.append(Route("/metrics", self.prometheus))
         return routes
@@ -184,6 +184,14 @@ class Gateway:
         names = runtime.policy.routes_for(runtime.policy.doc.tenants[tenant])
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "switchyard"} for name in names]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    async def model(self, request: Request) -> Response:
+        """One route this key may use, as OpenAI's model object (`models.retrieve`); 404 model_not_found if not."""
+        runtime = self._ready()
+        tenant = authenticate(runtime.policy, dict(request.headers))
+        name = check_route(runtime.policy, tenant, {"model": request.path_params["model"]})
+        data = {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
+        return Response(orjson.dumps(data), media_type="application/json")
 
     async def healthz(self, _: Request) -> Response:
         """Alive: the process answers."""

@@ -16,6 +16,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
+# Deeper bodies are refused: the encoder of what goes upstream stops at 254 levels; no OpenAI request comes close.
+MAX_DEPTH = 250
 
 
 class ClientGone(Exception):
@@ -50,14 +52,27 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object; 400 when it is not one."""
+    """The body as a JSON object; 400 when it is not one, or nests deeper than MAX_DEPTH."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    # A body with fewer brackets than the limit cannot nest deeper than it: one C pass spares the check.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and not _encodable(body):
+        raise InvalidRequest(f"the body nests objects and arrays deeper than {MAX_DEPTH} levels")
     return body
+
+
+def _encodable(body: dict[str, Any]) -> bool:
+    """True when body nests no deeper than MAX_DEPTH: orjson's encoder, which writes what goes upstream, stops at
+    254 levels, and the five wrapping lists leave an adapter room to nest the body one level or two deeper."""
+    try:
+        orjson.dumps([[[[[body]]]]])
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes, extra: Iterable[tuple[bytes, bytes]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from gateway.explain import Outcome, evaluate
+from gateway.explain import Endpoint, Outcome, evaluate
 from gateway.policy.checks import describe_validation_error
 from gateway.policy.decide import Live
 from gateway.policy.model import Policy
@@ -39,29 +40,36 @@ class Case(Strict):
     name: str
     tenant: str
     request: dict[str, Any]
-    endpoint: str = "chat"
+    endpoint: Endpoint = "chat"
     headers: dict[str, str] = Field(default_factory=dict)
     health: Health = Health()
     expect: Expect
 
 
-class CaseFile(Strict):
-    """A file of cases."""
-
-    cases: tuple[Case, ...] = Field(min_length=1)
-
-
 @dataclass(frozen=True)
 class Result:
-    """A case's verdict."""
+    """A case's verdict; `error` when the case itself could not be read, so it tested nothing."""
 
     file: str
     name: str
     problems: tuple[str, ...]
+    line: int = 0
+    error: bool = False
 
     @property
     def passed(self) -> bool:
         return not self.problems
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One item of a case file: the case, or the problems that kept it from being read."""
+
+    file: str
+    line: int
+    name: str
+    case: Case | None = None
+    problems: tuple[str, ...] = ()
 
 
 def case_files(policy_path: Path) -> list[Path]:
@@ -70,21 +78,70 @@ def case_files(policy_path: Path) -> list[Path]:
     return sorted([*folder.joinpath("tests").glob("*.yaml"), *folder.joinpath("tests").glob("*.yml")])
 
 
-def load_cases(file: Path) -> tuple[Case, ...]:
-    """Read one case file; ValueError with one line per problem."""
+def load_cases(file: Path) -> list[Entry]:
+    """Read one case file, each case on its own; ValueError (FILE:LINE: message) when the file has no cases list."""
     try:
-        return CaseFile.model_validate(yaml.safe_load(file.read_text(encoding="utf-8"))).cases
+        text = file.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{file}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ValueError(f"{file}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(cases, list) or not cases or set(data) != {"cases"}:
+        raise ValueError(f"{file}:1: a case file is a mapping with one key, `cases`: a non-empty list of cases")
+    nodes = _child(root, "cases")
+    assert isinstance(nodes, yaml.SequenceNode)
+    return [_entry(str(file), item, node) for item, node in zip(cases, nodes.value, strict=True)]
+
+
+def _entry(file: str, item: object, node: yaml.Node) -> Entry:
+    """One case, validated on its own; a problem names the line of the key it is about."""
+    name = str(item.get("name", "(unnamed case)")) if isinstance(item, dict) else "(not a case)"
+    line = node.start_mark.line + 1
+    try:
+        return Entry(file, line, name, Case.model_validate(item))
     except ValidationError as exc:
-        raise ValueError("\n".join(f"{file}: {p}" for p in describe_validation_error(exc))) from None
+        problems = [f"line {_line(node, tuple(e['loc']))}: {d}"
+                    for e, d in zip(exc.errors(include_url=False), describe_validation_error(exc), strict=True)]
+        return Entry(file, line, name, problems=tuple(problems))
+
+
+def _child(node: yaml.Node | None, key: object) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if k.value == str(key)), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        found: yaml.Node = node.value[key]
+        return found
+    return None
+
+
+def _line(node: yaml.Node, loc: Sequence[object]) -> int:
+    """The line of the deepest node along loc that exists (a missing key: the case's own line)."""
+    for step in loc:
+        child = _child(node, step)
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1
+
+
+def run_entry(policy: Policy, entry: Entry) -> Result:
+    """The verdict on one entry of a case file: an error if it could not be read, else the case's."""
+    if entry.case is None:
+        return Result(entry.file, entry.name, entry.problems, entry.line, error=True)
+    result = run_case(policy, entry.case, entry.file)
+    return Result(result.file, result.name, result.problems, entry.line, error=result.error)
 
 
 def run_case(policy: Policy, case: Case, file: str) -> Result:
     """Decide the case's request and compare with what it expects."""
     unknown = _unknown_names(policy, case)
     if unknown:
-        return Result(file, case.name, tuple(unknown))
+        return Result(file, case.name, tuple(unknown), error=True)
     live = Live(open_circuits=frozenset(case.health.down), ttft_p95_ms=case.health.ttft_p95_ms)
     outcome = evaluate(policy, case.tenant, case.request, case.headers, live, case.endpoint)
     return Result(file, case.name, tuple(_compare(case.expect, outcome)))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from gateway.app import DEFAULT_MAX_BODY, Settings
 from gateway.errors import PolicyError
+from gateway.explain import ENDPOINTS
+from gateway.policy.checks import notes
 from gateway.policy.loader import load_policy
 from gateway.policy.model import KEY_PREFIX, Policy, hash_key
 from gateway.upstreams.catalog import LitellmCatalog
@@ -74,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("path")
     explain.add_argument("--key", required=True, help="the tenant's gateway key")
     explain.add_argument("--request", required=True, help="a JSON file with the request body")
-    explain.add_argument("--endpoint", default="chat", choices=["chat", "completions", "embeddings"])
+    explain.add_argument("--endpoint", default="chat", choices=ENDPOINTS,
+                         help="the endpoint the request is for (default: chat)")
     explain.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
     explain.add_argument("--down", action="append", default=[], metavar="UPSTREAM", help="treat as unavailable")
     explain.add_argument("--ttft", action="append", default=[], metavar="UPSTREAM=MS",
@@ -281,10 +284,15 @@ def _check(args: argparse.Namespace) -> int:
     doc = policy.doc
     print(f"ok: {args.path} (policy {policy.hash}): {len(doc.upstreams)} upstreams, {len(doc.models)} routes, "
           f"{len(doc.tenants)} tenants, {len(doc.rules)} rules")
+    if doc.data_classes:
+        unreadable = doc.classify.unreadable or f"{list(doc.data_classes)[-1]}, the most sensitive class (default)"
+        print(f"  classify.unreadable: images, audio, files and token ids raise a request to {unreadable}")
     for name, upstream in doc.upstreams.items():
         per_in, per_out = policy.price[name]
         print(f"  upstream {name} ({upstream.kind}): price from the {policy.price_source[name]}: "
               f"${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
+    for note in notes(doc):
+        print(f"note: {note}")
     return 0
 
 
@@ -327,7 +335,7 @@ def _pairs(items: list[str], separator: str) -> dict[str, str]:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from gateway.cases import case_files, load_cases, run_case
+    from gateway.cases import Result, case_files, load_cases, run_entry
 
     policy = _load(args.path)
     if policy is None:
@@ -336,22 +344,25 @@ def _test(args: argparse.Namespace) -> int:
     if not files:
         print(f"{args.path}: no test cases (tests/*.yaml) found", file=sys.stderr)
         return 1
-    passed = failed = 0
+    results: list[Result] = []
     for file in files:
         try:
-            cases = load_cases(file)
+            entries = load_cases(file)
         except ValueError as exc:
-            print(exc, file=sys.stderr)
-            failed += 1
+            print(f"ERROR {exc}")
+            results.append(Result(str(file), "", (str(exc),), error=True))
             continue
-        for case in cases:
-            result = run_case(policy, case, str(file))
-            print(f"{'PASS' if result.passed else 'FAIL'} {file.name}: {case.name}")
+        for entry in entries:
+            result = run_entry(policy, entry)
+            verdict = "ERROR" if result.error else "PASS" if result.passed else "FAIL"
+            print(f"{verdict} {file}:{result.line}: {result.name}")
             for problem in result.problems:
                 print(f"     {problem}")
-            passed, failed = (passed + 1, failed) if result.passed else (passed, failed + 1)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+            results.append(result)
+    errors = sum(r.error for r in results)
+    passed = sum(r.passed for r in results)
+    print(f"{passed} passed, {len(results) - passed - errors} failed" + (f", {errors} error(s)" if errors else ""))
+    return 0 if passed == len(results) else 1
 
 
 def _spend(args: argparse.Namespace) -> int:

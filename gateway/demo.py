@@ -30,7 +30,7 @@ upstreams:
     hosting: self
     cost: {{gpu_hour_usd: 2.0, tokens_per_second: 2000}}
     context_window: 32768
-    capabilities: [tools, json]
+    # no `capabilities`: tools, response_format, images and the Responses API may all go here
   demo-proprietary:
     base_url: http://127.0.0.1:{third_party_port}/v1
     model: demo-proprietary-model
@@ -38,7 +38,6 @@ upstreams:
     hosting: third_party
     cost: {{input_per_mtok: 2.5, output_per_mtok: 10.0}}
     context_window: 128000
-    capabilities: [tools, json, vision]
 models:
   chat: {{candidates: [demo-self-hosted, demo-proprietary], objective: cost}}
   smart: {{candidates: [demo-proprietary, demo-self-hosted], objective: priority}}
@@ -143,6 +142,7 @@ Routes: chat (cheapest first), smart (proprietary first), embed. Policy: {path}
   client = OpenAI(base_url="http://{host}:{port}/v1", api_key="{DEMO_KEY}")
   r = client.chat.completions.with_raw_response.create(model="smart", messages=[{{"role": "user", "content": "hi"}}])
   print(r.headers["x-switchyard-upstream"], r.parse().choices[0].message.content)
+  print(client.responses.create(model="chat", input="hi").output_text)   # the Responses API too
 
 Personal data (try an e-mail address in the prompt) stays on demo-self-hosted even on route 'smart'.
 Metrics: http://{host}:{port}/metrics. Ctrl-C stops all three.

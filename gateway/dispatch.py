@@ -16,17 +16,21 @@ from typing import Any, TypeVar
 
 from gateway.errors import (
     CircuitOpen,
+    DeadlinePassed,
     GatewayError,
     NoCandidate,
     Saturated,
     UpstreamError,
     UpstreamFailed,
+    UpstreamMalformed,
     UpstreamStatus,
     UpstreamTimeout,
+    UpstreamTooLarge,
 )
 from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, residency_limited
-from gateway.policy.schema import Resilience
+from gateway.policy.schema import Circuit, Resilience
+from gateway.redact import Redacting, Redactor
 from gateway.state.circuits import Circuits
 from gateway.state.retry_budget import RetryBudget
 from gateway.upstreams.base import Client, Exchange
@@ -34,6 +38,8 @@ from gateway.upstreams.base import Client, Exchange
 T = TypeVar("T")
 Accept = Callable[[Exchange], Awaitable[T]]
 CREDENTIAL_STATUSES = (401, 403)
+OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+NOT_IMPLEMENTED = 501
 
 
 @dataclass
@@ -102,6 +108,7 @@ class Dispatcher:
         self.inflight = inflight
         self.circuits = Circuits(self._circuit_changed)
         self.budget = budget
+        self._redactors: dict[str, tuple[object, Redactor]] = {}
 
     async def run(self, decision: Decision, upstreams: Mapping[str, Client], resilience: Resilience,
                   request: Request, accept: Accept[T], record: Dispatch) -> tuple[Client, T]:
@@ -124,15 +131,11 @@ class Dispatcher:
                 previous = (name, exc.reason)
                 if isinstance(exc, UpstreamStatus) and exc.kind == "context_length":
                     smallest_window = upstream.spec.context_window or 0  # unknown: any declared window may be larger
-                elif isinstance(exc, UpstreamStatus) and not exc.retryable and exc.status not in CREDENTIAL_STATUSES:
+                elif isinstance(exc, UpstreamStatus) and _the_clients(exc):
                     raise
             if time.monotonic() >= deadline:
                 break
-        context_failure = next((f for f in failures if isinstance(f, UpstreamStatus) and f.kind == "context_length"),
-                               None)
-        if context_failure is not None and all(isinstance(f, UpstreamStatus) for f in failures):
-            raise context_failure
-        raise _give_up(failures, decision)
+        raise _passed_on(failures) or _give_up(failures, decision)
 
     async def _one_upstream(self, upstream: Client, resilience: Resilience, request: Request,
                             accept: Accept[T], record: Dispatch, deadline: float) -> T:
@@ -162,12 +165,14 @@ class Dispatcher:
     async def _tries(self, upstream: Client, resilience: Resilience, request: Request, accept: Accept[T],
                      record: Dispatch, deadline: float) -> T:
         payload = upstream.encode(request.body, request.stream)
+        small = is_small(request, payload, resilience.circuit)
+        redact = self._redactor(upstream)
         for attempt in range(resilience.attempts_per_upstream):
             started = time.monotonic()
             try:
-                result = await _within(deadline, resilience, upstream, request, payload, accept)
+                result = await _within(deadline, resilience, upstream, request, payload, _redacted(accept, redact))
             except UpstreamError as exc:
-                opened = self._failed(upstream, exc, resilience, record, started)
+                opened = self._failed(upstream, exc, resilience, record, started, small)
                 pause = _pause(exc, attempt, resilience, deadline)
                 if pause is None or opened or not self.budget.try_retry(time.monotonic()):
                     raise
@@ -181,14 +186,24 @@ class Dispatcher:
         raise AssertionError("unreachable: the last try raises")
 
     def _failed(self, upstream: Client, exc: UpstreamError, resilience: Resilience, record: Dispatch,
-                started: float) -> bool:
+                started: float, small: bool) -> bool:
         """Record a failed try; True when it opened the upstream's circuit (then it is not tried again)."""
         now = time.monotonic()
         record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", exc.reason, now - started))
         self.metrics.count(self.metrics.upstream_errors, upstream.name, exc.reason)
-        if not counts_against_circuit(exc):
+        if not counts_against_circuit(exc, small):
             return False
         return self.circuits.failure(upstream.name, now, resilience.circuit.failures) is not None
+
+    def _redactor(self, upstream: Client) -> Redactor | None:
+        """None for a client that redacts what it hands on itself; else one made once per upstream spec."""
+        if isinstance(getattr(upstream, "redact", None), Redactor):
+            return None
+        cached = self._redactors.get(upstream.name)
+        if cached is None or cached[0] is not upstream.spec:
+            key = upstream.spec.api_key.get_secret_value() if upstream.spec.api_key is not None else None
+            cached = self._redactors[upstream.name] = (upstream.spec, Redactor(key))
+        return cached[1]
 
     def _circuit_changed(self, upstream: str, state: int) -> None:
         self.metrics.child(self.metrics.circuit_state, upstream).set(state)
@@ -199,21 +214,69 @@ async def _within(deadline: float, resilience: Resilience, upstream: Client, req
     """One try, cut short by the overall deadline when that could come first."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise UpstreamTimeout(upstream.name, "deadline passed")
+        raise DeadlinePassed(upstream.name)
     if remaining >= resilience.per_try_timeout_s and not request.stream:  # a stream also waits for its first event
         return await accept(await upstream.send(request.path, payload, request.headers, request.stream))
     try:
         async with asyncio.timeout(remaining):
             return await accept(await upstream.send(request.path, payload, request.headers, request.stream))
     except TimeoutError:
-        raise UpstreamTimeout(upstream.name, "deadline passed") from None
+        raise DeadlinePassed(upstream.name) from None
 
 
-def counts_against_circuit(exc: UpstreamError) -> bool:
-    """Failures that say the upstream is unwell: no connection, silence, timeouts, 5xx. Not 4xx, not our limits."""
+def _redacted(accept: Accept[T], redact: Redactor | None) -> Accept[T]:
+    """accept, handed an exchange whose bytes are redacted when its client does not redact them itself."""
+    if redact is None:
+        return accept
+
+    async def redacting(exchange: Exchange) -> T:
+        return await accept(Redacting(exchange, redact))
+
+    return redacting
+
+
+def is_small(request: Request, payload: bytes, circuit: Circuit) -> bool:
+    """Whether a request is too small to be slow on its own account, so that its timeout is the upstream's fault.
+
+    Small: its body is at most small_request_bytes, and (unless it is a stream, whose first event does not wait
+    for the whole answer, or an embedding) it asks for at most small_max_tokens in all, over every choice.
+    """
+    if len(payload) > circuit.small_request_bytes:
+        return False
+    if request.stream or request.path == "/embeddings":
+        return True
+    cap = next((request.body[k] for k in OUTPUT_LIMITS if isinstance(request.body.get(k), int)), None)
+    choices = request.body.get("n")
+    return cap is not None and cap * (choices if isinstance(choices, int) and choices > 0 else 1) <= \
+        circuit.small_max_tokens
+
+
+def counts_against_circuit(exc: UpstreamError, small: bool = True) -> bool:
+    """Failures that say the upstream is unwell, not that the request was hard or wrong.
+
+    Counted: no connection or a reset, silence then close, a redirect, a 5xx that is not 501 and not a
+    context-length refusal, and a timeout of a small request (see is_small). Not counted: 4xx, 501, a timeout
+    of a big request or of the request's own deadline, an answer over a size limit, our own limits.
+    """
     if isinstance(exc, UpstreamStatus):
-        return exc.status >= 500
-    return not isinstance(exc, Saturated | CircuitOpen)
+        return exc.status >= 500 and exc.status != NOT_IMPLEMENTED and exc.kind is None
+    if isinstance(exc, UpstreamTimeout):
+        return small and not isinstance(exc, DeadlinePassed)
+    return not isinstance(exc, Saturated | CircuitOpen | UpstreamTooLarge | UpstreamMalformed)
+
+
+def _the_clients(exc: UpstreamStatus) -> bool:
+    """A 4xx that is the client's to see at once: not retried, not a credential problem of ours."""
+    return exc.status < 500 and not exc.retryable and exc.status not in CREDENTIAL_STATUSES
+
+
+def _passed_on(failures: list[UpstreamError]) -> UpstreamStatus | None:
+    """When every failure was an answer, the one the client should read: a context-length refusal, else a 501."""
+    if not failures or not all(isinstance(f, UpstreamStatus) for f in failures):
+        return None
+    statuses = [f for f in failures if isinstance(f, UpstreamStatus)]
+    return (next((f for f in statuses if f.kind == "context_length"), None)
+            or next((f for f in statuses if f.status == NOT_IMPLEMENTED), None))
 
 
 def _pause(exc: UpstreamError, attempt: int, resilience: Resilience, deadline: float) -> float | None:

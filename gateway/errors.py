@@ -18,9 +18,13 @@
     │   ├── UpstreamCut               reset or closed after its answer began (mid-body, mid-stream)
     │   └── UpstreamIncomplete        a stream that ended cleanly without finishing, or before any event
     ├── UpstreamTimeout               no answer within the time allowed
+    │   └── DeadlinePassed            the request's own deadline ran out during the try
     ├── UpstreamSilent                the connection stayed silent, then closed
     ├── Saturated                     the upstream is at its max_concurrency in this process
     ├── CircuitOpen                   the upstream's circuit is open (or its half-open probe is out)
+    ├── UpstreamRedirect              the upstream answered 3xx: never followed
+    ├── UpstreamTooLarge              an answer, an error body or one event over its limit (upstreams.NAME.limits)
+    ├── UpstreamMalformed             an answer that cannot be read (an encoding not asked for, a broken gzip)
     └── UpstreamStatus                the upstream answered with an error status
 
     PolicyError                       a policy that does not load; one message per problem
@@ -137,8 +141,8 @@ class NoCandidate(GatewayError):
     type = "invalid_request_error"
 
     def __init__(self, code: str, message: str, excluded: Sequence[tuple[str, str]] = (),
-                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-        super().__init__(message, code=code, status=self.STATUS[code], headers=headers)
+                 headers: Sequence[tuple[bytes, bytes]] = (), param: str | None = None) -> None:
+        super().__init__(message, param=param, code=code, status=self.STATUS[code], headers=headers)
         self.excluded = tuple(excluded)
         if self.status >= 500:
             self.type = "server_error"
@@ -198,6 +202,13 @@ class UpstreamTimeout(UpstreamError):
     retryable = False
 
 
+class DeadlinePassed(UpstreamTimeout):
+    """The request's own deadline ran out during the try: says nothing about the upstream's health."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, "deadline passed")
+
+
 class UpstreamSilent(UpstreamError):
     """The connection stayed silent, then closed: not asked again, like a timeout."""
 
@@ -205,18 +216,53 @@ class UpstreamSilent(UpstreamError):
     retryable = False
 
 
+RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})  # asked again on the same upstream
+
+
 class UpstreamStatus(UpstreamError):
-    """The upstream answered with an error status; its body is kept for 4xx pass-through."""
+    """The upstream answered with an error status; its body (OpenAI-shaped JSON, redacted) is kept for pass-through."""
 
     def __init__(self, upstream: str, status: int, body: bytes, content_type: bytes) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.reason = f"http_{status}"
-        self.retryable = status >= 500 or status in (408, 429)
+        self.retryable = status in RETRIED_STATUSES
         self.retry_after: str | None = None
         self.kind: str | None = None
         super().__init__(upstream)
+
+
+class UpstreamRedirect(UpstreamError):
+    """The upstream answered with a redirect: never followed, since its Location is in no policy."""
+
+    reason = "redirect"
+    retryable = False
+
+    def __init__(self, upstream: str, status: int) -> None:
+        super().__init__(upstream, f"answered {status}; redirects are never followed")
+        self.status = status
+
+
+class UpstreamTooLarge(UpstreamError):
+    """An answer, its decompressed form, an error body or one stream event went past its limit."""
+
+    reason = "body_too_large"
+    retryable = False
+    WHAT: ClassVar[dict[str, str]] = {"body": "the answer", "decompressed_body": "the decompressed answer",
+                                      "error_body": "the error body", "event": "one stream event"}
+
+    def __init__(self, upstream: str, what: str, limit: int) -> None:
+        self.reason = f"{what}_too_large"  # body, decompressed_body, error_body or event: a bounded label set
+        super().__init__(upstream, f"{self.WHAT[what]} is over the limit of {limit} bytes")
+        self.limit = limit
+
+
+class UpstreamMalformed(UpstreamError):
+    """The answer cannot be read: an encoding the gateway did not ask for, or a broken compressed body."""
+
+    reason = "malformed"
+    retryable = False
 
 
 class Saturated(UpstreamError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gateway import classify
 from gateway.auth import check_route
@@ -12,7 +12,8 @@ from gateway.errors import GatewayError, NoCandidate
 from gateway.policy.decide import Decision, Features, Live, completion_estimate, decide, matching_rule
 from gateway.policy.model import Policy
 
-ENDPOINTS = ("chat", "completions", "embeddings")
+Endpoint = Literal["chat", "completions", "embeddings", "responses"]
+ENDPOINTS: tuple[str, ...] = get_args(Endpoint)  # every endpoint the gateway decides: /v1/chat/completions ...
 
 
 @dataclass

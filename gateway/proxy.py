@@ -41,6 +41,7 @@ from gateway.metrics import Metrics
 from gateway.policy.decide import Decision, Features, Live, decide
 from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
+from gateway.redact import scrub
 from gateway.refusals import budget_exhausted, rate_headers, rate_limited
 from gateway.responses import Holders, response_id, streamed_response_id
 from gateway.runtime import Runtime
@@ -366,12 +367,6 @@ class _Done:
 def request_id_for(offered: str) -> str:
     """The client's own request id when it is safe to pass on and log, else a random one."""
     return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(12)
-
-
-def scrub(body: bytes, upstream: Client) -> bytes:
-    """body with the upstream's key cut out, should the upstream have echoed it."""
-    key = upstream.spec.api_key.get_secret_value().encode() if upstream.spec.api_key else b""
-    return body.replace(key, b"[redacted]") if key and key in body else body
 
 
 async def _read_whole(exchange: Exchange) -> bytes:

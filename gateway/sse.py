@@ -13,6 +13,48 @@ RESPONSE_END = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|fai
 DONE = b"data: [DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
 FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
+EVENT_END = b"\n\n"
+
+
+def complete_end(data: bytes) -> int:
+    """Where the last complete event in data ends (just after its blank line), or -1 when none does."""
+    end = data.rfind(EVENT_END)
+    return end + len(EVENT_END) if end >= 0 else -1
+
+
+class EventBound:
+    """Cuts a byte stream after its last complete event and measures the event still open, for a size limit.
+
+    The upstream's reader (gateway/upstreams/bounded.py) runs every stream through one, so the relay
+    below only ever holds one bounded, unfinished event.
+    """
+
+    __slots__ = ("_open", "_parts", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._open = 0
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """The complete events chunk finishes (b"" for none yet); None when the open event passed the limit."""
+        tail = self._parts[-1][-(len(EVENT_END) - 1):] if self._parts else b""
+        end = complete_end(tail + chunk) - len(tail)
+        if end < 0:
+            self._parts.append(chunk)
+            self._open += len(chunk)
+            return None if self._open > self.limit else b""
+        complete = b"".join([*self._parts, chunk[:end]]) if self._parts else chunk[:end]
+        rest = chunk[end:]
+        self._parts = [rest] if rest else []
+        self._open = len(rest)
+        return None if self._open > self.limit else complete
+
+    def rest(self) -> bytes:
+        """The bytes of an event the stream never finished."""
+        rest = b"".join(self._parts)
+        self._parts, self._open = [], 0
+        return rest
 
 
 class Transcript:
@@ -72,11 +114,10 @@ class SseRelay:
     def feed(self, chunk: bytes) -> bytes:
         """The complete events chunk finishes, ready to send; the rest waits for more bytes."""
         data = self._pending + chunk if self._pending else chunk
-        end = data.rfind(b"\n\n")
+        end = complete_end(data)
         if end < 0:
             self._pending = data
             return b""
-        end += 2
         complete, self._pending = data[:end], data[end:]
         if self.transcript is not None or not _well_formed(complete):
             complete = self._sift(complete)

@@ -1,15 +1,28 @@
-"""Time scan() with every built-in detector over 4 KB prompts and print p50/p99 in microseconds."""
+"""Time the detectors: scan() with every built-in over 4 KB prompts (p50/p99 in microseconds), then every detector
+alone on adversarial inputs up to the body limit (worst case per MB), then whole bodies classified.
+
+    python scripts/bench_detectors.py              # everything, adversarial inputs of 1 MB and whole bodies of 10 MiB
+    python scripts/bench_detectors.py --mb 10      # adversarial inputs of 10 MB
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import gc
 import statistics
 import time
+from collections.abc import Callable
 
-from gateway import detectors
+import orjson
+
+from gateway import classify, detectors
+from gateway.app import DEFAULT_MAX_BODY
+from gateway.asgi import parse_object
+from gateway.policy.model import Policy
 
 SIZE = 4096
-ROUNDS = 20_000
+ROUNDS = 5_000
 
 PROSE = """\
 You are helping the platform team prepare the quarterly planning review. Summarise the notes below in plain English \
@@ -166,8 +179,139 @@ def measure(text: str) -> tuple[float, float]:
     return cuts[49] / 1000, cuts[98] / 1000
 
 
+MB = 1024 * 1024
+# Adversarial units, each repeated to the input size: what makes a detector look at many candidates, or a regex
+# engine at many positions.
+ADVERSARIAL = {
+    "400 KB of '4111 '": ("4111 ", 400 * 1024),
+    "'4111 ' repeated": ("4111 ", None),
+    "'2345 6789 0123 ' (card-shaped)": ("2345 6789 0123 ", None),
+    "one long digit run": ("1234567890", None),
+    "'12 ' repeated separators": ("12 ", None),
+    "'123-' repeated": ("123-", None),
+    "'4111.' repeated": ("4111.", None),
+    "runs of 60 digits": ("0" * 60 + " ", None),
+    "'a123456 ' letter clusters": ("a123456 ", None),
+    "'+1 ' repeated": ("+1 ", None),
+    "'(12) ' repeated": ("(12) ", None),
+    "'AB12 ' repeated": ("AB12 ", None),
+    "'DE89 ' repeated": ("DE89 ", None),
+    "'AB 12 34 56 ' (NINO-shaped)": ("AB 12 34 56 ", None),
+    "'123.45.6789 ' (SSN-shaped)": ("123.45.6789 ", None),
+    "'a@' repeated": ("a@", None),
+    "'/a@b.cd ' failing emails": ("/a@b.cd ", None),
+    "one long word": ("abcdefghij", None),
+    "spaces": (" ", None),
+    "dots": (".", None),
+    "'%41' percent-escapes": ("%41", None),
+    "'\\u0041' backslash escapes": ("\\u0041", None),
+    "zero-width spaces": ("a\u200b", None),
+    "Arabic-Indic digits": ("\u0664\u0661\u0661\u0661 ", None),
+    "mixed foldable characters": ("".join(map(chr, range(0x660, 0x66a))) + "\u200b\u00ad\u2013\u2014\u3000", None),
+    "emoji": ("hi \U0001f600 ", None),
+    "CJK prose": ("\u6570\u5b57\u5361\u7247", None),
+    "prose": (PROSE, None),
+}
+
+
+def adversarial(size: int) -> None:
+    """Print each detector's worst time per MB of input, over every adversarial input of size bytes (UTF-8)."""
+    found = [detectors.builtin(name) for name in sorted(detectors.BUILTIN)]
+    worst: dict[str, tuple[float, str]] = {}
+    print(f"\nadversarial inputs of {size / MB:.1f} MB: scan() with every detector, ms per MB")
+    for label, (unit, fixed) in ADVERSARIAL.items():
+        text = _sized(unit, fixed or size)
+        megabytes = len(text.encode("utf-8", "surrogatepass")) / MB
+        for detector in found:
+            elapsed = _best(functools.partial(detector.search, text))
+            per_mb = elapsed * 1000 / megabytes
+            if per_mb > worst.get(detector.name, (0.0, ""))[0]:
+                worst[detector.name] = (per_mb, label)
+        hit = detectors.scan(found, text)
+        elapsed = _best(functools.partial(detectors.scan, found, text))
+        print(f"  {label:36} {megabytes:5.1f} MB  hit={hit!s:12} {elapsed * 1000 / megabytes:7.1f} ms/MB")
+    print("worst case per detector (each alone, text normalised each time):")
+    for name, (per_mb, label) in sorted(worst.items()):
+        print(f"  {name:12} {per_mb:7.1f} ms/MB  on {label}")
+
+
+def whole_bodies() -> None:
+    """Print the time to parse and classify whole bodies at the body limit, the way the gateway does (with the
+    garbage collector set as `switchyard serve` sets it)."""
+    from gateway.server import YOUNG_OBJECTS_BEFORE_GC
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_BEFORE_GC, *gc.get_threshold()[1:])
+    policy = _policy()
+    print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object, then classify.features (all detectors)")
+    unit_text = {"'4111 '": "4111 ", "prose": PROSE, "'12 '": "12 ", "'a123456 '": "a123456 ",
+                 "Arabic-Indic digits": "\u0664\u0661\u0661\u0661 ", "zero-width spaces": "a\u200b"}
+    for label, unit in unit_text.items():
+        content = _sized(unit, DEFAULT_MAX_BODY - 200)
+        raw = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": content}]})
+        _report(label, raw, policy)
+    many = [{"role": "user", "content": f"message {i} about order {i * 7919}"} for i in range(150_000)]
+    _report("150,000 small messages", orjson.dumps({"model": "chat", "messages": many}), policy)
+    tools = [{"type": "function", "function": {"name": f"f{i}", "description": "look it up " * 8, "parameters": {
+        "type": "object", "properties": {f"p{j}": {"type": "string", "enum": ["a", "b"]} for j in range(4)}}}}
+        for i in range(20_000)]
+    _report("20,000 tool definitions", orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}],
+                                                     "tools": tools}), policy)
+
+
+def _report(label: str, raw: bytes, policy: Policy) -> None:
+    """Time one body through parse and through classification, and print what it was classified as."""
+    parse = _best(lambda: parse_object(raw), rounds=3)
+    body = parse_object(raw)
+    elapsed = _best(lambda: classify.features(policy, "acme", "chat", body, {}), rounds=3)
+    found = classify.features(policy, "acme", "chat", body, {})
+    print(f"  {label:28} {len(raw) / MB:5.1f} MiB  parse {parse * 1000:6.1f} ms  classify {elapsed * 1000:6.1f} ms  "
+          f"class={found.data_class} prompt_tokens={found.prompt_tokens}")
+
+
+def _policy() -> Policy:
+    from gateway.policy.schema import Document
+
+    doc = Document.model_validate({
+        "version": 1, "upstreams": {"u": {"base_url": "http://u/v1", "model": "m", "hosting": "self",
+                                          "cost": {"input_per_mtok": 1, "output_per_mtok": 1}}},
+        "models": {"chat": {"candidates": ["u"]}}, "tenants": {"acme": {"keys": ["sha256:" + "0" * 64]}},
+        "data_classes": {"public": {}, "personal": {"hosting": ["self"]}},
+        "classify": {"detectors": [{"detect": sorted(detectors.BUILTIN), "class": "personal"}]}})
+    return Policy.build(doc, "bench", "bench", {})
+
+
+def _sized(unit: str, size: int) -> str:
+    """unit repeated to about size bytes of UTF-8."""
+    per_unit = len(unit.encode("utf-8", "surrogatepass"))
+    return unit * max(1, size // per_unit)
+
+
+def _best(run: Callable[[], object], rounds: int = 2) -> float:
+    """The fastest of rounds runs, in seconds (the machine is shared: the fastest is the least disturbed)."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def main() -> None:
     """Print one line per workload."""
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--mb", type=float, default=1.0, help="size of each adversarial input in MB (default: 1)")
+    options.add_argument("--skip-small", action="store_true", help="skip the 4 KB prompt timings")
+    args = options.parse_args()
+    if not args.skip_small:
+        small()
+    adversarial(int(args.mb * MB))
+    whole_bodies()
+
+
+def small() -> None:
+    """p50 and p99 of scan() on 4 KB prompts."""
     iban = " Please refund to DE89 3704 0044 0532 0130 00."
     workloads = {
         "clean 4KB prompt": fill(PROSE),

@@ -12,16 +12,19 @@ import contextlib
 import itertools
 import socket
 import struct
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 DONE = b"data: [DONE]\n\n"
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
+PIECE = 1 << 16
+REASONS = {200: "OK", 302: "Found", 307: "Temporary Redirect", 400: "Bad Request", 501: "Not Implemented",
+           401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
            422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
            503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -83,7 +86,43 @@ class Sse:
     stall_s: float | None = None
 
 
-Behaviour = Reset | SilentClose | Hang | Status | Json | Sse
+@dataclass(frozen=True)
+class Redirect:
+    """A 3xx pointing elsewhere (another loopback port, say): an upstream trying to send the request on."""
+
+    status: int
+    location: str
+
+
+@dataclass(frozen=True)
+class Flood:
+    """A hostile answer of size bytes, streamed 64 KiB at a time and never held whole: head, then fill repeated.
+
+    encoding is sent as Content-Encoding with the bytes as given (head can be a pre-made gzip bomb). With
+    hold_at, sending stops after that many bytes until go is set, so a test can probe the gateway meanwhile.
+    """
+
+    size: int
+    status: int = 200
+    content_type: str = "application/json"
+    head: bytes = b""
+    fill: bytes = b"a"
+    encoding: str | None = None
+    chunked: bool = True
+    hold_at: int | None = None
+    go: threading.Event | None = None
+
+
+@dataclass(frozen=True)
+class Echo:
+    """An answer rendered from the provider key the request carried, as a hostile upstream echoing it would."""
+
+    render: Callable[[str], bytes]
+    status: int = 200
+    content_type: str = "application/json"
+
+
+Behaviour = Reset | SilentClose | Hang | Status | Json | Sse | Redirect | Flood | Echo
 
 
 @dataclass
@@ -95,6 +134,8 @@ class Arrival:
     headers: dict[str, str]
     body: dict[str, Any]
     closed_at: float | None = None  # when the client closed its side (EOF or reset seen)
+    sent: int = 0  # body bytes a Flood got out before the client left
+    held: threading.Event = field(default_factory=threading.Event)  # a Flood reached hold_at
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -229,6 +270,15 @@ class FaultServer:
                 return False
             await _respond(writer, 200, orjson.dumps(self._completion(arrival, behaviour)))
             return False
+        if isinstance(behaviour, Redirect):
+            await _respond(writer, behaviour.status, b'{"moved": true}', {"location": behaviour.location})
+            return False
+        if isinstance(behaviour, Flood):
+            return await _flood(behaviour, arrival, writer)
+        if isinstance(behaviour, Echo):
+            key = arrival.headers.get("authorization", "").removeprefix("Bearer ")
+            await _respond(writer, behaviour.status, behaviour.render(key), {"content-type": behaviour.content_type})
+            return False
         return await _stream(behaviour, arrival, writer)
 
     def _completion(self, arrival: Arrival, answer: Json) -> dict[str, Any]:
@@ -308,6 +358,37 @@ async def _stream(sse: Sse, arrival: Arrival, writer: asyncio.StreamWriter) -> b
             await _pause(sse.stall_s, arrival)
         return False
     writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    return False
+
+
+async def _flood(flood: Flood, arrival: Arrival, writer: asyncio.StreamWriter) -> bool:
+    """Send a Flood piece by piece; True (reset) once the client has gone."""
+    headers = {"content-type": flood.content_type, "connection": "close"}
+    headers.update({"transfer-encoding": "chunked"} if flood.chunked else {"content-length": str(flood.size)})
+    if flood.encoding is not None:
+        headers["content-encoding"] = flood.encoding
+    writer.write(_status_line(flood.status, headers))
+    fill = flood.fill * max(1, PIECE // len(flood.fill))
+    while arrival.sent < flood.size and not arrival.gone.is_set():
+        if flood.hold_at is not None and arrival.sent >= flood.hold_at and not arrival.held.is_set():
+            arrival.held.set()
+            assert flood.go is not None
+            await asyncio.to_thread(flood.go.wait, 30)
+        source = flood.head[arrival.sent:arrival.sent + PIECE] if arrival.sent < len(flood.head) else fill
+        piece = source[:min(len(source), flood.size - arrival.sent)]
+        if flood.hold_at is not None and arrival.sent < flood.hold_at:
+            piece = piece[:flood.hold_at - arrival.sent]
+        if flood.chunked:
+            _write_chunk(writer, piece)
+        else:
+            writer.write(piece)
+        arrival.sent += len(piece)
+        await writer.drain()
+    if arrival.gone.is_set():
+        return True
+    if flood.chunked:
+        writer.write(b"0\r\n\r\n")
     await writer.drain()
     return False
 

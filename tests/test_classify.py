@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
-from gateway.classify import features
-from gateway.errors import InvalidRequest
+from gateway import cli
+from gateway.classify import CHARS_PER_TOKEN, WALK_LIMIT, explain_class, features, request_texts
+from gateway.errors import InvalidRequest, PolicyError
 from gateway.policy.decide import Features
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
@@ -53,8 +55,8 @@ def chat(*messages: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return body
 
 
-def user(content: Any) -> dict[str, Any]:
-    return {"role": "user", "content": content}
+def user(content: Any, **extra: Any) -> dict[str, Any]:
+    return {"role": "user", "content": content, **extra}
 
 
 def of(policy: Policy, body: dict[str, Any], headers: dict[str, str] | None = None, endpoint: str = "chat",
@@ -174,6 +176,28 @@ def test_stream_is_read(tmp_path: Path, stream: bool) -> None:
     ("embeddings", {"model": "chat"}, "input"),
     ("embeddings", {"model": "chat", "input": {"text": "hi"}}, "input"),
     ("embeddings", {"model": "chat", "input": None}, "input"),
+    ("embeddings", {"model": "chat", "input": [{"text": "hi"}]}, "input[0]"),
+    ("completions", {"model": "chat", "prompt": ["a", [1, {"x": 2}]]}, "prompt[1]"),
+    ("chat", chat(text="x"), "text"),
+    ("chat", chat(text={"format": "json"}), "text.format"),
+    ("chat", chat(user("hi", tool_calls=5)), "messages[0].tool_calls"),
+    ("chat", chat(user("hi", tool_calls=[5])), "messages[0].tool_calls"),
+    ("chat", chat(user("hi", function_call="f")), "messages[0].function_call"),
+    ("chat", chat(tools=[5]), "tools[0]"),
+    ("chat", chat(tools=[{"type": "function"}]), "tools[0].function"),
+    ("chat", chat(tools=[{"type": "function", "function": {"name": 5}}]), "tools[0].function"),
+    ("chat", chat(tools=[{"type": ["function"], "function": {"name": "f"}}]), "tools[0].type"),
+    ("chat", chat(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
+     "tools[0].parameters"),
+    ("chat", chat(functions={"name": "f"}), "functions"),
+    ("chat", chat(response_format="json"), "response_format"),
+    ("chat", chat(stream_options=[True]), "stream_options"),
+    ("chat", chat(stream_options={"include_usage": "yes"}), "stream_options.include_usage"),
+    ("chat", {"model": ["chat"], "messages": [user("hi")]}, "model"),
+    ("responses", {"model": "chat", "input": "hi", "text": "x"}, "text"),
+    ("responses", {"model": "chat", "input": [5]}, "input[0]"),
+    ("responses", {"model": "chat", "input": [{"role": "user", "content": 5}]}, "input[0].content"),
+    ("responses", {"model": "chat", "input": 5}, "input"),
 ])
 def test_bad_types_name_the_param(tmp_path: Path, endpoint: str, body: dict[str, Any], param: str) -> None:
     error = invalid(make(tmp_path), body, endpoint)
@@ -295,3 +319,116 @@ def test_a_malformed_tool_call_is_an_invalid_request(tmp_path: Path) -> None:
     body = chat(user("hi"), {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": None}]})
     with pytest.raises(InvalidRequest):
         of(make(tmp_path), body)
+
+
+# Every string is read (issue 11) ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    chat(user("hi", name=EMAIL)),
+    chat(user=EMAIL),
+    chat(metadata={"to": EMAIL}),
+    chat(metadata={EMAIL: "yes"}),
+    chat(some_future_field={"deep": [[{"x": EMAIL}]]}),
+    chat(tools=[{"type": "function", "function": {"name": "f", "description": EMAIL}}]),
+    chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"to": {"enum": [EMAIL]}}}}}]),
+    chat(user("hi"), {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": {"to": EMAIL}}}]}),
+    chat(user([{"type": "text", "text": {"nested": EMAIL}}])),
+    chat(prediction={"type": "content", "content": EMAIL}),
+    chat(stop=[EMAIL]),
+    {"model": "chat", "prompt": "Dear", "suffix": EMAIL},
+    {"model": "chat", "prompt": [[EMAIL]]},
+    {"model": "chat", "input": "hi", "prompt": {"id": "p", "variables": {"x": EMAIL}}},
+])
+def test_every_string_of_the_body_is_read(tmp_path: Path, body: dict[str, Any]) -> None:
+    endpoint = "completions" if "prompt" in body and "input" not in body else "responses" if "input" in body else "chat"
+    assert of(classified(tmp_path), body, endpoint=endpoint).data_class == "personal"
+
+
+def test_the_route_name_is_not_read(tmp_path: Path) -> None:
+    policy = classified(tmp_path, models={"jane.doe@example.com": {"candidates": ["u"]}})
+    assert of(policy, {"model": "jane.doe@example.com", "messages": [user("hi")]}).data_class == "public"
+
+
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+
+
+@pytest.mark.parametrize(("endpoint", "body", "what"), [
+    ("chat", chat(user([IMAGE])), "image"),
+    ("chat", chat(user([{"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}])), "audio"),
+    ("chat", chat(user([{"type": "file", "file": {"file_id": "file-1"}}])), "file"),
+    ("chat", chat(user([{"image_url": {"url": "data:image/png;base64,AA=="}}])), "image"),
+    ("responses", {"model": "chat", "input": [{"role": "user", "content": [
+        {"type": "input_file", "file_data": "JVBE"}]}]}, "file"),
+    ("completions", {"model": "chat", "prompt": [1, 2, 3]}, "token ids"),
+    ("embeddings", {"model": "chat", "input": [[1, 2], [3]]}, "token ids"),
+])
+def test_unreadable_content_raises_to_the_most_sensitive_class_by_default(tmp_path: Path, endpoint: str,
+                                                                          body: dict[str, Any], what: str) -> None:
+    policy = classified(tmp_path)
+    assert of(policy, body, endpoint=endpoint).data_class == "personal"
+    content = request_texts(endpoint, body)
+    assert explain_class(policy, "acme", {}, content) == ("personal", f"unreadable content ({what})")
+
+
+def test_classify_unreadable_names_the_class(tmp_path: Path) -> None:
+    detectors = [{"detect": ["email"], "class": "personal"}]
+    policy = make(tmp_path, classes=CLASSES, classify={"detectors": detectors, "unreadable": "internal"})
+    assert of(policy, chat(user([IMAGE]))).data_class == "internal"
+    assert of(policy, chat(user([IMAGE, {"type": "text", "text": EMAIL}]))).data_class == "personal"
+    assert of(policy, chat(user("hi"))).data_class == "public"
+
+
+def test_classify_unreadable_must_name_a_defined_class(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as caught:
+        make(tmp_path, classes=CLASSES, classify={"unreadable": "secret"})
+    assert any("classify.unreadable: data class 'secret' is not defined" in p for p in caught.value.problems)
+
+
+def test_the_estimate_counts_tool_definitions_schemas_and_system_prompts(tmp_path: Path) -> None:
+    policy = make(tmp_path)
+    plain = of(policy, chat(user("hi"))).prompt_tokens
+    big = "x" * 40_000
+    bodies = [
+        chat(user("hi"), tools=[{"type": "function", "function": {"name": "f", "description": big}}]),
+        chat(user("hi"), response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {
+            "type": "object", "properties": {big: {"type": "string"}}}}}),
+        chat({"role": "system", "content": big}, user("hi")),
+        chat(user("hi"), metadata={"notes": big}),
+    ]
+    for body in bodies:
+        assert of(policy, body).prompt_tokens >= plain + 10_000
+    responses = {"model": "chat", "input": "hi", "instructions": big}
+    assert of(policy, responses, endpoint="responses").prompt_tokens >= 10_000
+
+
+def test_token_ids_count_one_token_each(tmp_path: Path) -> None:
+    policy = make(tmp_path)
+    assert of(policy, {"model": "chat", "prompt": list(range(1000))}, endpoint="completions").prompt_tokens >= 1000
+
+
+def test_a_body_too_big_to_walk_is_read_from_its_json(tmp_path: Path) -> None:
+    """Past WALK_LIMIT values the body is read as JSON text: still every string, unreadable parts and the estimate."""
+    policy = classified(tmp_path)
+    many = [user([{"type": "text", "text": f"note {i}"}]) for i in range(WALK_LIMIT // 4)]
+    assert of(policy, chat(*many)).data_class == "public"
+    hidden = chat(*many, tools=[{"type": "function", "function": {"name": "f", "description": f"mail {EMAIL}"}}])
+    assert of(policy, hidden).data_class == "personal"
+    content = request_texts("chat", chat(*many, user([IMAGE])))
+    assert (content.unreadable, content.images) == ("image", 1)
+    assert of(policy, chat(*many)).prompt_tokens >= len(orjson.dumps(chat(*many))) // CHARS_PER_TOKEN
+
+
+@pytest.mark.parametrize(("unreadable", "expected"), [
+    (None, "personal, the most sensitive class (default)"),
+    ("internal", "internal"),
+])
+def test_policy_check_says_which_class_unreadable_content_gets(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               unreadable: str | None, expected: str) -> None:
+    classify = {} if unreadable is None else {"unreadable": unreadable}
+    make(tmp_path, classes=CLASSES, classify=classify)
+    assert cli.main(["policy", "check", str(tmp_path / "policy.yaml")]) == 0
+    assert f"classify.unreadable: images, audio, files and token ids raise a request to {expected}" in (
+        capsys.readouterr().out)

@@ -46,7 +46,20 @@ def test_policy_check_prints_one_line_per_problem_and_exits_1(tmp_path: Path,
     assert main(["policy", "check", str(path)]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"{path}: upstreams.a.regoin: unknown key 'regoin' (did you mean 'region'?)",
-                     f"{path}: 1 problem(s); the policy was not loaded"]
+                     f"{path}: models.chat.candidates[1]: upstream 'b' is not defined",
+                     f"{path}: 2 problem(s); the policy was not loaded"]
+
+
+def test_policy_check_notes_upstreams_that_list_no_capabilities(tmp_path: Path) -> None:
+    unlisted = {k: v for k, v in upstream_spec("http://127.0.0.1:1").items() if k != "capabilities"}
+    upstreams = {"open": unlisted, "narrow": upstream_spec("http://127.0.0.1:1", capabilities=["json"])}
+    path = write_policy(tmp_path, upstreams, {"chat": {"candidates": ["open", "narrow"]}})
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "policy", "check", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: upstreams.open: lists no capabilities, so requests needing any of json, responses, "
+                     "tools, vision may go to it and its own answer decides; list `capabilities` to narrow it"]
 
 
 def test_keys_new_prints_a_key_and_the_hash_to_store(capsys: pytest.CaptureFixture[str]) -> None:

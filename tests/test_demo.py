@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -82,6 +83,19 @@ def test_demo_routes_by_cost_and_keeps_personal_data_in_house(
     streamed = "".join(c.choices[0].delta.content or "" for c in
                        client.chat.completions.create(model="chat", messages=HELLO, stream=True) if c.choices)
     assert streamed.startswith("[demo self-hosted stand-in]")
+
+
+def test_demo_serves_tools_and_the_responses_api(demo: tuple[subprocess.Popen[str], int, dict[str, int]],
+                                                 loop: Loop) -> None:
+    _, port, _ = demo
+    client = loop.client(f"http://127.0.0.1:{port}/v1", DEMO_KEY)
+    response = client.responses.with_raw_response.create(model="chat", input="Say hello")
+    assert response.headers["x-switchyard-upstream"] == "demo-self-hosted"
+    assert response.parse().output_text.startswith("[demo self-hosted stand-in]")
+    tools: Any = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    calls = client.chat.completions.create(model="smart", messages=HELLO, tools=tools).choices[0].message.tool_calls
+    assert calls is not None
+    assert calls[0].function.name == "get_time"
 
 
 def test_demo_takes_free_stand_in_ports_by_default_and_says_which(

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.detectors import BUILTIN, Detector, builtin, regex, scan
+from gateway.normalise import normalise
 
 ALL = [builtin(name) for name in sorted(BUILTIN)]
 
@@ -358,3 +359,114 @@ def test_generated_card_number_is_found(body: str, separator: str, template: str
     number = luhn_complete("4" + body)
     written = separator.join(number[i:i + 4] for i in range(0, 16, 4))
     assert scan(ALL, template.format(written)) == "credit_card"
+
+
+# Evasions and normalisation (issue 11) ----------------------------------------------------------------------------
+
+CARD = ["4111", "1111", "1111", "1111"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("jane\u200b.doe@exam\u200bple.com", "email"),
+        ("jane.doe@exam\u00adple.com", "email"),
+        ("jane.doe\uff20example.com", "email"),
+        ("jane.doe@ex\u0430mple.com", "email"),
+        ("write to mailto:jane.doe@example.com", "email"),
+        ("MAILTO:jane.doe%40example.com", "email"),
+        ("jane.doe%2540example.com", "email"),
+        ('{"to": "jane\\u0040example.com"}', "email"),
+        ("jane@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", "email"),
+        ("\u200b".join(CARD), "credit_card"),
+        ("\u00ad".join(CARD), "credit_card"),
+        (" ".join(CARD).translate({ord("0") + i: 0xff10 + i for i in range(10)}), "credit_card"),
+        (" ".join(CARD).translate({ord("0") + i: 0x0660 + i for i in range(10)}), "credit_card"),
+        (" ".join(CARD).translate({ord("0") + i: 0x06f0 + i for i in range(10)}), "credit_card"),
+        ("%20".join(CARD), "credit_card"),
+        ('{"card": "4111\\t1111\\t1111\\t1111"}', "credit_card"),
+        ("tag\U000e0041 " + " ".join(CARD), "credit_card"),
+        ("DE89-3704-0044-0532-0130-00", "iban"),
+        ("IBAN XX12 DE89 3704 0044 0532 0130 00", "iban"),
+        ("SSN 123.45.6789", "national_id"),
+        ("2024 2024 2024 2024 4111 1111 1111 1111", "credit_card"),
+        ("line\\n\\4111 1111 1111 1111", "credit_card"),  # decoding "\4111" as octal must not hide it
+    ],
+)
+def test_evasions_are_found(text: str, expected: str) -> None:
+    assert scan(ALL, text) == expected
+
+
+@pytest.mark.parametrize("separator", [".", "/", "\t", "\n", "  ", " - ", "\u2007", "\u2002", "\u3000", "\u2014",
+                                       "\u2212", "\u2013", "\u00a0", "\u202f"])
+def test_card_digits_split_by_any_separator_are_found(separator: str) -> None:
+    assert scan(ALL, f"card: {separator.join(CARD)} exp 12/27") == "credit_card"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain ascii", "plain ascii"),
+        ("jane%40example.com", "jane@example.com"),
+        ("a%2540b", "a@b"),
+        ("50% off, 20%", "50% off, 20%"),
+        ("x%4", "x%4"),
+        ('{"to": "a\\u0040b"}', '{"to": "a\\u0040b"}\n{"to": "a@b"}'),
+
+        ("ja\u200bne\u00ad\u2060x", "janex"),
+        ("\uff14\uff11 \u0664\u0661", "41 41"),
+        ("a\u2014b\u2212c\u2013d", "a-b-c-d"),
+        ("a\u3000b\u2007c\u2028d", "a b c d"),
+        ("\U0001e951\U0001e952", "12"),
+        ("caf\u00e9 \U0001f600", "caf\u00e9 \U0001f600"),
+    ],
+)
+def test_normalise(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+def test_plain_ascii_text_is_returned_as_it_is() -> None:
+    text = "Summarise the meeting notes " * 10
+    assert normalise(text) is text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Version 4.1.1.1 and 4111.2 released",
+        "Backup on 2024/01/15 and 2024/02/15",
+        "Years 2019 2020 2021 2022 2023 2024 2025",
+        "Network 192.168.100.200/24 via 10.0.0.1",
+        "50% off, 100% cotton, save 20%",
+        "C:\\Users\\build\\4111\\logs\\new\\table",
+        "Weights 4111.1111 kg and 2222.3333 kg",
+        "ids: 5012-3456, 5012-3457, 5012-3458",
+        '{"a": "\\u00e9t\\u00e9", "n": 1234}',
+        "Gr\u00fc\u00dfe, caf\u00e9, na\u00efve, "
+        "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac, \u0442\u0435\u043a\u0441\u0442",
+        "sum = 4111 + 1111 + 1111 + 1111",
+        "ISBN 978-0-306-40615-7",
+        "Matrix [[4111, 1111], [1111, 1111]]",
+        "row\t4111\t1111\n",
+        "see https://example.com/a%20b/c%2Fd?x=1",
+        "order 2345-6789-0123 shipped",
+        "2024-03-15T10:30:00Z 2024-03-15T10:31:00Z",
+        "npm i react@18.2.0 and ssh admin@localhost",
+        "price: \uff14\uff11\uff11\uff11 yen",
+        "Version 123.45.67 of the tool",
+    ],
+)
+def test_more_ordinary_text_fires_nothing(text: str) -> None:
+    assert scan(ALL, text) is None
+
+
+@pytest.mark.parametrize("unit", ["4111 ", "a123456 ", "/a@b.cd ", "12 34 56 78 ", "2345 6789 0123 "])
+def test_a_text_crowded_with_candidates_fails_closed(unit: str) -> None:
+    """Past the cap on candidates a detector checks, the text counts as a hit: decoys cannot hide what follows."""
+    crowded = unit * 100_000
+    assert scan(ALL, crowded) is not None
+
+
+def test_a_long_ordinary_text_is_not_crowded() -> None:
+    text = ("Deploy v2.31.0 on 2024-03-15 at 09:00 UTC; ticket PLAT-2291, order 88231. " * 20_000)
+    assert scan(ALL, text) is None

@@ -24,17 +24,20 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from gateway.app import Gateway, Settings
-from tests.conftest import KEY, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
+from tests.conftest import KEY, OTHER_KEY, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
 from tests.faults import (
     Behaviour,
+    Echo,
     FaultServer,
     Hang,
     Json,
+    Redirect,
     Reset,
     SilentClose,
     Sse,
     Status,
     chat_events,
+    chunk,
 )
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
@@ -815,3 +818,208 @@ def test_a_stream_in_progress_holds_its_upstream_slot(loop: Loop, tmp_path: Path
         assert r.metric("switchyard_inflight_requests", upstream="primary") == 1
         assert r.served_by() == "fallback"  # the primary is at its max_concurrency of 1
     assert primary.count == 1
+
+
+# Redirects are never followed
+
+
+@pytest.mark.parametrize("status", [307, 302])
+def test_a_redirect_is_an_upstream_error_and_its_location_is_never_asked(loop: Loop, tmp_path: Path, faults: Make,
+                                                                        status: int) -> None:
+    elsewhere = faults("elsewhere")  # a host:port in no policy: a 307 would re-POST the prompt there
+    r, primary, fallback = pair(loop, tmp_path, faults, Redirect(status, elsewhere.url + "/v1/chat/completions"),
+                                Json(), resilience={"attempts_per_upstream": 3})
+    headers, completion = r.chat()
+    assert headers["x-switchyard-upstream"] == "fallback"
+    assert completion.choices[0].message.content == "fallback answers"
+    assert elsewhere.count == 0
+    assert (primary.count, fallback.count) == (1, 1)  # not asked again: the next candidate at once
+    assert r.metric("switchyard_upstream_errors_total", upstream="primary", reason="redirect") == 1
+
+
+def test_a_redirect_from_the_only_candidate_is_a_502_and_the_body_is_not_relayed(loop: Loop, tmp_path: Path,
+                                                                                faults: Make) -> None:
+    elsewhere = faults("elsewhere")
+    only = faults("only", default=Redirect(302, elsewhere.url + "/secret"))
+    r = rig(loop, tmp_path, {"only": only})
+    with pytest.raises(openai.APIStatusError) as caught:
+        r.chat()
+    assert caught.value.status_code == 502
+    assert "only: redirect" in caught.value.message
+    assert "moved" not in caught.value.response.text
+    assert elsewhere.count == 0
+
+
+def test_redirects_count_against_the_circuit(loop: Loop, tmp_path: Path, faults: Make) -> None:
+    elsewhere = faults("elsewhere")
+    r, primary, _ = pair(loop, tmp_path, faults, Redirect(307, elsewhere.url), Json(), resilience=CIRCUIT)
+    assert r.served_by() == "fallback"
+    assert r.served_by() == "fallback"
+    assert primary.count == 2
+    assert r.metric("switchyard_circuit_state", upstream="primary") == 2
+    assert r.served_by() == "fallback"
+    assert primary.count == 2
+    assert elsewhere.count == 0
+
+
+# 501 and the statuses that are retried
+
+LLAMA_501 = {"error": {"code": 501, "message": "This server does not support embeddings. Start it with `--embeddings`",
+                       "type": "not_supported_error"}}
+
+
+def test_a_501_is_not_retried_not_counted_and_its_message_reaches_the_client(loop: Loop, tmp_path: Path,
+                                                                            faults: Make) -> None:
+    only = faults("only", *[Status(501, body=LLAMA_501)] * 3)
+    r = rig(loop, tmp_path, {"only": only}, resilience={**CIRCUIT, "attempts_per_upstream": 3})
+    for tries in range(1, 4):  # more than circuit.failures of them
+        with pytest.raises(openai.APIStatusError) as caught:
+            r.chat()
+        assert caught.value.status_code == 501
+        assert caught.value.response.json() == LLAMA_501
+        assert only.count == tries  # never asked twice
+    assert r.metric("switchyard_circuit_state", upstream="only") in (None, 0)
+    assert r.served_by() == "only"  # chat on the same upstream still goes there
+
+
+def test_a_501_moves_on_to_the_next_candidate(loop: Loop, tmp_path: Path, faults: Make) -> None:
+    r, primary, fallback = pair(loop, tmp_path, faults, Status(501, body=LLAMA_501), Json(),
+                                resilience={"attempts_per_upstream": 3})
+    assert r.served_by() == "fallback"
+    assert (primary.count, fallback.count) == (1, 1)
+
+
+@pytest.mark.parametrize(("status", "tries"), [(500, 3), (502, 3), (503, 3), (504, 3), (505, 1), (507, 1)])
+def test_only_the_documented_5xx_are_retried(loop: Loop, tmp_path: Path, faults: Make, status: int,
+                                             tries: int) -> None:
+    r, primary, fallback = pair(loop, tmp_path, faults, Status(status), Json(),
+                                resilience={"attempts_per_upstream": 3})
+    assert r.served_by() == "fallback"
+    assert (primary.count, fallback.count) == (tries, 1)
+
+
+# Context-length errors as real servers word them, recognised by their structured fields first
+
+REAL_CONTEXT_ERRORS = [
+    pytest.param(Status(400, body={"error": {"message": "max_tokens=600 cannot be greater than max_model_len=512. "
+                                             "Please request fewer output tokens.", "type": "BadRequestError",
+                                             "param": "max_tokens", "code": 400}}), id="vllm-0.32-max-tokens"),
+    pytest.param(Status(400, body={"error": {"code": 400, "message": "request (5000 tokens) exceeds the available "
+                                             "context size (4096 tokens), try increasing it",
+                                             "type": "exceed_context_size_error", "n_prompt_tokens": 5000,
+                                             "n_ctx": 4096}}), id="llama.cpp-type"),
+    pytest.param(Status(500, body={"error": {"code": 500, "message": "input (5000 tokens) is too large to process. "
+                                             "increase the physical batch size (current batch size: 2048)",
+                                             "type": "server_error"}}), id="llama.cpp-500"),
+]
+
+
+@pytest.mark.parametrize("rejection", REAL_CONTEXT_ERRORS)
+def test_real_servers_context_errors_move_to_a_larger_window(loop: Loop, tmp_path: Path, faults: Make,
+                                                             rejection: Status) -> None:
+    servers = {"primary": faults("primary", default=rejection), "big": faults("big")}
+    r = rig(loop, tmp_path, servers, specs={"primary": {"context_window": 1024}, "big": {"context_window": 32768}},
+            resilience={**CIRCUIT, "attempts_per_upstream": 3})
+    for _ in range(3):  # a context refusal is the request's doing: never retried, never opens the circuit
+        assert r.served_by() == "big"
+    assert servers["primary"].count == 3
+    assert r.metric("switchyard_circuit_state", upstream="primary") in (None, 0)
+
+
+# What counts against a circuit: a timeout only when the request was small
+
+BIG_PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "word " * 8000}]  # 40 KB
+
+
+@pytest.mark.parametrize("big", [
+    pytest.param({"max_tokens": 4000}, id="large-max-tokens"),
+    pytest.param({"messages": BIG_PROMPT, "max_tokens": 10}, id="big-prompt"),
+    pytest.param({"messages": BIG_PROMPT, "stream": True}, id="big-prompt-stream"),
+])
+def test_timeouts_of_one_tenants_big_requests_do_not_open_the_circuit_every_tenant_shares(
+        loop: Loop, tmp_path: Path, faults: Make, big: dict[str, Any]) -> None:
+    served = answer("fallback") if big.get("stream") else Json()
+    r, primary, fallback = pair(loop, tmp_path, faults, [Hang()] * 5, served,
+                                resilience={**CIRCUIT, "per_try_timeout_s": 0.5, "ttft_timeout_s": 0.5})
+    for _ in range(5):  # tenant acme's slow requests: each times out on the primary, the fallback serves it
+        body = {"model": "chat", "messages": HELLO, **big}
+        response = httpx.post(r.base_url + "/chat/completions", headers=AUTH, json=body, timeout=30)
+        assert response.status_code == 200
+        assert response.headers["x-switchyard-upstream"] == "fallback"
+    assert (primary.count, fallback.count) == (5, 5)
+    assert r.metric("switchyard_upstream_errors_total", upstream="primary", reason="timeout") == 5
+    other = r.loop.client(r.base_url, OTHER_KEY)  # tenant limited, a small request
+    raw = other.chat.completions.with_raw_response.create(model="chat", messages=HELLO, max_tokens=16)
+    assert raw.headers["x-switchyard-upstream"] == "primary"
+    assert r.metric("switchyard_circuit_state", upstream="primary") in (None, 0)
+
+
+def test_timeouts_of_small_requests_do_open_the_circuit(loop: Loop, tmp_path: Path, faults: Make) -> None:
+    r, primary, _ = pair(loop, tmp_path, faults, [Hang()] * 5, Json(),
+                         resilience={**CIRCUIT, "per_try_timeout_s": 0.5})
+    for _ in range(3):
+        assert r.chat(max_tokens=16)[0]["x-switchyard-upstream"] == "fallback"
+    assert primary.count == 2  # two small timeouts opened it: the third request skipped the primary
+    assert r.metric("switchyard_circuit_state", upstream="primary") == 2
+
+
+# Error bodies that are not OpenAI's JSON
+
+HTML_503 = b"<html><head><title>503</title></head><body><h1>Service Temporarily Unavailable</h1>nginx</body></html>"
+
+
+def test_an_html_error_body_reaches_the_client_as_an_openai_error_with_an_excerpt(loop: Loop, tmp_path: Path,
+                                                                                 faults: Make) -> None:
+    html = b"<html><body><h1>400 Bad Request</h1><p>Request Header Or Cookie Too Large</p></body></html>"
+    only = faults("only", default=Echo(lambda _: html, status=400, content_type="text/html"))
+    r = rig(loop, tmp_path, {"only": only})
+    with pytest.raises(openai.BadRequestError) as caught:
+        r.chat()
+    assert caught.value.response.headers["content-type"].startswith("application/json")
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "upstream_http_400"
+    assert "400 Bad Request Request Header Or Cookie Too Large" in error["message"]
+    assert "<" not in error["message"]
+
+
+def test_html_5xx_from_every_candidate_gives_the_gateways_json_502(loop: Loop, tmp_path: Path, faults: Make) -> None:
+    r, primary, fallback = pair(loop, tmp_path, faults, Echo(lambda _: HTML_503, 503, "text/html"),
+                                Echo(lambda _: HTML_503, 503, "text/html"))
+    with pytest.raises(openai.APIStatusError) as caught:
+        r.chat()
+    assert caught.value.status_code == 502
+    assert caught.value.response.json()["error"]["code"] == "upstream_error"
+    assert (primary.count, fallback.count) == (2, 2)  # a 503 is retried, whatever its body
+
+
+# An upstream's stream: one event over the limit, and a key split across two reads
+
+PROVIDER_KEY = "sk-prov-77aa88bb99cc00dd11ee22ff33-split"
+
+
+def test_an_event_over_the_limit_after_the_first_ends_the_stream_with_an_error_event(loop: Loop, tmp_path: Path,
+                                                                                    faults: Make) -> None:
+    model = "only-model"
+    huge = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"x" * (2 << 20)
+    only = faults("only", default=Sse((*chat_events(model, ["one ", "two "], finish=False, with_usage=False), huge),
+                                      done=False))
+    r = rig(loop, tmp_path, {"only": only}, specs={"only": {"limits": {"sse_event_bytes": 1 << 20}}})
+    got = stream(r)
+    assert got.text == "one two "
+    assert_interrupted(got)
+    assert r.metric("switchyard_stream_failures_total", upstream="only", reason="event_too_large",
+                    outcome="error_event") == 1
+
+
+def test_a_key_split_across_two_reads_of_one_event_is_still_cut_out(loop: Loop, tmp_path: Path,
+                                                                    faults: Make) -> None:
+    model = "only-model"
+    whole = chunk(model, f"the key is {PROVIDER_KEY}!")
+    cut = whole.index(PROVIDER_KEY.encode()) + 6
+    events = (chunk(model, role=True), whole[:cut], whole[cut:], chunk(model, finish="stop"))
+    only = faults("only", default=Sse(events, delays=(0, 0, 0.05, 0)))
+    r = rig(loop, tmp_path, {"only": only}, specs={"only": {"api_key": PROVIDER_KEY}})
+    got = stream(r)
+    assert got.complete
+    assert got.text == "the key is [redacted]!"
+    assert PROVIDER_KEY[:8].encode() not in got.raw

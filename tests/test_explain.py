@@ -59,7 +59,7 @@ def test_explain_takes_live_latency(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["policy", "explain", policy, "--key", key, "--request", body, "--ttft", "nope=abc"]) == 1
 
 
-def test_a_case_naming_an_unknown_upstream_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_case_naming_an_unknown_upstream_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "policy.yaml").write_text((ROOT / "policies" / "switchyard.yaml").read_text())
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "typo.yaml").write_text(
@@ -67,8 +67,9 @@ def test_a_case_naming_an_unknown_upstream_fails(tmp_path: Path, capsys: pytest.
         "    health: {down: [local-vlm]}\n    expect: {first: local-vllm, rule: null}\n")
     assert main(["policy", "test", str(tmp_path)]) == 1
     out = capsys.readouterr().out
+    assert f"ERROR {tmp_path / 'tests' / 'typo.yaml'}:2: typo" in out
     assert "upstream 'local-vlm' is not in the policy" in out
-    assert out.rstrip().endswith("0 passed, 1 failed")
+    assert out.rstrip().endswith("0 passed, 0 failed, 1 error(s)")
 
 
 def test_explain_shows_n_and_estimates_every_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,3 +85,25 @@ def test_explain_shows_n_and_estimates_every_choice(tmp_path: Path, capsys: pyte
     assert len(one) == len(ten) > 0
     assert all(b > a for a, b in zip(one, ten, strict=True) if a > 0)
     assert any(a > 0 for a in one)
+
+
+@pytest.mark.parametrize(("endpoint", "body", "first"), [
+    ("chat", {"messages": [{"role": "user", "content": "hi"}]}, "local-vllm"),
+    ("completions", {"prompt": "hi"}, "local-vllm"),
+    ("embeddings", {"input": "hi"}, "local-vllm"),
+    ("responses", {"input": "hi"}, "openai"),
+])
+def test_explain_takes_every_endpoint_the_gateway_serves(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         endpoint: str, body: dict[str, object], first: str) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"model": "chat", **body}))
+    assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request", str(path), "--endpoint", endpoint]) == 0
+    assert f"1. {first}" in capsys.readouterr().out
+
+
+def test_explain_names_the_capability_no_upstream_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"model": "chat", "input": "hi"}))
+    assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request", str(path), "--endpoint", "responses",
+                 "--down", "openai"]) == 2
+    assert "excluded (capability)" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""POST /v1/responses: routed like chat completions, only to upstreams that declare the `responses` capability."""
+"""POST /v1/responses: routed like chat completions; an upstream that lists capabilities must list `responses`."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.sse import SseRelay, error_event
+from gateway.sse import EventBound, SseRelay, complete_end, error_event
 
 
 def events(strip: bool) -> bytes:
@@ -41,3 +41,43 @@ def test_an_unfinished_event_waits() -> None:
 def test_error_event_is_openai_shaped() -> None:
     body = orjson.loads(error_event("broken", "stream_interrupted")[6:])
     assert body == {"error": {"message": "broken", "type": "server_error", "code": "stream_interrupted", "param": None}}
+
+
+def stream_of(events: int, size: int = 40) -> bytes:
+    return b"".join(b"data: {\"n\": \"" + bytes([97 + i % 26]) * size + b"\"}\n\n" for i in range(events))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 10_000])
+def test_the_event_bound_cuts_only_after_whole_events_however_the_bytes_come(size: int) -> None:
+    data = stream_of(20) + b'data: {"unfinished'
+    bound = EventBound(limit=1000)
+    pieces = [bound.feed(data[i:i + size]) for i in range(0, len(data), size)]
+    assert None not in pieces
+    assert all(p.endswith(b"\n\n") for p in pieces if p)
+    assert b"".join(p for p in pieces if p) == stream_of(20)
+    assert bound.rest() == b'data: {"unfinished'
+
+
+def test_the_event_bound_finds_a_blank_line_split_across_two_chunks() -> None:
+    bound = EventBound(limit=1000)
+    assert bound.feed(b'data: {"a": 1}\n') == b""
+    assert bound.feed(b'\ndata: {"b"') == b'data: {"a": 1}\n\n'
+    assert bound.rest() == b'data: {"b"'
+
+
+def test_an_event_that_grows_past_the_limit_without_ending_is_refused() -> None:
+    bound = EventBound(limit=100)
+    assert bound.feed(b"data: " + b"x" * 90) == b""
+    assert bound.feed(b"x" * 20) is None
+
+
+def test_a_long_run_of_small_events_never_trips_the_bound() -> None:
+    bound = EventBound(limit=100)
+    data = stream_of(10_000, size=60)  # 670 KB of events of 70 bytes
+    assert all(bound.feed(data[i:i + 4096]) is not None for i in range(0, len(data), 4096))
+    assert bound.rest() == b""
+
+
+def test_complete_end_is_where_the_relay_cuts() -> None:
+    assert complete_end(b'data: {}\n\ndata: {"x') == len(b"data: {}\n\n")
+    assert complete_end(b'data: {"x') == -1

@@ -20,7 +20,7 @@ from gateway.errors import UpstreamStatus
 from gateway.policy.schema import Upstream
 from gateway.sse import SseRelay, Transcript
 from gateway.streaming import can_continue
-from gateway.upstreams.openai import error_kind
+from gateway.upstreams.error_kinds import kind_of as error_kind
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm"
 INDEX = json.loads((FIXTURES / "index.json").read_text())["files"]
@@ -94,7 +94,6 @@ def test_a_real_chat_stream_is_transcribed_exactly(name: str) -> None:
     sse, out = relay(name, 7, strip_usage=False, transcript=transcript)
     contents = [c["delta"].get("content") for p in payloads(raw(name)) for c in p["choices"]]
     assert transcript.text == "".join(c for c in contents if c)
-    assert transcript.events == sum(1 for c in contents if c)
     assert transcript.continuable
     assert sse.finished
     assert out == raw(name)

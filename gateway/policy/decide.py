@@ -74,9 +74,7 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
         kept = [n for n in names if allowed(n, policy.doc.upstreams[n])]
         excluded += [(n, reason) for n in names if n not in kept]
         if not kept:
-            if code == "no_healthy_upstream" and residency_limited(excluded):
-                code = "residency_unavailable"
-            raise NoCandidate(code, _explain(code, features, names), excluded)
+            raise _refusal(code, features, excluded)
         names = kept
     objective = rule.objective if rule is not None and rule.objective else route.objective
     ordered = order(policy, route, features, objective, names, live)
@@ -86,7 +84,7 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
                     tuple(excluded))
 
 
-Filter = tuple[str, str, Callable[[str, Upstream], bool]]
+Filter = tuple[str, str, Callable[[str, Upstream], bool]]  # reason, error code (capability ones: "code:NAME"), test
 
 
 def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, live: Live,
@@ -107,15 +105,19 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
         filters.append(("tenant_region", "residency_unavailable", lambda _, u: u.region in tenant_regions))
     if only is not None:
         filters.append(("budget", "budget_exhausted", lambda n, _: n in only))
-    if needs:
-        filters.append(("capability", "capability_unavailable", lambda _, u: needs <= u.capabilities))
+    for need in needs:  # one filter each, so the one that leaves nothing names the capability
+        filters.append(("capability", f"capability_unavailable:{need}", _supporting(need)))
     if features.endpoint != "chat":  # translated upstreams speak chat completions only
-        filters.append(("capability", "capability_unavailable", lambda _, u: u.kind == "openai"))
+        filters.append(("capability", "capability_unavailable:translated", lambda _, u: u.kind == "openai"))
     filters.append(("context_window", "context_length_exceeded",
                     lambda _, u: u.context_window is None or window <= u.context_window))
     if live.open_circuits:
         filters.append(("circuit_open", "no_healthy_upstream", lambda n, _: n not in live.open_circuits))
     return filters
+
+
+def _supporting(capability: str) -> Callable[[str, Upstream], bool]:
+    return lambda _, upstream: upstream.supports(capability)
 
 
 RESIDENCY_REASONS = frozenset({"data_class", "tenant_region"})
@@ -138,24 +140,52 @@ def completion_estimate(features: Features, route: Route) -> int:
     return completion_per_choice(features, route) * features.n
 
 
-def needed_capabilities(features: Features) -> frozenset[str]:
-    """The capabilities an upstream must declare to serve this request."""
+def needed_capabilities(features: Features) -> tuple[str, ...]:
+    """The capabilities an upstream must support to serve this request, in the order they are checked."""
     if not (features.has_tools or features.wants_json or features.has_images or features.endpoint == "responses"):
         return NOTHING_NEEDED
-    return frozenset(c for c, wanted in (("tools", features.has_tools), ("json", features.wants_json),
-                                         ("vision", features.has_images),
-                                         ("responses", features.endpoint == "responses")) if wanted)
+    return tuple(c for c, wanted in (("responses", features.endpoint == "responses"), ("tools", features.has_tools),
+                                     ("json", features.wants_json), ("vision", features.has_images)) if wanted)
 
 
-NOTHING_NEEDED: frozenset[str] = frozenset()
+NOTHING_NEEDED: tuple[str, ...] = ()
+CAPABILITY_WORDS: Mapping[str, str] = {
+    "tools": "'tools' (the request has tools)", "json": "'json' (the request asks for a JSON response_format)",
+    "vision": "'vision' (the request has images)", "responses": "'responses' (the Responses API)"}
 
 
-def _explain(code: str, features: Features, names: list[str]) -> str:
+def _refusal(code: str, features: Features, excluded: list[tuple[str, str]]) -> NoCandidate:
+    """The error for a filter that left nothing; a capability's names the capability and its param."""
+    code, _, capability = code.partition(":")
+    if code == "no_healthy_upstream" and residency_limited(excluded):
+        code = "residency_unavailable"
+    if code != "capability_unavailable":
+        return NoCandidate(code, _explain(code, features), excluded)
+    where = f"no allowed upstream of route '{features.route}'"
+    if capability == "translated":
+        message = (f"{where} can serve {features.endpoint}: upstreams translated through litellm serve chat "
+                   "completions only")
+        return NoCandidate(code, message, excluded)
+    needs = needed_capabilities(features)
+    earlier = needs[:needs.index(capability)]
+    also = f" together with {', '.join(repr(c) for c in earlier)}" if earlier else ""
+    return NoCandidate(code, f"{where} supports {CAPABILITY_WORDS[capability]}{also}", excluded,
+                       param=capability_param(capability, features.endpoint))
+
+
+def capability_param(capability: str, endpoint: str) -> str | None:
+    """The request field that needs capability, for the error's `param`."""
+    if capability == "json":
+        return "text.format" if endpoint == "responses" else "response_format"
+    if capability == "vision":
+        return "input" if endpoint == "responses" else "messages"
+    return "tools" if capability == "tools" else None
+
+
+def _explain(code: str, features: Features) -> str:
     what = {
         "residency_unavailable": f"no upstream allowed for data class '{features.data_class}' and this tenant's "
                                  "regions can serve this request now; no other upstream may stand in",
-        "capability_unavailable": "no allowed upstream supports what this request needs (tools, response_format, "
-                                  "images, or the Responses API)",
         "context_length_exceeded": f"the estimated prompt of {features.prompt_tokens} tokens"
                                    f"{' plus max_tokens' if MAX_TOKEN_FIELDS[features.endpoint] else ''} fits "
                                    "no allowed upstream's context window",

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import PolicyError
-from gateway.policy.checks import cross_check, describe_validation_error
+from gateway.policy.checks import Defined, cross_check, describe_validation_error, partial_document
 from gateway.policy.model import Catalog, OpenAIOnly, Policy
 from gateway.policy.schema import Document
 
@@ -42,21 +42,31 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None, cata
         raise PolicyError([f"{path}: no policy files (*.yaml) found"])
     merged, origins = merge_files(files)
     digest = hashlib.sha256(orjson.dumps(merged, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
-    problems: list[str] = []
-    resolved = interpolate(merged, os.environ if environ is None else environ, "", problems)
-    if problems:
-        raise PolicyError([_located(p, origins) for p in problems])
-    try:
-        document = Document.model_validate(resolved)
-    except ValidationError as exc:
-        raise PolicyError([_located(p, origins) for p in describe_validation_error(exc)]) from None
-    catalog = catalog or OpenAIOnly()
-    problems = cross_check(document)
-    prices, price_problems = resolve_prices(document, catalog)
-    problems += price_problems
-    if problems:
+    unset: list[str] = []
+    resolved = interpolate(merged, os.environ if environ is None else environ, "", unset)
+    document, shape = _validate(resolved)
+    problems = _fresh([*unset], shape)  # an unset variable's "" is not a second problem at its place
+    prices: dict[str, tuple[float, float]] = {}
+    if document is not None:
+        prices, price_problems = resolve_prices(document, catalog or OpenAIOnly())
+        problems = _fresh(problems, [*cross_check(document, Defined.of(document, resolved)), *price_problems])
+    if problems or document is None:
         raise PolicyError([_located(p, origins) for p in problems])
     return Policy.build(document, digest, str(path), prices)
+
+
+def _fresh(problems: list[str], more: list[str]) -> list[str]:
+    """problems plus those of more at a place none of problems is at (a part left out is not missing too)."""
+    places = {p.split(":", 1)[0] for p in problems}
+    return [*problems, *(p for p in more if p.split(":", 1)[0] not in places)]
+
+
+def _validate(resolved: dict[str, Any]) -> tuple[Document | None, list[str]]:
+    """The validated document and no problems; else its shape problems and the parts that did validate."""
+    try:
+        return Document.model_validate(resolved), []
+    except ValidationError as exc:
+        return partial_document(resolved, exc), describe_validation_error(exc)
 
 
 def resolve_prices(doc: Document, catalog: Catalog) -> tuple[dict[str, tuple[float, float]], list[str]]:

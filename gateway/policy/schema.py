@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Capability = Literal["tools", "json", "vision", "continuation", "responses"]
+REQUEST_FEATURES: frozenset[Capability] = frozenset({"tools", "json", "vision", "responses"})  # not continuation
 Objective = Literal["cost", "latency", "priority"]
 Hosting = Literal["self", "third_party"]
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -44,6 +45,18 @@ class Cost(Strict):
         return (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
 
 
+MIB = 1 << 20
+
+
+class UpstreamLimits(Strict):
+    """How much of one upstream answer the gateway reads; past a limit the attempt fails (memory stays bounded)."""
+
+    body_bytes: int = Field(default=64 * MIB, gt=0)  # an answer as it comes off the wire, a stream's included
+    decompressed_bytes: int = Field(default=64 * MIB, gt=0)  # the same answer once gzip or deflate is undone
+    error_body_bytes: int = Field(default=64 << 10, gt=0)  # of an error answer; the rest is never read
+    sse_event_bytes: int = Field(default=4 * MIB, gt=0)  # one stream event, up to its blank line
+
+
 class Upstream(Strict):
     """One place a request can be sent."""
 
@@ -58,6 +71,16 @@ class Upstream(Strict):
     capabilities: frozenset[Capability] = frozenset()
     max_concurrency: int | None = Field(default=None, gt=0)
     forward_headers: frozenset[str] = frozenset()
+    limits: UpstreamLimits = UpstreamLimits()
+
+    @property
+    def lists_capabilities(self) -> bool:
+        """Whether the policy lists this upstream's capabilities (an empty list counts)."""
+        return "capabilities" in self.model_fields_set
+
+    def supports(self, capability: str) -> bool:
+        """Whether a request needing capability may go here: listed ones only, else every request feature."""
+        return capability in (self.capabilities if self.lists_capabilities else REQUEST_FEATURES)
 
     @field_validator("forward_headers")
     @classmethod
@@ -84,6 +107,9 @@ class Circuit(Strict):
 
     failures: int = Field(default=5, ge=1)
     open_s: float = Field(default=30, gt=0)
+    # a timeout counts against the circuit only for a request this small: a big one may be slow on its own account
+    small_request_bytes: int = Field(default=16 << 10, ge=0)
+    small_max_tokens: int = Field(default=1024, ge=0)
 
 
 class Resilience(Strict):
@@ -130,6 +156,9 @@ class Classify(Strict):
 
     detectors: tuple[DetectorRule, ...] = ()
     header: str = "x-switchyard-data-class"
+    # The class of a request holding content no detector can read (images, audio, files, token ids); None: the most
+    # sensitive class defined, so what cannot be inspected is never assumed harmless.
+    unreadable: str | None = None
 
     @field_validator("header")
     @classmethod

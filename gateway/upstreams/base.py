@@ -9,7 +9,11 @@ from gateway.policy.schema import Upstream as UpstreamSpec
 
 
 class Exchange(Protocol):
-    """One upstream response in progress, in the OpenAI wire format: status known, body still to come."""
+    """One upstream response in progress, in the OpenAI wire format: status known, body still to come.
+
+    An adapter whose exchange cuts the upstream's key out itself (gateway/redact.py) says so with a class
+    attribute `redacted = True`; the dispatcher redacts every other one. Streams come in whole events.
+    """
 
     upstream: str
     status: int
@@ -30,7 +34,10 @@ class Exchange(Protocol):
 
 
 class Client(Protocol):
-    """Sends requests to one upstream; raises gateway.errors.UpstreamError (never its library's exceptions)."""
+    """Sends requests to one upstream; raises gateway.errors.UpstreamError (never its library's exceptions).
+
+    It never follows a redirect (a 3xx is UpstreamRedirect), and reads answers within the spec's `limits`.
+    """
 
     name: str
     spec: UpstreamSpec
@@ -39,4 +46,4 @@ class Client(Protocol):
         """The request body for this upstream, from the client's OpenAI request."""
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
-        """Send a request and wait for the response to start; UpstreamStatus for an error status."""
+        """Send a request and wait for the response to start; UpstreamStatus or UpstreamRedirect if not a 2xx."""

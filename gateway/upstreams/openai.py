@@ -19,30 +19,32 @@ import orjson
 from gateway.errors import (
     UpstreamCut,
     UpstreamError,
+    UpstreamRedirect,
     UpstreamSilent,
     UpstreamStatus,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.policy.schema import Resilience, Upstream
+from gateway.policy.schema import Resilience, Upstream, UpstreamLimits
+from gateway.redact import Redactor
+from gateway.upstreams import bounded, error_kinds
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
+JSON = b"application/json"
+EXCERPT_CHARS = 300
+OFFLOAD_BYTES = 1 << 20
+TAGS = re.compile(r"<[^>]{0,1000}>")
 
 
 def new_session() -> aiohttp.ClientSession:
-    """The process's one upstream session: no pool limit of its own (max_concurrency is the limit)."""
+    """The process's one upstream session: no pool limit of its own, and bodies inflated by us, within limits."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                 auto_decompress=False)
 
 
 SILENCE_S = 1.0
-CONTEXT_LENGTH = re.compile(
-    rb"context_length_exceeded|maximum context length|longer than the model'?s context length"
-    rb"|exceeds? the (?:available )?context (?:size|length|window)|context size has been exceeded"
-    rb"|input length exceeds|too many tokens|prompt is too long"
-    rb"|(?:longer than|exceeds?) the maximum (?:model|allowed|context) length", re.IGNORECASE)
-CONTENT_FILTER = re.compile(rb"content_filter|content_policy_violation|ResponsibleAIPolicyViolation|safety system",
-                            re.IGNORECASE)
 
 
 @contextmanager
@@ -66,39 +68,55 @@ def upstream_errors(upstream: str, started: float | None = None, body: bool = Fa
         raise broken(upstream, type(exc).__name__) from exc
 
 
-def error_kind(status: int, body: bytes) -> str | None:
-    """What an upstream's 400-class answer means, as OpenAI, vLLM, SGLang, llama.cpp and Ollama word it."""
-    if status not in (400, 413, 422):
-        return None
-    if CONTEXT_LENGTH.search(body):
-        return "context_length"
-    if CONTENT_FILTER.search(body):
-        return "content_filter"
-    return None
-
-
 class Exchange:
-    """One upstream response in progress: status and content type known, body still to come."""
+    """One upstream response in progress: status and content type known, body still to come, read within limits.
 
-    __slots__ = ("_response", "content_type", "status", "upstream")
+    Whatever it hands on has the upstream's key cut out: a stream event by event, so a key is never split.
+    """
 
-    def __init__(self, upstream: str, response: aiohttp.ClientResponse) -> None:
+    __slots__ = ("_limits", "_redact", "_response", "content_type", "status", "upstream")
+
+    redacted = True  # the dispatcher need not redact what this exchange hands on
+
+    def __init__(self, upstream: str, response: aiohttp.ClientResponse, limits: UpstreamLimits,
+                 redact: Redactor) -> None:
         self.upstream = upstream
         self._response = response
+        self._limits = limits
+        self._redact = redact
         self.status = response.status
         self.content_type = response.headers.get("content-type", "application/json").encode("latin-1")
 
+    def _encoding(self) -> str | None:
+        """The body's content-encoding, once its announced length is checked against the limit."""
+        length = self._response.content_length
+        if length is not None and length > self._limits.body_bytes:
+            raise UpstreamTooLarge(self.upstream, "body", self._limits.body_bytes)
+        return self._response.headers.get("content-encoding")
 
     async def read(self) -> bytes:
-        """The whole body."""
+        """The whole body, its key cut out."""
         with upstream_errors(self.upstream, body=True):
-            return await self._response.read()
+            pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), self._encoding(), self._limits)
+            body = await bounded.whole(pieces)
+        if len(body) > OFFLOAD_BYTES:  # a body full of copies of the key takes seconds to cut: off the loop
+            return await asyncio.to_thread(self._redact, body)
+        return self._redact(body)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive."""
+        """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
         with upstream_errors(self.upstream, body=True):
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            async for piece in bounded.events(self.upstream, self._response.content.iter_any(), self._encoding(),
+                                              self._limits):
+                yield self._redact(piece)
+
+    async def read_error(self) -> tuple[bytes, bool]:
+        """The first error_body_bytes of an error body, its key cut out, and whether it went on (never read)."""
+        with upstream_errors(self.upstream):
+            pieces = bounded.decoded(self.upstream, self._response.content.iter_any(),
+                                     self._response.headers.get("content-encoding"), self._limits)
+            body, more = await bounded.prefix(pieces, self._limits.error_body_bytes)
+        return self._redact(body), more
 
     def retry_after(self) -> str | None:
         """The Retry-After header, if the upstream sent one."""
@@ -113,16 +131,17 @@ class Exchange:
 
 
 class OpenAIUpstream:
-    """Sends requests to one OpenAI-compatible upstream."""
+    """Sends requests to one OpenAI-compatible upstream; never follows a redirect."""
 
     def __init__(self, name: str, spec: Upstream, session: aiohttp.ClientSession, resilience: Resilience) -> None:
         self.name = name
         self.spec = spec
         self._session = session
         self._base = (spec.base_url or "").rstrip("/")
-        self._headers = {"content-type": "application/json"}
+        self._headers = {"content-type": "application/json", "accept-encoding": bounded.ACCEPT_ENCODING}
         if spec.api_key is not None:
             self._headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
+        self.redact = Redactor(spec.api_key.get_secret_value() if spec.api_key is not None else None)
         self._forward = FORWARDED_HEADERS | spec.forward_headers
         self._header_timeout = resilience.per_try_timeout_s
         self._plain_timeout = aiohttp.ClientTimeout(total=resilience.per_try_timeout_s,
@@ -139,7 +158,7 @@ class OpenAIUpstream:
         return orjson.dumps(rewritten)
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
-        """Send a request and wait for the response headers; UpstreamError when that fails."""
+        """Send a request and wait for the response headers; UpstreamError when that fails or is not a 2xx."""
         headers = self._headers
         extra = {k: v for k, v in client_headers.items() if k in self._forward}
         if extra:
@@ -148,24 +167,46 @@ class OpenAIUpstream:
             if stream:  # sock_read bounds each read of a stream, so its headers need a deadline of their own
                 async with asyncio.timeout(self._header_timeout):
                     response = await self._session.post(self._base + path, data=body, headers=headers,
-                                                        timeout=self._stream_timeout)
+                                                        timeout=self._stream_timeout, allow_redirects=False)
             else:
                 response = await self._session.post(self._base + path, data=body, headers=headers,
-                                                    timeout=self._plain_timeout)
-        exchange = Exchange(self.name, response)
+                                                    timeout=self._plain_timeout, allow_redirects=False)
+        exchange = Exchange(self.name, response, self.spec.limits, self.redact)
+        if 300 <= exchange.status < 400:
+            response.close()  # its Location names a place no policy does: never asked, never read
+            raise UpstreamRedirect(self.name, exchange.status)
         if exchange.status >= 400:
-            error = await self._failed(exchange)
-            raise error
+            raise await self._failed(exchange)
         return exchange
 
     async def _failed(self, exchange: Exchange) -> UpstreamStatus:
+        """The error for an error answer: its body bounded, redacted, and OpenAI-shaped JSON."""
         try:
-            body = await exchange.read()
+            body, more = await exchange.read_error()
         except UpstreamError:
-            body = b""
+            body, more = b"", True
         finally:
             exchange.close()
-        error = UpstreamStatus(self.name, exchange.status, body, exchange.content_type)
-        error.retry_after = exchange.retry_after()
-        error.kind = error_kind(exchange.status, body)
-        return error
+        error = error_kinds.parse(body) if not more else None
+        kind = error_kinds.kind_of(exchange.status, body, error)
+        if error is None:
+            body = wrapped(self.name, exchange.status, exchange.content_type, body, more)
+        failed = UpstreamStatus(self.name, exchange.status, body, JSON)
+        failed.retry_after = exchange.retry_after()
+        failed.kind = kind
+        failed.retryable = failed.retryable and kind is None  # a refusal of this request: the same again
+        return failed
+
+
+def wrapped(upstream: str, status: int, content_type: bytes, body: bytes, more: bool) -> bytes:
+    """An error body that is not OpenAI's JSON (HTML, text, cut short) as OpenAI's error, with a short excerpt."""
+    text = body[:EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    if b"html" in content_type.lower():
+        text = TAGS.sub(" ", text)
+    excerpt = " ".join(text.split())[:EXCERPT_CHARS]
+    kind = content_type.split(b";")[0].decode("latin-1", "replace")[:64] or "no content type"
+    message = (f"upstream '{upstream}' answered {status} with a {kind} body"
+               f"{' (cut at the error body limit)' if more else ''}: {excerpt or '(empty)'}")
+    error = {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
+             "param": None, "code": f"upstream_http_{status}"}
+    return orjson.dumps({"error": error})

@@ -207,8 +207,6 @@ def test_a_megabyte_of_message_content_is_refused_on_a_one_cent_budget(loop: Loo
     assert upstream.seen == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs classify to count every string the upstream reads, tool definitions "
-                                       "included (issue 11, build point 1: another branch); then remove this mark")
 def test_a_megabyte_of_tool_description_is_refused_on_a_one_cent_budget(loop: Loop, tmp_path: Path) -> None:
     upstream = StandIn("up")
     rig = start(loop, tmp_path, upstream)

@@ -323,21 +323,42 @@ def test_no_allowed_residency_is_refused_with_403(tmp_path: Path, data_class: di
     assert "route 'chat'" in error.message
 
 
-@pytest.mark.parametrize(("need", "capability"), [
-    ({"has_tools": True}, "tools"),
-    ({"wants_json": True}, "json"),
-    ({"has_images": True}, "vision"),
-])
-def test_capabilities_must_cover_the_request(tmp_path: Path, need: dict[str, Any], capability: str) -> None:
-    upstreams = {"bare": up(), "able": up(capabilities=[capability]), "other": up(capabilities=["continuation"])}
-    policy = make(tmp_path, upstreams, ["bare", "able", "other"])
+NEEDS = [({"has_tools": True}, "tools", "tools"), ({"wants_json": True}, "json", "response_format"),
+         ({"has_images": True}, "vision", "messages"), ({"endpoint": "responses"}, "responses", None)]
+
+
+@pytest.mark.parametrize(("need", "capability", "param"), NEEDS)
+def test_listed_capabilities_must_cover_the_request(tmp_path: Path, need: dict[str, Any], capability: str,
+                                                    param: str | None) -> None:
+    upstreams = {"none": up(capabilities=[]), "able": up(capabilities=[capability]),
+                 "other": up(capabilities=["continuation"])}
+    policy = make(tmp_path, upstreams, ["none", "able", "other"])
     decision = decide(policy, replace(REQUEST, **need))
     assert decision.candidates == ("able",)
-    assert decision.excluded == (("bare", "capability"), ("other", "capability"))
-    assert decide(policy, REQUEST).candidates == ("bare", "able", "other")
-    narrow = make(tmp_path, upstreams, ["bare", "other"])
+    assert decision.excluded == (("none", "capability"), ("other", "capability"))
+    assert decide(policy, REQUEST).candidates == ("none", "able", "other")
+    narrow = make(tmp_path, upstreams, ["none", "other"])
     error = refused(narrow, replace(REQUEST, **need))
-    assert (error.code, error.status) == ("capability_unavailable", 400)
+    assert (error.code, error.status, error.param) == ("capability_unavailable", 400, param)
+    assert error.message.startswith(f"no allowed upstream of route 'chat' supports '{capability}'")
+
+
+@pytest.mark.parametrize(("need", "capability", "param"), NEEDS)
+def test_an_upstream_listing_no_capabilities_gets_every_request_feature(tmp_path: Path, need: dict[str, Any],
+                                                                       capability: str, param: str | None) -> None:
+    """Without a list the upstream's own answer decides; a list (even an empty one) narrows."""
+    policy = make(tmp_path, {"unlisted": up(), "listed": up(capabilities=["continuation"])}, ["unlisted", "listed"])
+    decision = decide(policy, replace(REQUEST, **need))
+    assert (decision.candidates, decision.excluded) == (("unlisted",), (("listed", "capability"),))
+
+
+def test_continuation_is_never_implied(tmp_path: Path) -> None:
+    policy = make(tmp_path, {"unlisted": up(), "listed": up(capabilities=["continuation"])}, ["unlisted", "listed"])
+    unlisted, listed = policy.doc.upstreams["unlisted"], policy.doc.upstreams["listed"]
+    assert not unlisted.supports("continuation")
+    assert "continuation" not in unlisted.capabilities
+    assert listed.supports("continuation")
+    assert not listed.supports("tools")
 
 
 def test_every_need_must_be_covered_by_the_same_upstream(tmp_path: Path) -> None:
@@ -346,7 +367,30 @@ def test_every_need_must_be_covered_by_the_same_upstream(tmp_path: Path) -> None
     policy = make(tmp_path, upstreams, ["tools", "json", "both"])
     assert decide(policy, replace(REQUEST, has_tools=True, wants_json=True)).candidates == ("both",)
     error = refused(make(tmp_path, upstreams, ["tools", "json"]), replace(REQUEST, has_tools=True, wants_json=True))
+    assert (error.code, error.param) == ("capability_unavailable", "response_format")
+    assert "supports 'json'" in error.message
+    assert "together with 'tools'" in error.message
+
+
+class EveryKind:
+    """A catalog that knows every upstream kind and no price."""
+
+    def knows(self, kind: str) -> bool:
+        return True
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        return None
+
+
+def test_a_translated_upstream_cannot_serve_other_endpoints(tmp_path: Path) -> None:
+    claude = {"kind": "anthropic", "model": "claude-x", "cost": up()["cost"]}
+    path = write_doc(tmp_path, {"claude": claude}, {"chat": {"candidates": ["claude"]}})
+    policy = load_policy(path, {}, EveryKind())
+    assert decide(policy, replace(REQUEST, has_tools=True)).candidates == ("claude",)
+    error = refused(policy, replace(REQUEST, endpoint="completions"))
     assert error.code == "capability_unavailable"
+    assert "can serve completions" in error.message
+    assert "chat completions only" in error.message
 
 
 @pytest.mark.parametrize(("prompt_tokens", "max_tokens", "expected"), [
@@ -442,14 +486,14 @@ FAILING = {"data_class": "personal", "has_tools": True, "prompt_tokens": 5000}
 def test_the_first_filter_to_empty_the_set_names_the_error(tmp_path: Path, fixed: dict[str, Any],
                                                            code: str) -> None:
     """A request that every filter would refuse is a residency error; each fix reveals the next filter."""
-    policy = make(tmp_path, {"cloud": up(hosting="third_party", context_window=1000)}, ["cloud"],
+    policy = make(tmp_path, {"cloud": up(hosting="third_party", context_window=1000, capabilities=["json"])}, ["cloud"],
                   data_classes={"public": {}, "personal": {"hosting": ["self"]}})
     features = replace(REQUEST, **{**FAILING, **fixed})
     assert refused(policy, features, Live(open_circuits=frozenset({"cloud"}))).code == code
 
 
 def test_excluded_reasons_follow_the_filters(tmp_path: Path) -> None:
-    upstreams = {"ruled": up(), "cloud": up(hosting="third_party"), "us": up("us"), "plain": up(),
+    upstreams = {"ruled": up(), "cloud": up(hosting="third_party"), "us": up("us"), "plain": up(capabilities=[]),
                  "tiny": up(capabilities=["tools"], context_window=100), "down": up(capabilities=["tools"]),
                  "ok": up(capabilities=["tools"])}
     tenants = {**TENANTS, "acme": {"keys": [key_hash(KEY)], "regions": ["eu-west"]}}

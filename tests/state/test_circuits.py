@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from gateway.dispatch import Request, counts_against_circuit, is_small
+from gateway.errors import (
+    CircuitOpen,
+    DeadlinePassed,
+    Saturated,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamRedirect,
+    UpstreamSilent,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
+from gateway.policy.schema import Circuit as CircuitSpec
 from gateway.state.circuits import CLOSED, OPEN, Circuits
 
 OPEN_S = 30.0
@@ -110,3 +126,48 @@ def test_release_does_not_touch_a_closed_or_open_circuit() -> None:
     fresh.release("b")
     assert fresh.admit("b")
     assert fresh.states() == {}
+
+
+# What counts against a circuit (gateway/dispatch.py decides; docs/operations.md says why)
+
+
+def failure(kind: str) -> UpstreamError:
+    status = {"http_500": 500, "http_501": 501, "http_503": 503, "http_429": 429, "http_400": 400}
+    if kind in status:
+        return UpstreamStatus("a", status[kind], b"{}", b"application/json")
+    made: dict[str, UpstreamError] = {
+        "connect": UpstreamUnavailable("a", "refused"), "silent": UpstreamSilent("a"),
+        "timeout": UpstreamTimeout("a"), "deadline": DeadlinePassed("a"), "redirect": UpstreamRedirect("a", 307),
+        "too_large": UpstreamTooLarge("a", "body", 10), "malformed": UpstreamMalformed("a", "br"),
+        "saturated": Saturated("a"), "circuit_open": CircuitOpen("a")}
+    return made[kind]
+
+
+@pytest.mark.parametrize(("kind", "small", "counts"), [
+    ("connect", False, True), ("silent", False, True), ("redirect", False, True), ("http_500", False, True),
+    ("http_503", False, True), ("timeout", True, True),
+    ("timeout", False, False), ("deadline", True, False), ("http_501", True, False), ("http_429", True, False),
+    ("http_400", True, False), ("too_large", True, False), ("malformed", True, False), ("saturated", True, False),
+    ("circuit_open", True, False)])
+def test_what_counts_against_a_circuit(kind: str, small: bool, counts: bool) -> None:
+    assert counts_against_circuit(failure(kind), small) is counts
+
+
+def test_a_context_length_refusal_in_a_500_does_not_count() -> None:
+    refused = UpstreamStatus("a", 500, b"{}", b"application/json")
+    refused.kind = "context_length"
+    assert not counts_against_circuit(refused, True)
+
+
+@pytest.mark.parametrize(("path", "body", "stream", "small"), [
+    ("/chat/completions", {"max_tokens": 100}, False, True),
+    ("/chat/completions", {"max_tokens": 100, "n": 20}, False, False),  # 2,000 tokens in all
+    ("/chat/completions", {"max_completion_tokens": 4000}, False, False),
+    ("/chat/completions", {}, False, False),  # no cap: the answer may take as long as it likes
+    ("/chat/completions", {}, True, True),  # a stream's first event does not wait for the answer
+    ("/embeddings", {"input": "x"}, False, True),
+    ("/chat/completions", {"max_tokens": 10, "pad": "x" * 20_000}, False, False),  # a big prompt
+])
+def test_which_requests_are_small(path: str, body: dict[str, object], stream: bool, small: bool) -> None:
+    request = Request(path, body, {}, stream)
+    assert is_small(request, orjson.dumps(body), CircuitSpec()) is small

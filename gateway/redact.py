@@ -1,0 +1,165 @@
+"""Cut an upstream's own key out of what it sends back, in every form that is cheap to search for.
+
+One Redactor per upstream, made when the policy loads: it holds needles derived from the key (the key
+as is, lower and upper case, base64 at each of the three alignments, hex) and looks for the first
+few characters of each, so that a prefix of the key is found too. A body is only rewritten on a hit;
+the common case costs a few substring scans. When a JSON body (or an SSE data line) holds a `\\u00`
+escape, it is read and written again without escapes before looking, so an escaped key is found too.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+
+if TYPE_CHECKING:
+    from gateway.upstreams.base import Client, Exchange
+
+REDACTED = b"[redacted]"
+PREFIX_CHARS = 8  # this much of the key (or of its form) found anywhere counts as the key leaking
+TEXT_PREFIX = 64 << 10
+ESCAPED = re.compile(rb"\\u00(2[dD]|3[0-9]|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])")
+
+
+def _unescaped(data: bytes) -> bytes | None:
+    """data (a JSON body, an SSE piece's data lines, or text) with its escapes written out plainly, or None.
+
+    orjson reads and writes JSON again in C, at a linear cost, so a body full of escapes is no slower than
+    any other; a text body's escapes are undone by a pattern, in its first TEXT_PREFIX bytes only.
+    """
+    try:
+        return orjson.dumps(orjson.loads(data))
+    except orjson.JSONDecodeError:
+        pass
+    if not data.startswith(b"data:"):  # text, HTML: escapes of key characters undone in a bounded prefix
+        plain = ESCAPED.sub(lambda found: bytes((int(found.group(1), 16),)), data[:TEXT_PREFIX])
+        return plain + data[TEXT_PREFIX:]
+    lines = data.split(b"\n")
+    changed = False
+    for index, line in enumerate(lines):
+        if line.startswith(b"data:") and b"\\u00" in line:
+            try:
+                lines[index] = b"data: " + orjson.dumps(orjson.loads(line[5:]))
+            except orjson.JSONDecodeError:
+                continue
+            changed = True
+    return b"\n".join(lines) if changed else None
+
+
+def _base64_cores(key: bytes) -> list[bytes]:
+    """The base64 text the key turns into inside any longer text, whatever its offset there."""
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + key)
+        start = 4 if offset else 0  # the first group mixes in bytes before the key
+        end = len(encoded) - (0 if (offset + len(key)) % 3 == 0 else 4)  # the last group mixes in bytes after it
+        cores.append(encoded[start:end])
+    return cores
+
+
+def forms(key: str) -> list[tuple[bytes, int]]:
+    """Every form of key that is searched for, each with how much of its start counts as a hit."""
+    raw = key.encode()
+    found = [(raw, PREFIX_CHARS), (raw.lower(), PREFIX_CHARS), (raw.upper(), PREFIX_CHARS)]
+    for core in _base64_cores(raw):
+        found += [(core, PREFIX_CHARS * 4 // 3), (core.replace(b"+", b"-").replace(b"/", b"_"), PREFIX_CHARS * 4 // 3)]
+    found += [(raw.hex().encode(), PREFIX_CHARS * 2), (raw.hex().upper().encode(), PREFIX_CHARS * 2)]
+    unique: list[tuple[bytes, int]] = []
+    for form, prefix in found:
+        if form and all(form != seen for seen, _ in unique):
+            unique.append((form, min(prefix, len(form))))
+    return unique
+
+
+class Redactor:
+    """Finds and cuts one key's forms out of bytes; a key-less upstream's redactor passes everything as is."""
+
+    __slots__ = ("_needles", "_runs")
+
+    def __init__(self, key: str | None) -> None:
+        found = forms(key) if key else []
+        self._needles = tuple(dict.fromkeys(form[:prefix] for form, prefix in found))
+        self._runs = tuple((form[:prefix], _run(form, form[:prefix])) for form, prefix in found)
+
+    def hit(self, data: bytes) -> bool:
+        """Whether data holds the start of any form of the key (escaped forms not looked at)."""
+        for needle in self._needles:  # noqa: SIM110 - a plain loop is faster, and this runs on every piece
+            if needle in data:
+                return True
+        return False
+
+    def __call__(self, data: bytes) -> bytes:
+        """data with every form of the key replaced by [redacted]; the same object when there is none."""
+        if not self._needles:
+            return data
+        if self.hit(data):
+            return self._cut(data)
+        if b"\\u00" in data:
+            plain = _unescaped(data)
+            if plain is not None and self.hit(plain):
+                return self._cut(plain)
+        return data
+
+    def text(self, value: str) -> str:
+        """The same, for text."""
+        return self(value.encode()).decode("utf-8", "replace") if self._needles else value
+
+    def _cut(self, data: bytes) -> bytes:
+        """Only on a hit: each form's runs replaced, in C, however often the upstream repeats them."""
+        for needle, run in self._runs:
+            if needle in data:
+                data = run.sub(REDACTED, data)
+        return data
+
+
+def _run(form: bytes, needle: bytes) -> re.Pattern[bytes]:
+    """needle, then as much more of form as follows it: a literal pattern, linear, compiled once per policy."""
+    pattern = b""
+    for byte in reversed(form[len(needle):]):
+        pattern = b"(?:" + re.escape(bytes((byte,))) + pattern + b")?"
+    return re.compile(re.escape(needle) + pattern)
+
+
+class Redacting:
+    """An exchange whose bytes pass through a redactor, for adapters that do not redact themselves.
+
+    Such adapters (the litellm one) hand on whole events, one per chunk, so a key is never split across two.
+    """
+
+    redacted = True
+
+    def __init__(self, inner: Exchange, redact: Redactor) -> None:
+        self._inner = inner
+        self._redact = redact
+        self.upstream = inner.upstream
+        self.status = inner.status
+        self.content_type = inner.content_type
+
+    async def read(self) -> bytes:
+        """The whole body, redacted."""
+        return self._redact(await self._inner.read())
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Each chunk, redacted."""
+        async for chunk in self._inner.chunks():
+            yield self._redact(chunk)
+
+    def retry_after(self) -> str | None:
+        """The inner exchange's Retry-After."""
+        return self._inner.retry_after()
+
+    def close(self) -> None:
+        """Close the inner exchange."""
+        self._inner.close()
+
+
+def scrub(body: bytes, upstream: Client) -> bytes:
+    """body with every form of the upstream's key cut out: its own redactor when it has one, else a new one."""
+    redact = getattr(upstream, "redact", None)
+    if not isinstance(redact, Redactor):
+        redact = Redactor(upstream.spec.api_key.get_secret_value() if upstream.spec.api_key is not None else None)
+    return redact(body)
