@@ -33,6 +33,8 @@ def answers(stack: Stack) -> dict[str, httpx.Response]:
         "405 hot": httpx.get(url + "/v1/chat/completions"),
         "405 site": httpx.post(url + "/healthz"),
         "models": httpx.get(url + "/v1/models", headers=AUTH),
+        "model": httpx.get(url + "/v1/models/chat", headers=AUTH),
+        "no such model": httpx.get(url + "/v1/models/nope", headers=AUTH),
         "healthz": httpx.get(url + "/healthz"),
         "readyz": httpx.get(url + "/readyz"),
         "metrics": httpx.get(url + "/metrics"),
