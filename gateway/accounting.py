@@ -80,9 +80,9 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
         usage = clamped
     cost = policy.cost(upstream, usage.prompt_tokens, usage.completion_tokens)
     if usage.prompt_tokens:
-        metrics.count(metrics.tokens, upstream, "prompt", amount=usage.prompt_tokens)
+        metrics.count(metrics.tokens, tenant, upstream, "prompt", amount=usage.prompt_tokens)
     if usage.completion_tokens:
-        metrics.count(metrics.tokens, upstream, "completion", amount=usage.completion_tokens)
+        metrics.count(metrics.tokens, tenant, upstream, "completion", amount=usage.completion_tokens)
     if cost:
         metrics.count(metrics.cost, tenant, upstream, amount=cost)
     return usage, cost

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from gateway import logs
 from gateway.admin import Admin
-from gateway.asgi import Receive, Scope, Send, send_error
+from gateway.asgi import Headers, Message, Receive, Scope, Send, send_error
 from gateway.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.auth import authenticate, check_route
 from gateway.dispatch import Dispatcher, Inflight
@@ -28,10 +28,11 @@ from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
-from gateway.proxy import ENDPOINTS, Proxy
+from gateway.proxy import ENDPOINTS, Proxy, request_id_for
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
 from gateway.state.base import Backend
+from gateway.state.circuits import CLOSED, STATE_NAMES
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
 from gateway.state.memory import MemoryBackend
@@ -44,6 +45,7 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 PUBLIC_KEYS = ("sk-sy-dev-only-replace-me-0123456789abcdef",)  # printed in the README and the shipped policy
 logger = logging.getLogger("switchyard.app")
 METRICS_FLUSH_S = 1.0
+STATE_VALUES = {name: value for value, name in STATE_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Settings:
     admin_key: str | None = None
     audit: tuple[str, ...] = ()
     audit_key_file: str | None = None
+    metrics_port: int | None = None  # /metrics is served there, and then not on the main port
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,7 +70,9 @@ class Settings:
                    redis_url=os.environ.get("SWITCHYARD_REDIS_URL") or None,
                    admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None,
                    audit=tuple(t for t in os.environ.get("SWITCHYARD_AUDIT", "").split(",") if t),
-                   audit_key_file=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE") or None)
+                   audit_key_file=os.environ.get("SWITCHYARD_AUDIT_KEY_FILE") or None,
+                   metrics_port=int(os.environ["SWITCHYARD_METRICS_PORT"]) if os.environ.get("SWITCHYARD_METRICS_PORT")
+                   else None)
 
 
 class Gateway:
@@ -76,6 +81,7 @@ class Gateway:
     def __init__(self, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.policy = policy or load_policy(settings.policy, catalog=LitellmCatalog())
+        self.policy_path = os.path.abspath(settings.policy)
         self.metrics = metrics or Metrics()
         self.latency = LatencyTracker()
         dispatcher = Dispatcher(self.metrics, Inflight(), RetryBudget())
@@ -97,15 +103,27 @@ class Gateway:
         self.site.router.redirect_slashes = False  # its redirect would name the client's Host header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in ENDPOINTS:
-            if scope["method"] != "POST":
-                await send_error(send, MethodNotAllowed(f"{scope['path']} takes POST"), [(b"allow", b"POST")])
-            elif self.runtime is None:
-                await send_error(send, GatewayError("the gateway is not ready", status=503, code="not_ready"))
-            else:
-                await self.proxy(scope, receive, send, self.runtime)
+        if scope["type"] != "http":
+            await self.site(scope, receive, send)
             return
-        await self.site(scope, receive, send)
+        if scope["path"] in ENDPOINTS and scope["method"] == "POST" and self.runtime is not None:
+            await self.proxy(scope, receive, send, self.runtime)
+            return
+        offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        identity = self.identity_headers(offered)
+        logs.request_id.set(identity[0][1].decode())
+        if scope["path"] not in ENDPOINTS:
+            await self.site(scope, receive, _tagging(send, identity))
+        elif scope["method"] != "POST":
+            await send_error(send, MethodNotAllowed(f"{scope['path']} takes POST"), [(b"allow", b"POST"), *identity])
+        else:
+            await send_error(send, GatewayError("the gateway is not ready", status=503, code="not_ready"), identity)
+
+    def identity_headers(self, offered: str = "") -> Headers:
+        """The request id (the client's own when it is safe, else a random one) and the policy hash every answer
+        carries."""
+        return [(b"x-request-id", request_id_for(offered).encode("latin-1")),
+                (b"x-switchyard-policy", self.policy.hash.encode())]
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
@@ -118,8 +136,11 @@ class Gateway:
             logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
             self.metrics.set_policy(policy.hash)
             self.capacity.start(policy, session)
+            known = {name: STATE_VALUES[state] for name, state in self.circuits.states().items()}
+            self.metrics.show_circuits({name: known.get(name, CLOSED) for name in policy.doc.upstreams})
 
         apply(self.policy)
+        logger.info("serving policy %s (hash %s)", self.policy_path, self.policy.hash)
         self.reloader = Reloader(self.settings.policy, self.metrics, apply, self.settings.reload_interval_s)
         tasks = [asyncio.create_task(self.reloader.run()), asyncio.create_task(self.audit.run()),
                  asyncio.create_task(self._flush_metrics())]
@@ -147,9 +168,11 @@ class Gateway:
             self.metrics.flush()
 
     def _routes(self) -> list[Route]:
-        return [Route("/v1/models", self.models), Route("/v1/models/{model:path}", self.model),
-                Route("/healthz", self.healthz), Route("/readyz", self.readyz),
-                Route("/metrics", self.prometheus), Route("/admin/spend", self.spend)]
+        routes = [Route("/v1/models", self.models), Route("/v1/models/{model:path}", self.model),
+                  Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/admin/spend", self.spend)]
+        if self.settings.metrics_port is None:
+            routes.append(Route("/metrics", self.prometheus))
+        return routes
 
     async def spend(self, request: Request) -> Response:
         """Spend, budget left and savings per tenant and upstream (admin key only)."""
@@ -196,6 +219,15 @@ class Gateway:
         return self.runtime
 
 
+def _tagging(send: Send, identity: Headers) -> Send:
+    """send, with identity's headers added to the start of the response."""
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *identity]
+        await send(message)
+    return tagged
+
+
 @contextlib.contextmanager
 def _sighup_handler(callback: Callable[[], None]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
@@ -230,9 +262,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 def create_app() -> Gateway:
     """The app for one worker process, configured from the environment (`switchyard serve --workers N`)."""
     level = os.environ.get("SWITCHYARD_LOG_LEVEL", "info")
-    logs.configure(level)  # loading the policy may import litellm, which logs as it loads
+    access_log = bool(os.environ.get("SWITCHYARD_ACCESS_LOG"))
+    logs.configure(level, (), access_log)  # loading the policy may import litellm, which logs as it loads
     gateway = Gateway(Settings.from_env())
-    logs.configure(level, provider_keys(gateway.policy))
+    logs.configure(level, provider_keys(gateway.policy), access_log)
     return gateway
 
 

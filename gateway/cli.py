@@ -54,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload-interval-s", type=float, default=2.0,
                        help="how often to look for policy changes; 0 turns watching off (SIGHUP still reloads)")
     serve.add_argument("--drain-s", type=int, default=30, help="on SIGTERM, how long in-flight requests may run")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT", default=_env_int("SWITCHYARD_METRICS_PORT"),
+                       help="serve /metrics on this port only, not the main one ($SWITCHYARD_METRICS_PORT)")
+    serve.add_argument("--access-log", action="store_true", default=bool(os.environ.get("SWITCHYARD_ACCESS_LOG")),
+                       help="log a JSON line per request, as uvicorn words it ($SWITCHYARD_ACCESS_LOG)")
+    serve.add_argument("--metrics-host", default=os.environ.get("SWITCHYARD_METRICS_HOST"), metavar="HOST",
+                       help="the address --metrics-port listens on (default: --host; $SWITCHYARD_METRICS_HOST)")
     _socket_options(serve)
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="the gateway with two local stand-in upstreams, to try it out")
@@ -202,6 +208,11 @@ def _redis_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
 def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", default="127.0.0.1")
     command.add_argument("--port", type=int, default=8080)
@@ -219,10 +230,11 @@ def _serve(args: argparse.Namespace) -> int:
                         reload_interval_s=args.reload_interval_s,
                         redis_url=args.redis_from_file or args.redis or None,
                         admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit),
-                        audit_key_file=args.audit_key_file)
+                        audit_key_file=args.audit_key_file, metrics_port=args.metrics_port)
     limits = SocketLimits(**{name: getattr(args, name) for _, name, _, _ in SOCKET_OPTIONS})
     try:
-        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level, limits))
+        serve(settings, ServeOptions(args.host, args.port, args.workers, args.drain_s, args.log_level, limits,
+                                     args.metrics_host, args.access_log))
     except PolicyError as exc:
         _print_problems(args.policy, exc)
         return 1

@@ -270,7 +270,8 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._phase == BODY:
             cycle.disconnected = True  # the app, waiting for the body, sees the client gone and sends nothing
             cycle.message_event.set()
-        self.transport.write(_response(error))
+        identity = getattr(self.app, "identity_headers", None)  # the Gateway's request id and policy hash
+        self.transport.write(_response(error, identity() if identity is not None else []))
         self._linger()
 
     def _linger(self) -> None:
@@ -296,9 +297,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def _response(error: GatewayError) -> bytes:
-    """A whole HTTP response carrying error, closing the connection."""
+def _response(error: GatewayError, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole HTTP response carrying error and headers, closing the connection."""
     body = error.body()
+    extra = "".join(f"{name.decode()}: {value.decode()}\r\n" for name, value in headers)
     head = (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+            f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n")
     return head.encode() + body

@@ -104,7 +104,8 @@ async def _serve_all(gateway: Gateway, sockets: list[socket.socket], log_level: 
     """Serve until the gateway is told to stop, then stop the stand-ins behind it."""
     gateway_sock, *standin_socks = sockets
     apps = (StandIn("demo self-hosted stand-in"), StandIn("demo proprietary stand-in"))
-    standins = [StandInServer(uvicorn.Config(app, log_level="warning")) for app in apps]
+    standins = [StandInServer(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False))
+                for app in apps]
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(standins, standin_socks,
                                                                                          strict=True)]
     try:
@@ -117,7 +118,12 @@ async def _serve_all(gateway: Gateway, sockets: list[socket.socket], log_level: 
 
 
 class StandInServer(uvicorn.Server):
-    """A stand-in's server: it leaves signals to the gateway's, which stops it."""
+    """A stand-in's server: it leaves signals to the gateway's, which stops it, and its start and stop lines to the
+    gateway's too (three servers' lines in one process would say each thing three times)."""
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        logs.quiet.set(True)  # this task's, and only its
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -15,6 +15,8 @@
 
     UpstreamError                     one attempt at one upstream went wrong (never shown as is)
     ├── UpstreamUnavailable           refused, reset or closed before response headers
+    │   ├── UpstreamCut               reset or closed after its answer began (mid-body, mid-stream)
+    │   └── UpstreamIncomplete        a stream that ended cleanly without finishing, or before any event
     ├── UpstreamTimeout               no answer within the time allowed
     │   └── DeadlinePassed            the request's own deadline ran out during the try
     ├── UpstreamSilent                the connection stayed silent, then closed
@@ -30,6 +32,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -180,6 +183,18 @@ class UpstreamUnavailable(UpstreamError):
     reason = "connect"
 
 
+class UpstreamCut(UpstreamUnavailable):
+    """The connection broke after the upstream's answer began: a reset or close in the middle of its body."""
+
+    reason = "cut"
+
+
+class UpstreamIncomplete(UpstreamUnavailable):
+    """The stream ended cleanly but unfinished: no finish_reason or [DONE], or not one event."""
+
+    reason = "incomplete"
+
+
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time."""
 
@@ -270,3 +285,34 @@ class PolicyError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+
+SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
+
+
+def response_failed(first: bytes, last: bytes, message: str) -> bytes:
+    """The Responses API's ending of a stream that cannot be finished, in that API's shape: `response.failed`
+    carrying the response its `response.created` event began (first), numbered after the last event sent; an
+    `error` event when no response was seen."""
+    sequence = max((int(n) for n in SEQUENCE.findall(last)), default=-1) + 1
+    response = created_response(first)
+    if response is None:
+        error = {"type": "error", "code": "server_error", "message": message, "param": None,
+                 "sequence_number": sequence}
+        return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+    failed = {**response, "status": "failed", "error": {"code": "server_error", "message": message}}
+    event = {"type": "response.failed", "sequence_number": sequence, "response": failed}
+    return b"event: response.failed\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def created_response(events: bytes) -> dict[str, object] | None:
+    """The response object of the `response.created` event among events, if one is there."""
+    for line in events.splitlines():
+        if line.startswith(b"data:") and b"response.created" in line:
+            try:
+                data = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return None
+            response = data.get("response") if isinstance(data, dict) else None
+            return response if isinstance(response, dict) else None
+    return None

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+quiet: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)  # below warning, say nothing
+ACCESS_LOGGER = "uvicorn.access"
 FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,})")
 
@@ -40,6 +42,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+            "pid": record.process,
         }
         rid = request_id.get()
         if rid:
@@ -49,14 +52,23 @@ class JsonFormatter(logging.Formatter):
         return self.redactor(orjson.dumps(entry).decode())
 
 
-def configure(level: str, secrets: Iterable[str] = ()) -> None:
-    """Send every log line, uvicorn's and litellm's included, through the JSON formatter on stderr."""
+def configure(level: str, secrets: Iterable[str] = (), access_log: bool = False) -> None:
+    """Send every log line, uvicorn's and litellm's and Python's warnings included, through the JSON formatter on
+    stderr; uvicorn's access lines only when access_log."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    handler.addFilter(_heard)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warnings.warn() becomes a JSON line of logger py.warnings
+    logging.getLogger(ACCESS_LOGGER).disabled = not access_log
     adopt_foreign_loggers()
+
+
+def _heard(record: logging.LogRecord) -> bool:
+    """Whether a record is logged: not an info line of a task that asked for quiet (the demo's stand-ins)."""
+    return record.levelno >= logging.WARNING or not quiet.get()
 
 
 def adopt_foreign_loggers() -> None:
@@ -67,4 +79,5 @@ def adopt_foreign_loggers() -> None:
     for name in FOREIGN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
-        logger.propagate = name != "uvicorn.access"
+        # uvicorn formats an access line whenever its logger has a handler on its path, even a disabled one.
+        logger.propagate = not (name == ACCESS_LOGGER and logger.disabled)

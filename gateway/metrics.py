@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import bisect
+import importlib.metadata
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -44,14 +55,16 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._registry = registry or CollectorRegistry(auto_describe=True)
         r = self._registry
-        self.requests = Counter("switchyard_requests", "Requests answered, by route, upstream and HTTP status.",
-                                ["route", "upstream", "status"], registry=r)
+        self.requests = Counter("switchyard_requests",
+                                "Requests answered, by tenant, endpoint, route, upstream and HTTP status.",
+                                ["tenant", "endpoint", "route", "upstream", "status"], registry=r)
         self.duration = Histogram("switchyard_request_duration_seconds", "Time from request to last byte.",
                                   ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("switchyard_time_to_first_token_seconds", "Time from request to first stream event.",
                               ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("switchyard_tokens", "Tokens processed, by upstream and type (prompt, completion).",
-                              ["upstream", "type"], registry=r)
+        self.tokens = Counter("switchyard_tokens",
+                              "Tokens processed, by tenant, upstream and type (prompt or completion).",
+                              ["tenant", "upstream", "type"], registry=r)
         self.cost = Counter("switchyard_cost_usd", "Cost in USD at the policy's prices.", ["tenant", "upstream"],
                             registry=r)
         self.upstream_errors = Counter("switchyard_upstream_errors", "Failed upstream attempts, by reason.",
@@ -106,6 +119,13 @@ class Metrics:
                                   "on the full upstream.", ["tenant", "route"], registry=r)
         self.capacity_poll_errors = Counter("switchyard_capacity_poll_errors", "Reads of an engine's metrics that "
                                             "gave no reading.", ["upstream"], registry=r)
+        self.build_info = Gauge("switchyard_build_info", "The running gateway's version.", ["version"],
+                                multiprocess_mode="max", registry=r)
+        self.build_info.labels(_version()).set(1)
+        if not os.environ.get(MULTIPROC_ENV):  # each worker's own: prometheus_client cannot sum them
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self._policies: set[str] = set()
         self._children: dict[object, dict[tuple[str, ...], Any]] = {}
         self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
         self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
@@ -168,9 +188,25 @@ class Metrics:
             child._sum.inc(tally[-1])
 
     def set_policy(self, digest: str) -> None:
-        """Show which policy is loaded: the current hash at 1, every earlier one removed."""
-        self.policy_info.clear()
+        """Show which policy is loaded: the current hash at 1, every earlier one removed (at 0 with workers, whose
+        metric files cannot forget a series)."""
+        if os.environ.get(MULTIPROC_ENV):
+            for earlier in self._policies - {digest}:
+                self.policy_info.labels(earlier).set(0)
+        else:
+            self.policy_info.clear()
+        self._policies.add(digest)
         self.policy_info.labels(digest).set(1)
+
+    def show_circuits(self, states: dict[str, int]) -> None:
+        """Give every upstream of the policy a circuit-state sample; drop the samples of upstreams it no longer has."""
+        children = self._children.setdefault(self.circuit_state, {})
+        for labels in [labels for labels in children if labels[0] not in states]:
+            if not os.environ.get(MULTIPROC_ENV):  # a worker's metric file keeps the series until the next start
+                del children[labels]
+                self.circuit_state.remove(*labels)
+        for name, state in states.items():
+            self.child(self.circuit_state, name).set(state)
 
     def exposition(self) -> bytes:
         """The text format of every metric, summed over workers in multiprocess mode."""
@@ -182,3 +218,32 @@ class Metrics:
         return generate_latest(self._registry)
 
 
+def serve_metrics(host: str, port: int, metrics: Metrics | None = None) -> Callable[[], None]:
+    """Serve the metrics on a port of their own, from a thread; returns what stops it.
+
+    In multiprocess mode (metrics None) every worker's, summed from their files; else metrics' own registry, as
+    its last flush (at most a second ago) left it. ValueError when the port cannot be had.
+    """
+    if metrics is None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = metrics._registry
+    try:
+        server, thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise ValueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    return stop
+
+
+def _version() -> str:
+    """The installed package's version, or 'unknown' in a checkout that was never installed."""
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

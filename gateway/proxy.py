@@ -8,8 +8,10 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import time
 from dataclasses import replace
+from typing import Any
 
 from gateway import accounting, classify, logs
 from gateway.asgi import (
@@ -42,6 +44,7 @@ from gateway.policy.model import Policy
 from gateway.policy.schema import Resilience
 from gateway.redact import scrub
 from gateway.refusals import budget_exhausted, rate_headers, rate_limited
+from gateway.responses import Holders, response_id, streamed_response_id
 from gateway.runtime import Runtime
 from gateway.sse import SseRelay, Transcript
 from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
@@ -80,9 +83,9 @@ class Proxy:
         self.capacity = Capacity(metrics)
         self.max_body_bytes = max_body_bytes
         self._refreshed = 0.0
-        self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each request's id unique
-        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each reservation's id unique
         self._reservations = itertools.count(1)
+        self.holders = Holders()  # which upstream holds each response id, for previous_response_id
 
     def _reservation_id(self) -> str:
         """An id no other reservation of any replica has (unlike request ids, which clients may choose)."""
@@ -105,9 +108,7 @@ class Proxy:
         started = time.perf_counter()
         endpoint, path = ENDPOINTS[scope["path"]]
         headers = header_map(scope)
-        request_id = headers.get("x-request-id", "")
-        if not REQUEST_ID.fullmatch(request_id):
-            request_id = headers["x-request-id"] = f"{self._id_prefix}{next(self._ids):x}"
+        request_id = headers["x-request-id"] = request_id_for(headers.get("x-request-id", ""))
         logs.request_id.set(request_id)
         done = _Done(request_id, runtime.policy.hash)
         try:
@@ -123,8 +124,11 @@ class Proxy:
             done.status, done.outcome = CLIENT_CLOSED, "client_closed"
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.count(self.metrics.requests, done.route, done.upstream, str(done.status))
-            self.metrics.observe(self.metrics.duration, elapsed, done.route, done.upstream)
+            m = self.metrics
+            m.count(m.requests, done.tenant, endpoint, done.route, done.upstream, str(done.status))
+            for upstream, reason in done.excluded:
+                m.count(m.excluded, done.route, upstream, reason)
+            m.observe(m.duration, elapsed, done.route, done.upstream)
             if self.audit.enabled:
                 self.audit.record(done.audit_fields(endpoint, elapsed))
 
@@ -140,10 +144,11 @@ class Proxy:
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         live = self._live(runtime)
-        decision = decide(policy, features, live)
+        decision = self._pinned(decide(policy, features, live), body)
+        done.candidates, done.excluded = decision.candidates, decision.excluded
         limits = accounting.limits_for(policy, features, decision.candidates)
         if not limits.empty:
-            decision, limits = await self._admit(policy, features, live, decision, limits, done)
+            decision, limits = await self._admit(policy, features, live, decision, limits, done, body)
         done.rule = decision.rule or "-"
         done.candidates, done.excluded = decision.candidates, decision.excluded
         self._count_decision(decision)
@@ -167,8 +172,12 @@ class Proxy:
             await self._settle(policy, limits, done)
             self._count_spill(policy, done)
 
+    def _pinned(self, decision: Decision, body: dict[str, Any]) -> Decision:
+        """decision, narrowed to the upstream holding a Responses API follow-up's previous response."""
+        return self.holders.pin(decision, body) if "previous_response_id" in body else decision
+
     async def _admit(self, policy: Policy, features: Features, live: Live, decision: Decision, limits: Limits,
-                     done: _Done) -> tuple[Decision, Limits]:
+                     done: _Done, body: dict[str, Any]) -> tuple[Decision, Limits]:
         """Count the request against its tenant's limits and reserve its cost; degrade or refuse when over."""
         now = time.time()
         admission, done.backend = await self.ledger.admit(limits, self._reservation_id(), now,
@@ -181,7 +190,8 @@ class Proxy:
                 self.metrics.count(self.metrics.budget_exhausted, features.tenant, "reject")
                 raise budget_exhausted(features.tenant, admission, limits, now)
             self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
-            decision = decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to))
+            decision = self._pinned(decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to)),
+                                    body)
             limits = replace(limits, budgets=(), cost=0)
             if limits.empty:
                 return decision, limits
@@ -224,6 +234,8 @@ class Proxy:
             await self._pass_error(runtime, exc, send, done, watcher)
             return
         done.served_by(upstream)
+        if request.path == "/responses":
+            self.holders.remember(response_id(data), upstream.name)
         usage, cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
                                         accounting.Usage.of_body(data), done.n)
         done.charge(usage, cost)
@@ -256,6 +268,8 @@ class Proxy:
             raise GatewayError("the gateway is shutting down; retry the request", status=503,
                                code="shutting_down") from None
         done.served_by(upstream)
+        if request.path == "/responses":
+            self.holders.remember(streamed_response_id(opened.first), upstream.name)
         done.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *done.tell()]})
         ttft = time.perf_counter() - started
@@ -274,7 +288,7 @@ class Proxy:
             for name, usage in stream.parts:
                 done.charge(*accounting.settle(self.metrics, runtime.policy, done.tenant, name, usage, done.n))
         watcher.stop()
-        if ending.startswith(b'data: {"error"'):
+        if stream.interrupted:
             done.outcome = "stream_interrupted"
         await send({"type": "http.response.body", "body": ending, "more_body": False})
 
@@ -311,8 +325,6 @@ class Proxy:
     def _count_decision(self, decision: Decision) -> None:
         m = self.metrics
         m.count(m.decisions, decision.route, decision.rule or "-", decision.data_class or "-", decision.candidates[0])
-        for upstream, reason in decision.excluded:
-            m.count(m.excluded, decision.route, upstream, reason)
 
 
 class _Done:
@@ -386,6 +398,11 @@ class _Done:
         if self.spilled_from is not None:
             headers.append((b"x-switchyard-spilled-from", self.spilled_from.encode()))
         return headers + self.rate_headers if self.rate_headers else headers
+
+
+def request_id_for(offered: str) -> str:
+    """The client's own request id when it is safe to pass on and log, else a random one."""
+    return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(12)
 
 
 async def _read_whole(exchange: Exchange) -> bytes:

@@ -75,5 +75,5 @@ class Reloader:
             return False
         self.apply(policy)
         self.metrics.count(self.metrics.policy_reloads, "ok")
-        logger.info("policy reloaded: %s", policy.hash)
+        logger.info("policy reloaded from %s: %s", self.path, policy.hash)
         return True

@@ -19,7 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from gateway import logs
 from gateway.app import Gateway, Settings, create_app, provider_keys
 from gateway.connections import GatewayConfig, SocketLimits
-from gateway.metrics import prepare_multiprocess
+from gateway.metrics import prepare_multiprocess, serve_metrics
 
 logger = logging.getLogger("switchyard.server")
 YOUNG_OBJECTS_BEFORE_GC = 20_000  # Python's default is 700
@@ -35,6 +35,8 @@ class ServeOptions:
     drain_s: int = 30
     log_level: str = "info"
     limits: SocketLimits = field(default_factory=SocketLimits)
+    metrics_host: str | None = None  # where --metrics-port listens; None: the same host as the gateway
+    access_log: bool = False  # uvicorn's line per request, as JSON
 
 
 class DrainingServer(uvicorn.Server):
@@ -55,7 +57,7 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(app: Gateway | str, options: ServeOptions, **extra: Any) -> GatewayConfig:
     """The uvicorn settings: uvloop, the guarded httptools protocol, no access log, a bounded drain."""
-    settings: dict[str, Any] = {"loop": "uvloop", "access_log": False, "log_level": options.log_level,
+    settings: dict[str, Any] = {"loop": "uvloop", "access_log": options.access_log, "log_level": options.log_level,
                                 "lifespan": "on", "timeout_graceful_shutdown": round(options.drain_s),
                                 "server_header": False, "proxy_headers": False, "log_config": None}
     return GatewayConfig(app, options.limits, host=options.host, port=options.port, **{**settings, **extra})
@@ -83,13 +85,21 @@ def worker_app() -> Gateway:
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, let requests finish up to the drain deadline, exit."""
-    logs.configure(options.log_level)  # loading the policy may import litellm, which logs as it loads
+    logs.configure(options.log_level, (), options.access_log)  # loading the policy may import litellm, which logs
     gateway = Gateway(settings)  # loads the policy now, so a bad one stops us before any port opens
-    logs.configure(options.log_level, provider_keys(gateway.policy))
+    logs.configure(options.log_level, provider_keys(gateway.policy), options.access_log)
     os.environ["SWITCHYARD_LOG_LEVEL"] = options.log_level
+    os.environ["SWITCHYARD_ACCESS_LOG"] = "1" if options.access_log else ""
+    metrics_host = options.metrics_host or options.host
     if options.workers == 1:
+        stop_metrics = serve_metrics(metrics_host, settings.metrics_port, gateway.metrics) \
+            if settings.metrics_port is not None else None
         tune_gc()
-        DrainingServer(uvicorn_config(gateway, options)).run()
+        try:
+            DrainingServer(uvicorn_config(gateway, options)).run()
+        finally:
+            if stop_metrics is not None:
+                stop_metrics()
         return
     os.environ["SWITCHYARD_POLICY"] = settings.policy
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
@@ -104,6 +114,9 @@ def serve(settings: Settings, options: ServeOptions) -> None:
                        options.workers)
     prepare_multiprocess(os.environ.get("SWITCHYARD_METRICS_DIR") or tempfile.mkdtemp(prefix="switchyard-metrics-"))
     config = uvicorn_config("gateway.server:worker_app", options, factory=True, workers=options.workers)
+    if settings.metrics_port is not None:  # the supervisor serves them, summed over the workers' files
+        os.environ["SWITCHYARD_METRICS_PORT"] = str(settings.metrics_port)
+        serve_metrics(metrics_host, settings.metrics_port)
     ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
 
 

@@ -19,7 +19,7 @@ from gateway.accounting import Usage
 from gateway.asgi import Send
 from gateway.chunks import carried, carry, identity_of, restamp
 from gateway.dispatch import Request
-from gateway.errors import UpstreamError, UpstreamSilent, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout, response_failed
 from gateway.meter import TEXT_KEYS, TextMeter
 from gateway.metrics import Metrics
 from gateway.policy.schema import Resilience
@@ -59,7 +59,7 @@ async def open_stream(upstream: Client, exchange: Exchange, relay: SseRelay, ttf
         exchange.close()
         raise
     exchange.close()
-    raise UpstreamUnavailable(exchange.upstream, "stream ended before any event")
+    raise UpstreamIncomplete(exchange.upstream, "stream ended before any event")
 
 
 def continuation_body(body: Mapping[str, Any], sent: Transcript, generated: int) -> dict[str, Any]:
@@ -112,12 +112,17 @@ class Stream:
         self._stalled: set[str] = set()
         self._current: Opened | None = None
         self._meter = TextMeter(self._keys)  # the text the current part relayed
+        self._responses = request.path == "/responses"  # which API's shape a failure event takes
+        self._first = self._last = b""  # for the Responses API: the first events and the last chunk sent
+        self.interrupted = False  # whether the stream ended in a failure event
 
     async def run(self, opened: Opened) -> bytes:
         """Forward every part, the first events included; return the bytes that end the stream honestly."""
         if opened.relay.transcript is not None:
             self._identity = identity_of(opened.first)
             self._fingerprint = self._identity.get("system_fingerprint")
+        if self._responses:
+            self._first = opened.first
         current: Opened | None = opened
         while current is not None:
             self._current, self._meter = current, TextMeter(self._keys)
@@ -128,13 +133,20 @@ class Stream:
             if failure is None:
                 return self._ending(current.relay)
             current = await self._continue(current, failure)
-        return error_event(INTERRUPTED, "stream_interrupted")
+        return self._failed(INTERRUPTED)
 
     def shut_down(self) -> bytes:
         """The ending of a stream the server cut while it ran (a drain that ran out): one error event."""
         name = self._current.upstream.name if self._current is not None else "-"
         self.metrics.count(self.metrics.stream_failures, name, "shutdown", "error_event")
-        return error_event(SHUTTING_DOWN, "stream_interrupted")
+        return self._failed(SHUTTING_DOWN)
+
+    def _failed(self, message: str) -> bytes:
+        """The event that ends a stream which cannot be finished, in its API's shape."""
+        self.interrupted = True
+        if self._responses:
+            return response_failed(self._first, self._last, message)
+        return error_event(message, "stream_interrupted")
 
     def _part_done(self, part: Opened) -> None:
         usage = self._usage(part)
@@ -181,7 +193,7 @@ class Stream:
                 relay.dropped = 0
         if relay.done or relay.finished:
             return None
-        return _after_silence(UpstreamUnavailable(opened.upstream.name, "ended without finishing"), now() - last)
+        return _after_silence(UpstreamIncomplete(opened.upstream.name, "ended without finishing"), now() - last)
 
     async def _drain_after_finish(self, opened: Opened) -> UpstreamError | None:
         """After a finish_reason, wait only briefly for the usage event and [DONE] before closing."""
@@ -201,6 +213,8 @@ class Stream:
         """What to send of events the relay passed: counted, and as _finishing makes them near the end."""
         if out:
             self._meter.add(out)
+            if self._responses:
+                self._last = out
         if relay.finished or relay.continuing or self._held or relay.stripped is not None:
             return self._finishing(relay, out)
         return out

@@ -117,7 +117,8 @@ def test_usage_past_the_window_times_n_is_clamped_and_counted(tmp_path: Path, wi
     assert counted == Usage(most, most)
     assert cost == pytest.approx(most * IN + most * OUT)
     assert metrics.registry.get_sample_value("switchyard_usage_clamped_total", {"upstream": "up"}) == 1
-    assert metrics.registry.get_sample_value("switchyard_tokens_total", {"upstream": "up", "type": "prompt"}) == most
+    tokens = {"tenant": "acme", "upstream": "up", "type": "prompt"}
+    assert metrics.registry.get_sample_value("switchyard_tokens_total", tokens) == most
 
 
 def test_usage_within_the_window_is_counted_as_reported(tmp_path: Path) -> None:

@@ -137,11 +137,12 @@ def test_serve_with_workers_sums_metrics_over_processes(tmp_path: Path, upstream
         client = loop.client(f"http://127.0.0.1:{port}/v1")
         for _ in range(20):
             client.chat.completions.create(model="chat", messages=HELLO)
-        summed = 'switchyard_requests_total{route="chat",status="200",upstream="primary"} 20.0'
+        summed = ('switchyard_requests_total{endpoint="chat",route="chat",status="200",tenant="acme",'
+                  'upstream="primary"} 20.0')
         wait_for(lambda: summed in httpx.get(f"http://127.0.0.1:{port}/metrics").text,
                  what="every worker's tally (flushed once a second) in the summed metrics")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        assert 'switchyard_tokens_total{type="completion",upstream="primary"} 180.0' in metrics
+        assert 'switchyard_tokens_total{tenant="acme",type="completion",upstream="primary"} 180.0' in metrics
     finally:
         assert stop(process) == 0
 

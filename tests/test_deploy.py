@@ -331,6 +331,7 @@ def test_every_alert_rule_evaluates_against_the_live_gateway(live: Live) -> None
 
 TOPICS = {  # title words -> a metric the panel must query
     "requests by route and upstream": "switchyard_requests_total",
+    "requests by tenant and endpoint": "switchyard_requests_total",
     "errors by route, upstream and status": "switchyard_requests_total",
     "upstream errors": "switchyard_upstream_errors_total",
     "latency p50 / p95 / p99": "switchyard_request_duration_seconds_bucket",

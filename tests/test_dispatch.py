@@ -275,7 +275,7 @@ def test_a_503_primary_leaves_model_and_usage_to_the_fallback(loop: Loop, tmp_pa
     assert (primary.count, fallback.count) == (2, 1)
     assert r.metric("switchyard_fallbacks_total", route="chat", from_upstream="primary", to_upstream="fallback",
                     reason="http_503") == 1
-    assert r.metric("switchyard_tokens_total", upstream="primary", type="completion") is None
+    assert r.metric("switchyard_tokens_total", tenant="acme", upstream="primary", type="completion") is None
 
 
 # Timeouts and silence: not asked again
@@ -370,7 +370,7 @@ def test_a_stream_cut_half_way_ends_in_an_error_event_not_a_done(loop: Loop, tmp
     assert got.text == "".join(words("primary")[:4])
     assert_interrupted(got)
     assert (primary.count, fallback.count) == (1, 0)
-    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason="connect",
+    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason="cut",
                     outcome="error_event") == 1
 
 
@@ -424,7 +424,7 @@ def test_a_cut_stream_whose_fallback_rejects_the_continuation_ends_in_an_error_e
     assert got.seconds < 0.5 + SLACK_S
     assert (primary.count, fallback.count) == (1, 1)  # the primary does not declare continuation; no retries
     assert fallback.arrivals[0].body["continue_final_message"] is True
-    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason="connect",
+    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason="cut",
                     outcome="error_event") == 1
 
 
@@ -785,7 +785,8 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_and_releases_the_slot(l
                 break
     wait_for(lambda: primary.arrivals[0].closed, what="the upstream to see the client go")
     wait_for(lambda: r.metric("switchyard_inflight_requests", upstream="primary") == 0, what="inflight back to 0")
-    wait_for(lambda: r.metric("switchyard_requests_total", route="chat", upstream="primary", status="499") == 1,
+    wait_for(lambda: r.metric("switchyard_requests_total", tenant="acme", endpoint="chat", route="chat",
+                              upstream="primary", status="499") == 1,
              what="the request counted as 499")
     assert primary.count == 1
 

@@ -74,7 +74,7 @@ def test_stream_keeps_usage_when_the_client_asks(stack: Stack) -> None:
 def test_stream_usage_counts_in_metrics(stack: Stack) -> None:
     list(client(stack).chat.completions.create(model="chat", messages=HELLO, stream=True))
     metrics = httpx.get(stack.served.url + "/metrics").text
-    assert 'switchyard_tokens_total{type="completion",upstream="primary"} 9.0' in metrics
+    assert 'switchyard_tokens_total{tenant="acme",type="completion",upstream="primary"} 9.0' in metrics
     assert 'switchyard_time_to_first_token_seconds_count{route="chat",upstream="primary"} 1.0' in metrics
 
 

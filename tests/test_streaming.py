@@ -61,7 +61,7 @@ def test_continuation_moves_to_the_next_candidate_that_declares_it(loop: Loop, t
     # the cut part estimated from its text, a token per 4 bytes ("[primary] " 3, "wordN " 2 each); the rest reported
     assert usage["completion_tokens"] == 3 + 3 * 2 + 3  # type: ignore[index]
     metrics = httpx.get(stack.served.url + "/metrics").text
-    assert 'switchyard_stream_failures_total{outcome="continued",reason="connect",upstream="primary"} 1.0' in metrics
+    assert 'switchyard_stream_failures_total{outcome="continued",reason="cut",upstream="primary"} 1.0' in metrics
 
 
 def test_no_continuation_goes_to_an_upstream_that_does_not_declare_it(loop: Loop, tmp_path: Path) -> None:

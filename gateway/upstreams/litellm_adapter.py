@@ -30,7 +30,7 @@ from litellm import exceptions as llm_errors  # noqa: TID251
 from litellm._internal_context import internal_sub_call  # noqa: TID251
 from litellm.constants import RESPONSE_FORMAT_TOOL_NAME  # noqa: TID251
 
-from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamCut, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from gateway.policy.schema import Resilience, Upstream
 
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on stdout for every error
@@ -86,7 +86,7 @@ def litellm_errors(upstream: str, streaming: bool = False) -> Iterator[None]:
     except Exception as exc:
         error = upstream_error(upstream, exc)
         if streaming and isinstance(error, UpstreamStatus):
-            error = UpstreamUnavailable(upstream, f"error after the stream started: {error.reason}")
+            error = UpstreamCut(upstream, f"error after the stream started: {error.reason}")
         raise error from exc
 
 
@@ -320,7 +320,7 @@ class AnthropicFrames(Frames):
             return self.finish(self._reason) + self.ending(prompt, usage["output_tokens"], cached)
         if kind == "error":
             error = data.get("error") or {}
-            raise UpstreamUnavailable(self.upstream, f"stream error: {error.get('type', 'error')}")
+            raise UpstreamCut(self.upstream, f"stream error: {error.get('type', 'error')}")
         return b""  # ping, content_block_stop, and event types added later
 
     def _block_start(self, index: int, block: Mapping[str, Any]) -> bytes:

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from gateway.errors import (
+    UpstreamCut,
     UpstreamError,
     UpstreamRedirect,
     UpstreamSilent,
@@ -47,8 +48,10 @@ SILENCE_S = 1.0
 
 
 @contextmanager
-def upstream_errors(upstream: str, started: float | None = None) -> Iterator[None]:
-    """Map aiohttp's and the socket's exceptions to ours: the one boundary where they are met."""
+def upstream_errors(upstream: str, started: float | None = None, body: bool = False) -> Iterator[None]:
+    """Map aiohttp's and the socket's exceptions to ours: the one boundary where they are met (body: while the
+    answer is being read, when a broken connection is a cut)."""
+    broken = UpstreamCut if body else UpstreamUnavailable
     try:
         yield
     except UpstreamError:
@@ -58,11 +61,11 @@ def upstream_errors(upstream: str, started: float | None = None) -> Iterator[Non
     except aiohttp.ServerDisconnectedError as exc:
         if started is not None and time.monotonic() - started >= SILENCE_S:
             raise UpstreamSilent(upstream) from exc
-        raise UpstreamUnavailable(upstream, "disconnected") from exc
+        raise broken(upstream, "disconnected") from exc
     except aiohttp.ClientPayloadError as exc:
-        raise UpstreamUnavailable(upstream, "response cut") from exc
+        raise UpstreamCut(upstream, "response cut") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(upstream, type(exc).__name__) from exc
+        raise broken(upstream, type(exc).__name__) from exc
 
 
 class Exchange:
@@ -93,7 +96,7 @@ class Exchange:
 
     async def read(self) -> bytes:
         """The whole body, its key cut out."""
-        with upstream_errors(self.upstream):
+        with upstream_errors(self.upstream, body=True):
             pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), self._encoding(), self._limits)
             body = await bounded.whole(pieces)
         if len(body) > OFFLOAD_BYTES:  # a body full of copies of the key takes seconds to cut: off the loop
@@ -102,7 +105,7 @@ class Exchange:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
-        with upstream_errors(self.upstream):
+        with upstream_errors(self.upstream, body=True):
             async for piece in bounded.events(self.upstream, self._response.content.iter_any(), self._encoding(),
                                               self._limits):
                 yield self._redact(piece)

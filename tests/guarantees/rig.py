@@ -88,14 +88,15 @@ class Rig:
         return Streamed(raw, time.monotonic() - started)
 
     def metric(self, name: str, **labels: str) -> float | None:
-        """One sample from /metrics whose labels are exactly labels, or None."""
+        """The sum of the samples from /metrics whose labels include labels, or None when there are none."""
+        found: float | None = None
         for line in httpx.get(self.served.url + "/metrics").text.splitlines():
             key, _, value = line.rpartition(" ")
             metric_name, _, label_text = key.partition("{")
-            if not line.startswith("#") and metric_name == name and dict(
-                    re.findall(r'(\w+)="([^"]*)"', label_text)) == labels:
-                return float(value)
-        return None
+            if not line.startswith("#") and metric_name == name and labels.items() <= dict(
+                    re.findall(r'(\w+)="([^"]*)"', label_text)).items():
+                found = (found or 0.0) + float(value)
+        return found
 
 
 def rig(loop: Loop, tmp_path: Path, servers: dict[str, FaultServer], resilience: dict[str, Any] | None = None,
