@@ -234,6 +234,24 @@ async def test_rediss_fails_without_the_ca_or_without_a_client_certificate(tls_r
         await connection.aclose()
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["redis", "rediss"])
+async def test_a_closed_connection_has_closed_its_socket_when_aclose_returns(
+        tls: bool, request: pytest.FixtureRequest) -> None:
+    """Its owner may close the event loop next: a socket left for a later loop iteration (or for a TLS goodbye the
+    peer is slow to answer) would never be closed."""
+    if tls:
+        port, folder = request.getfixturevalue("tls_redis")
+        url = (f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={folder / 'ca.pem'}&ssl_certfile={folder / 'client.pem'}"
+               f"&ssl_keyfile={folder / 'client.key'}")
+    else:
+        url = request.getfixturevalue("redis_url")
+    connection = Connection(url, 2.0)
+    assert await connection.execute([["PING"]]) == [b"PONG"]
+    sock = connection._protocol._transport.get_extra_info("socket")  # type: ignore[union-attr]
+    await connection.aclose()
+    assert sock.fileno() == -1
+
+
 def test_tls_files_need_a_rediss_url() -> None:
     with pytest.raises(ValueError, match="ssl_ca_certs need a rediss:// URL"):
         Address.parse("redis://redis:6379/0?ssl_ca_certs=/etc/ca.pem")
