@@ -476,7 +476,7 @@ def test_redis_stopped_mid_traffic_then_started_again(loop: Loop, tmp_path: Path
         restarted = time.monotonic()
         own_redis.start()
         wait_for(lambda: traffic.count(restarted, "served")() >= 10, what="traffic after Redis returned")
-    assert max(s.seconds for s in traffic.sent) < 1.5  # no request hung
+    assert all(s.seconds < 10 for s in traffic.sent)  # no request hung until its client gave up
     if on_unavailable == "fail_closed":
         assert {s.code for s in traffic.sent} == {"served", "state_unavailable"}
         during = [s for s in traffic.sent if gone < s.started and s.started + s.seconds < restarted]

@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.policy.loader import load_policy
 from gateway.standin import Fault, QueueingEngine
-from tests.conftest import KEY, OTHER_KEY, Loop, Stack, key_hash, start_stack, wait_for
+from tests.conftest import KEY, OTHER_KEY, RESILIENCE, Loop, Stack, key_hash, start_stack, wait_for
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "switchyard.json"
@@ -48,6 +48,7 @@ GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(
 PLAIN: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Summarise the meeting notes."}]
 PERSONAL: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Please email the contract to jane.doe@example.com today."}]
+OPEN_S = 0.3  # how long a circuit the workload opens stays open
 # What a dashboard variable or Grafana macro stands for when the test evaluates a query itself.
 MACROS = {"$__rate_interval": "1m", "$__range": "5m", "$route": ".*", "$tenant": ".*", "$self_hosted": "self-eu"}
 
@@ -101,8 +102,7 @@ class Live:
 
 
 def _policy_sections(dead_redis: str, meter_url: str) -> dict[str, Any]:
-    resilience = {"backoff_ms": [1, 5], "per_try_timeout_s": 5, "ttft_timeout_s": 5, "deadline_s": 20,
-                  "attempts_per_upstream": 2, "circuit": {"failures": 2, "open_s": 0.3}}
+    resilience = {**RESILIENCE, "attempts_per_upstream": 2, "circuit": {"failures": 2, "open_s": OPEN_S}}
     return {
         "upstream_self-eu": {"region": "eu-west", "hosting": "self",
                              "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
@@ -154,6 +154,8 @@ def _workload(stack: Stack, policy: Path, round_: int, meter: QueueingEngine) ->
     chat = acme.chat.completions
     for _ in range(3):
         chat.create(model="chat", messages=PLAIN)
+    served = chat.with_raw_response.create(model="chat", messages=PERSONAL)  # the policy excludes cloud-us
+    assert served.headers["x-switchyard-upstream"] == "self-eu"
     with chat.create(model="chat", messages=PLAIN, stream=True) as stream:
         list(stream)
     stack.upstreams["self-eu"].faults.append(Fault(cut_after=2))
@@ -172,7 +174,17 @@ def _workload(stack: Stack, policy: Path, round_: int, meter: QueueingEngine) ->
     policy.write_text(policy.read_text() + f"\n# round {round_}\n")
     wait_for(lambda: f'switchyard_policy_reloads_total{{result="ok"}} {round_}.0' in _metrics(stack),
              what="policy reload")
-    time.sleep(0.4)  # every circuit the round opened is half-open again for the next round
+    wait_for(lambda: not _open_circuits(stack), what="every circuit the round opened to be half-open again")
+
+
+def _open_circuits(stack: Stack) -> frozenset[str]:
+    """The upstreams a decision would leave out now, asked on the gateway's own loop."""
+
+    async def blocked() -> frozenset[str]:
+        return stack.gateway.circuits.blocked(time.monotonic(), OPEN_S)
+
+    found: frozenset[str] = stack.loop.run(blocked())
+    return found
 
 
 def _metrics(stack: Stack) -> str:

@@ -8,6 +8,7 @@ A batch that gets no reply in time drops the connection, so a dead peer is never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -106,6 +107,7 @@ class Protocol(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=ReplyError)
         self._waiting: deque[_Batch] = deque()
         self._transport: asyncio.Transport | None = None
+        self._gone = asyncio.Event()
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,6 +136,7 @@ class Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._gone.set()
         while self._waiting:
             batch = self._waiting.popleft()
             if not batch.future.done():
@@ -151,6 +154,19 @@ class Protocol(asyncio.Protocol):
         """Drop the connection; whatever is outstanding fails."""
         if self._transport is not None:
             self._transport.close()
+
+    async def closed(self, timeout_s: float) -> None:
+        """Close and return once the socket is closed: a TLS goodbye gets timeout_s, then the socket is cut."""
+        self.close()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._gone.wait()
+        except TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._gone.wait()
 
 
 class Connection:
@@ -200,6 +216,10 @@ class Connection:
             if protocol is not None:
                 protocol.close()
             raise ConnectionFailed(f"cannot connect to Redis: {type(exc).__name__}") from exc
+        except asyncio.CancelledError:  # closed for good while connecting: the socket must not outlive it
+            if protocol is not None:
+                protocol.close()
+            raise
         refused = [reply for reply in replies if isinstance(reply, ReplyError)]
         if refused:
             protocol.close()
@@ -226,11 +246,13 @@ class Connection:
             self._protocol = None
 
     async def aclose(self) -> None:
-        """Close the connection for good."""
+        """Close the connection for good, returning once its socket is closed (a caller may close the loop next)."""
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
-        self.drop()
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            await protocol.closed(self._timeout_s)
 
 
 def _retrieve(task: asyncio.Task[Protocol]) -> None:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.redis_server"]
 
-BOUND_S = 1.0  # no call may take longer while Redis is away (Redis calls are bounded at 100-200 ms)
+TIMEOUT_S = 0.5  # each Redis call's bound: short, yet long enough for a loaded machine to answer a live Redis
+BOUND_S = 4 * TIMEOUT_S  # no call may take longer while Redis is away (a hang would take forever)
 LIMITS = Limits("acme", requests_per_minute=1000, budgets=(("day", 1000),), cost=100)
 T = TypeVar("T")
 
@@ -55,7 +56,7 @@ def outage(request: pytest.FixtureRequest, own_redis: RedisServer) -> Outage:
 
 @pytest.fixture
 async def ledger(own_redis: RedisServer) -> AsyncIterator[Ledger]:
-    made = Ledger(RedisBackend(own_redis.url()), Metrics())
+    made = Ledger(RedisBackend(own_redis.url(), timeout_s=TIMEOUT_S), Metrics())
     yield made
     own_redis.thaw()
     await made.backend.close()
@@ -77,7 +78,7 @@ def errors(ledger: Ledger, op: str) -> float:
 
 async def spend_when(ledger: Ledger, predicate: Callable[[Spend], bool], what: str, now: float) -> Spend:
     """Poll the shared spend (settlements are flushed in the background) until predicate holds."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     spend = await ledger.spend("acme", "day", now)
     while not predicate(spend):
         assert time.monotonic() < deadline, f"timed out waiting for {what}: {spend}"
@@ -162,11 +163,9 @@ async def test_a_circuit_keeps_redis_out_of_the_request_path_for_a_while(ledger:
     for i in range(FAILURES_TO_OPEN):
         with pytest.raises(StateUnavailable):
             await ledger.admit(LIMITS, f"r{i}", now, "fail_closed")
-    started = time.perf_counter()
-    for i in range(20):
+    for i in range(20):  # Redis is frozen: a call that reached it would wait out its timeout and count an error
         with pytest.raises(StateUnavailable):
             await ledger.admit(LIMITS, f"open{i}", now + OPEN_S * 0.9, "fail_closed")
-    assert time.perf_counter() - started < 0.1
     assert errors(ledger, "admit") == FAILURES_TO_OPEN
     with pytest.raises(StateUnavailable):  # half-open: Redis is tried again, and fails again
         await ledger.admit(LIMITS, "probe", now + OPEN_S, "fail_closed")
