@@ -2,9 +2,11 @@
 
 One Redactor per upstream, made when the policy loads: it holds needles derived from the key (the key
 as is, lower and upper case, base64 at each of the three alignments, hex) and looks for the first
-few characters of each, so that a prefix of the key is found too. A body is only rewritten on a hit;
-the common case costs a few substring scans. When a JSON body (or an SSE data line) holds a `\\u00`
-escape, it is read and written again without escapes before looking, so an escaped key is found too.
+few characters of each, so that a prefix of the key is found too, and (as is and in either case) for
+the key's tails at every few characters, so that a run from inside the key is found too. A body is
+only rewritten on a hit; the common case costs a few substring scans. When a JSON body (or an SSE data
+line) holds a `\\u00` escape, it is read and written again without escapes before looking, so an escaped
+key is found too.
 """
 
 from __future__ import annotations
@@ -75,13 +77,26 @@ def forms(key: str) -> list[tuple[bytes, int]]:
     return unique
 
 
+def windows(key: str) -> list[tuple[bytes, int]]:
+    """The key's tails at every PREFIX_CHARS-th offset, in each case: a needle for any long run inside the key.
+
+    A run of 2 * PREFIX_CHARS - 1 characters of the key, from anywhere in it (the key less its first few
+    characters is as good as the key), holds one of these tails' first PREFIX_CHARS characters.
+    """
+    found: list[tuple[bytes, int]] = []
+    for form in dict.fromkeys((key.encode(), key.lower().encode(), key.upper().encode())):
+        found += [(form[start:], PREFIX_CHARS) for start in range(PREFIX_CHARS, len(form) - PREFIX_CHARS + 1,
+                                                                   PREFIX_CHARS)]
+    return found
+
+
 class Redactor:
     """Finds and cuts one key's forms out of bytes; a key-less upstream's redactor passes everything as is."""
 
     __slots__ = ("_needles", "_runs")
 
     def __init__(self, key: str | None) -> None:
-        found = forms(key) if key else []
+        found = forms(key) + windows(key) if key else []  # the starts first: each cut runs to its form's end
         self._needles = tuple(dict.fromkeys(form[:prefix] for form, prefix in found))
         self._runs = tuple((form[:prefix], _run(form, form[:prefix])) for form, prefix in found)
 
@@ -96,12 +111,12 @@ class Redactor:
         """data with every form of the key replaced by [redacted]; the same object when there is none."""
         if not self._needles:
             return data
-        if self.hit(data):
-            return self._cut(data)
-        if b"\\u00" in data:
+        if b"\\u00" in data:  # escapes first: a cut of the plain part could leave an escaped start behind
             plain = _unescaped(data)
             if plain is not None and self.hit(plain):
                 return self._cut(plain)
+        if self.hit(data):
+            return self._cut(data)
         return data
 
     def text(self, value: str) -> str:

@@ -44,6 +44,8 @@ ECHOES = {
     "lower": lambda key: key.lower(),
     "upper": lambda key: key.upper(),
     "prefix": lambda key: key[:10] + "...",
+    "suffix": lambda key: "..." + key[1:],
+    "middle": lambda key: "..." + key[5:-5].upper() + "...",
     "u-escaped": escaped,
 }
 
@@ -84,6 +86,9 @@ def leaks(received: bytes, key: str) -> list[str]:
     lowered = received.lower()
     if start.lower() in lowered:
         found.append("prefix, any case")
+    runs = {key[at:at + 15].lower().encode() for at in range(1, len(key) - 14)}
+    if any(run in lowered for run in runs):
+        found.append("a run of 15 from inside the key, any case")
     decoded = received.decode("unicode_escape", "replace").lower()
     if start.decode().lower() in decoded:
         found.append("prefix, once escapes are undone")
