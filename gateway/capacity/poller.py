@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 from gateway.policy.schema import Upstream
 
 MAX_BYTES = 4 * 1024 * 1024  # a vLLM page is ~100 KiB; more than this is not a metrics page
+OFFLOAD_BYTES = 256 * 1024  # a page bigger than this is read in a worker thread, off the event loop
 logger = logging.getLogger("switchyard.capacity")
 
 
@@ -95,7 +96,10 @@ class Poller:
                 if encoding != "identity":
                     raise PollFailed(f"content-encoding '{encoding[:32]}' was not asked for")
                 raw = await _whole(response.content)
-            return parse(self.engine, raw.decode("utf-8", errors="replace"))
+            text = raw.decode("utf-8", errors="replace")
+            if len(raw) > OFFLOAD_BYTES:  # tens of thousands of series take a tenth of a second to read
+                return await asyncio.to_thread(parse, self.engine, text)
+            return parse(self.engine, text)
         except (TimeoutError, aiohttp.ClientError, NotAReading) as exc:
             raise PollFailed(str(exc) or type(exc).__name__) from None
 

@@ -16,7 +16,7 @@ from tests.conftest import Loop, upstream_spec, write_policy
 
 HOUR_MS = 3_600_000
 PAGE = b"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 12\nvllm:num_requests_running 3\n"
-ELSEWHERE = b"vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n"
+SERIES = 60_000  # a page of about 3 MiB: under the size limit, read off the event loop
 
 
 async def _start(send: Send, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -67,6 +67,13 @@ class Engine:
         await send({"type": "http.response.body", "body": b"vllm:num_requests_waiting 0\n"})
 
 
+    async def many_series(self, headers: dict[bytes, bytes], send: Send) -> None:
+        await _start(send)
+        page = "".join(f'vllm:num_requests_waiting{{model_name="m{n}"}} 1\n' for n in range(SERIES))
+        await send({"type": "http.response.body", "body": (page + "vllm:num_requests_waiting{x=\"y\"} NaN\n"
+                                                            "vllm:num_requests_waiting{x=\"z\"} -1\n").encode()})
+
+
 def _gateway(loop: Loop, folder: Path, engine: Engine) -> Gateway:
     url = loop.serve(engine).url
     capacity: dict[str, Any] = {"engine": "vllm", "max_waiting": 4, "poll_ms": HOUR_MS, "stale_ms": 2 * HOUR_MS,
@@ -106,3 +113,8 @@ def test_a_page_past_the_size_limit_is_no_reading_not_a_truncated_one(loop: Loop
     gateway = _gateway(loop, tmp_path, Engine("oversized"))
     assert _reading(loop, gateway) is None
     assert gateway.capacity.gauges["qwen"].failures >= 1
+
+
+def test_a_page_of_60000_series_reads_with_nan_and_negative_samples_skipped(loop: Loop, tmp_path: Path) -> None:
+    gateway = _gateway(loop, tmp_path, Engine("many_series"))
+    assert _reading(loop, gateway) == Reading(SERIES, 0, None)
