@@ -85,7 +85,9 @@ class Verifier:
                 yield f"{where}: chain {chain} seq {seq} is not the record the anchor before it names (removed)"
         elif chain in self.chains:
             last_mac, last_seq = self.chains[chain]
-            if seq != last_seq + 1:
+            if seq <= last_seq:
+                yield f"{where}: chain {chain} seq {seq} comes after seq {last_seq} (a record repeated or moved)"
+            elif seq != last_seq + 1:
                 yield f"{where}: chain {chain} jumps from seq {last_seq} to {seq} (records removed)"
             elif prev != last_mac:
                 yield f"{where}: chain {chain} seq {seq} does not follow the record before it (edited or removed)"

@@ -129,6 +129,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_size = 0  # request line and headers, as parsed
         self._header_wire = 0  # bytes received while the headers were incomplete
         self._header_count = 0
+        self._begun = False  # whether a request began in the read being parsed
         self._max_headers = self.limits.max_headers  # read for every header: one attribute, not two
         self._max_header_bytes = self.limits.max_header_bytes
         self._refusal: GatewayError | None = None
@@ -147,7 +148,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._phase == CLOSED:
             return
-        reading_headers = self._phase in (IDLE, HEADERS)
+        reading_headers = self._phase == HEADERS  # only a read wholly inside a request's headers is counted:
+        self._begun = False  # the read a request begins in may hold earlier pipelined requests and their bodies
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -159,7 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:
             self._unsupported_upgrade_warning()
-        if reading_headers and self._phase == HEADERS:
+        if reading_headers and not self._begun and self._phase == HEADERS:
             self._header_wire += len(data)
             if self._header_wire > self._max_header_bytes:
                 self._refuse(self._too_large())
@@ -167,6 +169,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase = HEADERS
+        self._begun = True
         self._header_size = self._header_wire = self._header_count = 0
         self._arm(self.limits.header_timeout_s)
 

@@ -2,9 +2,11 @@
 
 One Redactor per upstream, made when the policy loads: it holds needles derived from the key (the key
 as is, lower and upper case, base64 at each of the three alignments, hex) and looks for the first
-few characters of each, so that a prefix of the key is found too. A body is only rewritten on a hit;
-the common case costs a few substring scans. When a JSON body (or an SSE data line) holds a `\\u00`
-escape, it is read and written again without escapes before looking, so an escaped key is found too.
+few characters of each, so that a prefix of the key is found too, and (as is and in either case) for
+the key's tails at every few characters, so that a run from inside the key is found too. A body is
+only rewritten on a hit; the common case costs a few substring scans. When a JSON body (or an SSE data
+line) holds a `\\u00` escape, it is read and written again without escapes before looking, so an escaped
+key is found too.
 """
 
 from __future__ import annotations
@@ -75,13 +77,27 @@ def forms(key: str) -> list[tuple[bytes, int]]:
     return unique
 
 
+def windows(key: str) -> list[tuple[bytes, int]]:
+    """The key's tails at every PREFIX_CHARS-th offset, in each case: a needle for any long run inside the key.
+
+    A run of 2 * PREFIX_CHARS - 1 characters of the key, from anywhere in it (the key less its first few
+    characters is as good as the key), holds one of these tails' first PREFIX_CHARS characters.
+    """
+    found: list[tuple[bytes, int]] = []
+    for form in dict.fromkeys((key.encode(), key.lower().encode(), key.upper().encode())):
+        found += [(form[start:], PREFIX_CHARS) for start in range(PREFIX_CHARS, len(form) - PREFIX_CHARS + 1,
+                                                                   PREFIX_CHARS)]
+    return found
+
+
 class Redactor:
     """Finds and cuts one key's forms out of bytes; a key-less upstream's redactor passes everything as is."""
 
-    __slots__ = ("_needles", "_runs")
+    __slots__ = ("_key", "_needles", "_runs")
 
     def __init__(self, key: str | None) -> None:
-        found = forms(key) if key else []
+        self._key = key.encode() if key and len(key) >= PREFIX_CHARS else None
+        found = forms(key) + windows(key) if key else []  # the starts first: each cut runs to its form's end
         self._needles = tuple(dict.fromkeys(form[:prefix] for form, prefix in found))
         self._runs = tuple((form[:prefix], _run(form, form[:prefix])) for form, prefix in found)
 
@@ -96,13 +112,17 @@ class Redactor:
         """data with every form of the key replaced by [redacted]; the same object when there is none."""
         if not self._needles:
             return data
-        if self.hit(data):
-            return self._cut(data)
-        if b"\\u00" in data:
+        if b"\\u00" in data:  # escapes first: a cut of the plain part could leave an escaped start behind
             plain = _unescaped(data)
             if plain is not None and self.hit(plain):
                 return self._cut(plain)
+        if self.hit(data):
+            return self._cut(data)
         return data
+
+    def stream(self) -> Spelled | None:
+        """A cutter of the key spelled out across one stream's events; None for a key-less upstream."""
+        return Spelled(self._key) if self._key else None
 
     def text(self, value: str) -> str:
         """The same, for text."""
@@ -122,6 +142,58 @@ def _run(form: bytes, needle: bytes) -> re.Pattern[bytes]:
     for byte in reversed(form[len(needle):]):
         pattern = b"(?:" + re.escape(bytes((byte,))) + pattern + b")?"
     return re.compile(re.escape(needle) + pattern)
+
+
+STREAM_TEXT = re.compile(rb'"(?:content|text|delta|arguments|refusal)":\s*"((?:[^"\\]|\\.)*)"')
+
+
+class Spelled:
+    """Cuts the key out of one stream when the upstream spells it out across events, a few characters each.
+
+    Each event's text is read after the text before it (the last len(key) characters of it are kept); a run of
+    PREFIX_CHARS or more characters of the key that goes on from one event's text into the next is cut from
+    the next, and so on, so a client joining the deltas gets fewer than PREFIX_CHARS of the key in a row. The
+    key as is only: its case and encoded forms are found within one event (`Redactor`), not across events.
+    """
+
+    __slots__ = ("_key", "_tail")
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._tail = b""
+
+    def __call__(self, piece: bytes) -> bytes:
+        """piece with the key's characters that continue a run across events taken out of its texts."""
+        out: list[bytes] = []
+        done = 0
+        for found in STREAM_TEXT.finditer(piece):
+            text = found.group(1)
+            span = self._span(text)
+            self._tail = (self._tail + text)[-len(self._key):]
+            if span is not None:
+                start = found.start(1)
+                out += [piece[done:start + span[0]], REDACTED]
+                done = start + span[1]
+        return b"".join([*out, piece[done:]]) if out else piece
+
+    def _span(self, text: bytes) -> tuple[int, int] | None:
+        """The start of text that continues a run of the key begun before it, when the run is long enough."""
+        tail, key = self._tail, self._key
+        if not tail or not text:
+            return None
+        first, longest = text[:1], 0
+        at = key.find(first)
+        while at >= 0:  # each place in the key text's first character is at (one, for most keys)
+            back = 0
+            while back < at and back < len(tail) and tail[-1 - back] == key[at - 1 - back]:
+                back += 1
+            ahead = 0
+            while back and at + ahead < len(key) and ahead < len(text) and text[ahead] == key[at + ahead]:
+                ahead += 1
+            if back + ahead >= PREFIX_CHARS:
+                longest = max(longest, ahead)
+            at = key.find(first, at + 1)
+        return (0, longest) if longest else None
 
 
 class Redacting:
@@ -145,8 +217,9 @@ class Redacting:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Each chunk, redacted."""
+        spelled = self._redact.stream()
         async for chunk in self._inner.chunks():
-            yield self._redact(chunk)
+            yield self._redact(spelled(chunk) if spelled else chunk)  # spelled first: it reads the text as sent
 
     def retry_after(self) -> str | None:
         """The inner exchange's Retry-After."""

@@ -44,6 +44,8 @@ ECHOES = {
     "lower": lambda key: key.lower(),
     "upper": lambda key: key.upper(),
     "prefix": lambda key: key[:10] + "...",
+    "suffix": lambda key: "..." + key[1:],
+    "middle": lambda key: "..." + key[5:-5].upper() + "...",
     "u-escaped": escaped,
 }
 
@@ -84,6 +86,9 @@ def leaks(received: bytes, key: str) -> list[str]:
     lowered = received.lower()
     if start.lower() in lowered:
         found.append("prefix, any case")
+    runs = {key[at:at + 15].lower().encode() for at in range(1, len(key) - 14)}
+    if any(run in lowered for run in runs):
+        found.append("a run of 15 from inside the key, any case")
     decoded = received.decode("unicode_escape", "replace").lower()
     if start.decode().lower() in decoded:
         found.append("prefix, once escapes are undone")
@@ -92,3 +97,19 @@ def leaks(received: bytes, key: str) -> list[str]:
         if core in received:
             found.append(f"base64 at offset {offset}")
     return found
+
+
+def spelled_stream(key: str, size: int) -> bytes:
+    """A whole SSE stream that spells key out size characters an event, as a model echoing it would."""
+    def chunk(content: str) -> bytes:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+    pieces = ["your key is ", *(key[at:at + size] for at in range(0, len(key), size)), " - keep it safe"]
+    return b"".join(chunk(piece) for piece in pieces) + b"data: [DONE]\n\n"
+
+
+def longest_run(text: str, key: str) -> int:
+    """The most characters of key, in a row, that text holds."""
+    return max((n for at in range(len(key)) for n in range(1, len(key) - at + 1) if key[at:at + n] in text),
+               default=0)

@@ -251,3 +251,16 @@ def test_a_file_sink_on_a_device_opens_without_reading_it() -> None:
     finally:
         with contextlib.suppress(OSError):
             sink.close()
+
+
+async def test_a_repeated_or_swapped_record_is_named_as_such(tmp_path: Path) -> None:
+    (path,) = await write_trail(tmp_path / "a.jsonl", 10, Seal(KEY_BYTES))
+    lines = path.read_bytes().splitlines(keepends=True)
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_bytes(b"".join([*lines[:5], lines[4], *lines[5:]]))
+    assert any("seq 4 comes after seq 4 (a record repeated or moved)" in b for b in breaks([repeated]))
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_bytes(b"".join([*lines[:5], lines[6], lines[5], *lines[7:]]))
+    found = breaks([swapped])
+    assert any("jumps from seq 4 to 6" in b for b in found)
+    assert any("seq 5 comes after seq 6 (a record repeated or moved)" in b for b in found)

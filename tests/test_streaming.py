@@ -194,3 +194,21 @@ def test_an_event_of_the_wrong_types_is_a_malformed_upstream_event_not_a_500(
     for chunk in chunks:
         ChatCompletionChunk.model_validate(chunk)
     assert r.metric("switchyard_upstream_errors_total", upstream="primary", reason="malformed_event") == 1
+
+
+def _line_ends(events: tuple[bytes, ...], end: bytes) -> tuple[bytes, ...]:
+    return tuple(e.replace(b"\n", end) for e in events)
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b"\r"], ids=["crlf", "cr"])
+def test_a_stream_whose_lines_end_in_cr_is_relayed_event_by_event(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                    end: bytes) -> None:
+    events = _line_ends(answer(FIRST, SAID), end)
+    # the first event's line end split across two writes: b"\r" in one read, b"\n" in the next
+    split = (events[0][:-1], events[0][-1:], *events[1:]) if end == b"\r\n" else events
+    primary = faults("primary", Sse(split, delays=(0, 0.05)))
+    made = rig(loop, tmp_path, {"primary": primary})
+    raw = raw_stream(made.base_url)
+    assert text_of(chunks_of(raw)) == "".join(SAID)
+    assert b"\r" not in raw
+    assert raw.endswith(b"data: [DONE]\n\n")

@@ -15,11 +15,27 @@ from gateway.metrics import Metrics
 from gateway.policy.schema import Upstream
 
 MAX_BYTES = 4 * 1024 * 1024  # a vLLM page is ~100 KiB; more than this is not a metrics page
+OFFLOAD_BYTES = 256 * 1024  # a page bigger than this is read in a worker thread, off the event loop
 logger = logging.getLogger("switchyard.capacity")
+
+
+PLAIN = {"accept-encoding": "identity"}  # an engine's page is small; never inflate what an engine sends
 
 
 class PollFailed(Exception):
     """A poll that produced no reading, with why."""
+
+
+async def _whole(content: aiohttp.StreamReader) -> bytes:
+    """The whole page, read to its end; PollFailed once it passes MAX_BYTES (a cut page could misread a number)."""
+    pieces: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_any():
+        size += len(chunk)
+        if size > MAX_BYTES:
+            raise PollFailed(f"the page is larger than {MAX_BYTES} bytes")
+        pieces.append(chunk)
+    return b"".join(pieces)
 
 
 def metrics_url(spec: Upstream) -> str:
@@ -72,11 +88,18 @@ class Poller:
 
     async def _read(self) -> Reading:
         try:
-            async with self.session.get(self.url, timeout=self.timeout) as response:
+            async with self.session.get(self.url, timeout=self.timeout, allow_redirects=False,
+                                        headers=PLAIN) as response:
                 if response.status != 200:
                     raise PollFailed(f"HTTP {response.status}")
-                raw = await response.content.read(MAX_BYTES)
-            return parse(self.engine, raw.decode("utf-8", errors="replace"))
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding != "identity":
+                    raise PollFailed(f"content-encoding '{encoding[:32]}' was not asked for")
+                raw = await _whole(response.content)
+            text = raw.decode("utf-8", errors="replace")
+            if len(raw) > OFFLOAD_BYTES:  # tens of thousands of series take a tenth of a second to read
+                return await asyncio.to_thread(parse, self.engine, text)
+            return parse(self.engine, text)
         except (TimeoutError, aiohttp.ClientError, NotAReading) as exc:
             raise PollFailed(str(exc) or type(exc).__name__) from None
 

@@ -49,7 +49,10 @@ def parse(engine: str, text: str) -> Reading:
         raise NotAReading(f"no {' or '.join(signals.waiting)} in the metrics: is this a {engine} server?")
     running = _first(signals.running, found) or []
     cache = _first(signals.kv_cache, found)
-    return Reading(sum(waiting), sum(running), max(cache) if cache else None)
+    reading = Reading(sum(waiting), sum(running), max(cache) if cache else None)
+    if not (math.isfinite(reading.waiting) and math.isfinite(reading.running)):
+        raise NotAReading("the queue metrics sum past any number: not an engine's counts")
+    return reading
 
 
 def _first(names: tuple[str, ...], found: Mapping[str, list[float]]) -> list[float] | None:
@@ -60,7 +63,8 @@ def _first(names: tuple[str, ...], found: Mapping[str, list[float]]) -> list[flo
 
 
 def samples(text: str, wanted: set[str]) -> Iterator[tuple[str, float]]:
-    """(metric name, value) of every sample line in text whose name is wanted; malformed lines are skipped."""
+    """(metric name, value) of every sample line in text whose name is wanted; malformed, non-finite and
+    negative samples are skipped."""
     for line in text.splitlines():
         if not line or line[0] == "#":
             continue
@@ -76,5 +80,5 @@ def samples(text: str, wanted: set[str]) -> Iterator[tuple[str, float]]:
             value = float(fields[0])
         except ValueError:
             continue
-        if math.isfinite(value):
+        if math.isfinite(value) and value >= 0:  # a queue or a cache is never less than empty
             yield name, value

@@ -87,18 +87,33 @@ async def events(upstream: str, chunks: AsyncIterator[bytes], encoding: str | No
     source = chunks if plain else decoded(upstream, chunks, encoding, limits)
     bound = EventBound(limits.sse_event_bytes)
     total = 0
+    carry = b""
     async for piece in source:
         total += len(piece)
         if plain and total > limits.body_bytes:
             raise UpstreamTooLarge(upstream, "body", limits.body_bytes)
+        if carry or b"\r" in piece:
+            piece, carry = line_feeds(carry + piece)
         complete = bound.feed(piece)
         if complete is None:
             raise UpstreamTooLarge(upstream, "event", limits.sse_event_bytes)
         if complete:
             yield complete
-    rest = bound.rest()
+    rest = (bound.feed(b"\n") or b"") + bound.rest() if carry else bound.rest()
     if rest:
         yield rest
+
+
+def line_feeds(data: bytes) -> tuple[bytes, bytes]:
+    """data with its CRLF and lone CR line ends (both allowed in SSE) made LF, and a final CR held back.
+
+    A CR is never inside an event's data (JSON escapes it), so every one ends a line; the one that ends a read
+    waits for the next, which may begin with the LF of the same line end.
+    """
+    carry = b""
+    if data.endswith(b"\r"):
+        data, carry = data[:-1], b"\r"
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), carry
 
 
 async def whole(pieces: AsyncIterator[bytes]) -> bytes:

@@ -105,10 +105,11 @@ class Exchange:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
+        spelled = self._redact.stream()
         with upstream_errors(self.upstream, body=True):
             async for piece in bounded.events(self.upstream, self._response.content.iter_any(), self._encoding(),
                                               self._limits):
-                yield self._redact(piece)
+                yield self._redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
 
     async def read_error(self) -> tuple[bytes, bool]:
         """The first error_body_bytes of an error body, its key cut out, and whether it went on (never read)."""

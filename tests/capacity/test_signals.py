@@ -78,3 +78,14 @@ def test_malformed_and_non_finite_samples_are_skipped() -> None:
             'vllm:num_requests_waiting{model_name="c",x="a}b"} 2\n'
             'vllm:num_requests_waiting\n')
     assert parse("vllm", text).waiting == 2
+
+
+def test_a_negative_series_cannot_hide_another_series_queue() -> None:
+    page = 'vllm:num_requests_waiting{engine="0"} 9\nvllm:num_requests_waiting{engine="1"} -9\n'
+    assert parse("vllm", page).waiting == 9  # a queue is never shorter than empty
+
+
+def test_huge_series_that_sum_past_every_number_are_not_a_reading() -> None:
+    page = "".join(f'vllm:num_requests_waiting{{engine="{n}"}} 1e308\n' for n in range(3))
+    with pytest.raises(NotAReading):
+        parse("vllm", page)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import KEY, Loop, upstream_spec, wait_for, write_policy
 from tests.faults import Echo, FaultServer, Flood, Json, Redirect
-from tests.hostile import ECHOES, MIB, completion, error, gzip_bomb, leaks, stream
+from tests.hostile import ECHOES, MIB, completion, error, gzip_bomb, leaks, longest_run, spelled_stream, stream
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 PROVIDER_KEY = "sk-prov-9f8e7d6c5b4a39281716aBcDeF-151413121110"
@@ -220,3 +221,16 @@ def test_a_body_made_of_copies_of_the_key_is_cut_whole(hostile: Hostile) -> None
     assert response.status_code == 200
     assert leaks(response.content, PROVIDER_KEY) == []
     assert response.content.count(b"[redacted]") > size // (len(PROVIDER_KEY) + 1) - 2
+
+
+@pytest.mark.parametrize("size", [1, 4, 9])
+def test_a_key_spelled_out_across_stream_events_is_cut(hostile: Hostile, size: int) -> None:
+    hostile.servers["echo"].script.append(Echo(lambda key: spelled_stream(key, size), content_type="text/event-stream"))
+    response = hostile.chat("echo", stream=True)
+    assert response.status_code == 200
+    joined = "".join(orjson.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                     for line in response.text.splitlines() if line.startswith("data: {"))
+    assert joined.startswith("your key is ")
+    assert joined.endswith(" - keep it safe")
+    assert longest_run(joined, PROVIDER_KEY) < 8  # the joined deltas hold no 8 characters of the key in a row
+    assert "[redacted]" in joined

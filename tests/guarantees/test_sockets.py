@@ -318,3 +318,20 @@ def test_a_kept_alive_connection_serves_request_after_request_and_streams(socket
     streamed = "".join(c.choices[0].delta.content or "" for c in
                        client.chat.completions.create(model="chat", messages=HELLO, stream=True) if c.choices)
     assert streamed.startswith("[primary]")
+
+
+def test_pipelined_requests_past_the_header_limit_in_one_read_are_all_answered(sockets_loop: SocketLoop,
+                                                                               tmp_path: Path) -> None:
+    edge = serve_edge(sockets_loop, tmp_path, keepalive_s=30, header_timeout_s=30)
+    sock = edge.connect()
+    body = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": "a" * 40_000}]})
+    post = PARTIAL + b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (KEY.encode(), len(body)) + body
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+    # 40 KB of requests, then the start of one more, in one read: its headers so far are a few bytes
+    sock.sendall(post + healthz * 200 + b"GET /healthz HTTP/1.1\r\nHo")
+    wait_for(lambda: select.select([sock], [], [], 0)[0] != [], what="the first answer")
+    sock.sendall(b"st: gateway\r\nConnection: close\r\n\r\n")
+    answers = read_until_closed(sock)
+    assert answers.startswith(b"HTTP/1.1 200")
+    assert b"[primary]" in answers.partition(b"HTTP/1.1 200")[2].partition(b"HTTP/1.1")[0]
+    assert answers.count(b"HTTP/1.1 200") == 202
