@@ -7,12 +7,14 @@ costs one search: plain ASCII text without "%" comes back as it is.
 from __future__ import annotations
 
 import codecs
+import html
 import re
 import unicodedata
+import warnings
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["normalise"]
+__all__ = ["entities_crowded", "normalise", "normalised"]
 
 # Beyond Unicode's dash punctuation (Pd), characters that read as a minus or a hyphen.
 _EXTRA_DASHES = "\u00af\u02d7\u2043\u2212\u2796\u2e3a\u2e3b\ufe63\uff0d"
@@ -27,6 +29,17 @@ _REPLACES = 4
 # How many times percent-escapes are decoded, for text encoded more than once.
 _PERCENT_ROUNDS = 3
 _PERCENT_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
+# Full stops of other scripts that NFKC leaves alone, read as "." (a domain written "example\u3002com").
+_EXTRA_DOTS = "\u3002\u2e3c"
+# HTML character references: the named ones that write an address or a number's separators, replaced in C passes
+# ("&amp;" first, for text encoded twice), and numeric ones ("&#64;", "&#x40;"), decoded at about a microsecond each,
+# so a text with more than _ENTITIES_BASE + one per _CHARS_PER_ENTITY characters is not decoded but reported crowded.
+_NAMED_ENTITIES = (("&amp;", "&"), ("&commat;", "@"), ("&period;", "."), ("&nbsp;", " "), ("&ensp;", " "),
+                   ("&emsp;", " "), ("&thinsp;", " "), ("&hyphen;", "-"), ("&dash;", "-"), ("&minus;", "-"),
+                   ("&ndash;", "-"), ("&mdash;", "-"), ("&sol;", "/"), ("&colon;", ":"))
+_NUMERIC_ENTITY = re.compile(r"&#(?:[0-9]{1,8}|[xX][0-9a-fA-F]{1,8});?")
+_ENTITIES_BASE = 1024
+_CHARS_PER_ENTITY = 128
 # The escapes of JSON held in a string (and Python's \x): what a model reading the string would decode.
 _BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
 
@@ -43,6 +56,8 @@ def _build() -> tuple[Mapping[int, str | None], re.Pattern[str], re.Pattern[str]
             table[code] = " "
         elif category == "Pd" or char in _EXTRA_DASHES:
             table[code] = "-"
+        elif char in _EXTRA_DOTS:
+            table[code] = "."
         elif category == "Nd":
             table[code] = str(unicodedata.decimal(char))
     bmp = "".join(re.escape(chr(code)) for code in sorted(table) if code < 0x10000)
@@ -65,20 +80,55 @@ _TABLE, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 
 def normalise(text: str) -> str:
-    """text with percent-escapes decoded, NFKC applied, invisible characters removed, and every other space, dash
-    and decimal digit made the ASCII one: "jane%40example.com" and fullwidth or Arabic-Indic digits read as written.
+    """text with percent-escapes and HTML character references decoded, NFKC applied, invisible characters removed,
+    and every other space, dash and decimal digit made the ASCII one: "jane%40example.com", "jane&#64;example.com"
+    and fullwidth or Arabic-Indic digits read as written."""
+    return normalised(text)[0]
+
+
+def normalised(text: str) -> tuple[str, bool]:
+    """normalise(text), and whether text held too many numeric HTML references to decode (then left as written).
 
     Text with backslash escapes is read both ways, as written and decoded: decoding "\\4111" as an octal escape
     must not hide the card number that follows.
     """
+    crowded = False
     if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
         text = _percent_unescaped(text)
+    if "&" in text:
+        text, crowded = _entities_decoded(text)
     if "\\" in text and _BACKSLASH_ESCAPE.search(text) is not None:
         text = f"{text}\n{_escapes_decoded(text)}"
     if text.isascii():
-        return text
+        return text, crowded
     text = unicodedata.normalize("NFKC", text)
-    return _folded(text)
+    return _folded(text), crowded
+
+
+def entities_crowded(text: str) -> bool:
+    """True when text holds too many numeric HTML character references to decode them in bounded time."""
+    return text.count("&#") > _ENTITIES_BASE + len(text) // _CHARS_PER_ENTITY
+
+
+def _entities_decoded(text: str) -> tuple[str, bool]:
+    """text with HTML character references decoded, and whether it held too many numeric ones to (then left)."""
+    if ";" in text:
+        for name, char in _NAMED_ENTITIES:
+            if name in text:
+                text = text.replace(name, char)
+    if "&#" not in text or _NUMERIC_ENTITY.search(text) is None:
+        return text, False
+    if entities_crowded(text):
+        return text, True
+    decoded: dict[str, str] = {}
+
+    def decode(match: re.Match[str]) -> str:
+        found = decoded.get(match[0])
+        if found is None:
+            found = decoded[match[0]] = html.unescape(match[0])
+        return found
+
+    return _NUMERIC_ENTITY.sub(decode, text), False
 
 
 def _percent_unescaped(text: str) -> str:
@@ -101,7 +151,9 @@ def _percent_decoded(text: str) -> str:
 
 def _escapes_decoded(text: str) -> str:
     """text with backslash escapes (\\u0040, \\n...) decoded; a backslash that starts none is dropped."""
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape", "ignore")
+    with warnings.catch_warnings():  # "\\411" is an octal escape past 0o377: decoded all the same, not worth a warning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape", "ignore")
 
 
 def _folded(text: str) -> str:
