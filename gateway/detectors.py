@@ -69,11 +69,11 @@ _DIGIT_GROUP = re.compile(r"[0-9]+")
 _CARD_GLUE_AFTER = frozenset(b"a_@")
 # Country code, check digits and at most 30 more characters, whole or in groups of four split by spaces or dashes;
 # tried at every country code (a lookahead), so a failed candidate never hides one that starts inside it.
-# Written any other way ("DE89 370400440532013000", "DE89.3704...", double spaces), it is read "loose": up to two
-# separators before any character, and checked at the registered length of its country.
+# Written any other way ("DE89 370400440532013000", double spaces), it is read "loose": the country code and check
+# digits together, then up to two separators before any character, checked at the registered length of its country.
 _IBAN_SHAPE = re.compile(
     rb"(?<![0a_])(?=aa(?:00((?:[0a]{11,30}+|(?:[ -][0a]{4}){2,7}+(?:[ -][0a]{1,3})?)(?![0a_]))"
-    rb"|(?P<loose>(?:[ .-]{0,2}0){2}(?:[ .-]{0,2}[0a]){11,30}+)))"
+    rb"|(?P<loose>00(?:[ .-]{0,2}[0a]){11,30}+)))"
 )
 _IBAN_SEPARATOR = re.compile("[ -]")
 _IBAN_LOOSE_SEPARATOR = re.compile("[ .-]+")

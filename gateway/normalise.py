@@ -41,6 +41,8 @@ _NUMERIC_ENTITY = re.compile(r"&#(?:[0-9]{1,8}|[xX][0-9a-fA-F]{1,8});?")
 _ENTITIES_BASE = 1024
 _CHARS_PER_ENTITY = 128
 # The escapes of JSON held in a string (and Python's \x): what a model reading the string would decode.
+# How many times backslash escapes are decoded: JSON held in a JSON string, read from a body's own JSON text.
+_ESCAPE_ROUNDS = 4
 _BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
 
 
@@ -89,8 +91,8 @@ def normalise(text: str) -> str:
 def normalised(text: str) -> tuple[str, bool]:
     """normalise(text), and whether text held too many numeric HTML references to decode (then left as written).
 
-    Text with backslash escapes is read both ways, as written and decoded: decoding "\\4111" as an octal escape
-    must not hide the card number that follows.
+    Text with backslash escapes is read as written and as decoded, once and again for JSON held in JSON: decoding
+    "\\4111" as an octal escape must not hide the card number that follows.
     """
     crowded = False
     if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
@@ -98,7 +100,7 @@ def normalised(text: str) -> tuple[str, bool]:
     if "&" in text:
         text, crowded = _entities_decoded(text)
     if "\\" in text and _BACKSLASH_ESCAPE.search(text) is not None:
-        text = f"{text}\n{_escapes_decoded(text)}"
+        text = _with_escapes_decoded(text)
     if text.isascii():
         return text, crowded
     text = unicodedata.normalize("NFKC", text)
@@ -147,6 +149,20 @@ def _percent_decoded(text: str) -> str:
     data = text.encode("utf-8", "surrogatepass").replace(b"\\", b"\\\\").replace(b"%", b"\\x")
     decoded: bytes = codecs.escape_decode(data, "ignore")[0]
     return decoded.decode("utf-8", "replace")
+
+
+def _with_escapes_decoded(text: str) -> str:
+    """text, then each form decoding its backslash escapes again gives (JSON in JSON escapes "\\u0040" twice), one a
+    line, up to _ESCAPE_ROUNDS decodings."""
+    forms = [text]
+    for _ in range(_ESCAPE_ROUNDS):
+        decoded = _escapes_decoded(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+        if "\\" not in decoded or _BACKSLASH_ESCAPE.search(decoded) is None:
+            break
+    return "\n".join(forms)
 
 
 def _escapes_decoded(text: str) -> str:
