@@ -10,6 +10,7 @@ Upstreams here cost $1 per million prompt tokens and $2 per million completion t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,3 +392,30 @@ def test_an_odd_max_tokens_is_refused_with_a_4xx_and_nothing_reserved(loop: Loop
     assert upstream.seen == []
     rig.client().chat.completions.create(model="chat", messages=HELLO, max_tokens=10)
     assert rig.spend()["reserved_usd"] == 0
+
+
+def test_twenty_requests_racing_a_small_budget_spend_within_it(loop: Loop, tmp_path: Path,
+                                                              settings: dict[str, Any]) -> None:
+    """Each reserves 6 + 1000 tokens ($0.002006) and spends all of it: whatever the interleaving, at most four of
+    the twenty fit a one-cent budget, since a request is admitted only once its reservation is held."""
+    upstream = Reporter(*[("6", "1000")] * 20)
+    rig = start(loop, tmp_path, upstream, settings)
+    start_line, outcomes = threading.Barrier(20), list[int]()
+
+    def one() -> None:
+        client = rig.client()
+        start_line.wait()
+        try:
+            client.chat.completions.create(model="chat", messages=HELLO, max_tokens=1000)
+            outcomes.append(200)
+        except openai.APIStatusError as exc:
+            outcomes.append(exc.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(outcomes)) in ([200, 429], [200])
+    assert outcomes.count(200) == len(upstream.seen) <= 4
+    assert rig.spend()["spend_usd"] <= 0.01
