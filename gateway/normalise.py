@@ -26,6 +26,9 @@ _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
 _ABOVE_BMP_LOOKS = 64
 # Past this many distinct characters to fold, one translate pass (about 40 ns a character) beats a replace for each.
 _REPLACES = 4
+# Text with fewer BMP characters to fold than one per this many is folded by a substitution per character (about
+# 0.5 us each) rather than a translate of every character.
+_CHARS_PER_SUB = 64
 # How many times percent-escapes are decoded, for text encoded more than once.
 _PERCENT_ROUNDS = 3
 _PERCENT_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
@@ -173,7 +176,7 @@ def _escapes_decoded(text: str) -> str:
 
 
 def _folded(text: str) -> str:
-    """text with every character the table maps replaced: a replace per distinct one, or one translate."""
+    """text with every character the table maps replaced: a replace per distinct one, or _many_folded."""
     found = _MAPPED_BMP.search(text)
     for _ in range(_REPLACES):
         if found is None:
@@ -183,10 +186,23 @@ def _folded(text: str) -> str:
         found = _MAPPED_BMP.search(text, start)
     else:
         if found is not None:
-            return text.translate(_TABLE)
+            text = _many_folded(text)
     if _maps_above_bmp(text):
         text = text.translate(_TABLE)
     return text
+
+
+def _many_folded(text: str) -> str:
+    """text with every BMP character the table maps replaced: one translate pass (about 40 ns a character, however
+    few need it), or a substitution per character found when they are fewer than one per _CHARS_PER_SUB."""
+    most = len(text) // _CHARS_PER_SUB
+    if most < 1 or len(_MAPPED_BMP.split(text, maxsplit=most)) > most:  # split stops counting at most
+        return text.translate(_TABLE)
+    return _MAPPED_BMP.sub(_fold_one, text)
+
+
+def _fold_one(match: re.Match[str]) -> str:
+    return _TABLE.get(ord(match[0])) or ""
 
 
 def _maps_above_bmp(text: str) -> bool:

@@ -520,3 +520,11 @@ def test_more_numeric_html_references_than_can_be_decoded_count_as_a_hit() -> No
 
 def test_many_plain_ampersands_are_not_a_hit() -> None:
     assert scan(ALL, "Tom & Jerry &amp; friends; " * 40_000) is None
+
+
+def test_a_few_of_many_distinct_foldable_characters_in_a_long_text_are_still_folded() -> None:
+    """Sparse foldable characters take the substitution path, which must fold exactly as the translate does."""
+    text = "\u2002\u2003\u2004\u2005\u2006\u200b" + "plain words " * 2_000 + "\u3000".join(CARD).translate(
+        {ord("0") + i: 0xff10 + i for i in range(10)})
+    assert normalise(text).endswith(" ".join(CARD))
+    assert scan(ALL, text) == "credit_card"
