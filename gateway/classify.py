@@ -68,7 +68,8 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
     if not isinstance(route, str):
         raise InvalidRequest("'model' is required and must be a string", param="model")
     content = request_texts(endpoint, body)
-    max_tokens = next(filter(None, (_optional_int(body, f) for f in MAX_TOKEN_FIELDS[endpoint])), None)
+    # Upstreams differ in which of two caps given they obey (litellm's translations take the last): the larger counts.
+    max_tokens = max(filter(None, (_optional_int(body, f) for f in MAX_TOKEN_FIELDS[endpoint])), default=None)
     n = max((_optional_int(body, f, MAX_CHOICES) or 1 for f in CHOICE_FIELDS[endpoint]), default=1)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from gateway.normalise import normalise
+from gateway.normalise import normalised
 from gateway.number_checks import card_number_ok, iban_ok
 
 __all__ = ["BUILTIN", "Detector", "builtin", "regex", "scan"]
@@ -69,10 +69,15 @@ _DIGIT_GROUP = re.compile(r"[0-9]+")
 _CARD_GLUE_AFTER = frozenset(b"a_@")
 # Country code, check digits and at most 30 more characters, whole or in groups of four split by spaces or dashes;
 # tried at every country code (a lookahead), so a failed candidate never hides one that starts inside it.
+# Written any other way ("DE89 370400440532013000", double spaces), it is read "loose": the country code and check
+# digits together, then up to two separators before any character, checked at the registered length of its country.
 _IBAN_SHAPE = re.compile(
-    rb"(?<![0a_])(?=aa00((?:[0a]{11,30}+|(?:[ -][0a]{4}){2,7}+(?:[ -][0a]{1,3})?)(?![0a_])))"
+    rb"(?<![0a_])(?=aa(?:00((?:[0a]{11,30}+|(?:[ -][0a]{4}){2,7}+(?:[ -][0a]{1,3})?)(?![0a_]))"
+    rb"|(?P<loose>00(?:[ .-]{0,2}[0a]){11,30}+)))"
 )
 _IBAN_SEPARATOR = re.compile("[ -]")
+_IBAN_LOOSE_SEPARATOR = re.compile("[ .-]+")
+_IBAN_LENGTHS = range(15, 35)
 _NATIONAL_ID_SHAPE = re.compile(
     rb"(?P<ssn>000(?P<sep>[ .-])00(?P=sep)0000)"
     rb"|00(?:(?<=aa00)(?<![0a_]aa00)|(?<=aa 00)(?<![0a_]aa 00))(?: ?00){2} ?a(?![0a_])"
@@ -106,11 +111,11 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 class _Text:
     """One text under inspection, with views computed at most once however many detectors look at it."""
 
-    __slots__ = ("_clusters", "_shape", "crowded", "looks", "raw", "text")
+    __slots__ = ("_clusters", "_shape", "crowded", "entities_crowded", "looks", "raw", "text")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
-        self.text = normalise(raw)
+        self.text, self.entities_crowded = normalised(raw)
         self.looks = _LOOKS_BASE + len(self.text) // _CHARS_PER_LOOK
         self.crowded = False  # set when a detector found more candidates than looks
         self._shape: bytes | None = None
@@ -163,8 +168,9 @@ class Detector:
     _probe: Callable[[_Text], bool] = field(repr=False, compare=False)
 
     def search(self, text: str) -> bool:
-        """True when this detector fires anywhere in text."""
-        return self._probe(_Text(text))
+        """True when this detector fires anywhere in text (or text holds too many HTML references to read)."""
+        prepared = _Text(text)
+        return prepared.entities_crowded or self._probe(prepared)
 
 
 def _blank_run(match: re.Match[bytes]) -> bytes:
@@ -189,8 +195,11 @@ def regex(name: str, pattern: str) -> Detector:
 
 
 def scan(detectors: Sequence[Detector], text: str) -> str | None:
-    """Name of the first detector that fires on text, or None."""
+    """Name of the first detector that fires on text, or None; the first named when text holds more HTML character
+    references than can be decoded in bounded time (fail closed: decoys must not hide the reference that matters)."""
     prepared = _Text(text)
+    if prepared.entities_crowded and detectors:
+        return detectors[0].name
     for detector in detectors:
         if detector._probe(prepared):
             return detector.name
@@ -332,12 +341,25 @@ def _iban(text: _Text) -> bool:
     body = text.text
     # The country code and check digits can sit well before the first cluster: "RO49 AAAA 1B31 0075 9384 0000".
     for match in text.near_clusters(_IBAN_SHAPE, _IBAN_KINDS, 30, 40):
+        if match["loose"] is not None:
+            if _loose_iban(body[match.start():match.end("loose")]):
+                return True
+            continue
         groups = _IBAN_SEPARATOR.split(body[match.start():match.end(1)].upper())
         # Trailing groups may be a following word ("... 7034 and"), so try every group count from the longest down.
         for count in range(len(groups), 0, -1):
             if iban_ok("".join(groups[:count])):
                 return True
     return text.crowded
+
+
+def _loose_iban(region: str) -> bool:
+    """True when region, a country code then letters and digits split anyhow, starts with a valid IBAN that ends
+    at a separator or at the region's end."""
+    groups = _IBAN_LOOSE_SEPARATOR.split(region.upper())
+    compact = "".join(groups)
+    ends = {sum(map(len, groups[:count])) for count in range(1, len(groups) + 1)}
+    return any(length in ends and iban_ok(compact[:length]) for length in _IBAN_LENGTHS)
 
 
 def _national_id(text: _Text) -> bool:

@@ -7,12 +7,14 @@ costs one search: plain ASCII text without "%" comes back as it is.
 from __future__ import annotations
 
 import codecs
+import html
 import re
 import unicodedata
+import warnings
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["normalise"]
+__all__ = ["entities_crowded", "normalise", "normalised"]
 
 # Beyond Unicode's dash punctuation (Pd), characters that read as a minus or a hyphen.
 _EXTRA_DASHES = "\u00af\u02d7\u2043\u2212\u2796\u2e3a\u2e3b\ufe63\uff0d"
@@ -24,13 +26,29 @@ _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
 _ABOVE_BMP_LOOKS = 64
 # Past this many distinct characters to fold, one translate pass (about 40 ns a character) beats a replace for each.
 _REPLACES = 4
+# Text with fewer BMP characters to fold than one per this many is folded by a substitution per character (about
+# 0.5 us each) rather than a translate of every character.
+_CHARS_PER_SUB = 64
 # How many times percent-escapes are decoded, for text encoded more than once.
 _PERCENT_ROUNDS = 3
 _PERCENT_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
+# Full stops of other scripts that NFKC leaves alone, read as "." (a domain written "example\u3002com").
+_EXTRA_DOTS = "\u3002\u2e3c"
+# HTML character references: the named ones that write an address or a number's separators, replaced in C passes
+# ("&amp;" first, for text encoded twice), and numeric ones ("&#64;", "&#x40;"), decoded at about a microsecond each,
+# so a text with more than _ENTITIES_BASE + one per _CHARS_PER_ENTITY characters is not decoded but reported crowded.
+_NAMED_ENTITIES = (("&amp;", "&"), ("&commat;", "@"), ("&period;", "."), ("&nbsp;", " "), ("&ensp;", " "),
+                   ("&emsp;", " "), ("&thinsp;", " "), ("&hyphen;", "-"), ("&dash;", "-"), ("&minus;", "-"),
+                   ("&ndash;", "-"), ("&mdash;", "-"), ("&sol;", "/"), ("&colon;", ":"))
+_NUMERIC_ENTITY = re.compile(r"&#(?:[0-9]{1,8}|[xX][0-9a-fA-F]{1,8});?")
+_ENTITIES_BASE = 1024
+_CHARS_PER_ENTITY = 128
 # The escapes of JSON held in a string (and Python's \x): what a model reading the string would decode.
+# How many times backslash escapes are decoded: JSON held in a JSON string, read from a body's own JSON text.
+_ESCAPE_ROUNDS = 4
 _BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
-_ANY_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|U(?:000[0-9A-Fa-f]|0010)[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|[nrtbf\\]|)")
-_SIMPLE_ESCAPES = MappingProxyType({"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"})
+# A backslash before anything but the escapes the codec knows without a warning (octal ones included, which warn).
+_ODD_ESCAPE = re.compile(r"\\[^\n\\'\"abfnrtvxuUN]")
 
 
 def _build() -> tuple[Mapping[int, str | None], re.Pattern[str], re.Pattern[str]]:
@@ -45,6 +63,8 @@ def _build() -> tuple[Mapping[int, str | None], re.Pattern[str], re.Pattern[str]
             table[code] = " "
         elif category == "Pd" or char in _EXTRA_DASHES:
             table[code] = "-"
+        elif char in _EXTRA_DOTS:
+            table[code] = "."
         elif category == "Nd":
             table[code] = str(unicodedata.decimal(char))
     bmp = "".join(re.escape(chr(code)) for code in sorted(table) if code < 0x10000)
@@ -67,20 +87,55 @@ _TABLE, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 
 def normalise(text: str) -> str:
-    """text with percent-escapes decoded, NFKC applied, invisible characters removed, and every other space, dash
-    and decimal digit made the ASCII one: "jane%40example.com" and fullwidth or Arabic-Indic digits read as written.
+    """text with percent-escapes and HTML character references decoded, NFKC applied, invisible characters removed,
+    and every other space, dash and decimal digit made the ASCII one: "jane%40example.com", "jane&#64;example.com"
+    and fullwidth or Arabic-Indic digits read as written."""
+    return normalised(text)[0]
 
-    Text with backslash escapes is read both ways, as written and decoded: decoding "\\4111" as an octal escape
-    must not hide the card number that follows.
+
+def normalised(text: str) -> tuple[str, bool]:
+    """normalise(text), and whether text held too many numeric HTML references to decode (then left as written).
+
+    Text with backslash escapes is read as written and as decoded, once and again for JSON held in JSON: decoding
+    "\\4111" as an octal escape must not hide the card number that follows.
     """
+    crowded = False
     if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
         text = _percent_unescaped(text)
+    if "&" in text:
+        text, crowded = _entities_decoded(text)
     if "\\" in text and _BACKSLASH_ESCAPE.search(text) is not None:
-        text = f"{text}\n{_escapes_decoded(text)}"
+        text = _with_escapes_decoded(text)
     if text.isascii():
-        return text
+        return text, crowded
     text = unicodedata.normalize("NFKC", text)
-    return _folded(text)
+    return _folded(text), crowded
+
+
+def entities_crowded(text: str) -> bool:
+    """True when text holds too many numeric HTML character references to decode them in bounded time."""
+    return text.count("&#") > _ENTITIES_BASE + len(text) // _CHARS_PER_ENTITY
+
+
+def _entities_decoded(text: str) -> tuple[str, bool]:
+    """text with HTML character references decoded, and whether it held too many numeric ones to (then left)."""
+    if ";" in text:
+        for name, char in _NAMED_ENTITIES:
+            if name in text:
+                text = text.replace(name, char)
+    if "&#" not in text or _NUMERIC_ENTITY.search(text) is None:
+        return text, False
+    if entities_crowded(text):
+        return text, True
+    decoded: dict[str, str] = {}
+
+    def decode(match: re.Match[str]) -> str:
+        found = decoded.get(match[0])
+        if found is None:
+            found = decoded[match[0]] = html.unescape(match[0])
+        return found
+
+    return _NUMERIC_ENTITY.sub(decode, text), False
 
 
 def _percent_unescaped(text: str) -> str:
@@ -101,20 +156,32 @@ def _percent_decoded(text: str) -> str:
     return decoded.decode("utf-8", "replace")
 
 
+def _with_escapes_decoded(text: str) -> str:
+    """text, then each form decoding its backslash escapes again gives (JSON in JSON escapes "\\u0040" twice), one a
+    line, up to _ESCAPE_ROUNDS decodings."""
+    forms = [text]
+    for _ in range(_ESCAPE_ROUNDS):
+        decoded = _escapes_decoded(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+        if "\\" not in decoded or _BACKSLASH_ESCAPE.search(decoded) is None:
+            break
+    return "\n".join(forms)
+
+
 def _escapes_decoded(text: str) -> str:
-    """text with backslash escapes (\\u0040, \\n...) decoded; a backslash that starts none is dropped."""
-    return _ANY_ESCAPE.sub(_unescaped, text)
-
-
-def _unescaped(found: re.Match[str]) -> str:
-    escape = found[1]
-    if len(escape) > 1:
-        return chr(int(escape[1:], 16))
-    return _SIMPLE_ESCAPES.get(escape, escape)
+    """text with backslash escapes (\\u0040, \\n...) decoded; one the codec does not know is kept."""
+    data = text.encode("latin-1", "backslashreplace")
+    if _ODD_ESCAPE.search(text) is None:
+        return data.decode("unicode_escape", "ignore")
+    with warnings.catch_warnings():  # "\\411", "\\q": decoded or kept all the same, not worth a warning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return data.decode("unicode_escape", "ignore")
 
 
 def _folded(text: str) -> str:
-    """text with every character the table maps replaced: a replace per distinct one, or one translate."""
+    """text with every character the table maps replaced: a replace per distinct one, or _many_folded."""
     found = _MAPPED_BMP.search(text)
     for _ in range(_REPLACES):
         if found is None:
@@ -124,10 +191,23 @@ def _folded(text: str) -> str:
         found = _MAPPED_BMP.search(text, start)
     else:
         if found is not None:
-            return text.translate(_TABLE)
+            text = _many_folded(text)
     if _maps_above_bmp(text):
         text = text.translate(_TABLE)
     return text
+
+
+def _many_folded(text: str) -> str:
+    """text with every BMP character the table maps replaced: one translate pass (about 40 ns a character, however
+    few need it), or a substitution per character found when they are fewer than one per _CHARS_PER_SUB."""
+    most = len(text) // _CHARS_PER_SUB
+    if most < 1 or len(_MAPPED_BMP.split(text, maxsplit=most)) > most:  # split stops counting at most
+        return text.translate(_TABLE)
+    return _MAPPED_BMP.sub(_fold_one, text)
+
+
+def _fold_one(match: re.Match[str]) -> str:
+    return _TABLE.get(ord(match[0])) or ""
 
 
 def _maps_above_bmp(text: str) -> bool:

@@ -470,3 +470,61 @@ def test_a_text_crowded_with_candidates_fails_closed(unit: str) -> None:
 def test_a_long_ordinary_text_is_not_crowded() -> None:
     text = ("Deploy v2.31.0 on 2024-03-15 at 09:00 UTC; ticket PLAT-2291, order 88231. " * 20_000)
     assert scan(ALL, text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("jane.doe&#64;example.com", "email"),
+        ("jane.doe&#x40;example.com", "email"),
+        ("jane.doe&#064;example&#46;com", "email"),
+        ("jane.doe&commat;example&period;com", "email"),
+        ("jane.doe&amp;#64;example.com", "email"),  # HTML-escaped twice
+        ("jane.doe@example\u3002com", "email"),  # ideographic full stop
+        ("jane.doe@example\uff61com", "email"),  # halfwidth ideographic full stop
+        ("4111&#32;1111&#32;1111&#32;1111", "credit_card"),
+        ("4111&nbsp;1111&nbsp;1111&nbsp;1111", "credit_card"),
+        ("IBAN DE89 370400440532013000", "iban"),
+        ("IBAN DE8937040044 0532013000", "iban"),
+        ("IBAN DE89  3704  0044  0532  0130  00", "iban"),
+        ("iban de89 3704 0044 0532 0130 00, thanks", "iban"),
+    ],
+)
+def test_html_references_ideographic_stops_and_loosely_grouped_ibans_are_found(text: str, expected: str) -> None:
+    assert scan(ALL, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Tom &amp; Jerry &#8212; season 1, episode 12",
+        "<p>Ben &amp; Jerry&#39;s: 2 scoops for &#36;4.50</p>",
+        "a=1&b=2&c=3; d=4&e=5",
+        "AT&T &amp; Verizon &#169; 2024",
+        "IBAN DE89 370400440532013001",  # check digits wrong
+        "DE89  3704  0044  0532  0130  0",  # a digit short
+        "ref DE12 3456 7890 1234 5678 90 12",
+        "order 4111&#32;1111&#32;1111&#32;1112",  # fails Luhn
+    ],
+)
+def test_html_text_and_near_ibans_fire_nothing(text: str) -> None:
+    assert fired(text) == set()
+
+
+def test_more_numeric_html_references_than_can_be_decoded_count_as_a_hit() -> None:
+    """Decoys past the bound must not hide the reference that matters: such a text is not read, it is flagged."""
+    text = "&#65;" * 300_000 + " jane.doe&#64;example.com"
+    assert scan(ALL, text) is not None
+    assert builtin("email").search(text)
+
+
+def test_many_plain_ampersands_are_not_a_hit() -> None:
+    assert scan(ALL, "Tom & Jerry &amp; friends; " * 40_000) is None
+
+
+def test_a_few_of_many_distinct_foldable_characters_in_a_long_text_are_still_folded() -> None:
+    """Sparse foldable characters take the substitution path, which must fold exactly as the translate does."""
+    text = "\u2002\u2003\u2004\u2005\u2006\u200b" + "plain words " * 2_000 + "\u3000".join(CARD).translate(
+        {ord("0") + i: 0xff10 + i for i in range(10)})
+    assert normalise(text).endswith(" ".join(CARD))
+    assert scan(ALL, text) == "credit_card"

@@ -52,7 +52,7 @@ class Decision:
 
 
 NO_LIVE = Live()
-MAX_TOKEN_FIELDS: Mapping[str, tuple[str, ...]] = {  # each endpoint's own caps, the first given one wins
+MAX_TOKEN_FIELDS: Mapping[str, tuple[str, ...]] = {  # each endpoint's own caps; the largest given counts
     "chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
     "responses": ("max_output_tokens",), "embeddings": ()}
 CHOICE_FIELDS: Mapping[str, tuple[str, ...]] = {  # fields that multiply the completions generated

@@ -10,6 +10,7 @@ Upstreams here cost $1 per million prompt tokens and $2 per million completion t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,3 +363,59 @@ def test_a_usage_event_before_the_content_is_clamped_too(loop: Loop, tmp_path: P
     rig = start(loop, tmp_path, upstream, settings, budget=1.0, spec={"context_window": 1000})
     ask(rig, True)
     assert rig.spend()["spend_usd"] == pytest.approx(1000 * IN + 1000 * OUT, abs=1e-12)
+
+
+# --- every cap the upstream may read is reserved ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("caps", [{"max_completion_tokens": 1, "max_tokens": 100_000},
+                                  {"max_tokens": 100_000, "max_completion_tokens": 1}])
+def test_a_small_max_completion_tokens_beside_a_large_max_tokens_reserves_the_large_one(
+        loop: Loop, tmp_path: Path, settings: dict[str, Any], caps: dict[str, int]) -> None:
+    """Upstreams differ in which of the two they obey (litellm's translations take the last one given): the
+    reservation must cover the larger, or 100,000 tokens ($0.20) are spent on a one-cent budget."""
+    upstream = Reporter(("6", "100000"))
+    rig = start(loop, tmp_path, upstream, settings)
+    error = refused(lambda: rig.client().chat.completions.create(model="chat", messages=HELLO, extra_body=caps))
+    assert (error.status_code, error.code) == (429, "insufficient_quota")
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "10", True, 10**30])
+def test_an_odd_max_tokens_is_refused_with_a_4xx_and_nothing_reserved(loop: Loop, tmp_path: Path,
+                                                                      value: Any) -> None:
+    upstream = Reporter()
+    rig = start(loop, tmp_path, upstream, {"admin_key": ADMIN_KEY})
+    error = refused(lambda: rig.client().chat.completions.create(model="chat", messages=HELLO,
+                                                                 extra_body={"max_tokens": value}))
+    assert error.status_code in (400, 429)
+    assert upstream.seen == []
+    rig.client().chat.completions.create(model="chat", messages=HELLO, max_tokens=10)
+    assert rig.spend()["reserved_usd"] == 0
+
+
+def test_twenty_requests_racing_a_small_budget_spend_within_it(loop: Loop, tmp_path: Path,
+                                                              settings: dict[str, Any]) -> None:
+    """Each reserves 6 + 1000 tokens ($0.002006) and spends all of it: whatever the interleaving, at most four of
+    the twenty fit a one-cent budget, since a request is admitted only once its reservation is held."""
+    upstream = Reporter(*[("6", "1000")] * 20)
+    rig = start(loop, tmp_path, upstream, settings)
+    start_line, outcomes = threading.Barrier(20), list[int]()
+
+    def one() -> None:
+        client = rig.client()
+        start_line.wait()
+        try:
+            client.chat.completions.create(model="chat", messages=HELLO, max_tokens=1000)
+            outcomes.append(200)
+        except openai.APIStatusError as exc:
+            outcomes.append(exc.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(outcomes)) in ([200, 429], [200])
+    assert outcomes.count(200) == len(upstream.seen) <= 4
+    assert rig.spend()["spend_usd"] <= 0.01

@@ -133,3 +133,44 @@ def test_every_streaming_endpoint_bills_a_stream_left_before_its_usage(loop: Loo
                 if MERGED[-1].encode() in raw:
                     break  # the last text arrived: leave before the usage
     assert_billed(r, server, MERGED)
+
+
+ARGUMENT_PIECES = ['{"customer_name": "', "Jane Doe of the", " accounts team", '", "limit": 100}']
+
+
+def delta_events(delta_of: Any, pieces: list[str]) -> tuple[bytes, ...]:
+    role = event({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "primary-model",
+                  "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}]})
+    return (role, *(event({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "primary-model",
+                           "choices": [{"index": 0, "delta": delta_of(i, piece), "finish_reason": None}]})
+                    for i, piece in enumerate(pieces)))
+
+
+DELTAS = {
+    "tool call arguments": lambda i, piece: {"tool_calls": [{"index": 0, "function": {"arguments": piece}, **(
+        {"id": "call_1", "type": "function"} if i == 0 else {})}]},
+    "reasoning_content": lambda i, piece: {"reasoning_content": piece},
+}
+
+
+@pytest.mark.parametrize("kind", list(DELTAS))
+def test_a_stream_of_other_deltas_left_before_its_usage_bills_them(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                  kind: str) -> None:
+    """Text generated as tool-call arguments or reasoning costs as much as content: a client leaving before the usage
+    event must not get it for the price of the prompt."""
+    r, server = budgeted(loop, tmp_path, faults, delta_events(DELTAS[kind], ARGUMENT_PIECES),
+                         1 + len(ARGUMENT_PIECES))
+    for _ in range(STREAMS):
+        with httpx.stream("POST", r.base_url + "/chat/completions", headers=AUTH, timeout=10,
+                          json={"model": "chat", "stream": True, "messages": HELLO, "max_tokens": 200}) as response:
+            raw = b""
+            for part in response.iter_raw():
+                raw += part
+                if b"limit" in raw:
+                    break
+    wait_for(lambda: server.count == STREAMS and all(a.closed for a in server.arrivals),
+             what="every upstream request closed after its client left")
+    spend_row(r, STREAMS)
+    completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary")
+    assert completion is not None
+    assert completion >= STREAMS * len(ARGUMENT_PIECES)

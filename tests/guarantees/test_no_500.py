@@ -216,3 +216,62 @@ def test_a_body_that_is_not_json_or_not_an_object_is_a_400(stack: Stack) -> None
         status, headers, body = post_bytes(stack, "chat", raw)
         assert_answered(stack, status, headers, body)
         assert status == 400, raw
+
+
+HI = [{"role": "user", "content": "hi"}]
+ODD_BODIES = {
+    "chat": [
+        {"model": "chat", "messages": HI, "n": 2.0}, {"model": "chat", "messages": HI, "max_tokens": 2**64},
+        {"model": "chat", "messages": HI, "max_tokens": 1e30}, {"model": "chat", "messages": HI, "temperature": "hot"},
+        {"model": "chat", "messages": HI, "stream": True, "stream_options": {"include_usage": "yes"}},
+        {"model": "chat", "messages": HI, "stream": "true"}, {"model": "chat", "messages": HI, "tools": []},
+        {"model": "chat", "messages": HI, "tools": [{"type": "function", "function": {"name": 5}}]},
+        {"model": "chat", "messages": HI, "response_format": {"type": "json_schema", "json_schema": 5}},
+        {"model": "chat", "messages": HI, "logit_bias": {"x": "y"}}, {"model": "chat", "messages": HI, "stop": 5},
+        {"model": "chat", "messages": [{"role": 5, "content": "hi"}]},
+        {"model": "chat", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        {"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
+        {"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": None}]}]},
+        {"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        {"model": "chat", "messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": 5}}]}]},
+        {"model": "chat", "messages": HI, "x" * 10_000: "y"}, {"model": "", "messages": HI},
+        {"model": "nope", "messages": HI}, {"model": "chat\u0000", "messages": HI},
+    ],
+    "completions": [
+        {"model": "chat", "prompt": []}, {"model": "chat", "prompt": [[]]}, {"model": "chat", "prompt": [[[1]]]},
+        {"model": "chat", "prompt": "hi", "best_of": 2.0}, {"model": "chat", "prompt": "hi", "n": 2, "best_of": 1},
+        {"model": "chat", "prompt": [-1, 2**70]}, {"model": "chat", "prompt": "hi", "suffix": 5},
+        {"model": "chat", "prompt": "hi", "logprobs": 99},
+    ],
+    "embeddings": [
+        {"model": "chat", "input": []}, {"model": "chat", "input": [[]]}, {"model": "chat", "input": ""},
+        {"model": "chat", "input": "hi", "dimensions": -1}, {"model": "chat", "input": "hi", "encoding_format": 5},
+    ],
+    "responses": [
+        {"model": "chat", "input": []}, {"model": "chat", "input": [{"type": "function_call_output"}]},
+        {"model": "chat", "input": "hi", "tools": [{"type": "mcp"}]},
+        {"model": "chat", "input": "hi", "max_output_tokens": 0},
+        {"model": "chat", "input": "hi", "text": {"format": 5}},
+        {"model": "chat", "input": "hi", "conversation": 5}, {"model": "chat", "input": "hi", "stream": True,
+                                                                "max_output_tokens": 5},
+        {"model": "chat", "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+        {"model": "chat", "input": [{"role": "user", "content": [{"type": "input_file", "file_data": 5}]}]},
+    ],
+}
+
+
+@pytest.mark.parametrize(("endpoint", "index"), [(e, i) for e, bodies in ODD_BODIES.items()
+                                                 for i in range(len(bodies))])
+def test_odd_values_in_known_fields_never_get_a_500(stack: Stack, endpoint: str, index: int) -> None:
+    assert_answered(stack, *post(stack, endpoint, ODD_BODIES[endpoint][index]))
+
+
+@pytest.mark.parametrize("raw", [
+    rb'{"model": "chat", "messages": [{"role": "user", "content": "\ud800"}]}',
+    rb'{"model": "chat", "messages": [{"role": "user", "content": "hi", "\udfff": 1}]}',
+    rb'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}',
+    rb'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "n": 100000000000000000000000}',
+    rb'{"model": "chat", "model": "chat", "messages": [{"role": "user", "content": "hi"}]}',
+], ids=["lone surrogate", "surrogate key", "1e400", "huge n", "duplicate key"])
+def test_json_the_sdk_cannot_send_never_gets_a_500(stack: Stack, raw: bytes) -> None:
+    assert_answered(stack, *post_bytes(stack, "chat", raw))

@@ -51,6 +51,16 @@ EVASIONS = {
     "card, Arabic-Indic digits": " ".join(CARD_DIGITS).translate(ARABIC_INDIC),
     "card, percent-encoded spaces": "%20".join(CARD_DIGITS),
     "iban, dashes": "DE89-3704-0044-0532-0130-00",
+    "iban, lower case": "de89 3704 0044 0532 0130 00",
+    "iban, irregular groups": "DE89 370400440532013000",
+    "email, HTML decimal reference": "jane.doe&#64;example.com",
+    "email, HTML named references": "jane.doe&commat;example&period;com",
+    "email, ideographic full stop": "jane.doe@example\u3002com",
+    "email, JSON-escaped at": "jane.doe\\u0040example.com",
+    "card, HTML non-breaking spaces": "&nbsp;".join(CARD_DIGITS),
+    "card, mixed separators": "4111-1111 1111.1111",
+    "card, Amex 4-6-5": "3782 822463 10005",
+    "card, fullwidth digits and ideographic spaces": "\u3000".join(CARD_DIGITS).translate(FULLWIDTH),
     "ssn, dots": "123.45.6789",
     **{f"card, separated by {name}": separator.join(CARD_DIGITS) for name, separator in [
         ("dots", "."), ("slashes", "/"), ("tabs", "\t"), ("newlines", "\n"), ("double spaces", "  "),
@@ -133,6 +143,17 @@ CHAT = {
     "stop": lambda t: chat(stop=t),
     "stop list": lambda t: chat(stop=["END", t]),
     "an unknown field": lambda t: chat(vendor_extension={"notes": [t]}),
+    "arrays of arrays in an unknown field": lambda t: chat(vendor_extension=[[[["x", [t]]]]]),
+    "audio output options": lambda t: chat(modalities=["text", "audio"], audio={"voice": t, "format": "wav"}),
+    "web_search_options location": lambda t: chat(web_search_options={"user_location": {
+        "type": "approximate", "approximate": {"city": t}}}),
+    "logit_bias key": lambda t: chat(logit_bias={t: 1}),
+    "JSON held in a message, escaped": lambda t: chat(user(json.dumps({"note": json.dumps({"to": t})}))),
+    "after 840 KB of filler": lambda t: chat(user("filler " * 120_000 + t)),
+    "in a body too big to walk (read as its JSON text)": lambda t: chat(user(f"note {t}"),
+                                                                        vendor_extension=[0] * 60_000),
+    "in a body too big to walk, JSON held in a message": lambda t: chat(user(json.dumps({"to": t})),
+                                                                        vendor_extension=[0] * 60_000),
 }
 UNREADABLE_CHAT = {
     "image URL query string": lambda t: chat(user([image(f"https://img.example/cat.png?owner={t}")])),
@@ -175,6 +196,18 @@ RESPONSES = {
     "text format schema": lambda t: {"model": "chat", "input": "Hi", "text": {"format": {
         "type": "json_schema", "name": "a", "schema": schema({"q": {"description": t}})}}},
     "metadata": lambda t: {"model": "chat", "input": "Hi", "metadata": {"customer": t}},
+    "function_call_output as a string": lambda t: {"model": "chat", "input": [
+        {"type": "function_call_output", "call_id": "c1", "output": f"found {t}"}]},
+    "conversation": lambda t: {"model": "chat", "input": "Hi", "conversation": {"id": t}},
+    "web_search tool location": lambda t: {"model": "chat", "input": "Hi", "tools": [
+        {"type": "web_search", "user_location": {"type": "approximate", "city": t}}]},
+    "mcp tool headers": lambda t: {"model": "chat", "input": "Hi", "tools": [
+        {"type": "mcp", "server_label": "crm", "server_url": "https://mcp.example", "headers": {"X-User": t}}]},
+    "file_search tool filters": lambda t: {"model": "chat", "input": "Hi", "tools": [
+        {"type": "file_search", "vector_store_ids": ["vs_1"], "filters": {"type": "eq", "key": "owner", "value": t}}]},
+    "previous output message": lambda t: {"model": "chat", "input": [
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": t}]},
+        {"role": "user", "content": "Go on"}]},
 }
 UNREADABLE_RESPONSES = {
     "input_image URL": lambda t: {"model": "chat", "input": [{"role": "user", "content": [
