@@ -97,8 +97,12 @@ class Exchange:
     async def read(self) -> bytes:
         """The whole body, its key cut out."""
         with upstream_errors(self.upstream, body=True):
-            pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), self._encoding(), self._limits)
-            body = await bounded.whole(pieces)
+            encoding = self._encoding()
+            if self._response.content_length is not None and (not encoding or encoding.lower() == "identity"):
+                body = await self._response.read()  # its announced length is within body_bytes: read it in one go
+            else:
+                pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), encoding, self._limits)
+                body = await bounded.whole(pieces)
         if len(body) > OFFLOAD_BYTES:  # a body full of copies of the key takes seconds to cut: off the loop
             return await asyncio.to_thread(self._redact, body)
         return self._redact(body)
