@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from gateway.sse import payload_of
+
 IDENTITY = ("id", "created", "model")
 NOT_CARRIED = frozenset({"id", "object", "created", "model", "choices", "usage"})
 FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
@@ -32,7 +34,7 @@ def restamp(events: bytes, identity: dict[str, Any]) -> bytes:
         return events
     out = []
     for event in events.split(b"\n\n")[:-1]:
-        payload = _payload(event) if event.startswith(b"data: {") else None
+        payload = payload_of(event) if event.startswith(b"data: {") else None
         if isinstance(payload, dict):
             event = b"data: " + orjson.dumps({**payload, **stamp})
         out.append(event + b"\n\n")
@@ -51,7 +53,7 @@ def carry(events: bytes, extra: dict[str, Any]) -> bytes:
     parts = events.split(b"\n\n")
     for index in range(len(parts) - 1, -1, -1):
         if parts[index].startswith(b"data: {") and FINISH.search(parts[index]):
-            payload = _payload(parts[index])
+            payload = payload_of(parts[index])
             if isinstance(payload, dict):
                 merged = {**payload, **{k: v for k, v in extra.items() if payload.get(k) is None}}
                 parts[index] = b"data: " + orjson.dumps(merged)
@@ -60,12 +62,4 @@ def carry(events: bytes, extra: dict[str, Any]) -> bytes:
 
 
 def _payloads(events: bytes) -> list[Any]:
-    return [_payload(e) for e in events.split(b"\n\n") if e.startswith(b"data: {")]
-
-
-def _payload(event: bytes) -> Any:
-    data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
+    return [payload_of(e) for e in events.split(b"\n\n") if e.startswith(b"data: {")]

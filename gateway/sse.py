@@ -144,7 +144,7 @@ class SseRelay:
                 self.dropped += 1
                 continue
             if self.transcript is not None and event.startswith(b"data: {"):
-                fresh = self.transcript.note(_payload(event))
+                fresh = self.transcript.note(payload_of(event))
                 if fresh is None:
                     self.dropped += 1
                     continue
@@ -157,7 +157,7 @@ class SseRelay:
         kept = []
         for event in complete.split(b"\n\n"):
             if USAGE.search(event):
-                payload = _payload(event)
+                payload = payload_of(event)
                 usage = _usage_of(payload)
                 if usage is not None:
                     self.usage = usage
@@ -210,7 +210,8 @@ def _json_object(value: bytes) -> bool:
     return True
 
 
-def _payload(event: bytes) -> Any:
+def payload_of(event: bytes) -> Any:
+    """The JSON of an event's data lines, or None when they hold none."""
     data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
     try:
         return orjson.loads(data)
