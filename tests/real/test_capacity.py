@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,11 +67,15 @@ def spill_gateway(narrow: servers.Process, api: str, logs: Path) -> Iterator[ser
         process.stop()
 
 
-def _stream(client: openai.OpenAI, personal: bool) -> tuple[str, str | None]:
+def _stream(client: openai.OpenAI, personal: bool,
+            decided: threading.Semaphore | None = None) -> tuple[str, str | None]:
+    """Stream one long completion; release `decided` once its headers (so its route) are known."""
     headers = {"x-switchyard-data-class": "personal"} if personal else {}
     raw = client.chat.completions.with_raw_response.create(
         model="chat", messages=[{"role": "user", "content": "Tell a long story."}], stream=True,
         extra_headers=headers, **LONG)  # type: ignore[arg-type]
+    if decided is not None:
+        decided.release()
     chunks = list(raw.parse())
     assert chunks
     return raw.headers["x-switchyard-upstream"], raw.headers.get("x-switchyard-spilled-from")
@@ -85,7 +90,10 @@ def test_a_burst_fills_real_vllm_spills_the_rest_and_comes_back(spill_gateway: s
              timeout=30, what="a first reading of vLLM's metrics")
     with openai.OpenAI(base_url=spill_gateway.url + "/v1", api_key=KEY, max_retries=0, timeout=120) as client, \
             ThreadPoolExecutor(16) as pool:
-        burst = [pool.submit(_stream, client, False) for _ in range(12)]
+        decided = threading.Semaphore(0)
+        burst = [pool.submit(_stream, client, False, decided) for _ in range(12)]
+        for _ in burst:  # the personal ones come once the burst is placed, so they cannot take vLLM's room first
+            assert decided.acquire(timeout=120)
         personal = [pool.submit(_stream, client, True) for _ in range(3)]
         served = [f.result(timeout=120) for f in burst]
         bound = [f.result(timeout=120) for f in personal]

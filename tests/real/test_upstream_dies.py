@@ -43,7 +43,8 @@ class Cut:
     started: threading.Event = field(default_factory=threading.Event)
     failure: BaseException | None = None
 
-    def run(self, client: openai.OpenAI) -> None:
+    def run(self, client: openai.OpenAI, killed: threading.Event) -> None:
+        """Read the first bytes, then nothing more until vLLM is killed, so it cannot finish first."""
         try:
             with client.chat.completions.with_streaming_response.create(model=self.route, stream=True,
                                                                         **self.body) as response:
@@ -52,6 +53,7 @@ class Cut:
                 for chunk in response.iter_bytes():
                     raw += chunk
                     self.started.set()
+                    killed.wait(60)
                 self.payloads, self.done = parse_sse(raw)
         except BaseException as exc:
             self.failure = exc
@@ -71,16 +73,20 @@ class Death:
 
 @pytest.fixture(scope="module")
 def doomed_vllm(vllm: Vllm, gateway: Process, standin: Wide) -> Death:
-    """Start both streams, kill vLLM's whole process group once each has its first bytes, collect what came."""
+    """Start one stream, then the other, kill vLLM's whole process group once each has its first bytes.
+
+    The clients read nothing past their first bytes until the kill, so the gateway reads no further from vLLM
+    either; and the second stream starts once the first has its bytes, so neither can be near its end.
+    """
     plain, continued = Cut("chat-open", {**LONG, "n": 2}), Cut("chat-continue", LONG)  # continuation needs n: 1
-    asked = len(standin.app.seen)
+    asked, killed = len(standin.app.seen), threading.Event()
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, timeout=120) as client:
-        threads = [threading.Thread(target=cut.run, args=(client,)) for cut in (plain, continued)]
-        for thread in threads:
+        threads = [threading.Thread(target=cut.run, args=(client, killed)) for cut in (continued, plain)]
+        for thread, cut in zip(threads, (continued, plain), strict=True):
             thread.start()
-        for cut in (plain, continued):
             assert cut.started.wait(60), f"no bytes on {cut.route}"
         vllm.generate.signal(signal.SIGKILL)
+        killed.set()
         for thread in threads:
             thread.join(120)
     for cut in (plain, continued):
