@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--no-wrk", action="store_true", help="load plain requests with aiohttp even if wrk is here")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args()
-    args.gateway_cmd = args.gateway_cmd or shlex.join([sys.executable, "-m", "gateway.cli", "serve", "--policy",
+    args.gateway_cmd = args.gateway_cmd or shlex.join([sys.executable, "-m", "gateway.tools.cli", "serve", "--policy",
                                                        args.policy, "--port", str(GATEWAY_PORT), "--log-level",
                                                        "warning"])
     if (os.cpu_count() or 1) < 2:

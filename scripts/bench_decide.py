@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from gateway import classify
-from gateway.policy.decide import Live, decide
-from gateway.policy.loader import load_policy
+from gateway.routing import classify
+from gateway.routing.policy.decide import Live, decide
+from gateway.routing.policy.loader import load_policy
 
 ROUNDS = 20_000
 REGIONS = ["eu-west", "eu-central", "us", "ap"]

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import orjson
 
-from gateway import classify, detectors
-from gateway.app import DEFAULT_MAX_BODY
-from gateway.asgi import parse_object
-from gateway.policy.model import Policy
+from gateway.routing import classify, detectors
+from gateway.routing.policy.model import Policy
+from gateway.serving.app import DEFAULT_MAX_BODY
+from gateway.serving.asgi import parse_object
 
 SIZE = 4096
 ROUNDS = 5_000
@@ -238,7 +238,7 @@ def adversarial(size: int) -> None:
 def whole_bodies() -> None:
     """Print the time to parse and classify whole bodies at the body limit, the way the gateway does (with the
     garbage collector set as `switchyard serve` sets it)."""
-    from gateway.server import YOUNG_OBJECTS_BEFORE_GC
+    from gateway.serving.server import YOUNG_OBJECTS_BEFORE_GC
 
     gc.collect()
     gc.freeze()
@@ -271,7 +271,7 @@ def _report(label: str, raw: bytes, policy: Policy) -> None:
 
 
 def _policy() -> Policy:
-    from gateway.policy.schema import Document
+    from gateway.routing.policy.schema import Document
 
     doc = Document.model_validate({
         "version": 1, "upstreams": {"u": {"base_url": "http://u/v1", "model": "m", "hosting": "self",

@@ -30,8 +30,8 @@ import openai
 import uvicorn
 import yaml
 
-from gateway.app import Gateway, Settings
-from gateway.standin import QueueingEngine, StandIn
+from gateway.serving.app import Gateway, Settings
+from gateway.tools.standin import QueueingEngine, StandIn
 
 KEY = "sk-sy-bench-key-0123456789abcdef0123456789"
 PRICES = {"qwen": {"gpu_hour_usd": 2.0, "tokens_per_second": 2000},

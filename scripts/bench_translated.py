@@ -100,7 +100,7 @@ def fake(chunks: int) -> Iterator[str]:
 
 async def adapter_run(url: str, streams: int, rounds: int, wrapper: bool) -> tuple[int, float]:
     """Frames received and process CPU seconds for streams x rounds streams through LitellmUpstream."""
-    from gateway.policy.schema import Resilience, Upstream
+    from gateway.routing.policy.schema import Resilience, Upstream
     from gateway.upstreams.litellm_adapter import LitellmUpstream
 
     spec = Upstream(kind="anthropic", model="claude-sonnet-4-5", base_url=url, api_key="test")
@@ -166,7 +166,7 @@ def openai_upstream(url: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def serve(policy_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
-    args = [*pinned("1"), sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy_path),
+    args = [*pinned("1"), sys.executable, "-m", "gateway.tools.cli", "serve", "--policy", str(policy_path),
             "--port", str(port), "--log-level", "warning", "--reload-interval-s", "0"]
     with process(args, port) as proc:
         yield proc, f"http://127.0.0.1:{port}"

@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 import yaml
 
-from gateway.app import Gateway, Settings
-from gateway.asgi import Receive, Scope, Send
-from gateway.standin import StandIn
+from gateway.serving.app import Gateway, Settings
+from gateway.serving.asgi import Receive, Scope, Send
+from gateway.tools.standin import StandIn
 
 KEY = "sk-sy-test-key-0123456789abcdef0123456789"
 OTHER_KEY = "sk-sy-other-key-0123456789abcdef012345678"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from gateway.errors import StateUnavailable
-from gateway.metrics import Metrics
+from gateway.operations.metrics import Metrics
 from gateway.state.base import Admission, Backend, Charge, Limits, Spend, StateError
 from gateway.state.memory import MemoryBackend
 

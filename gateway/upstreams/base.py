@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from gateway.policy.schema import Upstream as UpstreamSpec
+from gateway.routing.policy.schema import Upstream as UpstreamSpec
 
 
 class Exchange(Protocol):
     """One upstream response in progress, in the OpenAI wire format: status known, body still to come.
 
-    An adapter whose exchange cuts the upstream's key out itself (gateway/redact.py) says so with a class
+    An adapter whose exchange cuts the upstream's key out itself (gateway/delivery/redact.py) says so with a class
     attribute `redacted = True`; the dispatcher redacts every other one. Streams come in whole events.
     """
 

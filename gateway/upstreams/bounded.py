@@ -10,9 +10,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator, Iterator
 
+from gateway.delivery.sse import EventBound
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
-from gateway.policy.schema import UpstreamLimits
-from gateway.sse import EventBound
+from gateway.routing.policy.schema import UpstreamLimits
 
 PIECE = 1 << 16  # the most inflated bytes made from one call to the decompressor
 ACCEPT_ENCODING = "gzip, deflate"

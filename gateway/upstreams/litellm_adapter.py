@@ -31,7 +31,7 @@ from litellm._internal_context import internal_sub_call  # noqa: TID251
 from litellm.constants import RESPONSE_FORMAT_TOOL_NAME  # noqa: TID251
 
 from gateway.errors import UpstreamCut, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
-from gateway.policy.schema import Resilience, Upstream
+from gateway.routing.policy.schema import Resilience, Upstream
 
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on stdout for every error
 

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.delivery.redact import Redactor
 from gateway.errors import (
     UpstreamCut,
     UpstreamError,
@@ -26,8 +27,7 @@ from gateway.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.policy.schema import Resilience, Upstream, UpstreamLimits
-from gateway.redact import Redactor
+from gateway.routing.policy.schema import Resilience, Upstream, UpstreamLimits
 from gateway.upstreams import bounded, error_kinds
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})

@@ -4,7 +4,7 @@ Run with the gateway's Python from the checkout (`python scripts/real/record_vll
 venv and the test model (scripts/real/setup-vllm), starts vLLM's generate and pooling servers on loopback, sends
 each sample request, writes the bytes exactly as they came, and stops the servers. `--generate URL --pooling URL`
 records from servers already running instead. index.json says what request made each file, its status and the
-versions recorded from; tests/test_sse_fixtures.py replays them through the gateway's relay and error reading.
+versions recorded from; tests/delivery/test_sse_fixtures.py replays them through the gateway's relay and error reading.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.app import Gateway, Settings
+from gateway.serving.app import Gateway, Settings
 from tests.conftest import KEY, Loop, Served, upstream_spec, write_policy
 from tests.faults import Behaviour, FaultServer
 

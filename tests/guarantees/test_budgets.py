@@ -21,10 +21,10 @@ import openai
 import orjson
 import pytest
 
-from gateway.accounting import UNKNOWN_WINDOW
-from gateway.app import Gateway, Settings
-from gateway.asgi import Receive, Scope, Send, send_bytes
-from gateway.standin import StandIn
+from gateway.accounting.usage import UNKNOWN_WINDOW
+from gateway.serving.app import Gateway, Settings
+from gateway.serving.asgi import Receive, Scope, Send, send_bytes
+from gateway.tools.standin import StandIn
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, upstream_spec, wait_for, write_policy
 from tests.faults import FaultServer, Json, chunk
 from tests.upstreams.fake_providers import FakeAnthropic

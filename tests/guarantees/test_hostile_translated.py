@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import Gateway, Settings
+from gateway.serving.app import Gateway, Settings
 from tests.conftest import KEY, Loop, write_policy
 from tests.hostile import leaks
 from tests.upstreams.fake_providers import FakeAnthropic, Fault

@@ -84,7 +84,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     routes = {name: {"candidates": [name]} for name in NAMES}
     policy = write_policy(tmp_path_factory.mktemp("hostile"), specs, routes)
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy), "--port",
+    process = subprocess.Popen([sys.executable, "-m", "gateway.tools.cli", "serve", "--policy", str(policy), "--port",
                                 str(port), "--log-level", "warning"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

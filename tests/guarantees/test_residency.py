@@ -19,8 +19,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.app import Gateway, Settings
-from gateway.standin import StandIn
+from gateway.serving.app import Gateway, Settings
+from gateway.tools.standin import StandIn
 from tests.conftest import Loop, Stack, upstream_spec, write_policy
 
 CAPABILITIES = ["tools", "json", "vision", "responses"]

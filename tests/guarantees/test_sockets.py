@@ -22,12 +22,12 @@ import orjson
 import pytest
 import uvicorn
 
-from gateway.app import Gateway, Settings
-from gateway.connections import SocketLimits
-from gateway.server import ServeOptions, uvicorn_config
-from gateway.standin import StandIn
+from gateway.serving.app import Gateway, Settings
+from gateway.serving.connections import SocketLimits
+from gateway.serving.server import ServeOptions, uvicorn_config
+from gateway.tools.standin import StandIn
 from tests.conftest import KEY, Loop, Served, upstream_spec, wait_for, write_policy
-from tests.test_cli import free_port, ready
+from tests.tools.test_cli import free_port, ready
 
 HELLO = [{"role": "user", "content": "Hello"}]
 DEADLINE_S = 10.0  # how long a test waits for something that should happen well within it
@@ -284,7 +284,7 @@ def test_600_idle_sockets_against_512_open_files_do_not_lock_a_real_request_out(
     upstream = sockets_loop.serve(StandIn("primary"))
     path = write_policy(tmp_path, {"primary": upstream_spec(upstream.url)}, {"chat": {"candidates": ["primary"]}})
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--policy", str(path), "--port",
+    process = subprocess.Popen([sys.executable, "-m", "gateway.tools.cli", "serve", "--policy", str(path), "--port",
                                 str(port), "--keepalive-s", "60", "--header-timeout-s", "60"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=limit_open_files,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -16,7 +16,7 @@ import openai
 import pytest
 import yaml
 
-from gateway.standin import StandIn
+from gateway.tools.standin import StandIn
 from tests.conftest import KEY, Loop, key_hash
 from tests.real import servers
 

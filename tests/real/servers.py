@@ -189,7 +189,7 @@ def vllm(built: Build, name: str, served_as: str, logs: Path, *extra: str) -> Pr
 def gateway(policy: Path, logs: Path) -> Process:
     """`switchyard serve` from this checkout, with the given policy."""
     port = free_port()
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy), "--port", str(port),
+    argv = [sys.executable, "-m", "gateway.tools.cli", "serve", "--policy", str(policy), "--port", str(port),
             "--drain-s", "2", "--log-level", "warning"]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return Process("gateway", argv, env, port, "/readyz", logs / "gateway.log")

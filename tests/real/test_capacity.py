@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from gateway.standin import StandIn
+from gateway.tools.standin import StandIn
 from tests.conftest import KEY, Loop, key_hash, wait_for
 from tests.real import servers
 from tests.real.conftest import GENERATE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.dispatch import Request, counts_against_circuit, is_small
+from gateway.delivery.dispatch import Request, counts_against_circuit, is_small
 from gateway.errors import (
     CircuitOpen,
     DeadlinePassed,
@@ -19,7 +19,7 @@ from gateway.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.policy.schema import Circuit as CircuitSpec
+from gateway.routing.policy.schema import Circuit as CircuitSpec
 from gateway.state.circuits import CLOSED, OPEN, Circuits
 
 OPEN_S = 30.0
@@ -128,7 +128,7 @@ def test_release_does_not_touch_a_closed_or_open_circuit() -> None:
     assert fresh.states() == {}
 
 
-# What counts against a circuit (gateway/dispatch.py decides; docs/operations.md says why)
+# What counts against a circuit (gateway/delivery/dispatch.py decides; docs/operations.md says why)
 
 
 def failure(kind: str) -> UpstreamError:

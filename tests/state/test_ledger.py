@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pytest
 
 from gateway.errors import StateUnavailable
-from gateway.metrics import Metrics
+from gateway.operations.metrics import Metrics
 from gateway.state.base import Charge, Limits, Spend, StateError
 from gateway.state.ledger import FAILURES_TO_OPEN, OPEN_S, Ledger
 from gateway.state.memory import MemoryBackend

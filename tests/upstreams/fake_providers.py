@@ -1,6 +1,6 @@
 """Fake Anthropic and Gemini servers: ASGI apps that speak each wire format, answer, and remember what they saw.
 
-Like `gateway.standin.StandIn`, they are not models: the answer names who gave it, so routing can be seen.
+Like `gateway.tools.standin.StandIn`, they are not models: the answer names who gave it, so routing can be seen.
 Faults queue up in `faults`, one per request; a prompt over `context_limit` characters is refused as too long.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
+from gateway.serving.asgi import Receive, Scope, Send, header_map, send_bytes
 
 JSON = b"application/json"
 SSE = b"text/event-stream"

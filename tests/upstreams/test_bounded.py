@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
-from gateway.policy.schema import UpstreamLimits
+from gateway.routing.policy.schema import UpstreamLimits
 from gateway.upstreams import bounded
 from tests.hostile import gzip_bomb
 

@@ -14,12 +14,12 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.app import Gateway, Settings
-from gateway.cli import main
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
-from gateway.policy.schema import Resilience, Upstream
-from gateway.standin import Fault as StandInFault
-from gateway.standin import StandIn
+from gateway.routing.policy.schema import Resilience, Upstream
+from gateway.serving.app import Gateway, Settings
+from gateway.tools.cli import main
+from gateway.tools.standin import Fault as StandInFault
+from gateway.tools.standin import StandIn
 from gateway.upstreams import litellm_adapter
 from gateway.upstreams.litellm_adapter import AnthropicFrames, LitellmUpstream, knows, price
 from tests.conftest import Loop, upstream_spec, write_policy

@@ -1,0 +1,1 @@
+"""Accounting: usage and cost per request, streamed tokens, and the answers a tenant's limits give."""

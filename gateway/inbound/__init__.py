@@ -1,0 +1,1 @@
+"""The wire formats clients speak, and what each needs remembered between requests."""

@@ -1,0 +1,1 @@
+"""Operations: metrics, logs, the audit trail and hot reload."""

@@ -1,0 +1,1 @@
+"""The request pipeline: intake, decide and admit, deliver, settle and record."""

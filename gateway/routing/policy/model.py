@@ -1,0 +1,106 @@
+"""The loaded policy: the validated document plus the indexes the request path reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from gateway.routing import detectors
+from gateway.routing.policy.schema import Document, Tenant
+
+KEY_PREFIX = "sk-sy-"
+
+
+class Catalog(Protocol):
+    """What the policy may ask of the translation layer: which upstream kinds exist, and list prices."""
+
+    def knows(self, kind: str) -> bool:
+        """Whether kind names an upstream kind this installation can speak."""
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        """USD per prompt and completion token from a price map, or None."""
+
+
+class OpenAIOnly:
+    """The catalog without translation: only `kind: openai`, no price map."""
+
+    def knows(self, kind: str) -> bool:
+        return kind == "openai"
+
+    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+        return None
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a gateway key: "sha256:" + hex SHA-256."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ClassDetector:
+    """Detectors whose hit raises a request to data_class."""
+
+    data_class: str
+    rank: int
+    detectors: tuple[detectors.Detector, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """An immutable, validated policy and its look-up tables."""
+
+    doc: Document
+    hash: str
+    source: str
+    tenant_by_key: Mapping[str, str]
+    class_rank: Mapping[str, int]
+    price: Mapping[str, tuple[float, float]]
+    class_detectors: tuple[ClassDetector, ...]
+    price_source: Mapping[str, str]
+    known_keys: dict[str, tuple[str, Tenant]] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, doc: Document, digest: str, source: str, prices: Mapping[str, tuple[float, float]]) -> Policy:
+        """Index a validated document; prices fill in upstreams whose cost the policy leaves out."""
+        by_key = {key: name for name, tenant in doc.tenants.items() for key in tenant.keys}
+        rank = {name: i for i, name in enumerate(doc.data_classes)}
+        price = {name: upstream.cost.per_token() if upstream.cost else prices[name]
+                 for name, upstream in doc.upstreams.items()}
+        origin = {name: "policy" if upstream.cost else "litellm price map" for name, upstream in doc.upstreams.items()}
+        return cls(doc, digest, source, MappingProxyType(by_key), MappingProxyType(rank), MappingProxyType(price),
+                   _class_detectors(doc, rank), MappingProxyType(origin))
+
+    def tenant(self, key: str) -> tuple[str, Tenant] | None:
+        """The tenant holding this raw key, or None; keys already seen skip the hash (only valid ones are kept)."""
+        found = self.known_keys.get(key)
+        if found is not None:
+            return found
+        name = self.tenant_by_key.get(hash_key(key))
+        if name is None:
+            return None
+        found = self.known_keys[key] = (name, self.doc.tenants[name])
+        return found
+
+    def routes_for(self, tenant: Tenant) -> tuple[str, ...]:
+        """The routes a tenant may use, in policy order."""
+        if tenant.models is None:
+            return tuple(self.doc.models)
+        return tuple(name for name in self.doc.models if name in tenant.models)
+
+    def cost(self, upstream: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a request of these token counts costs at upstream, in USD."""
+        per_in, per_out = self.price[upstream]
+        return prompt_tokens * per_in + completion_tokens * per_out
+
+
+def _class_detectors(doc: Document, rank: Mapping[str, int]) -> tuple[ClassDetector, ...]:
+    """Detector groups, most sensitive class first, so a scan can stop at the first hit."""
+    groups = []
+    for rule in doc.classify.detectors:
+        found = [detectors.builtin(name) for name in rule.detect]
+        found += [detectors.regex(name, pattern) for name, pattern in rule.regex.items()]
+        groups.append(ClassDetector(rule.data_class, rank[rule.data_class], tuple(found)))
+    return tuple(sorted(groups, key=lambda g: -g.rank))

@@ -1,0 +1,1 @@
+"""Tools: the `switchyard` command, the demo, stand-in upstreams, explain and policy tests."""
