@@ -56,10 +56,23 @@ def outage(request: pytest.FixtureRequest, own_redis: RedisServer) -> Outage:
 
 @pytest.fixture
 async def ledger(own_redis: RedisServer) -> AsyncIterator[Ledger]:
-    made = Ledger(RedisBackend(own_redis.url(), timeout_s=TIMEOUT_S), Metrics())
+    backend = RedisBackend(own_redis.url(), timeout_s=TIMEOUT_S)
+    await warm(backend)
+    made = Ledger(backend, Metrics())
     yield made
     own_redis.thaw()
     await made.backend.close()
+
+
+async def warm(backend: RedisBackend) -> None:
+    """Connect and load the scripts before a test starts, retrying while a loaded machine is slow to answer."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await backend.admit(Limits("warm-up", requests_per_minute=1000), "warm-up", time.time())
+            return
+        except StateError:
+            assert time.monotonic() < deadline, "the private Redis never answered"
 
 
 async def bounded(call: Awaitable[T]) -> T:
