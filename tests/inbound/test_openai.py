@@ -69,7 +69,7 @@ def test_a_body_is_the_pipelines_as_it_came_and_goes_upstream_untouched() -> Non
     call = inbound.parse(CHAT, b'{"model": "chat", "future": [1]}', {})
     assert call.body == call.client_body == {"model": "chat", "future": [1]}
     assert inbound.outbound(call, []) == ("/chat/completions", call.body)
-    assert inbound.answer(call, Upstream("a"), b'{"id": "x"}') == b'{"id": "x"}'  # type: ignore[arg-type]
+    assert inbound.answer(call, Upstream("a"), b'{"id": "x"}') == b'{"id": "x"}'
     with pytest.raises(InvalidRequest):
         inbound.parse(CHAT, b"[1]", {})
 
@@ -86,7 +86,7 @@ def test_an_upstreams_error_keeps_its_json_content_type_and_nothing_else() -> No
 def test_a_responses_answer_pins_its_follow_ups_to_the_upstream_that_holds_it() -> None:
     inbound = OpenAIInbound()
     first = inbound.parse(RESPONSES, b'{"model": "chat", "input": "hi"}', {})
-    inbound.answer(first, Upstream("b"), b'{"id": "resp_1"}')  # type: ignore[arg-type]
+    inbound.answer(first, Upstream("b"), b'{"id": "resp_1"}')
     follow_up = inbound.parse(RESPONSES, b'{"model": "chat", "input": "more", "previous_response_id": "resp_1"}', {})
     decision = Decision("chat", ("a", "b"), None, "order", None)
     assert inbound.pin(follow_up, decision).candidates == ("b",)
@@ -95,9 +95,9 @@ def test_a_responses_answer_pins_its_follow_ups_to_the_upstream_that_holds_it() 
 
 def test_a_chat_stream_fails_with_one_error_event() -> None:
     inbound = OpenAIInbound()
-    events = inbound.events(inbound.parse(CHAT, b'{"model": "chat"}', {}), Upstream("a"), b"")  # type: ignore
+    events = inbound.events(inbound.parse(CHAT, b'{"model": "chat"}', {}), Upstream("a"), b"")
     send = object()
-    assert events.outgoing(send) is send  # type: ignore[arg-type]
+    assert events.outgoing(send) is send
     assert events.ending(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
     error = orjson.loads(events.failed("cut").removeprefix(b"data: "))["error"]
     assert (error["message"], error["code"]) == ("cut", "stream_interrupted")
@@ -107,7 +107,7 @@ async def test_a_responses_stream_fails_numbered_after_the_last_event_sent() -> 
     inbound = OpenAIInbound()
     created = b'event: response.created\ndata: {"type":"response.created","sequence_number":0,' \
               b'"response":{"id":"resp_2","status":"in_progress"}}\n\n'
-    events = inbound.events(inbound.parse(RESPONSES, b'{"model": "chat"}', {}), Upstream("a"), created)  # type: ignore
+    events = inbound.events(inbound.parse(RESPONSES, b'{"model": "chat"}', {}), Upstream("a"), created)
     assert inbound.holders.holder("resp_2") == "a"
     sent: list[Message] = []
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.asgi import ClientGone, Message
+from gateway.asgi import ClientGone, Message, Receive
 from gateway.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from gateway.inbound.openai import ENDPOINTS, OpenAIInbound
-from gateway.pipeline.intake import request_id_for, take_in
+from gateway.pipeline.intake import Taken, request_id_for, take_in
 from gateway.pipeline.record import Record
 from tests.conftest import KEY
 from tests.pipeline.policies import runtime
@@ -18,7 +18,7 @@ from tests.pipeline.policies import runtime
 CHAT = ENDPOINTS["/v1/chat/completions"]
 
 
-def receiving(*parts: bytes) -> object:
+def receiving(*parts: bytes) -> Receive:
     """An ASGI receive handing out parts as the body's messages, then a disconnect."""
     messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
 
@@ -28,19 +28,19 @@ def receiving(*parts: bytes) -> object:
 
 
 async def taken(tmp_path: Path, body: dict[str, object], key: str = KEY, path: str = "/v1/chat/completions",
-                record: Record | None = None) -> object:
+                record: Record | None = None) -> Taken:
     raw = orjson.dumps(body)
     headers = {"authorization": f"Bearer {key}", "content-length": str(len(raw))}
     return await take_in(OpenAIInbound(), ENDPOINTS[path], runtime(tmp_path).policy, headers,
-                         receiving(raw[:7], raw[7:]), 1 << 20, record or Record("r", "h", "chat"))  # type: ignore
+                         receiving(raw[:7], raw[7:]), 1 << 20, record or Record("r", "h", "chat"))
 
 
 async def test_a_request_is_taken_in_with_its_tenant_route_and_features(tmp_path: Path) -> None:
     record = Record("r", "h", "chat")
     body = {"model": "chat", "messages": [{"role": "user", "content": "Hello there"}], "n": 2, "stream": True}
     got = await taken(tmp_path, body, record=record)
-    assert got.call.body == body  # type: ignore[attr-defined]
-    features = got.features  # type: ignore[attr-defined]
+    assert got.call.body == body
+    features = got.features
     assert (features.tenant, features.route, features.endpoint, features.n, features.stream) == (
         "acme", "chat", "chat", 2, True)
     assert (record.tenant, record.route, record.n, record.prompt_tokens) == ("acme", "chat", 2, features.prompt_tokens)
@@ -68,7 +68,7 @@ async def test_stream_is_refused_where_the_endpoint_cannot_stream(tmp_path: Path
 async def test_a_client_gone_before_its_body_arrived_is_told_apart(tmp_path: Path) -> None:
     headers = {"authorization": f"Bearer {KEY}"}
     with pytest.raises(ClientGone):
-        await take_in(OpenAIInbound(), CHAT, runtime(tmp_path).policy, headers, receiving(),  # type: ignore
+        await take_in(OpenAIInbound(), CHAT, runtime(tmp_path).policy, headers, receiving(),
                       1 << 20, Record("r", "h", "chat"))
 
 

@@ -35,7 +35,7 @@ async def served(stage: Settler) -> Record:
 async def test_a_served_request_is_spent_at_its_cost_and_its_reservation_released(tmp_path: Path) -> None:
     stage = settler(Metrics())
     record = await served(stage)
-    record.served_by(next(iter(policy_clients(tmp_path))))
+    record.upstream = "primary"
     record.charge(Usage(100, 50), 0.0002)
     await stage.settle(policy(tmp_path), LIMITS, record)
     spend = await stage.ledger.local.spend("acme", "day", time.time())
@@ -67,15 +67,3 @@ async def test_a_finished_request_is_counted_and_audited(tmp_path: Path) -> None
     assert (line["request_id"], line["outcome"], line["excluded"]) == (
         "req-9", "error:http_404", [{"upstream": "fallback", "reason": "residency"}])
 
-
-class Served:
-    """An upstream as a record needs it: a name and a spec."""
-
-    def __init__(self, name: str, spec: object) -> None:
-        self.name = name
-        self.spec = spec
-
-
-def policy_clients(tmp_path: Path) -> list[Served]:
-    loaded = policy(tmp_path)
-    return [Served(name, spec) for name, spec in loaded.doc.upstreams.items()]
