@@ -18,7 +18,7 @@ from typing import Any
 from gateway.accounting.meter import TEXT_KEYS, TextMeter
 from gateway.accounting.usage import Usage
 from gateway.delivery.chunks import carried, carry, identity_of, restamp
-from gateway.delivery.dispatch import Request
+from gateway.delivery.dispatch import Accept, Request, Resume, Tries
 from gateway.delivery.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_event
 from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout, response_failed
 from gateway.operations.metrics import Metrics
@@ -94,14 +94,15 @@ class Stream:
     """Relays one client stream, part after part, and remembers what each part used."""
 
     def __init__(self, metrics: Metrics, request: Request, resilience: Resilience, send: Send,
-                 candidates: Sequence[Client], prompt_tokens: int, deadline: float) -> None:
+                 candidates: Sequence[Client], prompt_tokens: int, resume: Resume) -> None:
         self.metrics = metrics
         self.request = request
         self.resilience = resilience
         self.send = send
         self.candidates = candidates
         self.prompt_tokens = prompt_tokens
-        self.deadline = deadline  # time.monotonic() by which a continued stream must have ended
+        self.resume = resume
+        self.deadline = resume.record.deadline(resilience)  # the request's: a continued stream must end by it
         self.parts: list[tuple[str, Usage]] = []
         self.generated = 0  # over the parts done
         self._keys = TEXT_KEYS.get(request.path, ())
@@ -130,6 +131,7 @@ class Stream:
                 failure = await self._pump(current)
             finally:
                 self._part_done(current)
+                self.resume.record.finish()  # the part's upstream slot: a continuation may need it
             if failure is None:
                 return self._ending(current.relay)
             current = await self._continue(current, failure)
@@ -250,15 +252,19 @@ class Stream:
             await self.send({"type": "http.response.body", "body": out, "more_body": True})
 
     async def _continue(self, cut: Opened, failure: UpstreamError) -> Opened | None:
-        """Ask the candidates that declare continuation for the rest, within the deadline; None when none can."""
+        """Ask the candidates that declare continuation for the rest, through the dispatcher's fallback loop and
+        within the request's deadline; None when none can."""
         transcript = cut.relay.transcript
-        if transcript is not None and transcript.continuable:
+        continuers = self._continuers(cut.upstream, failure)
+        if transcript is not None and transcript.continuable and continuers and time.monotonic() < self.deadline:
             body = continuation_body(self.request.body, transcript, self.generated)
-            for upstream in self._continuers(cut.upstream, failure):
-                opened = await self._try_continue(upstream, transcript, body)
-                if opened is not None:
-                    self.metrics.count(self.metrics.stream_failures, cut.upstream.name, failure.reason, "continued")
-                    return opened
+            request = Request(self.request.path, body, self.request.headers, True)
+            tries = Tries(self.resume.route, continuers, self.resilience, request, self.deadline, resumed=True)
+            found = await self.resume.dispatcher.resume(tries, self._rest_of(transcript, continuers),
+                                                        self.resume.record)
+            if found is not None:
+                self.metrics.count(self.metrics.stream_failures, cut.upstream.name, failure.reason, "continued")
+                return found[1]
         self.metrics.count(self.metrics.stream_failures, cut.upstream.name, failure.reason, "error_event")
         return None
 
@@ -270,22 +276,17 @@ class Stream:
         order = sorted([cut, *(u for u in self.candidates if u is not cut)], key=lambda u: u.name in self._stalled)
         return [u for u in order if "continuation" in u.spec.capabilities]
 
-    async def _try_continue(self, upstream: Client, transcript: Transcript, body: dict[str, Any]) -> Opened | None:
-        """One continuation attempt, its connection and first event inside the time the deadline leaves."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            return None
-        relay = SseRelay(strip_usage=True, transcript=transcript, continuing=True)
-        try:
-            async with asyncio.timeout(left):
-                exchange = await upstream.send(self.request.path, upstream.encode(body, True), self.request.headers,
-                                               True)
-                return await open_stream(upstream, exchange, relay, min(self.resilience.ttft_timeout_s, left))
-        except TimeoutError:
-            self.metrics.count(self.metrics.upstream_errors, upstream.name, "continuation_timeout")
-        except UpstreamError as exc:
-            self.metrics.count(self.metrics.upstream_errors, upstream.name, "continuation_" + exc.reason)
-        return None
+    def _rest_of(self, transcript: Transcript, continuers: Sequence[Client]) -> Accept[Opened]:
+        """What takes a continuation's response: its first events, inside the time the deadline leaves."""
+        by_name = {u.name: u for u in continuers}
+
+        async def first_events(exchange: Exchange) -> Opened:
+            relay = SseRelay(strip_usage=True, transcript=transcript, continuing=True)
+            left = self.deadline - time.monotonic()
+            return await open_stream(by_name[exchange.upstream], exchange, relay,
+                                     min(self.resilience.ttft_timeout_s, left))
+
+        return first_events
 
     def _ending(self, relay: SseRelay) -> bytes:
         """[DONE]; for an answer that came in parts, the summed usage first when the client asked for it."""

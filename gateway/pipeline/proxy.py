@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.accounting import usage as accounting
 from gateway.accounting.refusals import budget_exhausted, rate_headers, rate_limited
-from gateway.delivery.dispatch import Dispatch, Dispatcher, Request
+from gateway.delivery.dispatch import Dispatch, Dispatcher, Request, Resume
 from gateway.delivery.redact import scrub
 from gateway.delivery.sse import SseRelay, Transcript
 from gateway.delivery.streaming import Opened, Stream, can_continue, open_stream, wants_usage
@@ -256,7 +256,6 @@ class Proxy:
             relay = SseRelay(strip, Transcript() if keep_transcript else None)
             return await open_stream(runtime.upstreams[exchange.upstream], exchange, relay, resilience.ttft_timeout_s)
 
-        deadline = time.monotonic() + resilience.deadline_s - (time.perf_counter() - started)
         try:
             upstream, opened = await self.dispatcher.run(decision, runtime.upstreams, resilience, request,
                                                          first_events, done.record)
@@ -278,7 +277,8 @@ class Proxy:
         self.metrics.observe(self.metrics.ttft, ttft, done.route, upstream.name)
         # the live p95 that ranks upstreams counts this upstream's own try, not earlier candidates' failures
         self.latency.observe(upstream.name, done.record.attempts[-1].seconds, time.monotonic())
-        stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens, deadline)
+        stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens,
+                        Resume(self.dispatcher, decision.route, done.record))
         try:
             ending = await stream.run(opened)
         except asyncio.CancelledError:
