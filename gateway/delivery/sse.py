@@ -97,8 +97,8 @@ class Transcript:
 class SseRelay:
     """Cuts an upstream byte stream at event boundaries and passes whole, well-formed events on."""
 
-    __slots__ = ("_pending", "continuing", "done", "dropped", "finished", "strip_usage", "stripped", "transcript",
-                 "usage")
+    __slots__ = ("_pending", "carried", "continuing", "done", "dropped", "finished", "strip_usage", "stripped",
+                 "transcript", "usage")
 
     def __init__(self, strip_usage: bool, transcript: Transcript | None = None, continuing: bool = False) -> None:
         self.strip_usage = strip_usage
@@ -109,6 +109,7 @@ class SseRelay:
         self.finished = False
         self.done = False
         self.dropped = 0
+        self.carried = False  # whether the last feed passed on an event with data (not only comments)
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -117,10 +118,12 @@ class SseRelay:
         end = complete_end(data)
         if end < 0:
             self._pending = data
+            self.carried = False
             return b""
         complete, self._pending = data[:end], data[end:]
         if self.transcript is not None or not _well_formed(complete):
             complete = self._sift(complete)
+        self.carried = carries_data(complete)
         if not self.finished and FINISH.search(complete):
             self.finished = True
         if DONE in complete or (b'"response.' in complete and RESPONSE_END.search(complete)):
@@ -166,6 +169,11 @@ class SseRelay:
                         continue
             kept.append(event)
         return b"\n\n".join(kept)
+
+
+def carries_data(events: bytes) -> bool:
+    """Whether whole events hold a data field: a comment (`: keepalive`) or a bare event/id/retry line does not."""
+    return events.startswith(b"data:") or b"\ndata:" in events
 
 
 def _usage_of(payload: Any) -> dict[str, Any] | None:

@@ -44,13 +44,15 @@ class Opened:
 
 
 async def open_stream(upstream: Client, exchange: Exchange, relay: SseRelay, ttft_timeout_s: float) -> Opened:
-    """Wait for the first complete events; a stream that fails before then can still fall back."""
+    """Wait for the first event with data (comments before it come along); a stream that fails before then can
+    still fall back."""
     chunks = exchange.chunks()
+    first = b""
     try:
         async with asyncio.timeout(ttft_timeout_s):
             async for chunk in chunks:
-                first = relay.feed(chunk)
-                if first:
+                first += relay.feed(chunk)
+                if relay.carried:
                     return Opened(upstream, exchange, chunks, relay, first)
     except TimeoutError:
         exchange.close()
@@ -83,6 +85,15 @@ def stalled(failure: UpstreamError) -> bool:
     return isinstance(failure, UpstreamTimeout | UpstreamSilent)
 
 
+def _heard(quiet: asyncio.Timeout, idle_s: float) -> None:
+    """An event with data came: the idle timer runs again, for at least idle_s (moved only every idle_s / 4, so
+    that most events cost nothing)."""
+    now = asyncio.get_running_loop().time()
+    when = quiet.when()
+    if when is None or when - now < idle_s:
+        quiet.reschedule(now + idle_s * 1.25)
+
+
 def _after_silence(failure: UpstreamError, silent_s: float) -> UpstreamError:
     """failure, or a silent close when the part went quiet for STALL_S before it broke off (a stall then a close)."""
     if silent_s < STALL_S or stalled(failure):
@@ -94,7 +105,7 @@ class Stream:
     """Relays one client stream, part after part, and remembers what each part used."""
 
     def __init__(self, metrics: Metrics, request: Request, resilience: Resilience, send: Send,
-                 candidates: Sequence[Client], prompt_tokens: int, resume: Resume) -> None:
+                 candidates: Sequence[Client], prompt_tokens: int, resume: Resume, idle_s: float | None = None) -> None:
         self.metrics = metrics
         self.request = request
         self.resilience = resilience
@@ -103,6 +114,7 @@ class Stream:
         self.prompt_tokens = prompt_tokens
         self.resume = resume
         self.deadline = resume.record.deadline(resilience)  # the request's: a continued stream must end by it
+        self.idle_s = resilience.stream_idle_timeout_s if idle_s is None else idle_s  # between events with data
         self.parts: list[tuple[str, Usage]] = []
         self.generated = 0  # over the parts done
         self._keys = TEXT_KEYS.get(request.path, ())
@@ -170,21 +182,27 @@ class Stream:
 
     async def _relay(self, opened: Opened) -> UpstreamError | None:
         """Forward the first events and the rest until the upstream ends; the error that cut it, if one did."""
-        relay, send, now = opened.relay, self.send, time.monotonic
+        relay, now = opened.relay, time.monotonic
         last = now()
+        quiet = asyncio.timeout(None)  # the idle timeout, counting only events that carry data
         try:
-            out = self._outgoing(relay, opened.first)
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
+            await self._send(relay, opened.first)
             if relay.finished and not relay.done:
                 return await self._drain_after_finish(opened)
-            async for chunk in opened.chunks:
-                last = now()
-                out = self._outgoing(relay, relay.feed(chunk))
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                if relay.finished and not relay.done:
-                    return await self._drain_after_finish(opened)
+            async with quiet:
+                _heard(quiet, self.idle_s)
+                async for chunk in opened.chunks:
+                    last = now()
+                    await self._send(relay, relay.feed(chunk))
+                    if relay.finished and not relay.done:
+                        quiet.reschedule(None)
+                        return await self._drain_after_finish(opened)
+                    if relay.carried:
+                        _heard(quiet, self.idle_s)
+        except TimeoutError:
+            if not quiet.expired():
+                raise
+            return UpstreamTimeout(opened.upstream.name, f"no event with data for {self.idle_s:g} s")
         except UpstreamError as exc:
             return None if relay.finished else _after_silence(exc, now() - last)
         finally:
@@ -198,18 +216,26 @@ class Stream:
         return _after_silence(UpstreamIncomplete(opened.upstream.name, "ended without finishing"), now() - last)
 
     async def _drain_after_finish(self, opened: Opened) -> UpstreamError | None:
-        """After a finish_reason, wait only briefly for the usage event and [DONE] before closing."""
-        relay = opened.relay
+        """After a finish_reason, wait only briefly (FINISH_GRACE_S after the last data) for the usage event and
+        [DONE] before closing."""
+        relay, clock = opened.relay, asyncio.get_running_loop().time
+        until = clock() + FINISH_GRACE_S
         while not relay.done:
             try:
-                chunk = await asyncio.wait_for(anext(opened.chunks), FINISH_GRACE_S)
+                chunk = await asyncio.wait_for(anext(opened.chunks), until - clock())
             except (TimeoutError, StopAsyncIteration, UpstreamError):
                 break
-            out = self._outgoing(relay, relay.feed(chunk))
-            if out:
-                await self.send({"type": "http.response.body", "body": out, "more_body": True})
+            await self._send(relay, relay.feed(chunk))
+            if relay.carried:
+                until = clock() + FINISH_GRACE_S
         await self._flush()
         return None
+
+    async def _send(self, relay: SseRelay, events: bytes) -> None:
+        """Send what of events the client is to get now."""
+        out = self._outgoing(relay, events)
+        if out:
+            await self.send({"type": "http.response.body", "body": out, "more_body": True})
 
     def _outgoing(self, relay: SseRelay, out: bytes) -> bytes:
         """What to send of events the relay passed: counted, and as _finishing makes them near the end."""

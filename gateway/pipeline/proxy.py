@@ -278,7 +278,8 @@ class Proxy:
         # the live p95 that ranks upstreams counts this upstream's own try, not earlier candidates' failures
         self.latency.observe(upstream.name, done.record.attempts[-1].seconds, time.monotonic())
         stream = Stream(self.metrics, request, resilience, send, candidates, done.prompt_tokens,
-                        Resume(self.dispatcher, decision.route, done.record))
+                        Resume(self.dispatcher, decision.route, done.record),
+                        runtime.policy.doc.resilience.stream_idle_timeout_s)
         try:
             ending = await stream.run(opened)
         except asyncio.CancelledError:
