@@ -19,8 +19,9 @@ from gateway.accounting.meter import TEXT_KEYS, TextMeter
 from gateway.accounting.usage import Usage
 from gateway.delivery.chunks import carried, carry, identity_of, restamp
 from gateway.delivery.dispatch import Accept, Request, Resume, Tries
-from gateway.delivery.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_event
-from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout, response_failed
+from gateway.delivery.relay import SseRelay, Transcript
+from gateway.delivery.sse import DONE_EVENT, error_event, response_failed, usage_event
+from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout
 from gateway.operations.metrics import Metrics
 from gateway.routing.policy.schema import Resilience
 from gateway.serving.asgi import Send

@@ -17,7 +17,7 @@ from gateway.accounting import usage as accounting
 from gateway.accounting.refusals import budget_exhausted, rate_headers, rate_limited
 from gateway.delivery.dispatch import Dispatch, Dispatcher, Request, Resume
 from gateway.delivery.redact import scrub
-from gateway.delivery.sse import SseRelay, Transcript
+from gateway.delivery.relay import SseRelay, Transcript
 from gateway.delivery.streaming import Opened, Stream, can_continue, open_stream, wants_usage
 from gateway.errors import (
     GatewayError,
