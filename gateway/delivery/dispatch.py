@@ -119,6 +119,10 @@ class Tries:
         """How many times one upstream is tried in this round."""
         return 1 if self.resumed else self.resilience.attempts_per_upstream
 
+    def outcome(self, reason: str) -> str:
+        """How a try of this round ended, as metrics and the audit trail name it."""
+        return "continuation_" + reason if self.resumed else reason
+
 
 class Inflight:
     """Requests in flight per upstream in this process, against each upstream's max_concurrency."""
@@ -233,7 +237,7 @@ class Dispatcher:
                 self.metrics.count(self.metrics.retries, upstream.name, exc.reason)
                 await asyncio.sleep(pause)
                 continue
-            record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", "ok",
+            record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", tries.outcome("ok"),
                                            time.monotonic() - started))
             self.circuits.success(upstream.name)
             return result
@@ -243,7 +247,7 @@ class Dispatcher:
                 small: bool) -> bool:
         """Record a failed try; True when it opened the upstream's circuit (then it is not tried again)."""
         now = time.monotonic()
-        reason = "continuation_" + exc.reason if tries.resumed else exc.reason
+        reason = tries.outcome(exc.reason)
         record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", reason, now - started))
         self.metrics.count(self.metrics.upstream_errors, upstream.name, reason)
         if not counts_against_circuit(exc, small):

@@ -4,6 +4,7 @@ A stream that breaks after bytes went out is never ended as if complete. When an
 `continuation` can take over, it gets the exact text already sent as a final assistant message and only
 the rest is streamed on; otherwise the client gets one in-band error event and no [DONE]. A continued
 answer reads as one completion (one id, created and model), and it ends by the request's deadline.
+Continuation attempts go through the dispatcher's fallback loop like the first ones (gateway/delivery/dispatch.py).
 """
 
 from __future__ import annotations
