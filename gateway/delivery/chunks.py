@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.delivery.sse import payload_of
+from gateway.delivery.sse import joined, payload_of, split, with_data
 
 IDENTITY = ("id", "created", "model")
 NOT_CARRIED = frozenset({"id", "object", "created", "model", "choices", "usage"})
@@ -33,12 +33,10 @@ def restamp(events: bytes, identity: dict[str, Any]) -> bytes:
     if not stamp or not events:
         return events
     out = []
-    for event in events.split(b"\n\n")[:-1]:
-        payload = payload_of(event) if event.startswith(b"data: {") else None
-        if isinstance(payload, dict):
-            event = b"data: " + orjson.dumps({**payload, **stamp})
-        out.append(event + b"\n\n")
-    return b"".join(out)
+    for event in split(events):
+        payload = payload_of(event) if b"{" in event else None
+        out.append(with_data(event, orjson.dumps({**payload, **stamp})) if isinstance(payload, dict) else event)
+    return joined(out)
 
 
 def carried(usage_event: dict[str, Any]) -> dict[str, Any]:
@@ -50,16 +48,16 @@ def carry(events: bytes, extra: dict[str, Any]) -> bytes:
     """events with extra's fields added to the last event that has a finish_reason (its own values win)."""
     if not extra:
         return events
-    parts = events.split(b"\n\n")
+    parts = split(events)
     for index in range(len(parts) - 1, -1, -1):
-        if parts[index].startswith(b"data: {") and FINISH.search(parts[index]):
+        if FINISH.search(parts[index]):
             payload = payload_of(parts[index])
             if isinstance(payload, dict):
                 merged = {**payload, **{k: v for k, v in extra.items() if payload.get(k) is None}}
-                parts[index] = b"data: " + orjson.dumps(merged)
+                parts[index] = with_data(parts[index], orjson.dumps(merged))
             break
-    return b"\n\n".join(parts)
+    return joined(parts)
 
 
 def _payloads(events: bytes) -> list[Any]:
-    return [payload_of(e) for e in events.split(b"\n\n") if e.startswith(b"data: {")]
+    return [payload_of(e) for e in split(events) if b"{" in e]

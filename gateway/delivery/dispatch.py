@@ -10,9 +10,9 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gateway.delivery.redact import Redacting, Redactor
 from gateway.errors import (
@@ -29,7 +29,7 @@ from gateway.errors import (
     UpstreamTooLarge,
 )
 from gateway.operations.metrics import Metrics
-from gateway.routing.policy.decide import Decision, residency_limited
+from gateway.routing.policy.residency import residency_limited, residency_unavailable
 from gateway.routing.policy.schema import Circuit, Resilience
 from gateway.state.circuits import Circuits
 from gateway.state.retry_budget import RetryBudget
@@ -59,15 +59,34 @@ class Attempt:
 
 @dataclass
 class Dispatch:
-    """The attempts made for one request, and the upstream slot it holds until it is done."""
+    """The attempts made for one request, when it arrived (its deadline counts from then), and the upstream slot
+    it holds until it is done."""
 
     attempts: list[Attempt] = field(default_factory=list)
     leases: list[Callable[[], None]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def deadline(self, resilience: Resilience) -> float:
+        """The time.monotonic() by which every attempt for the request ends, a continuation's too."""
+        return self.started + resilience.deadline_s
 
     def finish(self) -> None:
         """Give back the upstream slot (and half-open probe) the request held while it was served."""
         while self.leases:
             self.leases.pop()()
+
+
+class Plan(Protocol):
+    """What the dispatcher reads of a routing decision: the route, its candidates in order, what was left out."""
+
+    @property
+    def route(self) -> str: ...
+    @property
+    def candidates(self) -> tuple[str, ...]: ...
+    @property
+    def data_class(self) -> str | None: ...
+    @property
+    def excluded(self) -> tuple[tuple[str, str], ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,31 @@ class Request:
     body: Mapping[str, Any]
     headers: Mapping[str, str]
     stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tries:
+    """One round of the fallback loop: whom to try in order, with what, and the deadline every try ends by.
+
+    A resumed round goes on with an answer the client already has part of: each candidate is tried once, and
+    no upstream's refusal is the client's to read.
+    """
+
+    route: str
+    candidates: Sequence[Client]
+    resilience: Resilience
+    request: Request
+    deadline: float
+    resumed: bool = False
+
+    @property
+    def per_upstream(self) -> int:
+        """How many times one upstream is tried in this round."""
+        return 1 if self.resumed else self.resilience.attempts_per_upstream
+
+    def outcome(self, reason: str) -> str:
+        """How a try of this round ended, as metrics and the audit trail name it."""
+        return "continuation_" + reason if self.resumed else reason
 
 
 class Inflight:
@@ -101,7 +145,7 @@ class Inflight:
 
 
 class Dispatcher:
-    """Runs the fallback loop for requests."""
+    """Runs the fallback loop for requests: the first attempts, and those that continue an answer begun."""
 
     def __init__(self, metrics: Metrics, inflight: Inflight, budget: RetryBudget) -> None:
         self.metrics = metrics
@@ -110,35 +154,49 @@ class Dispatcher:
         self.budget = budget
         self._redactors: dict[str, tuple[object, Redactor]] = {}
 
-    async def run(self, decision: Decision, upstreams: Mapping[str, Client], resilience: Resilience,
+    async def run(self, decision: Plan, upstreams: Mapping[str, Client], resilience: Resilience,
                   request: Request, accept: Accept[T], record: Dispatch) -> tuple[Client, T]:
         """Hand the first good response to accept; UpstreamStatus for a client error, GatewayError when all fail."""
-        deadline = time.monotonic() + resilience.deadline_s
         self.budget.request(time.monotonic())
+        tries = Tries(decision.route, [upstreams[name] for name in decision.candidates], resilience, request,
+                      record.deadline(resilience))
         failures: list[UpstreamError] = []
+        found = await self._fallback(tries, accept, record, failures)
+        if found is None:
+            raise _passed_on(failures) or _give_up(failures, decision)
+        return found
+
+    async def resume(self, tries: Tries, accept: Accept[T], record: Dispatch) -> tuple[Client, T] | None:
+        """Try to go on with an answer the client already has part of (a stream cut short): one try per candidate,
+        the retry budget paying for the round; None when none took it up."""
+        if not self.budget.try_retry(time.monotonic()):
+            return None
+        return await self._fallback(tries, accept, record, [])
+
+    async def _fallback(self, tries: Tries, accept: Accept[T], record: Dispatch,
+                        failures: list[UpstreamError]) -> tuple[Client, T] | None:
+        """Each candidate in turn until one answers, noting why each failed; None when every one did."""
         previous: tuple[str, str] | None = None
         smallest_window: int | None = None
-        for name in decision.candidates:
-            upstream = upstreams[name]
+        for upstream in tries.candidates:
             if smallest_window is not None and (upstream.spec.context_window or math.inf) <= smallest_window:
                 continue
             if previous is not None:
-                self.metrics.count(self.metrics.fallbacks, decision.route, previous[0], name, previous[1])
+                self.metrics.count(self.metrics.fallbacks, tries.route, previous[0], upstream.name, previous[1])
             try:
-                return upstream, await self._one_upstream(upstream, resilience, request, accept, record, deadline)
+                return upstream, await self._one_upstream(upstream, tries, accept, record)
             except UpstreamError as exc:
                 failures.append(exc)
-                previous = (name, exc.reason)
+                previous = (upstream.name, exc.reason)
                 if isinstance(exc, UpstreamStatus) and exc.kind == "context_length":
                     smallest_window = upstream.spec.context_window or 0  # unknown: any declared window may be larger
-                elif isinstance(exc, UpstreamStatus) and _the_clients(exc):
+                elif isinstance(exc, UpstreamStatus) and not tries.resumed and _the_clients(exc):
                     raise
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= tries.deadline:
                 break
-        raise _passed_on(failures) or _give_up(failures, decision)
+        return None
 
-    async def _one_upstream(self, upstream: Client, resilience: Resilience, request: Request,
-                            accept: Accept[T], record: Dispatch, deadline: float) -> T:
+    async def _one_upstream(self, upstream: Client, tries: Tries, accept: Accept[T], record: Dispatch) -> T:
         admitted = self.circuits.admit(upstream.name)
         if admitted is None:
             raise CircuitOpen(upstream.name)
@@ -155,45 +213,46 @@ class Dispatcher:
                 self.circuits.release(upstream.name)
 
         try:
-            result = await self._tries(upstream, resilience, request, accept, record, deadline)
+            result = await self._tries(upstream, tries, accept, record)
         except BaseException:
             lease()
             raise
         record.leases.append(lease)  # held until the response is done: a stream keeps its slot while it runs
         return result
 
-    async def _tries(self, upstream: Client, resilience: Resilience, request: Request, accept: Accept[T],
-                     record: Dispatch, deadline: float) -> T:
+    async def _tries(self, upstream: Client, tries: Tries, accept: Accept[T], record: Dispatch) -> T:
+        request, resilience = tries.request, tries.resilience
         payload = upstream.encode(request.body, request.stream)
         small = is_small(request, payload, resilience.circuit)
         redact = self._redactor(upstream)
-        for attempt in range(resilience.attempts_per_upstream):
+        for attempt in range(tries.per_upstream):
             started = time.monotonic()
             try:
-                result = await _within(deadline, resilience, upstream, request, payload, _redacted(accept, redact))
+                result = await _within(tries, upstream, payload, _redacted(accept, redact))
             except UpstreamError as exc:
-                opened = self._failed(upstream, exc, resilience, record, started, small)
-                pause = _pause(exc, attempt, resilience, deadline)
+                opened = self._failed(upstream, exc, tries, record, started, small)
+                pause = _pause(exc, attempt, tries)
                 if pause is None or opened or not self.budget.try_retry(time.monotonic()):
                     raise
                 self.metrics.count(self.metrics.retries, upstream.name, exc.reason)
                 await asyncio.sleep(pause)
                 continue
-            record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", "ok",
+            record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", tries.outcome("ok"),
                                            time.monotonic() - started))
             self.circuits.success(upstream.name)
             return result
         raise AssertionError("unreachable: the last try raises")
 
-    def _failed(self, upstream: Client, exc: UpstreamError, resilience: Resilience, record: Dispatch,
-                started: float, small: bool) -> bool:
+    def _failed(self, upstream: Client, exc: UpstreamError, tries: Tries, record: Dispatch, started: float,
+                small: bool) -> bool:
         """Record a failed try; True when it opened the upstream's circuit (then it is not tried again)."""
         now = time.monotonic()
-        record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", exc.reason, now - started))
-        self.metrics.count(self.metrics.upstream_errors, upstream.name, exc.reason)
+        reason = tries.outcome(exc.reason)
+        record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", reason, now - started))
+        self.metrics.count(self.metrics.upstream_errors, upstream.name, reason)
         if not counts_against_circuit(exc, small):
             return False
-        return self.circuits.failure(upstream.name, now, resilience.circuit.failures) is not None
+        return self.circuits.failure(upstream.name, now, tries.resilience.circuit.failures) is not None
 
     def _redactor(self, upstream: Client) -> Redactor | None:
         """None for a client that redacts what it hands on itself; else one made once per upstream spec."""
@@ -209,13 +268,13 @@ class Dispatcher:
         self.metrics.child(self.metrics.circuit_state, upstream).set(state)
 
 
-async def _within(deadline: float, resilience: Resilience, upstream: Client, request: Request,
-                  payload: bytes, accept: Accept[T]) -> T:
+async def _within(tries: Tries, upstream: Client, payload: bytes, accept: Accept[T]) -> T:
     """One try, cut short by the overall deadline when that could come first."""
-    remaining = deadline - time.monotonic()
+    request = tries.request
+    remaining = tries.deadline - time.monotonic()
     if remaining <= 0:
         raise DeadlinePassed(upstream.name)
-    if remaining >= resilience.per_try_timeout_s and not request.stream:  # a stream also waits for its first event
+    if remaining >= tries.resilience.per_try_timeout_s and not request.stream:  # a stream waits for its first event too
         return await accept(await upstream.send(request.path, payload, request.headers, request.stream))
     try:
         async with asyncio.timeout(remaining):
@@ -279,18 +338,18 @@ def _passed_on(failures: list[UpstreamError]) -> UpstreamStatus | None:
             or next((f for f in statuses if f.status == NOT_IMPLEMENTED), None))
 
 
-def _pause(exc: UpstreamError, attempt: int, resilience: Resilience, deadline: float) -> float | None:
+def _pause(exc: UpstreamError, attempt: int, tries: Tries) -> float | None:
     """How long to wait before trying the same upstream again, or None to move on."""
-    if not exc.retryable or attempt + 1 >= resilience.attempts_per_upstream:
+    if not exc.retryable or attempt + 1 >= tries.per_upstream:
         return None
-    low, high = resilience.backoff_ms
+    low, high = tries.resilience.backoff_ms
     ceiling = min(high, low * 2**attempt) / 1000
     pause = ceiling / 2 + random.uniform(0, ceiling / 2)  # "equal jitter": spread out, never near zero
     if isinstance(exc, UpstreamStatus) and exc.retry_after is not None:
         wanted = retry_after_seconds(exc.retry_after, time.time())
         if wanted is not None:
             pause = wanted
-    return pause if time.monotonic() + pause < deadline else None
+    return pause if time.monotonic() + pause < tries.deadline else None
 
 
 def retry_after_seconds(value: str, now: float) -> float | None:
@@ -305,13 +364,11 @@ def retry_after_seconds(value: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _give_up(failures: list[UpstreamError], decision: Decision) -> GatewayError:
+def _give_up(failures: list[UpstreamError], decision: Plan) -> GatewayError:
     """The error the client sees once every candidate failed: sanitized, naming only policy names."""
     summary = "; ".join(f"{f.upstream}: {f.reason}" for f in failures) or "no candidate was tried"
     if residency_limited(decision.excluded):
-        return NoCandidate("residency_unavailable", f"every upstream allowed for data class "
-                           f"'{decision.data_class}' failed ({summary}); no other upstream may stand in",
-                           decision.excluded)
+        return residency_unavailable(decision.data_class, summary, decision.excluded)
     if failures and all(isinstance(f, CircuitOpen) for f in failures):
         return NoCandidate("no_healthy_upstream", f"every candidate of route '{decision.route}' is unavailable")
     if failures and all(isinstance(f, UpstreamTimeout) for f in failures):
@@ -321,3 +378,12 @@ def _give_up(failures: list[UpstreamError], decision: Decision) -> GatewayError:
     else:
         status, code = 502, "upstream_error"
     return UpstreamFailed(f"route '{decision.route}': every candidate failed ({summary})", status=status, code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A request's way back into the fallback loop once its answer has begun: its dispatcher, route and record."""
+
+    dispatcher: Dispatcher
+    route: str
+    record: Dispatch

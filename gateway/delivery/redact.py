@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from gateway.delivery.sse import EVENT_END, FIELDS, data_of, with_data
+
 if TYPE_CHECKING:
     from gateway.upstreams.base import Client, Exchange
 
@@ -28,7 +30,7 @@ ESCAPED = re.compile(rb"\\u00(2[dD]|3[0-9]|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|
 
 
 def _unescaped(data: bytes) -> bytes | None:
-    """data (a JSON body, an SSE piece's data lines, or text) with its escapes written out plainly, or None.
+    """data (a JSON body, SSE events' data, or text) with its escapes written out plainly, or None.
 
     orjson reads and writes JSON again in C, at a linear cost, so a body full of escapes is no slower than
     any other; a text body's escapes are undone by a pattern, in its first TEXT_PREFIX bytes only.
@@ -37,19 +39,21 @@ def _unescaped(data: bytes) -> bytes | None:
         return orjson.dumps(orjson.loads(data))
     except orjson.JSONDecodeError:
         pass
-    if not data.startswith(b"data:"):  # text, HTML: escapes of key characters undone in a bounded prefix
+    if not data.startswith(FIELDS):  # text, HTML: escapes of key characters undone in a bounded prefix
         plain = ESCAPED.sub(lambda found: bytes((int(found.group(1), 16),)), data[:TEXT_PREFIX])
         return plain + data[TEXT_PREFIX:]
-    lines = data.split(b"\n")
+    events = data.split(EVENT_END)
     changed = False
-    for index, line in enumerate(lines):
-        if line.startswith(b"data:") and b"\\u00" in line:
-            try:
-                lines[index] = b"data: " + orjson.dumps(orjson.loads(line[5:]))
-            except orjson.JSONDecodeError:
-                continue
-            changed = True
-    return b"\n".join(lines) if changed else None
+    for index, event in enumerate(events):
+        value = data_of(event) if b"\\u00" in event else None
+        if value is None:
+            continue
+        try:
+            events[index] = with_data(event, orjson.dumps(orjson.loads(value)))
+        except orjson.JSONDecodeError:
+            continue
+        changed = True
+    return EVENT_END.join(events) if changed else None
 
 
 def _base64_cores(key: bytes) -> list[bytes]:

@@ -1,8 +1,17 @@
-"""Relay server-sent events as they arrive: whole events only, malformed ones dropped, usage and finish noted."""
+"""Server-sent events: framed, parsed and written here for every path, and relayed whole as they arrive.
+
+The wire format is the WHATWG HTML standard's (9.2, "Server-sent events"): lines end in LF, CRLF or CR; a blank
+line ends an event; `data:` lines are joined with LF; one space after a field's colon is dropped; a line that
+starts with a colon is a comment. Upstream bytes have their line ends made LF once (`line_feeds`, in the reader),
+and every event the relay passes on goes out byte for byte as it came; only events the gateway rewrites (a
+continued part's chunks, the usage it sums) are written again, by `frame`.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,16 +19,153 @@ import orjson
 USAGE = re.compile(rb'"usage"\s*:\s*\{')
 FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 RESPONSE_END = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')  # the Responses API
-DONE = b"data: [DONE]"
+DONE_LINE = re.compile(rb"(?:^|\n)data: ?\[DONE\](?:\n|$)")
+SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
 DONE_EVENT = b"data: [DONE]\n\n"
 FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
 EVENT_END = b"\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One dispatched event as a browser's EventSource sees it: its type, data, and the last event id then."""
+
+    data: bytes
+    event: bytes = b"message"
+    id: bytes = b""
+    retry: int | None = None
+
+
+def line_feeds(data: bytes) -> tuple[bytes, bytes]:
+    """data with its CRLF and lone CR line ends made LF, and a final CR held back (it may be half a CRLF).
+
+    A CR is never inside an event's data (JSON escapes it), so every one ends a line; the one that ends a read
+    waits for the next, which may begin with the LF of the same line end.
+    """
+    carry = b""
+    if data.endswith(b"\r"):
+        data, carry = data[:-1], b"\r"
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), carry
+
+
 def complete_end(data: bytes) -> int:
-    """Where the last complete event in data ends (just after its blank line), or -1 when none does."""
+    """Where the last complete event in LF-ended data ends (just after its blank line), or -1 when none does."""
     end = data.rfind(EVENT_END)
     return end + len(EVENT_END) if end >= 0 else -1
+
+
+def split(events: bytes) -> list[bytes]:
+    """The events of LF-ended, complete events, each without its blank line (blank lines between them left out)."""
+    return [event for event in events.split(EVENT_END) if event.strip(b"\n")]
+
+
+def joined(events: Iterable[bytes]) -> bytes:
+    """Events (each without its blank line, as split gives them) written out whole again."""
+    return b"".join(event + EVENT_END for event in events)
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    """A line's field name and value: the value after the first colon, less one space (no colon: no value)."""
+    name, colon, value = line.partition(b":")
+    return name, (value[1:] if value.startswith(b" ") else value) if colon else b""
+
+
+def data_of(event: bytes) -> bytes | None:
+    """An event's data: its data lines' values joined with LF; None when it has no data line."""
+    values = [_field(line)[1] for line in event.split(b"\n") if line.startswith(b"data")
+              and _field(line)[0] == b"data"]
+    return b"\n".join(values) if values else None
+
+
+def payload_of(event: bytes) -> Any:
+    """The JSON of an event's data, or None when it holds none."""
+    data = data_of(event)
+    if data is None:
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def carries_data(events: bytes) -> bool:
+    """Whether whole events hold a data field: a comment (`: keepalive`) or a bare event/id/retry line does not."""
+    return events.startswith(b"data:") or b"\ndata:" in events
+
+
+def frame(data: bytes, event: bytes | None = None, id: bytes | None = None) -> bytes:
+    """One event written out: its type and id when given, and a data line per line of data."""
+    head = (b"event: " + event + b"\n" if event is not None else b"") + (b"id: " + id + b"\n" if id is not None
+                                                                         else b"")
+    return head + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
+
+
+def data_event(data: bytes) -> bytes:
+    """One event of one line of data (JSON, say, which holds no line end): the common case, written fast."""
+    return b"data: " + data + EVENT_END
+
+
+def with_data(event: bytes, data: bytes) -> bytes:
+    """event (without its blank line) with its data replaced by data, its other fields and comments kept."""
+    lines = event.split(b"\n")
+    at = next((i for i, line in enumerate(lines) if _field(line)[0] == b"data"), len(lines))
+    kept = [line for line in lines if _field(line)[0] != b"data"]
+    return b"\n".join([*kept[:at], *frame(data)[:-2].split(b"\n"), *kept[at:]])
+
+
+class Decoder:
+    """Parses an SSE byte stream as the standard says, however it is cut: bytes in, dispatched events out."""
+
+    __slots__ = ("_carry", "_data", "_event", "_last_id", "_line", "_retry", "_started")
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self._line = b""
+        self._started = False
+        self._data: list[bytes] = []
+        self._event = b""
+        self._last_id = b""
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        """The events chunk completes."""
+        text, self._carry = line_feeds(self._carry + chunk)
+        *lines, self._line = (self._line + text).split(b"\n")
+        if lines and not self._started:
+            self._started = True
+            lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # a byte order mark may open the stream
+        for line in lines:
+            event = self._take(line)
+            if event is not None:
+                yield event
+
+    def end(self) -> Iterator[Event]:
+        """The event a CR held back at the end of the stream completes; an event without its blank line is lost."""
+        if self._carry:
+            self._carry = b""
+            yield from self.feed(b"\n")
+
+    def _take(self, line: bytes) -> Event | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(b":"):
+            return None
+        name, value = _field(line)
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value
+        elif name == b"id" and b"\0" not in value:
+            self._last_id = value
+        elif name == b"retry" and value.isdigit():
+            self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> Event | None:
+        data, event, self._data, self._event = self._data, self._event, [], b""
+        if not data:
+            return None
+        return Event(b"\n".join(data), event or b"message", self._last_id, self._retry)
 
 
 class EventBound:
@@ -57,174 +203,37 @@ class EventBound:
         return rest
 
 
-class Transcript:
-    """The assistant text a stream has delivered so far, so a cut stream can be continued from it."""
-
-    __slots__ = ("continuable", "parts")
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.continuable = True
-
-    @property
-    def text(self) -> str:
-        """Everything sent so far, exactly."""
-        return "".join(self.parts)
-
-    def note(self, payload: Any) -> bool | None:
-        """Take one event's content; False when it carries nothing new (a role-only opening delta), None when
-        it is malformed (choices, delta or content of the wrong type)."""
-        choices = payload.get("choices") if isinstance(payload, dict) else None
-        if not choices:
-            return True
-        if not isinstance(choices, list):
-            return None
-        if len(choices) != 1 or not isinstance(choices[0], dict):
-            self.continuable = False
-            return True
-        delta = choices[0].get("delta") or {}
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if not isinstance(delta, dict) or not isinstance(content, str | None):
-            return None
-        if delta.get("tool_calls") or delta.get("function_call"):
-            self.continuable = False
-        if content:
-            self.parts.append(content)
-            return True
-        return bool(choices[0].get("finish_reason")) or bool(delta.get("tool_calls"))
-
-
-class SseRelay:
-    """Cuts an upstream byte stream at event boundaries and passes whole, well-formed events on."""
-
-    __slots__ = ("_pending", "continuing", "done", "dropped", "finished", "strip_usage", "stripped", "transcript",
-                 "usage")
-
-    def __init__(self, strip_usage: bool, transcript: Transcript | None = None, continuing: bool = False) -> None:
-        self.strip_usage = strip_usage
-        self.transcript = transcript
-        self.continuing = continuing  # a continuation: no second opening delta, and [DONE] is sent by us
-        self.usage: dict[str, Any] | None = None
-        self.stripped: dict[str, Any] | None = None  # the usage event taken out, for what else it held
-        self.finished = False
-        self.done = False
-        self.dropped = 0
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The complete events chunk finishes, ready to send; the rest waits for more bytes."""
-        data = self._pending + chunk if self._pending else chunk
-        end = complete_end(data)
-        if end < 0:
-            self._pending = data
-            return b""
-        complete, self._pending = data[:end], data[end:]
-        if self.transcript is not None or not _well_formed(complete):
-            complete = self._sift(complete)
-        if not self.finished and FINISH.search(complete):
-            self.finished = True
-        if DONE in complete or (b'"response.' in complete and RESPONSE_END.search(complete)):
-            self.done = True
-            if self.continuing:
-                complete = complete.replace(DONE_EVENT, b"")
-        if USAGE.search(complete):
-            complete = self._take_usage(complete)
-        return complete
-
-    @property
-    def leftover(self) -> bytes:
-        """Bytes of an event the stream never finished."""
-        return self._pending
-
-    def _sift(self, complete: bytes) -> bytes:
-        """Drop malformed events; when keeping a transcript, read each event's content."""
-        kept = []
-        for event in complete.split(b"\n\n")[:-1]:
-            if not _event_ok(event):
-                self.dropped += 1
-                continue
-            if self.transcript is not None and event.startswith(b"data: {"):
-                fresh = self.transcript.note(payload_of(event))
-                if fresh is None:
-                    self.dropped += 1
-                    continue
-                if not fresh and self.continuing:
-                    continue
-            kept.append(event + b"\n\n")
-        return b"".join(kept)
-
-    def _take_usage(self, complete: bytes) -> bytes:
-        kept = []
-        for event in complete.split(b"\n\n"):
-            if USAGE.search(event):
-                payload = payload_of(event)
-                usage = _usage_of(payload)
-                if usage is not None:
-                    self.usage = usage
-                    if self.strip_usage and payload.get("choices") == []:
-                        self.stripped = payload
-                        continue
-            kept.append(event)
-        return b"\n\n".join(kept)
-
-
-def _usage_of(payload: Any) -> dict[str, Any] | None:
-    """A chat chunk's usage, or the Responses API's (inside the completed response)."""
-    if not isinstance(payload, dict):
-        return None
-    usage = payload.get("usage")
-    if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
-        usage = payload["response"].get("usage")
-    return usage if isinstance(usage, dict) else None
-
-
-def _well_formed(complete: bytes) -> bool:
-    """The common case, checked without splitting: one data event holding a JSON object or [DONE]."""
-    return complete.count(b"\n\n") == 1 and complete.count(b"\n") == 2 and _event_ok(complete[:-2])
-
-
-def _event_ok(event: bytes) -> bool:
-    """A well-formed event: known fields only, each data line a JSON object or [DONE]."""
-    if not event:
-        return False
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            value = line[5:].strip()
-            if value != b"[DONE]" and not _json_object(value):
-                return False
-        elif not line.startswith(FIELDS):
-            return False
-    return True
-
-
-def _json_object(value: bytes) -> bool:
-    """Whether value is a JSON object: every upstream's events start '{"', so only others are parsed to check."""
-    if not value.endswith(b"}"):
-        return False
-    if value.startswith(b'{"'):
-        return True
-    try:
-        orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def payload_of(event: bytes) -> Any:
-    """The JSON of an event's data lines, or None when they hold none."""
-    data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-
-
 def usage_event(template: dict[str, Any], usage: dict[str, int]) -> bytes:
     """A final usage event in OpenAI's shape."""
-    return b"data: " + orjson.dumps({**template, "choices": [], "usage": usage}) + b"\n\n"
+    return data_event(orjson.dumps({**template, "choices": [], "usage": usage}))
 
 
 def error_event(message: str, code: str) -> bytes:
     """One in-band error event in OpenAI's error shape, for a stream that cannot be finished."""
-    error = {"message": message, "type": "server_error", "code": code, "param": None}
-    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+    return data_event(orjson.dumps({"error": {"message": message, "type": "server_error", "code": code,
+                                              "param": None}}))
+
+
+def response_failed(first: bytes, last: bytes, message: str) -> bytes:
+    """The Responses API's ending of a stream that cannot be finished, in that API's shape: `response.failed`
+    carrying the response its `response.created` event began (first), numbered after the last event sent; an
+    `error` event when no response was seen."""
+    sequence = max((int(n) for n in SEQUENCE.findall(last)), default=-1) + 1
+    response = created_response(first)
+    if response is None:
+        error = {"type": "error", "code": "server_error", "message": message, "param": None,
+                 "sequence_number": sequence}
+        return frame(orjson.dumps(error), b"error")
+    failed = {**response, "status": "failed", "error": {"code": "server_error", "message": message}}
+    return frame(orjson.dumps({"type": "response.failed", "sequence_number": sequence, "response": failed}),
+                 b"response.failed")
+
+
+def created_response(events: bytes) -> dict[str, object] | None:
+    """The response object of the `response.created` event among whole events, if one is there."""
+    for event in split(events):
+        if b"response.created" in event:
+            payload = payload_of(event)
+            response = payload.get("response") if isinstance(payload, dict) else None
+            return response if isinstance(response, dict) else None
+    return None

@@ -4,6 +4,7 @@ A stream that breaks after bytes went out is never ended as if complete. When an
 `continuation` can take over, it gets the exact text already sent as a final assistant message and only
 the rest is streamed on; otherwise the client gets one in-band error event and no [DONE]. A continued
 answer reads as one completion (one id, created and model), and it ends by the request's deadline.
+Continuation attempts go through the dispatcher's fallback loop like the first ones (gateway/delivery/dispatch.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from gateway.accounting.meter import TEXT_KEYS, TextMeter
 from gateway.accounting.usage import Usage
 from gateway.asgi import Send
 from gateway.delivery.chunks import carried, carry, identity_of, restamp
-from gateway.delivery.dispatch import Request
-from gateway.delivery.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_event
+from gateway.delivery.dispatch import Accept, Request, Resume, Tries
+from gateway.delivery.relay import SseRelay, Transcript
+from gateway.delivery.sse import DONE_EVENT, error_event, response_failed, usage_event
 from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout
-from gateway.inbound.responses_events import response_failed
 from gateway.operations.metrics import Metrics
 from gateway.routing.policy.schema import Resilience
 from gateway.upstreams.base import Client, Exchange
@@ -45,13 +46,15 @@ class Opened:
 
 
 async def open_stream(upstream: Client, exchange: Exchange, relay: SseRelay, ttft_timeout_s: float) -> Opened:
-    """Wait for the first complete events; a stream that fails before then can still fall back."""
+    """Wait for the first event with data (comments before it come along); a stream that fails before then can
+    still fall back."""
     chunks = exchange.chunks()
+    first = b""
     try:
         async with asyncio.timeout(ttft_timeout_s):
             async for chunk in chunks:
-                first = relay.feed(chunk)
-                if first:
+                first += relay.feed(chunk)
+                if relay.carried:
                     return Opened(upstream, exchange, chunks, relay, first)
     except TimeoutError:
         exchange.close()
@@ -84,6 +87,15 @@ def stalled(failure: UpstreamError) -> bool:
     return isinstance(failure, UpstreamTimeout | UpstreamSilent)
 
 
+def _heard(quiet: asyncio.Timeout, idle_s: float) -> None:
+    """An event with data came: the idle timer runs again, for at least idle_s (moved only every idle_s / 4, so
+    that most events cost nothing)."""
+    now = asyncio.get_running_loop().time()
+    when = quiet.when()
+    if when is None or when - now < idle_s:
+        quiet.reschedule(now + idle_s * 1.25)
+
+
 def _after_silence(failure: UpstreamError, silent_s: float) -> UpstreamError:
     """failure, or a silent close when the part went quiet for STALL_S before it broke off (a stall then a close)."""
     if silent_s < STALL_S or stalled(failure):
@@ -95,14 +107,16 @@ class Stream:
     """Relays one client stream, part after part, and remembers what each part used."""
 
     def __init__(self, metrics: Metrics, request: Request, resilience: Resilience, send: Send,
-                 candidates: Sequence[Client], prompt_tokens: int, deadline: float) -> None:
+                 candidates: Sequence[Client], prompt_tokens: int, resume: Resume, idle_s: float | None = None) -> None:
         self.metrics = metrics
         self.request = request
         self.resilience = resilience
         self.send = send
         self.candidates = candidates
         self.prompt_tokens = prompt_tokens
-        self.deadline = deadline  # time.monotonic() by which a continued stream must have ended
+        self.resume = resume
+        self.deadline = resume.record.deadline(resilience)  # the request's: a continued stream must end by it
+        self.idle_s = resilience.stream_idle_timeout_s if idle_s is None else idle_s  # between events with data
         self.parts: list[tuple[str, Usage]] = []
         self.generated = 0  # over the parts done
         self._keys = TEXT_KEYS.get(request.path, ())
@@ -131,6 +145,7 @@ class Stream:
                 failure = await self._pump(current)
             finally:
                 self._part_done(current)
+                self.resume.record.finish()  # the part's upstream slot: a continuation may need it
             if failure is None:
                 return self._ending(current.relay)
             current = await self._continue(current, failure)
@@ -169,21 +184,27 @@ class Stream:
 
     async def _relay(self, opened: Opened) -> UpstreamError | None:
         """Forward the first events and the rest until the upstream ends; the error that cut it, if one did."""
-        relay, send, now = opened.relay, self.send, time.monotonic
+        relay, now = opened.relay, time.monotonic
         last = now()
+        quiet = asyncio.timeout(None)  # the idle timeout, counting only events that carry data
         try:
-            out = self._outgoing(relay, opened.first)
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
+            await self._send(relay, opened.first)
             if relay.finished and not relay.done:
                 return await self._drain_after_finish(opened)
-            async for chunk in opened.chunks:
-                last = now()
-                out = self._outgoing(relay, relay.feed(chunk))
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                if relay.finished and not relay.done:
-                    return await self._drain_after_finish(opened)
+            async with quiet:
+                _heard(quiet, self.idle_s)
+                async for chunk in opened.chunks:
+                    last = now()
+                    await self._send(relay, relay.feed(chunk))
+                    if relay.finished and not relay.done:
+                        quiet.reschedule(None)
+                        return await self._drain_after_finish(opened)
+                    if relay.carried:
+                        _heard(quiet, self.idle_s)
+        except TimeoutError:
+            if not quiet.expired():
+                raise
+            return UpstreamTimeout(opened.upstream.name, f"no event with data for {self.idle_s:g} s")
         except UpstreamError as exc:
             return None if relay.finished else _after_silence(exc, now() - last)
         finally:
@@ -197,18 +218,26 @@ class Stream:
         return _after_silence(UpstreamIncomplete(opened.upstream.name, "ended without finishing"), now() - last)
 
     async def _drain_after_finish(self, opened: Opened) -> UpstreamError | None:
-        """After a finish_reason, wait only briefly for the usage event and [DONE] before closing."""
-        relay = opened.relay
+        """After a finish_reason, wait only briefly (FINISH_GRACE_S after the last data) for the usage event and
+        [DONE] before closing."""
+        relay, clock = opened.relay, asyncio.get_running_loop().time
+        until = clock() + FINISH_GRACE_S
         while not relay.done:
             try:
-                chunk = await asyncio.wait_for(anext(opened.chunks), FINISH_GRACE_S)
+                chunk = await asyncio.wait_for(anext(opened.chunks), until - clock())
             except (TimeoutError, StopAsyncIteration, UpstreamError):
                 break
-            out = self._outgoing(relay, relay.feed(chunk))
-            if out:
-                await self.send({"type": "http.response.body", "body": out, "more_body": True})
+            await self._send(relay, relay.feed(chunk))
+            if relay.carried:
+                until = clock() + FINISH_GRACE_S
         await self._flush()
         return None
+
+    async def _send(self, relay: SseRelay, events: bytes) -> None:
+        """Send what of events the client is to get now."""
+        out = self._outgoing(relay, events)
+        if out:
+            await self.send({"type": "http.response.body", "body": out, "more_body": True})
 
     def _outgoing(self, relay: SseRelay, out: bytes) -> bytes:
         """What to send of events the relay passed: counted, and as _finishing makes them near the end."""
@@ -251,15 +280,19 @@ class Stream:
             await self.send({"type": "http.response.body", "body": out, "more_body": True})
 
     async def _continue(self, cut: Opened, failure: UpstreamError) -> Opened | None:
-        """Ask the candidates that declare continuation for the rest, within the deadline; None when none can."""
+        """Ask the candidates that declare continuation for the rest, through the dispatcher's fallback loop and
+        within the request's deadline; None when none can."""
         transcript = cut.relay.transcript
-        if transcript is not None and transcript.continuable:
+        continuers = self._continuers(cut.upstream, failure)
+        if transcript is not None and transcript.continuable and continuers and time.monotonic() < self.deadline:
             body = continuation_body(self.request.body, transcript, self.generated)
-            for upstream in self._continuers(cut.upstream, failure):
-                opened = await self._try_continue(upstream, transcript, body)
-                if opened is not None:
-                    self.metrics.count(self.metrics.stream_failures, cut.upstream.name, failure.reason, "continued")
-                    return opened
+            request = Request(self.request.path, body, self.request.headers, True)
+            tries = Tries(self.resume.route, continuers, self.resilience, request, self.deadline, resumed=True)
+            found = await self.resume.dispatcher.resume(tries, self._rest_of(transcript, continuers),
+                                                        self.resume.record)
+            if found is not None:
+                self.metrics.count(self.metrics.stream_failures, cut.upstream.name, failure.reason, "continued")
+                return found[1]
         self.metrics.count(self.metrics.stream_failures, cut.upstream.name, failure.reason, "error_event")
         return None
 
@@ -271,22 +304,17 @@ class Stream:
         order = sorted([cut, *(u for u in self.candidates if u is not cut)], key=lambda u: u.name in self._stalled)
         return [u for u in order if "continuation" in u.spec.capabilities]
 
-    async def _try_continue(self, upstream: Client, transcript: Transcript, body: dict[str, Any]) -> Opened | None:
-        """One continuation attempt, its connection and first event inside the time the deadline leaves."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            return None
-        relay = SseRelay(strip_usage=True, transcript=transcript, continuing=True)
-        try:
-            async with asyncio.timeout(left):
-                exchange = await upstream.send(self.request.path, upstream.encode(body, True), self.request.headers,
-                                               True)
-                return await open_stream(upstream, exchange, relay, min(self.resilience.ttft_timeout_s, left))
-        except TimeoutError:
-            self.metrics.count(self.metrics.upstream_errors, upstream.name, "continuation_timeout")
-        except UpstreamError as exc:
-            self.metrics.count(self.metrics.upstream_errors, upstream.name, "continuation_" + exc.reason)
-        return None
+    def _rest_of(self, transcript: Transcript, continuers: Sequence[Client]) -> Accept[Opened]:
+        """What takes a continuation's response: its first events, inside the time the deadline leaves."""
+        by_name = {u.name: u for u in continuers}
+
+        async def first_events(exchange: Exchange) -> Opened:
+            relay = SseRelay(strip_usage=True, transcript=transcript, continuing=True)
+            left = self.deadline - time.monotonic()
+            return await open_stream(by_name[exchange.upstream], exchange, relay,
+                                     min(self.resilience.ttft_timeout_s, left))
+
+        return first_events
 
     def _ending(self, relay: SseRelay) -> bytes:
         """[DONE]; for an answer that came in parts, the summed usage first when the client asked for it."""

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 import orjson
 
 from gateway.asgi import JSON, Headers, Message, Send, parse_object
-from gateway.delivery.sse import error_event
+from gateway.delivery.sse import error_event, response_failed
 from gateway.errors import GatewayError, NoCandidate, RateLimited
 from gateway.inbound.base import Call, Endpoint, Events, Inbound, Reply
 from gateway.inbound.responses import Holders, response_id, streamed_response_id
-from gateway.inbound.responses_events import response_failed
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client

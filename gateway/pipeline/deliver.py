@@ -12,9 +12,9 @@ import time
 
 from gateway.accounting import usage as accounting
 from gateway.asgi import DisconnectWatch, Send, send_bytes
-from gateway.delivery.dispatch import Dispatcher, Request
+from gateway.delivery.dispatch import Dispatcher, Request, Resume
 from gateway.delivery.redact import scrub
-from gateway.delivery.sse import SseRelay, Transcript
+from gateway.delivery.relay import SseRelay, Transcript
 from gateway.delivery.streaming import (
     INTERRUPTED,
     SHUTTING_DOWN,
@@ -84,7 +84,6 @@ class Deliverer:
     async def stream(self, d: Delivery, started: float) -> None:
         """Relay the first stream that opens, continued or ended honestly if it breaks."""
         record, resilience = d.record, d.resilience
-        deadline = time.monotonic() + resilience.deadline_s - (time.perf_counter() - started)
         found = await self._open(d)
         if found is None:
             return
@@ -98,7 +97,7 @@ class Deliverer:
         self.latency.observe(upstream.name, record.dispatch.attempts[-1].seconds, time.monotonic())
         candidates = [d.runtime.upstreams[name] for name in d.decision.candidates]
         stream = Stream(self.metrics, d.request, resilience, events.outgoing(d.send), candidates,
-                        record.prompt_tokens, deadline)
+                        record.prompt_tokens, Resume(self.dispatcher, d.decision.route, record.dispatch))
         failure = INTERRUPTED
         try:
             ending = await stream.run(opened)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
+from gateway.delivery import sse
 
 JSON = b"application/json"
 
@@ -138,8 +139,7 @@ class StandIn:
         words = self._words(body)
 
         async def event(obj: dict[str, Any]) -> None:
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(obj) + b"\n\n",
-                        "more_body": True})
+            await send({"type": "http.response.body", "body": sse.data_event(orjson.dumps(obj)), "more_body": True})
 
         await event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                           "finish_reason": None}]})
@@ -151,7 +151,7 @@ class StandIn:
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
             await event({**base, "choices": [], "usage": usage})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        await send({"type": "http.response.body", "body": sse.DONE_EVENT, "more_body": False})
 
 
     async def _responses(self, body: dict[str, Any], fault: Fault, send: Send) -> None:
@@ -171,7 +171,7 @@ class StandIn:
                     "headers": [(b"content-type", b"text/event-stream")]})
 
         async def event(kind: str, data: dict[str, Any]) -> None:
-            line = b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+            line = sse.frame(orjson.dumps({"type": kind, **data}), kind.encode())
             await send({"type": "http.response.body", "body": line, "more_body": True})
 
         await event("response.created", {"response": {**response, "status": "in_progress", "output": []}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator, Iterator
 
-from gateway.delivery.sse import EventBound
+from gateway.delivery.sse import EventBound, line_feeds
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
 from gateway.routing.policy.schema import UpstreamLimits
 
@@ -102,18 +102,6 @@ async def events(upstream: str, chunks: AsyncIterator[bytes], encoding: str | No
     rest = (bound.feed(b"\n") or b"") + bound.rest() if carry else bound.rest()
     if rest:
         yield rest
-
-
-def line_feeds(data: bytes) -> tuple[bytes, bytes]:
-    """data with its CRLF and lone CR line ends (both allowed in SSE) made LF, and a final CR held back.
-
-    A CR is never inside an event's data (JSON escapes it), so every one ends a line; the one that ends a read
-    waits for the next, which may begin with the LF of the same line end.
-    """
-    carry = b""
-    if data.endswith(b"\r"):
-        data, carry = data[:-1], b"\r"
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), carry
 
 
 async def whole(pieces: AsyncIterator[bytes]) -> bytes:

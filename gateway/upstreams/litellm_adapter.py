@@ -30,6 +30,7 @@ from litellm import exceptions as llm_errors  # noqa: TID251
 from litellm._internal_context import internal_sub_call  # noqa: TID251
 from litellm.constants import RESPONSE_FORMAT_TOOL_NAME  # noqa: TID251
 
+from gateway.delivery import sse
 from gateway.errors import UpstreamCut, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from gateway.routing.policy.schema import Resilience, Upstream
 
@@ -37,7 +38,7 @@ litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on s
 
 JSON = b"application/json"
 EVENT_STREAM = b"text/event-stream"
-DONE = b"data: [DONE]\n\n"
+DONE = sse.DONE_EVENT
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 CHAT_PARAMS = frozenset({
     "messages", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format",
@@ -247,17 +248,17 @@ class Frames:
 
     def start(self, response_id: str, model: str) -> bytes:
         """The opening event, with the assistant's role."""
-        self._head = (b'data: {"id":' + orjson.dumps(response_id) + b',"object":"chat.completion.chunk","created":'
+        self._head = (b'{"id":' + orjson.dumps(response_id) + b',"object":"chat.completion.chunk","created":'
                       + str(int(time.time())).encode() + b',"model":' + orjson.dumps(model or self.model)
                       + b',"choices":[{"index":0,"delta":')
         return self.delta({"role": "assistant", "content": ""})
 
     def delta(self, delta: Mapping[str, Any]) -> bytes:
-        return self._head + orjson.dumps(delta) + b',"finish_reason":null}]}\n\n'
+        return sse.data_event(self._head + orjson.dumps(delta) + b',"finish_reason":null}]}')
 
     def finish(self, reason: str) -> bytes:
         self.finished = True
-        return self._head + b'{},"finish_reason":' + orjson.dumps(reason) + b"}]}\n\n"
+        return sse.data_event(self._head + b'{},"finish_reason":' + orjson.dumps(reason) + b"}]}")
 
     def ending(self, prompt: int, completion: int, cached: int = 0) -> bytes:
         """The usage event (when asked for) and [DONE]."""
@@ -268,7 +269,7 @@ class Frames:
         if cached:
             usage["prompt_tokens_details"] = {"cached_tokens": cached}
         head = self._head.rsplit(b',"choices":', 1)[0]
-        return head + b',"choices":[],"usage":' + orjson.dumps(usage) + b"}\n\n" + DONE
+        return sse.data_event(head + b',"choices":[],"usage":' + orjson.dumps(usage) + b"}") + DONE
 
     def event(self, data: dict[str, Any]) -> bytes:
         raise NotImplementedError
@@ -417,17 +418,16 @@ class GeminiFrames(Frames):
 
 
 async def translated(response: httpx.Response, frames: Frames) -> AsyncIterator[bytes]:
-    """Cut the provider's body into data lines, and yield the OpenAI events they make, one batch per read."""
-    pending = b""
+    """Parse the provider's events, and yield the OpenAI events they make, one batch per read."""
+    decoder = sse.Decoder()
     event = frames.event
     async for chunk in response.aiter_bytes():
-        data = pending + chunk if pending else chunk
-        end = data.rfind(b"\n") + 1
-        pending = data[end:]
-        out = b"".join([event(orjson.loads(line[5:])) for line in data[:end].split(b"\n")
-                        if line.startswith(b"data:")])
+        out = b"".join([event(orjson.loads(found.data)) for found in decoder.feed(chunk)])
         if out:
             yield out
+    out = b"".join([event(orjson.loads(found.data)) for found in decoder.end()])
+    if out:
+        yield out
     tail = frames.end()
     if tail:
         yield tail
@@ -437,7 +437,7 @@ async def wrapped(first: Any, stream: Any) -> AsyncIterator[bytes]:
     """litellm's own stream wrapper (any provider): each ModelResponseStream as one event, then [DONE]."""
     chunk = first
     while chunk is not None:
-        yield b"data: " + orjson.dumps(chunk.model_dump(exclude_none=True)) + b"\n\n"
+        yield sse.data_event(orjson.dumps(chunk.model_dump(exclude_none=True)))
         chunk = await anext(stream, None)
     yield DONE
 

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.delivery.dispatch import Request
-from gateway.delivery.sse import SseRelay, Transcript
+from gateway.delivery.relay import SseRelay, Transcript
 from gateway.delivery.streaming import can_continue
 from gateway.errors import UpstreamStatus
 from gateway.routing.policy.schema import Upstream

@@ -102,6 +102,69 @@ def test_a_stall_noticed_after_the_deadline_is_not_continued(loop: Loop, tmp_pat
                     outcome="error_event") == 1
 
 
+# An upstream that keeps the connection busy without saying anything: only events with data count for the timeouts
+
+KEEPALIVES = [pytest.param(b": keepalive\n\n", id="comments"), pytest.param(b"\n", id="blank-lines")]
+FOREVER = 600  # keepalives, 100 ms apart: a minute, far past every bound the tests assert
+
+
+def chatter(keepalive: bytes, before: tuple[bytes, ...] = ()) -> Sse:
+    """before, then a keepalive every 100 ms and never another event with data."""
+    return Sse((*before, *(keepalive,) * FOREVER), delays=(0.0,) * len(before) + (0.1,) * FOREVER, done=False)
+
+
+@pytest.mark.parametrize("keepalive", KEEPALIVES)
+def test_keepalives_before_the_first_event_do_not_hold_off_the_ttft_timeout(loop: Loop, tmp_path: Path,
+                                                                              faults: Faults, keepalive: bytes) -> None:
+    ttft = 0.5
+    primary = faults("primary", default=chatter(keepalive))
+    fallback = faults("fallback", default=Sse(chat_events("fallback-model", WHOLE)))
+    r = rig(loop, tmp_path, {"primary": primary, "fallback": fallback}, resilience={"ttft_timeout_s": ttft})
+    got = r.stream()
+    assert got.text == "".join(WHOLE)
+    assert got.complete
+    assert got.seconds < ttft + SLACK_S
+    assert (primary.count, fallback.count) == (1, 1)
+    wait_for(lambda: primary.arrivals[0].closed, what="the chattering connection to be closed")
+    assert r.metric("switchyard_upstream_errors_total", upstream="primary", reason="timeout") == 1
+
+
+@pytest.mark.parametrize("continuation", [False, True], ids=["error-event", "continued"])
+@pytest.mark.parametrize("keepalive", KEEPALIVES)
+def test_keepalives_mid_stream_do_not_hold_off_the_idle_timeout(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                keepalive: bytes, continuation: bool) -> None:
+    idle = 0.5
+    primary = faults("primary", default=chatter(keepalive, chat_events("primary-model", WHOLE[:SENT], finish=False,
+                                                                       with_usage=False)))
+    fallback = faults("fallback", default=Sse(chat_events("fallback-model", WHOLE[SENT:], role=False)))
+    r = rig(loop, tmp_path, {"primary": primary, "fallback": fallback}, resilience={"stream_idle_timeout_s": idle},
+            continuation=("fallback",) if continuation else ())
+    got = r.stream()
+    assert got.seconds < idle * 1.25 + SLACK_S  # the idle timer moves in steps of a quarter
+    wait_for(lambda: primary.arrivals[0].closed, what="the chattering connection to be closed")
+    outcome = "continued" if continuation else "error_event"
+    assert r.metric("switchyard_stream_failures_total", upstream="primary", reason="timeout", outcome=outcome) == 1
+    if continuation:
+        assert got.text == "".join(WHOLE)
+        assert got.complete
+        assert fallback.arrivals[0].body["messages"][-1]["content"] == "".join(WHOLE[:SENT])
+    else:
+        assert got.text == "".join(WHOLE[:SENT])
+        assert got.error_code == "stream_interrupted"
+        assert fallback.count == 0
+
+
+def test_keepalives_after_the_finish_reason_do_not_hold_the_stream_open(loop: Loop, tmp_path: Path,
+                                                                        faults: Faults) -> None:
+    primary = faults("primary", default=chatter(b": keepalive\n\n", chat_events("primary-model", WHOLE,
+                                                                                  with_usage=False)))
+    r = rig(loop, tmp_path, {"primary": primary}, resilience={"stream_idle_timeout_s": 10})
+    got = r.stream()
+    assert got.text == "".join(WHOLE)
+    assert got.complete  # the finish_reason came: the gateway ends it with [DONE] after its one-second grace
+    assert got.seconds < 1.0 + SLACK_S
+
+
 def serving(tmp_path: Path, upstream: FaultServer) -> tuple[subprocess.Popen[bytes], int]:
     """`switchyard serve` with a one-second drain in front of upstream."""
     path = write_policy(tmp_path, {"primary": upstream_spec(upstream.url)}, {"chat": {"candidates": ["primary"]}})

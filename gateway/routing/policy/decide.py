@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import NoCandidate
 from gateway.routing.policy.model import Policy
+from gateway.routing.policy.residency import residency_limited
 from gateway.routing.policy.schema import Route, Rule, Tenant, Upstream
 
 
@@ -137,14 +138,6 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
 
 def _supporting(capability: str) -> Callable[[str, Upstream], bool]:
     return lambda _, upstream: upstream.supports(capability)
-
-
-RESIDENCY_REASONS = frozenset({"data_class", "tenant_region"})
-
-
-def residency_limited(excluded: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> bool:
-    """True when residency kept some candidate out: then no other upstream may stand in for a failed one."""
-    return any(reason in RESIDENCY_REASONS for _, reason in excluded)
 
 
 def completion_per_choice(features: Features, route: Route) -> int:
