@@ -116,8 +116,8 @@ def test_a_stripped_usage_event_gives_its_timings_to_the_finish_event(name: str)
 
 
 def test_two_real_requests_stamped_as_one_completion() -> None:
-    """llama.cpp gives each request its own id (and created): a continued stream's second part is stamped with
-    the first part's identity, so the client reads one completion."""
+    """llama.cpp gives each request its own id (and created, the second it began): a continued stream's second
+    part is stamped with the first part's identity, so the client reads one completion."""
     first, second = raw("chat-stream.sse"), raw("chat-stream-usage.sse")
     identity = identity_of(first)
     assert identity["id"] != identity_of(second)["id"]
