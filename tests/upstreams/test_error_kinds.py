@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from gateway.upstreams.error_kinds import PREFIX_BYTES, kind_of
+
+LLAMACPP = Path(__file__).resolve().parents[1] / "fixtures" / "llamacpp"  # scripts/real/record_llamacpp.py
 
 VLLM_MAX_TOKENS = {"error": {"message": "max_tokens=600 cannot be greater than max_model_len=512. Please request "
                              "fewer output tokens.", "type": "BadRequestError", "param": "max_tokens", "code": 400}}
@@ -46,3 +49,18 @@ def test_wording_past_the_bounded_prefix_is_never_read() -> None:
     body = b"x" * PREFIX_BYTES + b" maximum context length"
     assert kind_of(400, body) is None
     assert kind_of(400, body[PREFIX_BYTES:]) == "context_length"
+
+
+@pytest.mark.parametrize(("name", "status", "kind"), [
+    ("error-prompt-too-long.json", 400, "context_length"),
+    ("error-prompt-too-long-stream.json", 400, "context_length"),
+    ("error-completions-prompt-too-long.json", 400, "context_length"),
+    ("error-embeddings-too-large.json", 500, "context_length"),
+    ("error-embeddings-unsupported.json", 501, None),
+    ("error-n2.json", 400, None),
+])
+def test_real_llamacpp_error_bodies(name: str, status: int, kind: str | None) -> None:
+    """The bodies a real llama-server answered (tests/fixtures/llamacpp), read as the gateway reads them."""
+    body = (LLAMACPP / name).read_bytes()
+    assert orjson.loads((LLAMACPP / "index.json").read_bytes())["files"][name]["status"] == status
+    assert kind_of(status, body) == kind

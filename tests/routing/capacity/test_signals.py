@@ -10,6 +10,7 @@ from gateway.routing.capacity.signals import NotAReading, Reading, parse
 from gateway.tools.standin import QueueingEngine
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vllm"
+LLAMACPP = Path(__file__).resolve().parents[2] / "fixtures" / "llamacpp"  # scripts/real/record_llamacpp.py
 
 
 def test_a_real_busy_vllm_page_gives_its_queue_running_and_cache() -> None:
@@ -57,6 +58,21 @@ def test_llamacpp_deferred_requests_are_its_queue() -> None:
     text = ("# TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred 2\n"
             "llamacpp:requests_processing 4\n")
     assert parse("llamacpp", text) == Reading(2, 4, None)
+
+
+def test_a_real_busy_llamacpp_page_gives_its_deferred_and_processing_requests() -> None:
+    """Recorded with four long requests sent to a one-slot server (--parallel 1): one runs, some wait (how many
+    differs from one recording to the next)."""
+    reading = parse("llamacpp", (LLAMACPP / "metrics-busy.txt").read_text())
+    assert reading.running == 1
+    assert 1 <= reading.waiting <= 3
+    assert reading.kv_cache is None
+
+
+def test_a_real_idle_llamacpp_page_reads_empty_and_reports_no_cache_use() -> None:
+    text = (LLAMACPP / "metrics.txt").read_text()
+    assert "llamacpp:kv_cache_usage_ratio" not in text  # this build has no cache gauge for a reading to take
+    assert parse("llamacpp", text) == Reading(0, 0, None)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "llamacpp"])
