@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.delivery.chunks import carried, carry, identity_of, restamp
 from gateway.delivery.dispatch import counts_against_circuit
-from gateway.delivery.sse import SseRelay, Transcript
+from gateway.delivery.relay import SseRelay, Transcript
 from gateway.errors import UpstreamStatus
 from gateway.upstreams.error_kinds import kind_of as error_kind
 
