@@ -45,6 +45,7 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 PUBLIC_KEYS = ("sk-sy-dev-only-replace-me-0123456789abcdef",)  # printed in the README and the shipped policy
 logger = logging.getLogger("switchyard.app")
 METRICS_FLUSH_S = 1.0
+CLIENTS_CLOSE_S = 2.0  # at shutdown, how long upstream clients wait for exchanges still open before closing anyway
 STATE_VALUES = {name: value for value, name in STATE_NAMES.items()}
 
 
@@ -128,11 +129,15 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
         session = new_session()
+        retired: set[asyncio.Task[None]] = set()  # old runtimes, each closing once its open exchanges end
 
         def apply(policy: Policy) -> None:
             warn_of_public_keys(policy)
             self.policy = policy
-            self.runtime = Runtime.build(policy, session)
+            old, self.runtime = self.runtime, Runtime.build(policy, session)
+            if old is not None:
+                retired.add(task := asyncio.create_task(old.aclose()))
+                task.add_done_callback(retired.discard)
             logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
             self.metrics.set_policy(policy.hash)
             self.capacity.start(policy, session)
@@ -153,7 +158,10 @@ class Gateway:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.capacity.close()
             self.audit.close()
+            if self.runtime is not None:
+                retired.add(asyncio.create_task(self.runtime.aclose()))
             self.runtime = None
+            await _closed(retired, CLIENTS_CLOSE_S)
             self.reloader = None
             await session.close()
             await self.ledger.backend.close()
@@ -217,6 +225,15 @@ class Gateway:
         if self.runtime is None:
             raise GatewayError("the gateway is not ready", status=503, code="not_ready")
         return self.runtime
+
+
+async def _closed(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Wait for tasks to end; cancel those still running after timeout_s (a client then closes at once)."""
+    if tasks:
+        _, pending = await asyncio.wait(list(tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _tagging(send: Send, identity: Headers) -> Send:

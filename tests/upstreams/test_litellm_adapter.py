@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.serving.app import Gateway, Settings
+from gateway.serving.runtime import client_spec
 from gateway.tools.cli import main
 from gateway.tools.standin import Fault as StandInFault
 from gateway.tools.standin import StandIn
@@ -308,9 +310,22 @@ def test_the_openai_sdk_streams_a_whole_answer_from_self_hosted_or_its_fallback(
 # -- the adapter on its own: error mapping, timeouts, the fast path ---------------------------------------------
 
 
-def adapter(url: str, kind: str = "anthropic", **resilience: Any) -> LitellmUpstream:
-    spec = Upstream.model_validate(anthropic_spec(url) if kind == "anthropic" else gemini_spec(url))
-    return LitellmUpstream("up", spec, Resilience(**resilience))
+Make = Callable[..., LitellmUpstream]
+
+
+@pytest.fixture
+def adapter(loop: Loop) -> Iterator[Make]:
+    """Makes adapters (url, kind, resilience), each closed after the test."""
+    made: list[LitellmUpstream] = []
+
+    def make(url: str, kind: str = "anthropic", **resilience: Any) -> LitellmUpstream:
+        spec = Upstream.model_validate(anthropic_spec(url) if kind == "anthropic" else gemini_spec(url))
+        made.append(LitellmUpstream("up", client_spec(spec, Resilience(**resilience))))
+        return made[-1]
+
+    yield make
+    for upstream in made:
+        loop.run(upstream.aclose())
 
 
 async def exchange_text(upstream: LitellmUpstream, stream: bool, messages: list[dict[str, Any]] = HI) -> bytes:
@@ -338,7 +353,7 @@ async def exchange_text(upstream: LitellmUpstream, stream: bool, messages: list[
     ("gemini", Fault(status=400, message="The input token count (9) exceeds the maximum number of tokens allowed"),
      400, "context_length", None),
 ])
-def test_litellm_errors_become_upstream_statuses(loop: Loop, kind: str, fault: Fault, status: int,
+def test_litellm_errors_become_upstream_statuses(loop: Loop, adapter: Make, kind: str, fault: Fault, status: int,
                                                  error_kind: str | None, retry_after: str | None,
                                                  stream: bool) -> None:
     server = FakeAnthropic("anthropic") if kind == "anthropic" else FakeGemini("gemini")
@@ -355,14 +370,14 @@ def test_litellm_errors_become_upstream_statuses(loop: Loop, kind: str, fault: F
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
-def test_a_refused_connection_is_unavailable(loop: Loop, kind: str, stream: bool) -> None:
+def test_a_refused_connection_is_unavailable(loop: Loop, adapter: Make, kind: str, stream: bool) -> None:
     upstream = adapter("http://127.0.0.1:9", kind)
     with pytest.raises(UpstreamUnavailable):
         loop.run(exchange_text(upstream, stream))
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, stream: bool) -> None:
+def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, adapter: Make, stream: bool) -> None:
     server = FakeAnthropic("anthropic")
     server.faults.append(Fault(delay_s=2))
     upstream = adapter(loop.serve(server).url, per_try_timeout_s=0.3, stream_idle_timeout_s=0.3)
@@ -372,7 +387,7 @@ def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, stream
     assert time.monotonic() - started < 1.5
 
 
-def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop) -> None:
+def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop, adapter: Make) -> None:
     server = FakeAnthropic("anthropic")
     server.faults.append(Fault(cut_after=2))
     upstream = adapter(loop.serve(server).url)
@@ -380,7 +395,7 @@ def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop) -> None:
         loop.run(exchange_text(upstream, True))
 
 
-def test_only_chat_completions_are_translated(loop: Loop) -> None:
+def test_only_chat_completions_are_translated(loop: Loop, adapter: Make) -> None:
     upstream = adapter(loop.serve(FakeAnthropic("anthropic")).url)
 
     async def embeddings() -> None:
@@ -392,7 +407,7 @@ def test_only_chat_completions_are_translated(loop: Loop) -> None:
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
-def test_known_streams_take_the_fast_path(loop: Loop, kind: str) -> None:
+def test_known_streams_take_the_fast_path(loop: Loop, adapter: Make, kind: str) -> None:
     server = FakeAnthropic("anthropic") if kind == "anthropic" else FakeGemini("gemini")
     upstream = adapter(loop.serve(server).url, kind)
 
@@ -436,13 +451,14 @@ def test_anthropic_frames_read_thinking_and_the_json_tool_as_litellm_does() -> N
 def test_streams_the_adapter_does_not_read_go_through_litellms_wrapper(loop: Loop) -> None:
     server = FakeAnthropic("anthropic")
     spec = Upstream.model_validate(anthropic_spec(loop.serve(server).url, model="claude-3-haiku-20240307"))
-    upstream = LitellmUpstream("up", spec, Resilience())
+    upstream = LitellmUpstream("up", client_spec(spec, Resilience()))
     body = upstream.encode({"messages": HI, "response_format": SCHEMA}, True)  # a forced JSON tool on this model
 
     async def events() -> list[Any]:
         exchange = await upstream.send("/chat/completions", body, {}, True)
         assert exchange._frames.__name__ == "wrapped"  # type: ignore[union-attr]
         raw = await exchange.read()
+        await upstream.aclose()
         assert raw.endswith(b"data: [DONE]\n\n")
         return [json.loads(event[6:]) for event in raw.split(b"\n\n") if event.startswith(b"data: {")]
 
@@ -454,7 +470,7 @@ def test_streams_the_adapter_does_not_read_go_through_litellms_wrapper(loop: Loo
 
 
 def test_errors_from_chunks_are_only_cuts(loop: Loop) -> None:
-    exchange = litellm_adapter.EventStream("up", _failing(), _nothing)
+    exchange = litellm_adapter.EventStream("up", _failing(), _nothing, litellm_adapter.Lifetimes())
 
     async def read() -> None:
         async for _ in exchange.chunks():
@@ -467,7 +483,9 @@ def test_errors_from_chunks_are_only_cuts(loop: Loop) -> None:
 
 async def _failing() -> Any:
     yield b"data: {}\n\n"
-    raise litellm_adapter.llm_errors.RateLimitError("slow down", "anthropic", "claude")
+    from litellm import exceptions
+
+    raise exceptions.RateLimitError("slow down", "anthropic", "claude")
 
 
 async def _nothing() -> None:
@@ -538,7 +556,7 @@ print(loaded)
     assert run_python(code, str(tmp_path)) == "[]"
 
 
-def test_importing_the_adapter_reaches_no_network_and_sets_no_callbacks() -> None:
+def test_the_adapter_imports_litellm_at_first_use_offline_and_sets_no_callbacks() -> None:
     code = """
 import json, os, socket
 attempts = []
@@ -548,16 +566,20 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.getaddrinfo = refuse
+import sys
+environment = dict(os.environ)
 from gateway.upstreams import litellm_adapter
-import litellm
+imported = {"litellm": "litellm" in sys.modules, "environment": dict(os.environ) != environment}
 assert litellm_adapter.knows("anthropic") and litellm_adapter.price("anthropic", "claude-sonnet-4-5")
+import litellm
 callbacks = [litellm.callbacks, litellm.success_callback, litellm.failure_callback, litellm.input_callback,
              litellm._async_success_callback, litellm._async_failure_callback]
-print(json.dumps({"attempts": attempts, "callbacks": sum(len(c) for c in callbacks),
+print(json.dumps({"attempts": attempts, "callbacks": sum(len(c) for c in callbacks), "at_import": imported,
                   "local_cost_map": os.environ["LITELLM_LOCAL_MODEL_COST_MAP"]}))
 """
     report = json.loads(run_python(code))
-    assert report == {"attempts": [], "callbacks": 0, "local_cost_map": "True"}
+    assert report == {"attempts": [], "callbacks": 0, "at_import": {"litellm": False, "environment": False},
+                      "local_cost_map": "True"}
 
 
 def test_no_other_module_imports_litellm() -> None:
