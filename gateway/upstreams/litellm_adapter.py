@@ -330,6 +330,7 @@ class LitellmUpstream:
         self._transport = BoundedTransport(name, spec.limits)
         self._http = AsyncHTTPHandler(timeout=self._timeout, transport=self._transport, follow_redirects=False)
         self._lifetimes = Lifetimes()
+        self.closed = False
 
     def encode(self, body: Mapping[str, Any], stream: bool) -> Prepared:
         """The OpenAI request with this upstream's model, and stream usage asked for; send translates it."""
@@ -442,6 +443,7 @@ class LitellmUpstream:
         finally:
             await self._http.client.aclose()
             await self._transport.close_pool()
+            self.closed = True
 
 
 def _discard(task: asyncio.Task[Answer | EventStream]) -> None:

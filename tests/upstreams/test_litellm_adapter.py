@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import re
 import subprocess
@@ -14,6 +16,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from gateway.routing.policy.schema import Resilience, Upstream
@@ -23,8 +26,9 @@ from gateway.tools.cli import main
 from gateway.tools.standin import Fault as StandInFault
 from gateway.tools.standin import StandIn
 from gateway.upstreams import litellm_adapter
-from gateway.upstreams.litellm_adapter import AnthropicFrames, LitellmUpstream, knows, price
-from tests.conftest import Loop, upstream_spec, write_policy
+from gateway.upstreams.litellm_adapter import LitellmUpstream, knows, price
+from gateway.upstreams.translate import DONE, AnthropicFrames
+from tests.conftest import Loop, upstream_spec, wait_for, write_policy
 from tests.upstreams.fake_providers import Fake, FakeAnthropic, FakeGemini, Fault
 
 # litellm silences these pydantic warnings process-wide at import; pytest's "error" filter would revive them
@@ -385,6 +389,57 @@ def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, adapte
     with pytest.raises(UpstreamTimeout):
         loop.run(exchange_text(upstream, stream))
     assert time.monotonic() - started < 1.5
+
+
+def test_a_try_given_up_before_it_is_sent_never_reaches_the_upstream_and_leaves_nothing_unawaited(
+        loop: Loop, adapter: Make) -> None:
+    server = FakeAnthropic("anthropic")
+    upstream = adapter(loop.serve(server).url, per_try_timeout_s=0.001)  # passes while litellm translates
+
+    async def given_up() -> None:
+        with pytest.raises(UpstreamTimeout):
+            await exchange_text(upstream, False)
+        await upstream.aclose()  # returns once the given-up call has ended, refused by the transport
+        await asyncio.get_running_loop().shutdown_default_executor()  # litellm's translating thread is done
+
+    loop.run(given_up())
+    gc.collect()  # a coroutine dropped unawaited would warn now, and pytest's warnings are errors
+    assert server.seen == []
+
+
+def test_an_adapter_closes_its_client_only_once_its_open_stream_ends(loop: Loop, adapter: Make) -> None:
+    upstream = adapter(loop.serve(FakeAnthropic("anthropic")).url)
+
+    async def stream_while_closing() -> tuple[bool, bytes, bool]:
+        exchange = await upstream.send("/chat/completions", upstream.encode({"messages": HI}, True), {}, True)
+        closing = asyncio.create_task(upstream.aclose())
+        text = b"".join([chunk async for chunk in exchange.chunks()])  # read while aclose waits
+        before = upstream.closed
+        await asyncio.wait_for(closing, 10)
+        return before, text, upstream.closed
+
+    before, text, after = loop.run(stream_while_closing())
+    assert text.endswith(DONE)
+    assert (before, after) == (False, True)
+
+
+def test_a_reload_closes_the_old_translated_clients(loop: Loop, tmp_path: Path) -> None:
+    server = FakeAnthropic("anthropic")
+    path = write_policy(tmp_path, {"anthropic": anthropic_spec(loop.serve(server).url)},
+                        {"chat": {"candidates": ["anthropic"]}})
+    gateway = Gateway(Settings(policy=str(path)))
+    client = loop.client(loop.serve(gateway).url + "/v1")
+    assert client.chat.completions.create(model="chat", messages=HI).choices[0].message.content
+    assert gateway.runtime is not None
+    assert gateway.reloader is not None
+    old = gateway.runtime.upstreams["anthropic"]
+    doc = yaml.safe_load(path.read_text())
+    doc["models"]["chat"]["default_max_tokens"] = 64
+    path.write_text(yaml.safe_dump(doc))
+    loop.loop.call_soon_threadsafe(gateway.reloader.request)
+    wait_for(lambda: isinstance(old, LitellmUpstream) and old.closed, what="the old client closed")
+    assert client.chat.completions.create(model="chat", messages=HI).choices[0].message.content
+    assert len(server.seen) == 2
 
 
 def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop, adapter: Make) -> None:
