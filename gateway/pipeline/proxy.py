@@ -53,6 +53,7 @@ from gateway.serving.runtime import Runtime
 from gateway.state.base import NANO, WINDOWS, Admission, Backend, Charge, Limits, to_nano
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
+from gateway.state.redis import RedisBackend
 from gateway.upstreams.base import Client, Exchange
 
 ENDPOINTS = {
@@ -87,7 +88,8 @@ class Proxy:
         self._refreshed = 0.0
         self._id_prefix = os.urandom(8).hex()  # unique per process; a counter makes each reservation's id unique
         self._reservations = itertools.count(1)
-        self.holders = Holders()  # which upstream holds each response id, for previous_response_id
+        shared = ledger.backend if isinstance(ledger.backend, RedisBackend) else None
+        self.holders = Holders(shared)  # which upstream holds each response id, for previous_response_id
 
     def _reservation_id(self) -> str:
         """An id no other reservation of any replica has (unlike request ids, which clients may choose)."""
@@ -146,7 +148,7 @@ class Proxy:
         if features.stream and endpoint not in STREAMABLE:
             raise InvalidRequest(f"'stream' is not supported on {path}", param="stream")
         live = self._live(runtime)
-        decision = self._pinned(decide(policy, features, live), body)
+        decision = await self._pinned(decide(policy, features, live), body)
         done.candidates, done.excluded = decision.candidates, decision.excluded
         limits = accounting.limits_for(policy, features, decision.candidates)
         if not limits.empty:
@@ -174,9 +176,9 @@ class Proxy:
             await self._settle(policy, limits, done)
             self._count_spill(policy, done)
 
-    def _pinned(self, decision: Decision, body: dict[str, Any]) -> Decision:
+    async def _pinned(self, decision: Decision, body: dict[str, Any]) -> Decision:
         """decision, narrowed to the upstream holding a Responses API follow-up's previous response."""
-        return self.holders.pin(decision, body) if "previous_response_id" in body else decision
+        return await self.holders.pin(decision, body) if "previous_response_id" in body else decision
 
     async def _admit(self, policy: Policy, features: Features, live: Live, decision: Decision, limits: Limits,
                      done: _Done, body: dict[str, Any]) -> tuple[Decision, Limits]:
@@ -192,8 +194,8 @@ class Proxy:
                 self.metrics.count(self.metrics.budget_exhausted, features.tenant, "reject")
                 raise budget_exhausted(features.tenant, admission, limits, now)
             self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
-            decision = self._pinned(decide(policy, features, live, only=frozenset(budget.when_exhausted.route_to)),
-                                    body)
+            only = frozenset(budget.when_exhausted.route_to)
+            decision = await self._pinned(decide(policy, features, live, only=only), body)
             limits = replace(limits, budgets=(), cost=0)
             if limits.empty:
                 return decision, limits
@@ -237,7 +239,7 @@ class Proxy:
             return
         done.served_by(upstream)
         if request.path == "/responses":
-            self.holders.remember(response_id(data), upstream.name)
+            await self.holders.remember(response_id(data), upstream.name)
         usage, cost = accounting.settle(self.metrics, runtime.policy, done.tenant, upstream.name,
                                         accounting.Usage.of_body(data), done.n)
         done.charge(usage, cost)
@@ -271,7 +273,7 @@ class Proxy:
                                code="shutting_down") from None
         done.served_by(upstream)
         if request.path == "/responses":
-            self.holders.remember(streamed_response_id(opened.first), upstream.name)
+            await self.holders.remember(streamed_response_id(opened.first), upstream.name)
         done.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *done.tell()]})
         ttft = time.perf_counter() - started
