@@ -125,7 +125,9 @@ async def adapter_run(url: str, streams: int, rounds: int, wrapper: bool) -> tup
     await asyncio.gather(*(one() for _ in range(min(streams, 8))))  # warm up: lazy imports, connections
     cpu = time.process_time()
     frames = sum(await asyncio.gather(*(worker() for _ in range(streams))))
-    return frames, time.process_time() - cpu
+    spent = time.process_time() - cpu
+    await upstream.aclose()
+    return frames, spent
 
 
 def bench_adapter(args: argparse.Namespace) -> dict[str, Any]:

@@ -327,7 +327,8 @@ class LitellmUpstream:
         self._try_timeout = timeouts.per_try_s
         self._timeout = httpx.Timeout(timeouts.per_try_s, connect=timeouts.connect_s)
         self._stream_timeout = httpx.Timeout(timeouts.stream_idle_s, connect=timeouts.connect_s)
-        self._transport = BoundedTransport(name, spec.limits)
+        pool = AsyncHTTPHandler.create_async_transport()  # litellm's own choice: aiohttp unless it is turned off
+        self._transport = BoundedTransport(name, spec.limits, pool or httpx.AsyncHTTPTransport())
         self._http = AsyncHTTPHandler(timeout=self._timeout, transport=self._transport, follow_redirects=False)
         self._lifetimes = Lifetimes()
         self.closed = False

@@ -62,12 +62,13 @@ class BoundedStream(httpx.AsyncByteStream):
 
 
 class BoundedTransport(httpx.AsyncBaseTransport):
-    """Sends over its own connection pool; closed by its owner (close_pool), never by the httpx clients over it."""
+    """Sends through pool (a transport of its own); closed by its owner (close_pool), never by the httpx clients
+    over it."""
 
-    def __init__(self, upstream: str, limits: Limits) -> None:
+    def __init__(self, upstream: str, limits: Limits, pool: httpx.AsyncBaseTransport) -> None:
         self.upstream = upstream
         self.limits = limits
-        self._pool = httpx.AsyncHTTPTransport()
+        self._pool = pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         attempt = ATTEMPT.get()
