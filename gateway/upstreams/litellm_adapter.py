@@ -15,17 +15,17 @@ import contextvars
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Coroutine, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.errors import UpstreamCut, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from gateway.upstreams.answers import Answer, EventStream, Lifetimes
 from gateway.upstreams.spec import UpstreamSpec
 from gateway.upstreams.translate import (
-    EVENT_STREAM,
     AnthropicFrames,
     Frames,
     GeminiFrames,
@@ -109,6 +109,11 @@ def litellm_errors(upstream: str, streaming: bool = False) -> Iterator[None]:
         raise error from exc
 
 
+def stream_errors(upstream: str) -> AbstractContextManager[None]:
+    """litellm_errors for a stream being read: every failure a cut or a timeout."""
+    return litellm_errors(upstream, streaming=True)
+
+
 def upstream_error(upstream: str, exc: BaseException) -> UpstreamError:
     """The gateway error for one exception from litellm, its provider code or its HTTP client; the transport's
     own (a redirect, an answer over a limit) as it raised it, under whatever litellm wrapped it in."""
@@ -179,44 +184,6 @@ def _retry_after(exc: BaseException) -> str | None:
     return None
 
 
-# -- exchanges -----------------------------------------------------------------------------------------------
-
-
-class Lifetimes:
-    """What one client has open: exchanges not yet closed and calls given up on; idle once none is left."""
-
-    def __init__(self) -> None:
-        self.open = 0
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    def opened(self) -> None:
-        self.open += 1
-        self.idle.clear()
-
-    def closed(self) -> None:
-        self.open -= 1
-        self._check()
-
-    def keep(self, task: asyncio.Task[Any], ended: Callable[[asyncio.Task[Any]], None] | None = None) -> None:
-        """Hold task until it ends (the loop holds tasks weakly), then hand it to ended."""
-        self.tasks.add(task)
-        self.idle.clear()
-
-        def done(finished: asyncio.Task[Any]) -> None:
-            self.tasks.discard(finished)
-            if ended is not None:
-                ended(finished)
-            self._check()
-
-        task.add_done_callback(done)
-
-    def _check(self) -> None:
-        if not self.open and not self.tasks:
-            self.idle.set()
-
-
 class Prepared(bytes):
     """The request as JSON, whose size the dispatcher's small-request rule reads, carrying litellm's arguments made
     from the same mapping: send hands litellm those, never a parse of these bytes."""
@@ -230,80 +197,6 @@ class Prepared(bytes):
         prepared.params = params
         prepared.include_usage = include_usage
         return prepared
-
-
-class Answer:
-    """A whole chat.completion, already translated."""
-
-    __slots__ = ("_body", "content_type", "status", "upstream")
-
-    def __init__(self, upstream: str, body: bytes) -> None:
-        self.upstream = upstream
-        self.status = 200
-        self.content_type = JSON
-        self._body = body
-
-
-    async def read(self) -> bytes:
-        return self._body
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield self._body
-
-    def retry_after(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        """Nothing to release: litellm read the body whole."""
-
-
-class EventStream:
-    """A stream translated to OpenAI server-sent events as it arrives; open in its client's Lifetimes until closed."""
-
-    __slots__ = ("_aclose", "_frames", "_lifetimes", "_open", "content_type", "status", "upstream")
-
-    def __init__(self, upstream: str, frames: AsyncIterator[bytes], aclose: Callable[[], Awaitable[Any]],
-                 lifetimes: Lifetimes) -> None:
-        self.upstream = upstream
-        self.status = 200
-        self.content_type = EVENT_STREAM
-        self._frames = frames
-        self._aclose = aclose
-        self._lifetimes = lifetimes
-        self._open = True
-        lifetimes.opened()
-
-
-    async def read(self) -> bytes:
-        return b"".join([frame async for frame in self.chunks()])
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            with litellm_errors(self.upstream, streaming=True):
-                async for frame in self._frames:
-                    yield frame
-        finally:
-            if self._open:
-                self._open = False
-                await _quietly(self._aclose)
-                self._lifetimes.closed()
-
-    def retry_after(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        """Close the upstream response unless the stream ran to its end, so the provider sees us go."""
-        if self._open:
-            self._open = False
-            self._lifetimes.keep(asyncio.get_running_loop().create_task(_quietly(self._aclose)))
-            self._lifetimes.closed()
-
-
-async def _quietly(aclose: Callable[[], Awaitable[Any]]) -> None:
-    try:
-        await aclose()
-    except Exception:  # the connection is being dropped anyway
-        return
 
 
 # -- the client --------------------------------------------------------------------------------------------------
@@ -411,9 +304,9 @@ class LitellmUpstream:
         frames = self._frames(source, include_usage)
         if frames is not None and isinstance(response, httpx.Response):
             events = translated(response, frames, self.spec.limits.sse_event_bytes)
-            return EventStream(self.name, events, response.aclose, self._lifetimes)
+            return EventStream(self.name, events, response.aclose, self._lifetimes, stream_errors)
         first = await anext(stream, None)
-        return EventStream(self.name, wrapped(first, stream), stream.aclose, self._lifetimes)
+        return EventStream(self.name, wrapped(first, stream), stream.aclose, self._lifetimes, stream_errors)
 
     async def _source(self, stream: Any) -> Any:
         """The provider-level iterator under litellm's wrapper; some providers only send the request now."""

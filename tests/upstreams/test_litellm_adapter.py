@@ -26,6 +26,7 @@ from gateway.tools.cli import main
 from gateway.tools.standin import Fault as StandInFault
 from gateway.tools.standin import StandIn
 from gateway.upstreams import litellm_adapter
+from gateway.upstreams.answers import EventStream, Lifetimes
 from gateway.upstreams.litellm_adapter import LitellmUpstream, knows, price
 from gateway.upstreams.translate import DONE, AnthropicFrames
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
@@ -525,7 +526,7 @@ def test_streams_the_adapter_does_not_read_go_through_litellms_wrapper(loop: Loo
 
 
 def test_errors_from_chunks_are_only_cuts(loop: Loop) -> None:
-    exchange = litellm_adapter.EventStream("up", _failing(), _nothing, litellm_adapter.Lifetimes())
+    exchange = EventStream("up", _failing(), _nothing, Lifetimes(), litellm_adapter.stream_errors)
 
     async def read() -> None:
         async for _ in exchange.chunks():
