@@ -189,13 +189,11 @@ class Prepared(bytes):
     from the same mapping: send hands litellm those, never a parse of these bytes."""
 
     params: dict[str, Any]
-    include_usage: bool
 
     @classmethod
-    def of(cls, data: bytes, params: dict[str, Any], include_usage: bool) -> Prepared:
+    def of(cls, data: bytes, params: dict[str, Any]) -> Prepared:
         prepared = cls(data)
         prepared.params = params
-        prepared.include_usage = include_usage
         return prepared
 
 
@@ -227,14 +225,14 @@ class LitellmUpstream:
         self.closed = False
 
     def encode(self, body: Mapping[str, Any], stream: bool) -> Prepared:
-        """The OpenAI request with this upstream's model, and stream usage asked for; send translates it."""
+        """The OpenAI request with this upstream's model, and stream usage asked for (the gateway bills it, and
+        strips it again when the client did not ask); send translates it."""
         rewritten = {**body, "model": self.spec.model}
         if stream:
             options = body.get("stream_options")
             rewritten["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         params = {key: value for key, value in rewritten.items() if key in CHAT_PARAMS}
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return Prepared.of(orjson.dumps(rewritten), params, include_usage)
+        return Prepared.of(orjson.dumps(rewritten), params)
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str],
                    stream: bool) -> Answer | EventStream:
@@ -248,7 +246,7 @@ class LitellmUpstream:
         extra = {k: v for k, v in client_headers.items() if k in self._forward}
         if extra:
             params["extra_headers"] = extra
-        call = self._open(params, prepared.include_usage) if stream else self._answer(params)
+        call = self._open(params) if stream else self._answer(params)
         self._lifetimes.opened()
         try:
             with litellm_errors(self.name):
@@ -295,13 +293,13 @@ class LitellmUpstream:
             return await litellm.acompletion(model=self._model, api_key=self.spec.key, api_base=self.spec.base_url,
                                              drop_params=True, max_retries=0, client=self._http, **options, **params)
 
-    async def _open(self, params: dict[str, Any], include_usage: bool) -> EventStream:
+    async def _open(self, params: dict[str, Any]) -> EventStream:
         """Start a stream: read the provider's events ourselves when we know them, else through litellm's wrapper."""
         stream = await self._call(params, stream=True, timeout=self._stream_timeout)
         source = await self._source(stream)
         # The provider iterator keeps litellm's httpx response; its body has not been read yet.
         response = getattr(source, "_response", None) or getattr(source, "response", None)
-        frames = self._frames(source, include_usage)
+        frames = self._frames(source, include_usage=True)  # asked for in encode, whatever the client asked
         if frames is not None and isinstance(response, httpx.Response):
             events = translated(response, frames, self.spec.limits.sse_event_bytes)
             return EventStream(self.name, events, response.aclose, self._lifetimes, stream_errors)

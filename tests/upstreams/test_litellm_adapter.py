@@ -443,6 +443,16 @@ def test_a_reload_closes_the_old_translated_clients(loop: Loop, tmp_path: Path) 
     assert len(server.seen) == 2
 
 
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_a_stream_always_ends_with_usage_for_the_gateway_to_bill(loop: Loop, adapter: Make, kind: str) -> None:
+    server = FakeAnthropic("anthropic") if kind == "anthropic" else FakeGemini("gemini")
+    upstream = adapter(loop.serve(server).url, kind)
+    text = loop.run(exchange_text(upstream, True))  # the client asked for no usage
+    usage = [json.loads(line[6:])["usage"] for line in text.split(b"\n\n") if b'"usage"' in line]
+    assert usage[-1]["completion_tokens"] > 0
+    assert text.endswith(DONE)
+
+
 def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop, adapter: Make) -> None:
     server = FakeAnthropic("anthropic")
     server.faults.append(Fault(cut_after=2))
