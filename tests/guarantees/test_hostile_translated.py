@@ -62,6 +62,7 @@ class Translated:
     """A gateway in front of fault servers that the policy names as Anthropic upstreams (route = upstream name)."""
 
     client: openai.OpenAI
+    url: str
     servers: dict[str, FaultServer]
 
     def fails(self, route: str, **extra: Any) -> tuple[int, str]:
@@ -80,7 +81,8 @@ def translated(loop: Loop, tmp_path: Path) -> Iterator[Translated]:
     path = write_policy(tmp_path, specs, {name: {"candidates": [name]} for name in HOSTILE},
                         resilience={"attempts_per_upstream": 2})
     try:
-        yield Translated(loop.client(loop.serve(Gateway(Settings(policy=str(path)))).url + "/v1"), servers)
+        url = loop.serve(Gateway(Settings(policy=str(path)))).url
+        yield Translated(loop.client(url + "/v1"), url, servers)
     finally:
         for server in servers.values():
             loop.run(server.stop())
@@ -97,6 +99,8 @@ def test_a_translated_redirect_is_an_upstream_error_and_nothing_reaches_its_loca
     assert "redirect: redirect" in message
     assert translated.servers["redirect"].count == 1  # a redirect is not asked again
     assert elsewhere.count == 0
+    metrics = httpx.get(translated.url + "/metrics").text
+    assert 'switchyard_upstream_errors_total{reason="redirect",upstream="redirect"} 1.0' in metrics
 
 
 def test_a_translated_body_over_the_limit_fails_the_attempt(translated: Translated) -> None:
