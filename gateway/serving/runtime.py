@@ -39,7 +39,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Close every client's own connections, each once nothing it sent is still open."""
-        await asyncio.gather(*(client.aclose() for client in self.upstreams.values()))
+        # one client failing to close does not keep the others open; its connections are being dropped anyway
+        await asyncio.gather(*(client.aclose() for client in self.upstreams.values()), return_exceptions=True)
 
 
 def client_spec(upstream: Upstream, resilience: Resilience) -> UpstreamSpec:
