@@ -453,6 +453,20 @@ def test_a_stream_always_ends_with_usage_for_the_gateway_to_bill(loop: Loop, ada
     assert text.endswith(DONE)
 
 
+def test_shutdown_closes_the_translated_clients(loop: Loop, tmp_path: Path) -> None:
+    path = write_policy(tmp_path, {"anthropic": anthropic_spec(loop.serve(FakeAnthropic("anthropic")).url)},
+                        {"chat": {"candidates": ["anthropic"]}})
+    gateway = Gateway(Settings(policy=str(path)))
+    served = loop.serve(gateway)
+    assert loop.client(served.url + "/v1").chat.completions.create(model="chat", messages=HI).choices
+    assert gateway.runtime is not None
+    upstream = gateway.runtime.upstreams["anthropic"]
+    assert isinstance(upstream, LitellmUpstream)
+    assert not upstream.closed
+    loop.stop(served)
+    assert upstream.closed
+
+
 def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop, adapter: Make) -> None:
     server = FakeAnthropic("anthropic")
     server.faults.append(Fault(cut_after=2))
