@@ -301,7 +301,7 @@ class LitellmUpstream:
         response = getattr(source, "_response", None) or getattr(source, "response", None)
         frames = self._frames(source, include_usage=True)  # asked for in encode, whatever the client asked
         if frames is not None and isinstance(response, httpx.Response):
-            events = translated(response, frames, self.spec.limits.sse_event_bytes)
+            events = translated(response, frames, self.spec.limits)
             return EventStream(self.name, events, response.aclose, self._lifetimes, stream_errors)
         first = await anext(stream, None)
         return EventStream(self.name, wrapped(first, stream), stream.aclose, self._lifetimes, stream_errors)

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.errors import UpstreamCut, UpstreamTooLarge
+from gateway.errors import UpstreamCut
+from gateway.upstreams import bounded
+from gateway.upstreams.spec import Limits
 
 EVENT_STREAM = b"text/event-stream"
 DONE = b"data: [DONE]\n\n"
@@ -203,19 +205,13 @@ class GeminiFrames(Frames):
                            int(usage.get("cachedContentTokenCount", 0)))
 
 
-async def translated(response: httpx.Response, frames: Frames, line_bytes: int) -> AsyncIterator[bytes]:
-    """Cut the provider's body into data lines, and yield the OpenAI events they make, one batch per read; a line
-    still unfinished past line_bytes fails (the body's own size is bounded where it is read)."""
-    pending = b""
+async def translated(response: httpx.Response, frames: Frames, limits: Limits) -> AsyncIterator[bytes]:
+    """Cut the provider's body into whole events (one past sse_event_bytes fails), and yield the OpenAI events
+    their data lines make, one batch per read."""
     event = frames.event
-    async for chunk in response.aiter_bytes():
-        data = pending + chunk if pending else chunk
-        end = data.rfind(b"\n") + 1
-        pending = data[end:]
-        if len(pending) > line_bytes:
-            raise UpstreamTooLarge(frames.upstream, "event", line_bytes)
-        out = b"".join([event(orjson.loads(line[5:])) for line in data[:end].split(b"\n")
-                        if line.startswith(b"data:")])
+    async for piece in bounded.events(frames.upstream, response.aiter_bytes(), None, limits):
+        lines = piece[:piece.rfind(b"\n") + 1].split(b"\n")  # an unfinished last line (the body's end) is dropped
+        out = b"".join([event(orjson.loads(line[5:])) for line in lines if line.startswith(b"data:")])
         if out:
             yield out
     tail = frames.end()

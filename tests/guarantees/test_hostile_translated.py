@@ -129,7 +129,7 @@ def test_a_translated_gzip_bomb_fails_at_the_decompressed_limit(translated: Tran
     assert "flood: decompressed_body_too_large" in message
 
 
-def test_a_translated_stream_line_over_the_event_limit_fails_the_attempt(translated: Translated) -> None:
+def test_a_translated_stream_event_over_the_event_limit_fails_the_attempt(translated: Translated) -> None:
     flood = translated.servers["flood"]
     head = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "'
     flood.script.append(Flood(64 * MIB, content_type="text/event-stream", head=head))
