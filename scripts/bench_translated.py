@@ -100,11 +100,13 @@ def fake(chunks: int) -> Iterator[str]:
 
 async def adapter_run(url: str, streams: int, rounds: int, wrapper: bool) -> tuple[int, float]:
     """Frames received and process CPU seconds for streams x rounds streams through LitellmUpstream."""
-    from gateway.routing.policy.schema import Resilience, Upstream
-    from gateway.upstreams.litellm_adapter import LitellmUpstream
+    from pydantic import SecretStr
 
-    spec = Upstream(kind="anthropic", model="claude-sonnet-4-5", base_url=url, api_key="test")
-    upstream = LitellmUpstream("anthropic", spec, Resilience())
+    from gateway.upstreams.litellm_adapter import LitellmUpstream
+    from gateway.upstreams.spec import UpstreamSpec
+
+    spec = UpstreamSpec(kind="anthropic", model="claude-sonnet-4-5", base_url=url, api_key=SecretStr("test"))
+    upstream = LitellmUpstream("anthropic", spec)
     if wrapper:
         upstream._frames = lambda source, include_usage: None  # type: ignore[method-assign]
     body = upstream.encode({"model": "bench", "messages": HI}, True)
@@ -123,7 +125,9 @@ async def adapter_run(url: str, streams: int, rounds: int, wrapper: bool) -> tup
     await asyncio.gather(*(one() for _ in range(min(streams, 8))))  # warm up: lazy imports, connections
     cpu = time.process_time()
     frames = sum(await asyncio.gather(*(worker() for _ in range(streams))))
-    return frames, time.process_time() - cpu
+    spent = time.process_time() - cpu
+    await upstream.aclose()
+    return frames, spent
 
 
 def bench_adapter(args: argparse.Namespace) -> dict[str, Any]:

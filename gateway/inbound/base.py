@@ -110,7 +110,7 @@ class Inbound(ABC):
     def parse(self, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str]) -> Call:
         """The request, read from its body; InvalidRequest when it is not one this format accepts."""
 
-    def pin(self, call: Call, decision: Decision) -> Decision:
+    async def pin(self, call: Call, decision: Decision) -> Decision:
         """decision, narrowed by what this format remembers of earlier requests."""
         return decision
 
@@ -118,7 +118,7 @@ class Inbound(ABC):
         """The upstream path and body for the candidates (every one is sent the same)."""
         return call.endpoint.upstream_path, call.body
 
-    def answer(self, call: Call, upstream: Client, data: bytes) -> bytes:
+    async def answer(self, call: Call, upstream: Client, data: bytes) -> bytes:
         """The client's answer, from the whole answer upstream gave."""
         return data
 
@@ -127,7 +127,7 @@ class Inbound(ABC):
         return Usage.of_body(data)
 
     @abstractmethod
-    def events(self, call: Call, upstream: Client, first: bytes) -> Events:
+    async def events(self, call: Call, upstream: Client, first: bytes) -> Events:
         """How the events of a stream from upstream, starting with first, reach the client."""
 
     def upstream_error(self, call: Call, error: UpstreamStatus, body: bytes) -> Reply:

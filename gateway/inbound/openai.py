@@ -16,7 +16,7 @@ from gateway.asgi import JSON, Headers, Message, Send, parse_object
 from gateway.delivery.sse import error_event, response_failed
 from gateway.errors import GatewayError, NoCandidate, RateLimited
 from gateway.inbound.base import Call, Endpoint, Events, Inbound, Reply
-from gateway.inbound.responses import Holders, response_id, streamed_response_id
+from gateway.inbound.responses import Holders, Shared, response_id, streamed_response_id
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client
@@ -35,8 +35,8 @@ class OpenAIInbound(Inbound):
 
     endpoints = ENDPOINTS
 
-    def __init__(self) -> None:
-        self.holders = Holders()
+    def __init__(self, shared: Shared | None = None) -> None:
+        self.holders = Holders(shared)
 
     def credential(self, headers: Mapping[str, str]) -> str:
         """The key of `Authorization: Bearer <key>`."""
@@ -47,20 +47,20 @@ class OpenAIInbound(Inbound):
         body = parse_object(raw)
         return Call(endpoint, body, body)
 
-    def pin(self, call: Call, decision: Decision) -> Decision:
+    async def pin(self, call: Call, decision: Decision) -> Decision:
         """A Responses API follow-up goes to the upstream holding its previous response."""
-        return self.holders.pin(decision, call.body) if "previous_response_id" in call.body else decision
+        return await self.holders.pin(decision, call.body) if "previous_response_id" in call.body else decision
 
-    def answer(self, call: Call, upstream: Client, data: bytes) -> bytes:
+    async def answer(self, call: Call, upstream: Client, data: bytes) -> bytes:
         """The answer as it came; a Responses API answer's id is remembered as upstream's."""
         if call.endpoint.name == "responses":
-            self.holders.remember(response_id(data), upstream.name)
+            await self.holders.remember(response_id(data), upstream.name)
         return data
 
-    def events(self, call: Call, upstream: Client, first: bytes) -> Events:
+    async def events(self, call: Call, upstream: Client, first: bytes) -> Events:
         """Events as they came; a Responses API stream's id is remembered as upstream's."""
         if call.endpoint.name == "responses":
-            self.holders.remember(streamed_response_id(first), upstream.name)
+            await self.holders.remember(streamed_response_id(first), upstream.name)
             return ResponsesEvents(first)
         return CHAT_EVENTS
 

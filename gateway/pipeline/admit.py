@@ -57,7 +57,7 @@ class Admitter:
         """The decision for a request, admitted against its limits (degraded when a budget says so)."""
         policy, features = runtime.policy, taken.features
         live = self._live(runtime)
-        decision = inbound.pin(taken.call, decide(policy, features, live))
+        decision = await inbound.pin(taken.call, decide(policy, features, live))
         record.candidates, record.excluded = decision.candidates, decision.excluded
         limits = accounting.limits_for(policy, features, decision.candidates)
         if not limits.empty:
@@ -94,7 +94,7 @@ class Admitter:
                 raise budget_exhausted(features.tenant, admission, limits, now)
             self.metrics.count(self.metrics.budget_exhausted, features.tenant, "route_to")
             only = frozenset(budget.when_exhausted.route_to)
-            decision = inbound.pin(taken.call, decide(policy, features, live, only=only))
+            decision = await inbound.pin(taken.call, decide(policy, features, live, only=only))
             limits = replace(limits, budgets=(), cost=0)
             if limits.empty:
                 return decision, limits

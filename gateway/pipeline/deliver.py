@@ -72,7 +72,7 @@ class Deliverer:
             await self._pass_error(d, exc)
             return
         d.record.served_by(upstream)
-        answer = d.inbound.answer(d.call, upstream, data)
+        answer = await d.inbound.answer(d.call, upstream, data)
         usage, cost = accounting.settle(self.metrics, d.runtime.policy, d.record.tenant, upstream.name,
                                         d.inbound.usage(d.call, data), d.record.n)
         d.record.charge(usage, cost)
@@ -89,7 +89,7 @@ class Deliverer:
             return
         upstream, opened = found
         record.served_by(upstream)
-        events = d.inbound.events(d.call, upstream, opened.first)
+        events = await d.inbound.events(d.call, upstream, opened.first)
         record.status = 200
         await d.send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *record.tell()]})
         self.metrics.observe(self.metrics.ttft, time.perf_counter() - started, record.route, upstream.name)

@@ -51,7 +51,7 @@ class Components:
                                  settings.max_body_bytes)
         self.capacity = self.pipeline.capacity
         self.admin = Admin(self.ledger, settings.admin_key)
-        self.openai = OpenAIInbound()
+        self.openai = OpenAIInbound(backend if isinstance(backend, RedisBackend) else None)
         self.inbounds = by_path(self.openai)  # a new inbound format is registered here
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None

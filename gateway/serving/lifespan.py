@@ -18,6 +18,7 @@ from gateway.state.circuits import CLOSED, STATE_NAMES
 from gateway.upstreams.openai import new_session
 
 METRICS_FLUSH_S = 1.0
+CLIENTS_CLOSE_S = 2.0  # at shutdown, how long upstream clients wait for exchanges still open before closing anyway
 STATE_VALUES = {name: value for value, name in STATE_NAMES.items()}
 logger = logging.getLogger("switchyard.app")
 
@@ -26,11 +27,15 @@ logger = logging.getLogger("switchyard.app")
 async def lifespan(parts: Components) -> AsyncIterator[None]:
     """Serve parts' policy (and each reload of it) until the server stops, with the tasks that keep it."""
     session = new_session()
+    retired: set[asyncio.Task[None]] = set()  # old runtimes, each closing once its open exchanges end
 
     def apply(policy: Policy) -> None:
         warn_of_public_keys(policy)
         parts.policy = policy
-        parts.runtime = Runtime.build(policy, session)
+        old, parts.runtime = parts.runtime, Runtime.build(policy, session)
+        if old is not None:
+            retired.add(task := asyncio.create_task(old.aclose()))
+            task.add_done_callback(retired.discard)
         logs.adopt_foreign_loggers()  # building an upstream client may have imported litellm just now
         parts.metrics.set_policy(policy.hash)
         parts.capacity.start(policy, session)
@@ -51,10 +56,22 @@ async def lifespan(parts: Components) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
         await parts.capacity.close()
         parts.audit.close()
+        if parts.runtime is not None:
+            retired.add(asyncio.create_task(parts.runtime.aclose()))
         parts.runtime = None
+        await _closed(retired, CLIENTS_CLOSE_S)
         parts.reloader = None
         await session.close()
         await parts.ledger.backend.close()
+
+
+async def _closed(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Wait for tasks to end; cancel those still running after timeout_s (a client then closes at once)."""
+    if tasks:
+        _, pending = await asyncio.wait(list(tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _flush_metrics(parts: Components) -> None:

@@ -485,6 +485,24 @@ class RedisBackend:
                 row[{"c": "cost", "t": "tokens", "n": "requests"}[kind]] = value
         return found
 
+    async def put(self, key: str, value: str, ttl_s: int) -> None:
+        """Set key to value for ttl_s seconds (a Responses API follow-up's upstream, for every replica)."""
+        await self._command(["SET", key, value, "EX", ttl_s])
+
+    async def get(self, key: str) -> str | None:
+        """The value of key, or None."""
+        value = await self._command(["GET", key])
+        return None if value is None else _text(value)
+
+    async def _command(self, command: list[str | int]) -> Any:
+        """One command's reply, within the call timeout; StateError when it fails."""
+        with redis_errors():
+            async with asyncio.timeout(self._timeout_s * 2):
+                reply = (await self._client.execute([command]))[0]
+        if isinstance(reply, Exception):
+            raise StateError(f"redis: {reply}")
+        return reply
+
     async def close(self) -> None:
         if self._queue or self._pending:
             with contextlib.suppress(StateError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from gateway.routing.policy.schema import Upstream as UpstreamSpec
+from gateway.upstreams.spec import UpstreamSpec
 
 
 class Exchange(Protocol):
@@ -43,7 +43,10 @@ class Client(Protocol):
     spec: UpstreamSpec
 
     def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:
-        """The request body for this upstream, from the client's OpenAI request."""
+        """The request body for this upstream, from the client's OpenAI request; made once for all its tries."""
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
         """Send a request and wait for the response to start; UpstreamStatus or UpstreamRedirect if not a 2xx."""
+
+    async def aclose(self) -> None:
+        """Close the connections this client holds of its own, once no exchange of it is open."""

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from gateway.delivery.sse import EventBound, line_feeds
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
-from gateway.routing.policy.schema import UpstreamLimits
+from gateway.upstreams.spec import Limits
 
 PIECE = 1 << 16  # the most inflated bytes made from one call to the decompressor
 ACCEPT_ENCODING = "gzip, deflate"
@@ -64,7 +64,7 @@ async def wire_pieces(upstream: str, chunks: AsyncIterator[bytes], limit: int) -
 
 
 async def decoded(upstream: str, chunks: AsyncIterator[bytes], encoding: str | None,
-                  limits: UpstreamLimits) -> AsyncIterator[bytes]:
+                  limits: Limits) -> AsyncIterator[bytes]:
     """The body's bytes with its content-encoding undone, every limit on the way enforced."""
     wire = wire_pieces(upstream, chunks, limits.body_bytes)
     if not encoding or encoding.strip().lower() == "identity":
@@ -78,7 +78,7 @@ async def decoded(upstream: str, chunks: AsyncIterator[bytes], encoding: str | N
 
 
 async def events(upstream: str, chunks: AsyncIterator[bytes], encoding: str | None,
-                 limits: UpstreamLimits) -> AsyncIterator[bytes]:
+                 limits: Limits) -> AsyncIterator[bytes]:
     """A stream's body re-cut after each complete event, failing an event that grows past its limit.
 
     One pass for the common, uncompressed stream: this runs for every read of every stream.

@@ -27,8 +27,8 @@ from gateway.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.routing.policy.schema import Resilience, Upstream, UpstreamLimits
 from gateway.upstreams import bounded, error_kinds
+from gateway.upstreams.spec import Limits, UpstreamSpec
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 JSON = b"application/json"
@@ -78,7 +78,7 @@ class Exchange:
 
     redacted = True  # the dispatcher need not redact what this exchange hands on
 
-    def __init__(self, upstream: str, response: aiohttp.ClientResponse, limits: UpstreamLimits,
+    def __init__(self, upstream: str, response: aiohttp.ClientResponse, limits: Limits,
                  redact: Redactor) -> None:
         self.upstream = upstream
         self._response = response
@@ -138,7 +138,7 @@ class Exchange:
 class OpenAIUpstream:
     """Sends requests to one OpenAI-compatible upstream; never follows a redirect."""
 
-    def __init__(self, name: str, spec: Upstream, session: aiohttp.ClientSession, resilience: Resilience) -> None:
+    def __init__(self, name: str, spec: UpstreamSpec, session: aiohttp.ClientSession) -> None:
         self.name = name
         self.spec = spec
         self._session = session
@@ -148,11 +148,10 @@ class OpenAIUpstream:
             self._headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
         self.redact = Redactor(spec.api_key.get_secret_value() if spec.api_key is not None else None)
         self._forward = FORWARDED_HEADERS | spec.forward_headers
-        self._header_timeout = resilience.per_try_timeout_s
-        self._plain_timeout = aiohttp.ClientTimeout(total=resilience.per_try_timeout_s,
-                                                    sock_connect=resilience.connect_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(sock_read=resilience.stream_idle_timeout_s,
-                                                     sock_connect=resilience.connect_timeout_s)
+        timeouts = spec.timeouts
+        self._header_timeout = timeouts.per_try_s
+        self._plain_timeout = aiohttp.ClientTimeout(total=timeouts.per_try_s, sock_connect=timeouts.connect_s)
+        self._stream_timeout = aiohttp.ClientTimeout(sock_read=timeouts.stream_idle_s, sock_connect=timeouts.connect_s)
 
     def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:
         """The request body for this upstream: its model name, and stream usage asked for."""
@@ -183,6 +182,9 @@ class OpenAIUpstream:
         if exchange.status >= 400:
             raise await self._failed(exchange)
         return exchange
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the session is the process's (gateway/serving/app.py closes it)."""
 
     async def _failed(self, exchange: Exchange) -> UpstreamStatus:
         """The error for an error answer: its body bounded, redacted, and OpenAI-shaped JSON."""

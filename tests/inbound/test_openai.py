@@ -64,12 +64,12 @@ def test_the_key_is_the_bearer_tokens(header: str, key: str) -> None:
     assert bearer({"authorization": header} if header else {}) == key
 
 
-def test_a_body_is_the_pipelines_as_it_came_and_goes_upstream_untouched() -> None:
+async def test_a_body_is_the_pipelines_as_it_came_and_goes_upstream_untouched() -> None:
     inbound = OpenAIInbound()
     call = inbound.parse(CHAT, b'{"model": "chat", "future": [1]}', {})
     assert call.body == call.client_body == {"model": "chat", "future": [1]}
     assert inbound.outbound(call, []) == ("/chat/completions", call.body)
-    assert inbound.answer(call, Upstream("a"), b'{"id": "x"}') == b'{"id": "x"}'
+    assert await inbound.answer(call, Upstream("a"), b'{"id": "x"}') == b'{"id": "x"}'
     with pytest.raises(InvalidRequest):
         inbound.parse(CHAT, b"[1]", {})
 
@@ -83,19 +83,19 @@ def test_an_upstreams_error_keeps_its_json_content_type_and_nothing_else() -> No
     assert html.content_type == b"application/json"
 
 
-def test_a_responses_answer_pins_its_follow_ups_to_the_upstream_that_holds_it() -> None:
+async def test_a_responses_answer_pins_its_follow_ups_to_the_upstream_that_holds_it() -> None:
     inbound = OpenAIInbound()
     first = inbound.parse(RESPONSES, b'{"model": "chat", "input": "hi"}', {})
-    inbound.answer(first, Upstream("b"), b'{"id": "resp_1"}')
+    await inbound.answer(first, Upstream("b"), b'{"id": "resp_1"}')
     follow_up = inbound.parse(RESPONSES, b'{"model": "chat", "input": "more", "previous_response_id": "resp_1"}', {})
     decision = Decision("chat", ("a", "b"), None, "order", None)
-    assert inbound.pin(follow_up, decision).candidates == ("b",)
-    assert inbound.pin(first, decision) is decision
+    assert (await inbound.pin(follow_up, decision)).candidates == ("b",)
+    assert await inbound.pin(first, decision) is decision
 
 
-def test_a_chat_stream_fails_with_one_error_event() -> None:
+async def test_a_chat_stream_fails_with_one_error_event() -> None:
     inbound = OpenAIInbound()
-    events = inbound.events(inbound.parse(CHAT, b'{"model": "chat"}', {}), Upstream("a"), b"")
+    events = await inbound.events(inbound.parse(CHAT, b'{"model": "chat"}', {}), Upstream("a"), b"")
     send = object()
     assert events.outgoing(send) is send
     assert events.ending(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
@@ -107,8 +107,8 @@ async def test_a_responses_stream_fails_numbered_after_the_last_event_sent() -> 
     inbound = OpenAIInbound()
     created = b'event: response.created\ndata: {"type":"response.created","sequence_number":0,' \
               b'"response":{"id":"resp_2","status":"in_progress"}}\n\n'
-    events = inbound.events(inbound.parse(RESPONSES, b'{"model": "chat"}', {}), Upstream("a"), created)
-    assert inbound.holders.holder("resp_2") == "a"
+    events = await inbound.events(inbound.parse(RESPONSES, b'{"model": "chat"}', {}), Upstream("a"), created)
+    assert await inbound.holders.holder("resp_2") == "a"
     sent: list[Message] = []
 
     async def send(message: Message) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -12,9 +13,15 @@ import yaml
 from openai.types.responses import ResponseCreatedEvent, ResponseErrorEvent, ResponseFailedEvent
 
 from gateway.delivery.sse import response_failed
-from gateway.inbound.responses import Holders
+from gateway.inbound.responses import HELD_S, ID_CHARS, Holders
+from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin import Fault
 from tests.conftest import KEY, Loop, Stack, start_stack, wait_for
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]
 
 RESPONSES = ["tools", "json", "vision", "responses"]
 
@@ -108,9 +115,9 @@ def test_a_failure_event_carries_the_next_sequence_number_and_errors_without_a_r
 # --- previous_response_id: a follow-up goes to the upstream that holds the response ------------------------------
 
 
-def both_responses(loop: Loop, tmp_path: Path) -> Stack:
+def both_responses(loop: Loop, tmp_path: Path, **options: Any) -> Stack:
     """Both upstreams have the Responses API; the first answer comes from fallback (primary fails once)."""
-    stack = start_stack(loop, tmp_path, upstream_primary={"capabilities": RESPONSES},
+    stack = start_stack(loop, tmp_path, **options, upstream_primary={"capabilities": RESPONSES},
                         upstream_fallback={"capabilities": RESPONSES}, resilience={
                             "backoff_ms": [1, 5], "per_try_timeout_s": 5, "deadline_s": 20, "attempts_per_upstream": 1})
     stack.upstreams["primary"].faults.append(Fault(status=503))
@@ -161,8 +168,56 @@ def test_a_follow_up_whose_upstream_may_no_longer_serve_it_is_a_clear_400(loop: 
     assert len(stack.upstreams["primary"].seen) == 1  # the 503 only: the follow-up went nowhere
 
 
-def test_the_holders_forget_the_oldest_first() -> None:
+async def test_the_holders_forget_the_oldest_first() -> None:
     holders = Holders(size=2)
     for n in range(3):
-        holders.remember(f"resp_{n}", f"up{n}")
-    assert [holders.holder(f"resp_{n}") for n in range(3)] == [None, "up1", "up2"]
+        await holders.remember(f"resp_{n}", f"up{n}")
+    assert [await holders.holder(f"resp_{n}") for n in range(3)] == [None, "up1", "up2"]
+
+
+async def test_the_holders_forget_an_id_after_its_time_and_never_keep_a_long_one() -> None:
+    now = [0.0]
+    holders = Holders(ttl_s=60, clock=lambda: now[0])
+    await holders.remember("resp_1", "up1")
+    await holders.remember("resp_" + "x" * ID_CHARS, "up2")
+    now[0] = 59.0
+    assert await holders.holder("resp_1") == "up1"
+    assert await holders.holder("resp_" + "x" * ID_CHARS) is None
+    now[0] = 61.0
+    assert await holders.holder("resp_1") is None
+
+
+# --- previous_response_id across replicas: the holders shared through Redis ------------------------------------
+
+
+def replicas(loop: Loop, tmp_path: Path, redis_url: str) -> tuple[openai.OpenAI, openai.OpenAI, Stack]:
+    """Two gateways on one policy and one Redis, in front of the same upstreams (both_responses')."""
+    stack = both_responses(loop, tmp_path, settings={"redis_url": redis_url})
+    second = Gateway(Settings(policy=str(tmp_path / "policy.yaml"), redis_url=redis_url))
+    return stack.client(), loop.client(loop.serve(second).url + "/v1"), stack
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_follow_up_sent_to_another_replica_finds_the_first_replicas_response(loop: Loop, tmp_path: Path,
+                                                                               redis_server: RedisServer,
+                                                                               redis_url: str, stream: bool) -> None:
+    first, second, stack = replicas(loop, tmp_path, redis_url)
+    if stream:
+        events = list(first.responses.create(model="chat", input="Say hello", stream=True))
+        first_id = events[0].response.id  # type: ignore[union-attr]
+    else:
+        first_id = first.responses.create(model="chat", input="Say hello").id
+    raw = second.responses.with_raw_response.create(model="chat", input="And then?", previous_response_id=first_id)
+    assert raw.headers["x-switchyard-upstream"] == "fallback"  # primary is healthy again: only the pin sends it
+    assert stack.upstreams["fallback"].seen[-1].body["previous_response_id"] == first_id
+    with redis_server.client() as control:
+        assert 0 < control.ttl(f"sy:resp:{first_id}") <= HELD_S
+
+
+def test_with_redis_away_a_follow_up_to_the_same_replica_still_finds_its_response(loop: Loop,
+                                                                                  tmp_path: Path) -> None:
+    stack = both_responses(loop, tmp_path, settings={"redis_url": "redis://127.0.0.1:9"})  # nothing listens
+    client = stack.client()
+    first_id = client.responses.create(model="chat", input="Say hello").id
+    raw = client.responses.with_raw_response.create(model="chat", input="And then?", previous_response_id=first_id)
+    assert raw.headers["x-switchyard-upstream"] == "fallback"

@@ -57,7 +57,8 @@ import subprocess
 import sys
 from gateway.operations import logs
 logs.configure("info")  # as serve does before it loads the policy
-from gateway.upstreams import litellm_adapter  # imports litellm, as a policy with a litellm upstream does
+from gateway.upstreams import litellm_adapter
+litellm_adapter.import_litellm()  # as building a policy's litellm upstream does
 logs.configure("info", ["provider-secret-0123"])  # once the policy's keys are known
 logging.getLogger("LiteLLM").warning("litellm: the upstream refused key provider-secret-0123")
 logging.getLogger("LiteLLM Router").warning("router: Authorization: Bearer sk-ant-0123456789")

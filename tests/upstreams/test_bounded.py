@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
-from gateway.routing.policy.schema import UpstreamLimits
 from gateway.upstreams import bounded
+from gateway.upstreams.spec import Limits
 from tests.hostile import gzip_bomb
 
 
@@ -20,13 +20,13 @@ async def arriving(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
         yield data[i:i + size]
 
 
-def read(data: bytes, encoding: str | None, limits: UpstreamLimits) -> list[bytes]:
+def read(data: bytes, encoding: str | None, limits: Limits) -> list[bytes]:
     async def run() -> list[bytes]:
         return [piece async for piece in bounded.decoded("u", arriving(data), encoding, limits)]
     return asyncio.run(run())
 
 
-LIMITS = UpstreamLimits(body_bytes=1 << 20, decompressed_bytes=4 << 20)
+LIMITS = Limits(body_bytes=1 << 20, decompressed_bytes=4 << 20)
 
 
 @pytest.mark.parametrize("encoding", [None, "identity", "gzip", "deflate", "raw-deflate"])
@@ -67,7 +67,7 @@ def test_an_encoding_not_asked_for_or_a_broken_body_is_malformed(encoding: str, 
 
 def test_events_are_cut_whole_and_an_endless_one_fails() -> None:
     async def run(data: bytes) -> list[bytes]:
-        return [p async for p in bounded.events("u", arriving(data, 7), None, UpstreamLimits(sse_event_bytes=64))]
+        return [p async for p in bounded.events("u", arriving(data, 7), None, Limits(sse_event_bytes=64))]
     assert asyncio.run(run(b'data: {"a": 1}\n\ndata: {"b": 2}\n\n')) == [b'data: {"a": 1}\n\n', b'data: {"b": 2}\n\n']
     with pytest.raises(UpstreamTooLarge) as caught:
         asyncio.run(run(b"data: " + b"x" * 100))
@@ -86,7 +86,7 @@ def test_a_compressed_stream_is_inflated_then_cut_into_events() -> None:
 def test_a_stream_over_the_body_limit_fails_however_small_its_events() -> None:
     data = b'data: {"n": 1}\n\n' * 1000
     async def run() -> list[bytes]:
-        return [p async for p in bounded.events("u", arriving(data), None, UpstreamLimits(body_bytes=5000))]
+        return [p async for p in bounded.events("u", arriving(data), None, Limits(body_bytes=5000))]
     with pytest.raises(UpstreamTooLarge) as caught:
         asyncio.run(run())
     assert caught.value.reason == "body_too_large"

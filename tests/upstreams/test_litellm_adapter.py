@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.cli import main
 from gateway.tools.standin import Fault as StandInFault
 from gateway.tools.standin import StandIn
 from gateway.upstreams import litellm_adapter
-from gateway.upstreams.litellm_adapter import AnthropicFrames, LitellmUpstream, knows, price
-from tests.conftest import Loop, upstream_spec, write_policy
+from gateway.upstreams.answers import EventStream, Lifetimes
+from gateway.upstreams.litellm_adapter import LitellmUpstream, knows, price
+from gateway.upstreams.translate import DONE, AnthropicFrames
+from tests.conftest import Loop, upstream_spec, wait_for, write_policy
 from tests.upstreams.fake_providers import Fake, FakeAnthropic, FakeGemini, Fault
 
 # litellm silences these pydantic warnings process-wide at import; pytest's "error" filter would revive them
@@ -308,9 +315,22 @@ def test_the_openai_sdk_streams_a_whole_answer_from_self_hosted_or_its_fallback(
 # -- the adapter on its own: error mapping, timeouts, the fast path ---------------------------------------------
 
 
-def adapter(url: str, kind: str = "anthropic", **resilience: Any) -> LitellmUpstream:
-    spec = Upstream.model_validate(anthropic_spec(url) if kind == "anthropic" else gemini_spec(url))
-    return LitellmUpstream("up", spec, Resilience(**resilience))
+Make = Callable[..., LitellmUpstream]
+
+
+@pytest.fixture
+def adapter(loop: Loop) -> Iterator[Make]:
+    """Makes adapters (url, kind, resilience), each closed after the test."""
+    made: list[LitellmUpstream] = []
+
+    def make(url: str, kind: str = "anthropic", **resilience: Any) -> LitellmUpstream:
+        spec = Upstream.model_validate(anthropic_spec(url) if kind == "anthropic" else gemini_spec(url))
+        made.append(LitellmUpstream("up", client_spec(spec, Resilience(**resilience))))
+        return made[-1]
+
+    yield make
+    for upstream in made:
+        loop.run(upstream.aclose())
 
 
 async def exchange_text(upstream: LitellmUpstream, stream: bool, messages: list[dict[str, Any]] = HI) -> bytes:
@@ -338,7 +358,7 @@ async def exchange_text(upstream: LitellmUpstream, stream: bool, messages: list[
     ("gemini", Fault(status=400, message="The input token count (9) exceeds the maximum number of tokens allowed"),
      400, "context_length", None),
 ])
-def test_litellm_errors_become_upstream_statuses(loop: Loop, kind: str, fault: Fault, status: int,
+def test_litellm_errors_become_upstream_statuses(loop: Loop, adapter: Make, kind: str, fault: Fault, status: int,
                                                  error_kind: str | None, retry_after: str | None,
                                                  stream: bool) -> None:
     server = FakeAnthropic("anthropic") if kind == "anthropic" else FakeGemini("gemini")
@@ -355,14 +375,14 @@ def test_litellm_errors_become_upstream_statuses(loop: Loop, kind: str, fault: F
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
-def test_a_refused_connection_is_unavailable(loop: Loop, kind: str, stream: bool) -> None:
+def test_a_refused_connection_is_unavailable(loop: Loop, adapter: Make, kind: str, stream: bool) -> None:
     upstream = adapter("http://127.0.0.1:9", kind)
     with pytest.raises(UpstreamUnavailable):
         loop.run(exchange_text(upstream, stream))
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, stream: bool) -> None:
+def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, adapter: Make, stream: bool) -> None:
     server = FakeAnthropic("anthropic")
     server.faults.append(Fault(delay_s=2))
     upstream = adapter(loop.serve(server).url, per_try_timeout_s=0.3, stream_idle_timeout_s=0.3)
@@ -372,7 +392,82 @@ def test_an_upstream_slower_than_the_try_timeout_is_a_timeout(loop: Loop, stream
     assert time.monotonic() - started < 1.5
 
 
-def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop) -> None:
+def test_a_try_given_up_before_it_is_sent_never_reaches_the_upstream_and_leaves_nothing_unawaited(
+        loop: Loop, adapter: Make) -> None:
+    server = FakeAnthropic("anthropic")
+    upstream = adapter(loop.serve(server).url, per_try_timeout_s=0.001)  # passes while litellm translates
+
+    async def given_up() -> None:
+        with pytest.raises(UpstreamTimeout):
+            await exchange_text(upstream, False)
+        await upstream.aclose()  # returns once the given-up call has ended, refused by the transport
+        await asyncio.get_running_loop().shutdown_default_executor()  # litellm's translating thread is done
+
+    loop.run(given_up())
+    gc.collect()  # a coroutine dropped unawaited would warn now, and pytest's warnings are errors
+    assert server.seen == []
+
+
+def test_an_adapter_closes_its_client_only_once_its_open_stream_ends(loop: Loop, adapter: Make) -> None:
+    upstream = adapter(loop.serve(FakeAnthropic("anthropic")).url)
+
+    async def stream_while_closing() -> tuple[bool, bytes, bool]:
+        exchange = await upstream.send("/chat/completions", upstream.encode({"messages": HI}, True), {}, True)
+        closing = asyncio.create_task(upstream.aclose())
+        text = b"".join([chunk async for chunk in exchange.chunks()])  # read while aclose waits
+        before = upstream.closed
+        await asyncio.wait_for(closing, 10)
+        return before, text, upstream.closed
+
+    before, text, after = loop.run(stream_while_closing())
+    assert text.endswith(DONE)
+    assert (before, after) == (False, True)
+
+
+def test_a_reload_closes_the_old_translated_clients(loop: Loop, tmp_path: Path) -> None:
+    server = FakeAnthropic("anthropic")
+    path = write_policy(tmp_path, {"anthropic": anthropic_spec(loop.serve(server).url)},
+                        {"chat": {"candidates": ["anthropic"]}})
+    gateway = Gateway(Settings(policy=str(path)))
+    client = loop.client(loop.serve(gateway).url + "/v1")
+    assert client.chat.completions.create(model="chat", messages=HI).choices[0].message.content
+    assert gateway.runtime is not None
+    assert gateway.reloader is not None
+    old = gateway.runtime.upstreams["anthropic"]
+    doc = yaml.safe_load(path.read_text())
+    doc["models"]["chat"]["default_max_tokens"] = 64
+    path.write_text(yaml.safe_dump(doc))
+    loop.loop.call_soon_threadsafe(gateway.reloader.request)
+    wait_for(lambda: isinstance(old, LitellmUpstream) and old.closed, what="the old client closed")
+    assert client.chat.completions.create(model="chat", messages=HI).choices[0].message.content
+    assert len(server.seen) == 2
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_a_stream_always_ends_with_usage_for_the_gateway_to_bill(loop: Loop, adapter: Make, kind: str) -> None:
+    server = FakeAnthropic("anthropic") if kind == "anthropic" else FakeGemini("gemini")
+    upstream = adapter(loop.serve(server).url, kind)
+    text = loop.run(exchange_text(upstream, True))  # the client asked for no usage
+    usage = [json.loads(line[6:])["usage"] for line in text.split(b"\n\n") if b'"usage"' in line]
+    assert usage[-1]["completion_tokens"] > 0
+    assert text.endswith(DONE)
+
+
+def test_shutdown_closes_the_translated_clients(loop: Loop, tmp_path: Path) -> None:
+    path = write_policy(tmp_path, {"anthropic": anthropic_spec(loop.serve(FakeAnthropic("anthropic")).url)},
+                        {"chat": {"candidates": ["anthropic"]}})
+    gateway = Gateway(Settings(policy=str(path)))
+    served = loop.serve(gateway)
+    assert loop.client(served.url + "/v1").chat.completions.create(model="chat", messages=HI).choices
+    assert gateway.runtime is not None
+    upstream = gateway.runtime.upstreams["anthropic"]
+    assert isinstance(upstream, LitellmUpstream)
+    assert not upstream.closed
+    loop.stop(served)
+    assert upstream.closed
+
+
+def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop, adapter: Make) -> None:
     server = FakeAnthropic("anthropic")
     server.faults.append(Fault(cut_after=2))
     upstream = adapter(loop.serve(server).url)
@@ -380,7 +475,7 @@ def test_a_cut_stream_raises_unavailable_from_chunks(loop: Loop) -> None:
         loop.run(exchange_text(upstream, True))
 
 
-def test_only_chat_completions_are_translated(loop: Loop) -> None:
+def test_only_chat_completions_are_translated(loop: Loop, adapter: Make) -> None:
     upstream = adapter(loop.serve(FakeAnthropic("anthropic")).url)
 
     async def embeddings() -> None:
@@ -392,7 +487,7 @@ def test_only_chat_completions_are_translated(loop: Loop) -> None:
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
-def test_known_streams_take_the_fast_path(loop: Loop, kind: str) -> None:
+def test_known_streams_take_the_fast_path(loop: Loop, adapter: Make, kind: str) -> None:
     server = FakeAnthropic("anthropic") if kind == "anthropic" else FakeGemini("gemini")
     upstream = adapter(loop.serve(server).url, kind)
 
@@ -436,13 +531,14 @@ def test_anthropic_frames_read_thinking_and_the_json_tool_as_litellm_does() -> N
 def test_streams_the_adapter_does_not_read_go_through_litellms_wrapper(loop: Loop) -> None:
     server = FakeAnthropic("anthropic")
     spec = Upstream.model_validate(anthropic_spec(loop.serve(server).url, model="claude-3-haiku-20240307"))
-    upstream = LitellmUpstream("up", spec, Resilience())
+    upstream = LitellmUpstream("up", client_spec(spec, Resilience()))
     body = upstream.encode({"messages": HI, "response_format": SCHEMA}, True)  # a forced JSON tool on this model
 
     async def events() -> list[Any]:
         exchange = await upstream.send("/chat/completions", body, {}, True)
         assert exchange._frames.__name__ == "wrapped"  # type: ignore[union-attr]
         raw = await exchange.read()
+        await upstream.aclose()
         assert raw.endswith(b"data: [DONE]\n\n")
         return [json.loads(event[6:]) for event in raw.split(b"\n\n") if event.startswith(b"data: {")]
 
@@ -454,7 +550,7 @@ def test_streams_the_adapter_does_not_read_go_through_litellms_wrapper(loop: Loo
 
 
 def test_errors_from_chunks_are_only_cuts(loop: Loop) -> None:
-    exchange = litellm_adapter.EventStream("up", _failing(), _nothing)
+    exchange = EventStream("up", _failing(), _nothing, Lifetimes(), litellm_adapter.stream_errors)
 
     async def read() -> None:
         async for _ in exchange.chunks():
@@ -467,7 +563,9 @@ def test_errors_from_chunks_are_only_cuts(loop: Loop) -> None:
 
 async def _failing() -> Any:
     yield b"data: {}\n\n"
-    raise litellm_adapter.llm_errors.RateLimitError("slow down", "anthropic", "claude")
+    from litellm import exceptions
+
+    raise exceptions.RateLimitError("slow down", "anthropic", "claude")
 
 
 async def _nothing() -> None:
@@ -538,7 +636,7 @@ print(loaded)
     assert run_python(code, str(tmp_path)) == "[]"
 
 
-def test_importing_the_adapter_reaches_no_network_and_sets_no_callbacks() -> None:
+def test_the_adapter_imports_litellm_at_first_use_offline_and_sets_no_callbacks() -> None:
     code = """
 import json, os, socket
 attempts = []
@@ -548,16 +646,20 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.getaddrinfo = refuse
+import sys
+environment = dict(os.environ)
 from gateway.upstreams import litellm_adapter
-import litellm
+imported = {"litellm": "litellm" in sys.modules, "environment": dict(os.environ) != environment}
 assert litellm_adapter.knows("anthropic") and litellm_adapter.price("anthropic", "claude-sonnet-4-5")
+import litellm
 callbacks = [litellm.callbacks, litellm.success_callback, litellm.failure_callback, litellm.input_callback,
              litellm._async_success_callback, litellm._async_failure_callback]
-print(json.dumps({"attempts": attempts, "callbacks": sum(len(c) for c in callbacks),
+print(json.dumps({"attempts": attempts, "callbacks": sum(len(c) for c in callbacks), "at_import": imported,
                   "local_cost_map": os.environ["LITELLM_LOCAL_MODEL_COST_MAP"]}))
 """
     report = json.loads(run_python(code))
-    assert report == {"attempts": [], "callbacks": 0, "local_cost_map": "True"}
+    assert report == {"attempts": [], "callbacks": 0, "at_import": {"litellm": False, "environment": False},
+                      "local_cost_map": "True"}
 
 
 def test_no_other_module_imports_litellm() -> None:
