@@ -24,8 +24,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from gateway.serving.app import Gateway, Settings
-from tests.conftest import KEY, OTHER_KEY, RESILIENCE, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
-from tests.faults import (
+from gateway.tools.standin import (
     Behaviour,
     Echo,
     FaultServer,
@@ -39,6 +38,7 @@ from tests.faults import (
     chat_events,
     chunk,
 )
+from tests.conftest import KEY, OTHER_KEY, RESILIENCE, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 AUTH = {"authorization": f"Bearer {KEY}"}

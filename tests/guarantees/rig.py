@@ -12,8 +12,8 @@ import httpx
 import orjson
 
 from gateway.serving.app import Gateway, Settings
+from gateway.tools.standin import Behaviour, FaultServer
 from tests.conftest import KEY, Loop, Served, upstream_spec, write_policy
-from tests.faults import Behaviour, FaultServer
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 HELLO = [{"role": "user", "content": "Hello there"}]

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
 from gateway.routing.policy.schema import UpstreamLimits
+from gateway.tools.standin.hostile import gzip_bomb
 from gateway.upstreams import bounded
-from tests.hostile import gzip_bomb
 
 
 async def arriving(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
