@@ -1,4 +1,4 @@
-"""Resilience against upstreams that misbehave on purpose (tests/faults.py), driven as a user would drive the gateway.
+"""Resilience against upstreams that misbehave on purpose (FaultServer), driven as a user would drive the gateway.
 
 Every test asserts from the upstream's side how many attempts came (and, where it matters, how far apart) and what
 the client got. Times are scaled down through the policy's `resilience` settings.

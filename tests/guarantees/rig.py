@@ -1,4 +1,4 @@
-"""A gateway in front of fault servers (tests/faults.py), and streams read raw from it, for the stream tests."""
+"""A gateway in front of fault servers (gateway/tools/standin), and streams read raw from it, for the stream tests."""
 
 from __future__ import annotations
 

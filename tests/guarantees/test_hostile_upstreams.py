@@ -1,7 +1,7 @@
 """An upstream is not trusted with the gateway's memory or its clients' data: each attack performed on loopback.
 
 The gateway runs as its own process (`switchyard serve`, default limits), so its peak memory (VmHWM in
-/proc/PID/status) is its own; the hostile upstreams (tests/faults.py) run in the test process and stream
+/proc/PID/status) is its own; the hostile upstreams (gateway/tools/standin/faults.py) run in the test process and stream
 their bodies piece by piece. Each size attack holds its body part-way until a /healthz has been answered,
 so the gateway is shown to keep serving while it is being fed.
 """
