@@ -11,7 +11,7 @@ import yaml
 
 from gateway.tools.cli import main
 from tests.conftest import KEY
-from tests.routing.capacity.test_policy import POLICY
+from tests.routing.policy.test_schema import POLICY
 
 
 @pytest.fixture

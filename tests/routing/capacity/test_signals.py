@@ -9,7 +9,7 @@ import pytest
 from gateway.routing.capacity.signals import NotAReading, Reading, parse
 from gateway.tools.standin import QueueingEngine
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "vllm"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "vllm"
 
 
 def test_a_real_busy_vllm_page_gives_its_queue_running_and_cache() -> None:
