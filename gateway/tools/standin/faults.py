@@ -16,6 +16,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -36,10 +37,6 @@ from gateway.tools.standin.behaviours import (
 from gateway.tools.standin.events import DONE
 
 PIECE = 1 << 16
-REASONS = {200: "OK", 302: "Found", 307: "Temporary Redirect", 400: "Bad Request", 501: "Not Implemented",
-           401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
-           422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-           503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class FaultServer:
@@ -265,8 +262,15 @@ def _write_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
 
 
 def _status_line(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [f"HTTP/1.1 {status} {_reason(status)}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
 
 
 def _linger_zero(writer: asyncio.StreamWriter) -> None:
