@@ -1,4 +1,4 @@
-"""What only the memory backend holds: periods that purge their dead reservations, and waits in whole seconds.
+"""What only the memory backend holds: periods that purge their dead reservations, and the wait for tokens.
 
 The limits themselves are held to the same tests as Redis's in test_backends.py.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.state.base import Limits
-from gateway.state.memory import MemoryBackend, Period, _token_wait, ceil_seconds
+from gateway.state.memory import MemoryBackend, Period, _token_wait
 from tests.state.rig import NOON, TENANT
 
 
@@ -22,11 +22,6 @@ def test_a_purge_never_takes_the_reserved_total_below_zero() -> None:
     odd = Period(reserved=100, reservations={"big": (300, 0.0)})
     odd.purge(now_ms=1.0)
     assert odd.reserved == 0
-
-
-@pytest.mark.parametrize(("seconds", "whole"), [(0.0, 1), (0.2, 1), (1.0, 1), (1.01, 2), (59.5, 60)])
-def test_a_retry_after_is_whole_seconds_and_at_least_one(seconds: float, whole: int) -> None:
-    assert ceil_seconds(seconds) == whole
 
 
 @pytest.mark.parametrize(("buckets", "tokens", "wait"), [
