@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-sy-bench-0123456789abcdef0123456789abcdef"
 FAKE = """
 import sys, uvicorn
-from tests.upstreams.fake_providers import FakeAnthropic
+from gateway.tools.standin import FakeAnthropic
 uvicorn.run(FakeAnthropic("anthropic", words=int(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]),
             log_level="warning", loop="uvloop", http="httptools")
 """

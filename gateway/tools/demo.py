@@ -145,5 +145,7 @@ Routes: chat (cheapest first), smart (proprietary first), embed. Policy: {path}
   print(client.responses.create(model="chat", input="hi").output_text)   # the Responses API too
 
 Personal data (try an e-mail address in the prompt) stays on demo-self-hosted even on route 'smart'.
+Fail demo-self-hosted's next two answers and route 'chat' falls back to demo-proprietary:
+  curl -d '{{"status": 503, "count": 2}}' http://127.0.0.1:{self_port}/standin/faults
 Metrics: http://{host}:{port}/metrics. Ctrl-C stops all three.
 """

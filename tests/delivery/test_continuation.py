@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from gateway.serving.app import Gateway, Settings
+from gateway.tools.standin import FaultServer, Flood, Hang, Sse, Status, chat_events
 from tests.conftest import KEY, Loop, upstream_spec, wait_for, write_policy
-from tests.faults import FaultServer, Flood, Hang, Sse, Status, chat_events
 from tests.guarantees.rig import AUTH, BASE, HELLO, SLACK_S, Faults, Rig
 
 SAID = [f"said{i} " for i in range(3)]

@@ -1,4 +1,4 @@
-"""Resilience against upstreams that misbehave on purpose (tests/faults.py), driven as a user would drive the gateway.
+"""Resilience against upstreams that misbehave on purpose (FaultServer), driven as a user would drive the gateway.
 
 Every test asserts from the upstream's side how many attempts came (and, where it matters, how far apart) and what
 the client got. Times are scaled down through the policy's `resilience` settings.
@@ -24,8 +24,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from gateway.serving.app import Gateway, Settings
-from tests.conftest import KEY, OTHER_KEY, RESILIENCE, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
-from tests.faults import (
+from gateway.tools.standin import (
     Behaviour,
     Echo,
     FaultServer,
@@ -39,6 +38,7 @@ from tests.faults import (
     chat_events,
     chunk,
 )
+from tests.conftest import KEY, OTHER_KEY, RESILIENCE, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 AUTH = {"authorization": f"Bearer {KEY}"}

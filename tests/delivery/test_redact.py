@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from gateway.delivery.redact import REDACTED, Redactor
-from tests.hostile import ECHOES, leaks
+from gateway.tools.standin.hostile import ECHOES
+from tests.leaks import leaks
 
 KEY = "sk-prov-0123456789abcdefABCDEF-xyz_0987654321"
 

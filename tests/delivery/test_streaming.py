@@ -11,9 +11,8 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from gateway.tools.standin import Fault
+from gateway.tools.standin import Fault, Sse, event
 from tests.conftest import KEY, Loop, Stack, start_stack
-from tests.faults import Sse, event
 from tests.guarantees.rig import Faults, rig
 
 HELLO = [{"role": "user", "content": "Tell me a story"}]

@@ -1,4 +1,4 @@
-"""A gateway in front of fault servers (tests/faults.py), and streams read raw from it, for the stream tests."""
+"""A gateway in front of fault servers (gateway/tools/standin), and streams read raw from it, for the stream tests."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import httpx
 import orjson
 
 from gateway.serving.app import Gateway, Settings
+from gateway.tools.standin import Behaviour, FaultServer
 from tests.conftest import KEY, Loop, Served, upstream_spec, write_policy
-from tests.faults import Behaviour, FaultServer
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 HELLO = [{"role": "user", "content": "Hello there"}]

@@ -24,10 +24,8 @@ import pytest
 from gateway.accounting.usage import UNKNOWN_WINDOW
 from gateway.asgi import Receive, Scope, Send, send_bytes
 from gateway.serving.app import Gateway, Settings
-from gateway.tools.standin import StandIn
+from gateway.tools.standin import FakeAnthropic, FaultServer, Json, StandIn, chunk
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, upstream_spec, wait_for, write_policy
-from tests.faults import FaultServer, Json, chunk
-from tests.upstreams.fake_providers import FakeAnthropic
 
 pytest_plugins = ["tests.redis_server"]
 # litellm silences these pydantic warnings process-wide at import; pytest's "error" filter would revive them

@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
+from gateway.tools.standin import FaultServer, Sse, chat_events, event
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
-from tests.faults import FaultServer, Sse, chat_events, event
 from tests.guarantees.rig import AUTH, HELLO, Faults, Rig, rig
 
 ADMIN_KEY = "sy-admin-billing-key-0123456789abcdef"

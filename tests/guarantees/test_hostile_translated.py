@@ -13,10 +13,10 @@ import openai
 import pytest
 
 from gateway.serving.app import Gateway, Settings
+from gateway.tools.standin import FakeAnthropic, Fault, FaultServer, Flood, Redirect
+from gateway.tools.standin.hostile import MIB, gzip_bomb
 from tests.conftest import KEY, Loop, write_policy
-from tests.faults import FaultServer, Flood, Redirect
-from tests.hostile import MIB, gzip_bomb, leaks
-from tests.upstreams.fake_providers import FakeAnthropic, Fault
+from tests.leaks import leaks
 from tests.upstreams.test_litellm_adapter import anthropic_spec
 
 PROVIDER_KEY = "sk-ant-echo-5f4e3d2c1b0a99887766-5544"

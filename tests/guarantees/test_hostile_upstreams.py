@@ -1,7 +1,7 @@
 """An upstream is not trusted with the gateway's memory or its clients' data: each attack performed on loopback.
 
 The gateway runs as its own process (`switchyard serve`, default limits), so its peak memory (VmHWM in
-/proc/PID/status) is its own; the hostile upstreams (tests/faults.py) run in the test process and stream
+/proc/PID/status) is its own; the hostile upstreams (gateway/tools/standin/faults.py) run in the test process and stream
 their bodies piece by piece. Each size attack holds its body part-way until a /healthz has been answered,
 so the gateway is shown to keep serving while it is being fed.
 """
@@ -24,9 +24,10 @@ import httpx
 import orjson
 import pytest
 
+from gateway.tools.standin import Echo, FaultServer, Flood, Json, Redirect
+from gateway.tools.standin.hostile import ECHOES, MIB, completion, error, gzip_bomb, spelled_stream, stream
 from tests.conftest import KEY, Loop, upstream_spec, wait_for, write_policy
-from tests.faults import Echo, FaultServer, Flood, Json, Redirect
-from tests.hostile import ECHOES, MIB, completion, error, gzip_bomb, leaks, longest_run, spelled_stream, stream
+from tests.leaks import leaks, longest_run
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 PROVIDER_KEY = "sk-prov-9f8e7d6c5b4a39281716aBcDeF-151413121110"

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.tools.standin import FaultServer, Hang, Sse, chat_events
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
-from tests.faults import FaultServer, Hang, Sse, chat_events
 from tests.guarantees.rig import AUTH, HELLO, SLACK_S, Faults, Streamed, rig
 from tests.tools.test_cli import free_port, ready, spawn
 

@@ -404,33 +404,6 @@ def test_card_digits_split_by_any_separator_are_found(separator: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("plain ascii", "plain ascii"),
-        ("jane%40example.com", "jane@example.com"),
-        ("a%2540b", "a@b"),
-        ("50% off, 20%", "50% off, 20%"),
-        ("x%4", "x%4"),
-        ('{"to": "a\\u0040b"}', '{"to": "a\\u0040b"}\n{"to": "a@b"}'),
-
-        ("ja\u200bne\u00ad\u2060x", "janex"),
-        ("\uff14\uff11 \u0664\u0661", "41 41"),
-        ("a\u2014b\u2212c\u2013d", "a-b-c-d"),
-        ("a\u3000b\u2007c\u2028d", "a b c d"),
-        ("\U0001e951\U0001e952", "12"),
-        ("caf\u00e9 \U0001f600", "caf\u00e9 \U0001f600"),
-    ],
-)
-def test_normalise(text: str, expected: str) -> None:
-    assert normalise(text) == expected
-
-
-def test_plain_ascii_text_is_returned_as_it_is() -> None:
-    text = "Summarise the meeting notes " * 10
-    assert normalise(text) is text
-
-
-@pytest.mark.parametrize(
     "text",
     [
         "Version 4.1.1.1 and 4111.2 released",

@@ -1,111 +1,16 @@
-"""The state backends, memory and Redis (a private redis-server), held to the same tests.
-
-Memory takes `now` as given. Redis keeps its own clock for rate windows and reservation expiry (TIME in the
-Lua script, so replicas agree) and takes `now` only for the UTC period names; there, moving time on means ageing
-what Redis stored by the same amount. `Rig.advance` does whichever the backend needs.
-"""
+"""The state backends, memory and Redis, held to the same tests (the rig, tests/state/rig.py, runs each)."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import os
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pytest
-import redis.asyncio as aioredis
 
-from gateway.state.base import MOST, RESERVATION_TTL_MS, Admission, Backend, Charge, Limits, Rate, Spend, StateError
-from gateway.state.memory import MemoryBackend
-from gateway.state.redis import ADMIT, EXPIRE_S, SETTLE, RedisBackend
-
-if TYPE_CHECKING:
-    from tests.redis_server import RedisServer
+from gateway.state.base import MOST, RESERVATION_TTL_MS, Charge, Limits, Rate
+from gateway.state.redis import RedisBackend
+from tests.state.rig import NOON, TENANT, Rig, at, budget, rpm, tpm
 
 pytest_plugins = ["tests.redis_server"]
-
-NOON = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.UTC).timestamp()
-TENANT = "acme"
-
-
-def at(*moment: int) -> float:
-    """Epoch seconds of a UTC moment."""
-    return dt.datetime(*moment, tzinfo=dt.UTC).timestamp()
-
-
-@dataclass
-class Rig:
-    """A backend, the time the test says it is, and (for Redis) a raw client to age stored state with."""
-
-    backend: Backend
-    raw: aioredis.Redis | None
-    now: float = NOON
-    started: float = field(default_factory=time.monotonic)
-
-    def slack(self, rounding: float = 0.5) -> float:
-        """How far a wait Redis computes may be off: rounding, plus the real time the test took (Redis's clock ran)."""
-        return rounding + (time.monotonic() - self.started if self.raw is not None else 0.0)
-
-    async def admit(self, limits: Limits, reservation: str | None = None) -> Admission:
-        return await self.backend.admit(limits, reservation or os.urandom(8).hex(), self.now)
-
-    async def settle(self, limits: Limits, admission: Admission, charge: Charge) -> None:
-        await self.backend.settle(limits, admission, charge, self.now)
-        if isinstance(self.backend, RedisBackend):
-            await self.backend.flush()
-
-    async def spend(self, window: str = "day", tenant: str = TENANT) -> Spend:
-        return await self.backend.spend(tenant, window, self.now)
-
-    async def advance(self, seconds: int) -> None:
-        """Move time on by whole seconds: `now` for memory; for Redis, age every stored time by as much."""
-        self.now += seconds
-        if self.raw is None:
-            return
-        shift = seconds * 1000
-        async for key in self.raw.scan_iter(match="sy:*"):
-            kind = await self.raw.type(key)
-            if kind == b"zset":  # the request window and the reservations' expiry, in ms
-                scored = await self.raw.zrange(key, 0, -1, withscores=True)
-                if scored:
-                    await self.raw.zadd(key, {member: score - shift for member, score in scored})
-            elif kind == b"hash" and key.endswith(b":tpm"):  # tokens counted per second
-                buckets = await self.raw.hgetall(key)
-                await self.raw.delete(key)
-                if buckets:
-                    await self.raw.hset(key, mapping={int(b) - seconds: v for b, v in buckets.items()})
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    if request.param == "memory":
-        yield Rig(MemoryBackend(), None)
-        return
-    url = request.getfixturevalue("redis_url")
-    backend = RedisBackend(url, timeout_s=5)  # these tests are not about timeouts: a loaded machine is slow
-    raw = aioredis.Redis.from_url(url)
-    try:
-        yield Rig(backend, raw)
-    finally:
-        await backend.close()
-        await raw.aclose()
-
-
-def rpm(limit: int) -> Limits:
-    return Limits(TENANT, requests_per_minute=limit)
-
-
-def tpm(limit: int, tokens: int) -> Limits:
-    return Limits(TENANT, tokens_per_minute=limit, tokens=tokens)
-
-
-def budget(cost: int, **limits: int) -> Limits:
-    """A request of estimated cost (nano-dollars) against budgets given as day=..., month=..."""
-    return Limits(TENANT, budgets=tuple(limits.items()), cost=cost)
-
 
 # --- requests per minute -------------------------------------------------------------------------------------------
 
@@ -353,38 +258,6 @@ async def test_the_month_keeps_counting_across_days(rig: Rig) -> None:
     assert (await rig.spend("month")).spent == 800
 
 
-# --- Redis only: settlements are idempotent -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("rig", ["redis"], indirect=True)
-async def test_the_same_settlement_sent_twice_counts_once(rig: Rig) -> None:
-    backend = rig.backend
-    assert isinstance(backend, RedisBackend)
-    limits = Limits(TENANT, tokens_per_minute=1000, tokens=100, budgets=(("day", 1000),), cost=300)
-    admission = await rig.admit(limits)
-    charge = Charge("a", cost=250, tokens=40, savings=10)
-    await backend.settle(limits, admission, charge, rig.now)
-    await backend.settle(limits, admission, charge, rig.now)  # a batch resent after its reply was lost
-    await backend.flush()
-    await backend.settle(limits, admission, charge, rig.now)
-    await backend.flush()
-    spend = await rig.spend()
-    assert (spend.spent, spend.reserved, spend.savings) == (250, 0, 10)
-    assert spend.upstreams == {"a": {"cost": 250, "tokens": 40, "requests": 1}}
-    assert (await rig.admit(tpm(1000, tokens=960))).ok  # the token correction (100 -> 40) was applied once
-    assert not (await rig.admit(tpm(1000, tokens=1))).ok
-
-
-@pytest.mark.parametrize("rig", ["redis"], indirect=True)
-async def test_settlements_are_flushed_in_the_background(rig: Rig) -> None:
-    limits = budget(300, day=1000)
-    await rig.backend.settle(limits, await rig.admit(limits), Charge("a", 250), rig.now)
-    for _ in range(1000):  # polled for at most ~5 s; the flusher sends every ~10 ms
-        spend = await rig.spend()
-        if spend.spent == 250:
-            break
-        await asyncio.sleep(0.005)
-    assert (spend.spent, spend.reserved) == (250, 0)
 
 
 async def test_a_settlement_after_its_reservation_expired_still_counts_once(rig: Rig) -> None:
@@ -397,55 +270,6 @@ async def test_a_settlement_after_its_reservation_expired_still_counts_once(rig:
         await rig.settle(limits, admission, Charge("a", 500))  # a batch resent after its reply was lost
     spend = await rig.spend()
     assert (spend.spent, spend.reserved) == (500, 0)
-
-
-async def test_a_batch_of_settlements_resent_after_its_reply_was_lost_counts_once(own_redis: RedisServer) -> None:
-    backend = RedisBackend(own_redis.url(), timeout_s=1.0)
-    limits = rpm(10)  # nothing reserved: the batch's marker alone keeps it from counting twice
-    try:
-        admission = await backend.admit(limits, "r", NOON)
-        await backend.settle(limits, admission, Charge("a", 42, 5), NOON)
-        own_redis.freeze()  # the batch reaches Redis, but its reply does not come back in time
-        with pytest.raises(StateError):
-            await backend.flush()
-        own_redis.thaw()
-        await backend.flush()  # the same batch again
-        spend = await backend.spend(TENANT, "day", NOON)
-        assert spend.upstreams == {"a": {"cost": 42, "tokens": 5, "requests": 1}}
-    finally:
-        own_redis.thaw()
-        await backend.close()
-
-
-async def test_an_admission_whose_reply_was_lost_is_released(own_redis: RedisServer) -> None:
-    backend = RedisBackend(own_redis.url(), timeout_s=1.0)
-    limits = Limits(TENANT, requests_per_minute=2, budgets=(("day", 1000),), cost=300)
-    try:
-        assert (await backend.admit(limits, "first", NOON)).ok
-        own_redis.freeze()  # the next admission reaches Redis, but its reply does not come back in time
-        with pytest.raises(StateError):
-            await backend.admit(limits, "lost", NOON)
-        own_redis.thaw()
-        assert (await backend.admit(limits, "second", NOON)).ok  # the release of "lost" rides ahead of it
-        refused = await backend.admit(limits, "third", NOON)
-        assert (refused.ok, refused.limit) == (False, "requests_per_minute")
-        assert (await backend.spend(TENANT, "day", NOON)).reserved == 600
-    finally:
-        own_redis.thaw()
-        await backend.close()
-
-
-@pytest.mark.parametrize("rig", ["redis"], indirect=True)
-async def test_what_redis_keeps_for_a_tenant_expires_once_idle(rig: Rig) -> None:
-    assert rig.raw is not None
-    limits = Limits(TENANT, requests_per_minute=10, tokens_per_minute=1000, tokens=10, budgets=(("day", 10**9),),
-                    cost=5)
-    for _ in range(3):
-        await rig.settle(limits, await rig.admit(limits), Charge("a", 5, 10))
-    ttls = {key.decode(): await rig.raw.ttl(key) async for key in rig.raw.scan_iter(match="sy:*")}
-    assert set(ttls) >= {f"sy:{{{TENANT}}}:rpm", f"sy:{{{TENANT}}}:tpm", f"sy:{{{TENANT}}}:day:2026-11-25"}
-    assert all(ttl > 0 for ttl in ttls.values()), ttls  # -1 would be a key kept forever
-    assert ttls[f"sy:{{{TENANT}}}:tpm"] <= 61
 
 
 # --- bounds: no report can overflow or sink a counter ------------------------------------------------------------
@@ -476,28 +300,6 @@ async def test_a_token_correction_cannot_sink_the_minute_below_zero(rig: Rig) ->
     admitted = await rig.admit(limits)
     await rig.settle(limits, admitted, Charge("a", 0, -(10**19)))  # counted as 0 tokens: the 50 estimated go
     assert (await rig.admit(tpm(100, 100))).ok  # the whole minute is free again, not more than whole
-
-
-@pytest.mark.parametrize("rig", ["redis"], indirect=True)
-async def test_the_redis_scripts_hold_counters_within_bounds_whatever_they_are_sent(rig: Rig) -> None:
-    """The caller bounds every number; the scripts do too, so a caller that did not cannot break a counter."""
-    assert rig.raw is not None
-    assert isinstance(rig.backend, RedisBackend)
-    keys = rig.backend.keys(TENANT, rig.now)
-    huge, sunk = str(10**19), str(-(10**19))
-    reply = await rig.raw.eval(ADMIT, 7, *keys, "sy:{acme}:done:r1", -1, -1, 0, MOST, -1, huge, "r1",
-                               RESERVATION_TTL_MS, 86400, 86400)
-    assert reply[0] == 1
-    assert int(await rig.raw.hget(keys[2], "reserved")) == MOST
-    for batch, (cost, tokens) in enumerate(((huge, huge), (huge, huge), (sunk, sunk))):
-        args = [EXPIRE_S["day"], EXPIRE_S["month"], "r1", MOST, "10", "a", cost, tokens, sunk, "0", 0]
-        await rig.raw.eval(SETTLE, 6, *keys[1:], f"sy:{{acme}}:batch:{batch}", *args)
-    fields = {k.decode(): int(v) for k, v in (await rig.raw.hgetall(keys[2])).items()}
-    assert fields == {"reserved": 0, "spent": MOST, "savings": -MOST, "c:a": MOST, "t:a": MOST, "n:a": 1}
-    await rig.raw.zadd(keys[3], {f"r2:{huge}": 1})  # a reservation of more than any counter holds, then released
-    await rig.raw.eval(SETTLE, 6, *keys[1:], "sy:{acme}:batch:last", EXPIRE_S["day"], EXPIRE_S["month"],
-                       "r2", huge, "10", "", "0", "0", "0", "0", 0)
-    assert int(await rig.raw.hget(keys[2], "reserved")) == 0
 
 
 async def test_an_admission_reports_what_is_left_of_each_rate_limit(rig: Rig) -> None:

@@ -98,6 +98,21 @@ def test_demo_serves_tools_and_the_responses_api(demo: tuple[subprocess.Popen[st
     assert calls[0].function.name == "get_time"
 
 
+def test_a_fault_posted_to_a_stand_in_makes_the_route_fall_back(
+        demo: tuple[subprocess.Popen[str], int, dict[str, int]], loop: Loop) -> None:
+    _, port, ports = demo
+    queued = httpx.post(f"http://127.0.0.1:{ports['demo-self-hosted']}/standin/faults",
+                        json={"status": 503, "count": 2}, timeout=10)
+    assert queued.status_code == 200
+    assert [fault["status"] for fault in queued.json()["data"]] == [503, 503]
+    client = loop.client(f"http://127.0.0.1:{port}/v1", DEMO_KEY)
+    fallen = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
+    assert fallen.headers["x-switchyard-upstream"] == "demo-proprietary"
+    assert str(fallen.parse().choices[0].message.content).startswith("[demo proprietary stand-in]")
+    again = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
+    assert again.headers["x-switchyard-upstream"] == "demo-self-hosted"
+
+
 def test_demo_takes_free_stand_in_ports_by_default_and_says_which(
         demo: tuple[subprocess.Popen[str], int, dict[str, int]], loop: Loop) -> None:
     _, _, ports = demo

@@ -1,13 +1,17 @@
-"""`switchyard policy explain` and the case runner behind `switchyard policy test`."""
+"""`switchyard policy explain` and the case runner behind `switchyard policy test`, with and without `--load`."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.tools.cli import main
+from tests.conftest import KEY
+from tests.routing.policy.test_schema import POLICY as CAPACITY_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = str(ROOT / "policies")
@@ -107,3 +111,70 @@ def test_explain_names_the_capability_no_upstream_has(tmp_path: Path, capsys: py
     assert main(["policy", "explain", POLICY, "--key", DEV_KEY, "--request", str(path), "--endpoint", "responses",
                  "--down", "openai"]) == 2
     assert "excluded (capability)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def capacity_policy(tmp_path: Path) -> str:
+    (tmp_path / "policy.yaml").write_text(CAPACITY_POLICY.replace("{CAPACITY}", "{engine: vllm, max_waiting: 4}")
+                                          + "data_classes:\n  public: {}\n  personal: {hosting: [self]}\n")
+    return str(tmp_path / "policy.yaml")
+
+
+def explain_loaded(capacity_policy: str, tmp_path: Path, *options: str) -> None:
+    body = request(tmp_path, "hello")
+    assert main(["policy", "explain", capacity_policy, "--key", KEY, "--request", body, *options]) == 0
+
+
+def test_explain_shows_the_full_upstream_moved_back(capacity_policy: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    explain_loaded(capacity_policy, tmp_path)
+    assert "moved back" not in capsys.readouterr().out
+    explain_loaded(capacity_policy, tmp_path, "--load", "qwen-eu=full")
+    out = capsys.readouterr().out
+    assert out.index("1. gpt") < out.index("2. qwen-eu")
+    assert "moved back (full): qwen-eu" in out
+    assert "spilled from qwen-eu to gpt" in out
+
+
+def test_a_queue_length_is_judged_against_max_waiting(capacity_policy: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    explain_loaded(capacity_policy, tmp_path, "--load", "qwen-eu=4")
+    assert "1. qwen-eu" in capsys.readouterr().out
+    explain_loaded(capacity_policy, tmp_path, "--load", "qwen-eu=5")
+    assert "1. gpt" in capsys.readouterr().out
+
+
+def test_bad_loads_are_refused_with_a_reason(capacity_policy: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    body = request(tmp_path, "hello")
+    for load, reason in (("nope=full", "upstream 'nope' is not in the policy"),
+                         ("qwen-eu=busy", "give full, open or a queue length"),
+                         ("gpt=3", "a queue length needs capacity.max_waiting on gpt")):
+        assert main(["policy", "explain", capacity_policy, "--key", KEY, "--request", body, "--load", load]) == 1
+        assert reason in capsys.readouterr().err
+
+
+def test_cases_take_a_load_map(capacity_policy: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hello = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
+    cases = {"cases": [
+        {"name": "spills when full", "tenant": "acme", "request": hello, "load": {"qwen-eu": "full"},
+         "expect": {"upstreams": ["gpt", "qwen-eu"]}},
+        {"name": "stays when open", "tenant": "acme", "request": hello, "load": {"qwen-eu": 2},
+         "expect": {"first": "qwen-eu"}},
+        {"name": "personal data queues", "tenant": "acme", "request": hello, "load": {"qwen-eu": "full"},
+         "headers": {"x-switchyard-data-class": "personal"}, "expect": {"upstreams": ["qwen-eu"]}},
+        {"name": "wrong on purpose", "tenant": "acme", "request": hello, "load": {"qwen-eu": "full"},
+         "expect": {"first": "qwen-eu"}},
+        {"name": "bad load", "tenant": "acme", "request": hello, "load": {"qwen-xx": "full"},
+         "expect": {"first": "qwen-eu"}},
+    ]}
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "capacity.yaml").write_text(yaml.safe_dump(cases))
+    assert main(["policy", "test", capacity_policy]) == 1
+    out = capsys.readouterr().out
+    for name in ("spills when full", "stays when open", "personal data queues"):
+        assert re.search(rf"^PASS \S*capacity\.yaml:\d+: {name}$", out, re.M)
+    assert re.search(r"^FAIL \S*capacity\.yaml:\d+: wrong on purpose$", out, re.M)
+    assert re.search(r"^ERROR \S*capacity\.yaml:\d+: bad load$", out, re.M)
+    assert "expected first qwen-eu, got gpt" in out
+    assert "load: upstream 'qwen-xx' is not in the policy" in out

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
+from gateway.tools.standin.hostile import gzip_bomb
 from gateway.upstreams import bounded
 from gateway.upstreams.spec import Limits
-from tests.hostile import gzip_bomb
 
 
 async def arriving(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:

@@ -23,14 +23,12 @@ from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.cli import main
-from gateway.tools.standin import Fault as StandInFault
-from gateway.tools.standin import StandIn
+from gateway.tools.standin import Fake, FakeAnthropic, FakeGemini, Fault, StandIn
 from gateway.upstreams import litellm_adapter
 from gateway.upstreams.answers import EventStream, Lifetimes
 from gateway.upstreams.litellm_adapter import LitellmUpstream, knows, price
 from gateway.upstreams.translate import DONE, AnthropicFrames
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
-from tests.upstreams.fake_providers import Fake, FakeAnthropic, FakeGemini, Fault
 
 # litellm silences these pydantic warnings process-wide at import; pytest's "error" filter would revive them
 pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")
@@ -300,7 +298,7 @@ def test_the_openai_sdk_streams_a_whole_answer_from_self_hosted_or_its_fallback(
     specs = {"self": {"base_url": "http://127.0.0.1:9/v1"}} if self_hosted == "down" else {}
     stack = start(loop, tmp_path, ["self", fallback], specs)
     if self_hosted == "failing":
-        stack.standin.faults.extend([StandInFault(status=503), StandInFault(status=503)])
+        stack.standin.faults.extend([Fault(status=503), Fault(status=503)])
     stream = stack.client().chat.completions.create(model="chat", messages=HI, stream=True,
                                                     stream_options={"include_usage": True})
     text, finish, usage, _ = collect(stream)

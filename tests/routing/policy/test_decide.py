@@ -1,4 +1,4 @@
-"""The routing decision (steps 4 to 6): filters, their error codes, rules and ordering."""
+"""The routing decision (steps 4 to 6): filters, their error codes, rules, ordering, and full upstreams moved back."""
 
 from __future__ import annotations
 
@@ -604,3 +604,90 @@ def test_translated_upstreams_serve_chat_only(tmp_path: Path, endpoint: str, exp
     policy = load_policy(path, {}, catalog=_Translating())
     features = Features(route="chat", tenant="t", prompt_tokens=10, endpoint=endpoint)
     assert decide(policy, features).candidates == expected
+
+
+# --- full upstreams (capacity): moved behind the rest in order, never excluded, nothing added --------------------
+
+SPILL_POLICY = f"""\
+version: 1
+upstreams:
+  qwen-a: {{base_url: "http://a:8000/v1", model: q, hosting: self, region: eu,
+            cost: {{input_per_mtok: 0.1, output_per_mtok: 0.1}}}}
+  qwen-b: {{base_url: "http://b:8000/v1", model: q, hosting: self, region: eu,
+            cost: {{input_per_mtok: 0.2, output_per_mtok: 0.2}}}}
+  api-1: {{base_url: "http://c/v1", model: g, region: us, cost: {{input_per_mtok: 2, output_per_mtok: 8}}}}
+  api-2: {{base_url: "http://d/v1", model: g, region: us, cost: {{input_per_mtok: 3, output_per_mtok: 9}}}}
+models:
+  chat: {{candidates: [api-2, qwen-b, api-1, qwen-a], objective: cost}}
+  pinned: {{candidates: [qwen-a, api-1], objective: priority}}
+data_classes:
+  public: {{}}
+  personal: {{hosting: [self]}}
+rules:
+  - {{name: prefer-b, match: {{route: pinned, header: {{x-b: "1"}}}}, prefer: [api-1]}}
+tenants:
+  acme: {{keys: ["{key_hash(KEY)}"]}}
+"""
+
+
+@pytest.fixture
+def spill_policy(tmp_path: Path) -> Policy:
+    (tmp_path / "p.yaml").write_text(SPILL_POLICY)
+    return load_policy(tmp_path / "p.yaml")
+
+
+def order_when_full(spill_policy: Policy, full: set[str], route: str = "chat", **features: object) -> tuple[str, ...]:
+    decision = decide(spill_policy, Features(route, "acme", 100, **features),  # type: ignore[arg-type]
+                      Live(full=frozenset(full)))
+    return decision.candidates
+
+
+def test_nothing_full_keeps_the_objectives_order(spill_policy: Policy) -> None:
+    assert order_when_full(spill_policy, set()) == ("qwen-a", "qwen-b", "api-1", "api-2")
+
+
+def test_a_full_upstream_moves_behind_every_open_one_keeping_their_order(spill_policy: Policy) -> None:
+    assert order_when_full(spill_policy, {"qwen-a"}) == ("qwen-b", "api-1", "api-2", "qwen-a")
+    assert order_when_full(spill_policy, {"qwen-a", "qwen-b"}) == ("api-1", "api-2", "qwen-a", "qwen-b")
+    assert order_when_full(spill_policy, {"api-1"}) == ("qwen-a", "qwen-b", "api-2", "api-1")
+
+
+def test_the_decision_names_what_it_moved_and_the_first_choice_it_spilled_from(spill_policy: Policy) -> None:
+    decision = decide(spill_policy, Features("chat", "acme", 100), Live(full=frozenset({"qwen-a", "api-2"})))
+    assert decision.moved_back == ("qwen-a", "api-2")
+    assert decision.spilled_from == "qwen-a"
+    later = decide(spill_policy, Features("chat", "acme", 100), Live(full=frozenset({"api-2"})))
+    assert later.spilled_from is None
+    assert later.moved_back == ("api-2",)
+
+
+def test_all_full_changes_nothing(spill_policy: Policy) -> None:
+    everything = {"qwen-a", "qwen-b", "api-1", "api-2"}
+    decision = decide(spill_policy, Features("chat", "acme", 100), Live(full=frozenset(everything)))
+    assert decision.candidates == ("qwen-a", "qwen-b", "api-1", "api-2")
+    assert decision.spilled_from is None
+    assert decision.moved_back == ()
+
+
+def test_residency_bound_traffic_still_goes_to_full_upstreams_and_nothing_is_added(spill_policy: Policy) -> None:
+    personal = order_when_full(spill_policy, {"qwen-a", "qwen-b"}, data_class="personal")
+    assert personal == ("qwen-a", "qwen-b")  # api-1, api-2 stay excluded: capacity never widens
+    assert order_when_full(spill_policy, {"qwen-a"}, data_class="personal") == ("qwen-b", "qwen-a")
+
+
+def test_a_full_upstream_is_never_an_exclusion(spill_policy: Policy) -> None:
+    decision = decide(spill_policy, Features("chat", "acme", 100), Live(full=frozenset({"qwen-a"})))
+    assert decision.excluded == ()
+
+
+def test_refusals_are_the_same_with_and_without_full_upstreams(spill_policy: Policy) -> None:
+    for full in (frozenset(), frozenset({"qwen-a", "api-1"})):
+        with pytest.raises(NoCandidate) as caught:
+            decide(spill_policy, Features("pinned", "acme", 100, data_class="personal"),
+                   Live(open_circuits=frozenset({"qwen-a"}), full=full))
+        assert caught.value.code == "residency_unavailable"
+
+
+def test_a_rules_preference_is_moved_behind_too_when_full(spill_policy: Policy) -> None:
+    assert order_when_full(spill_policy, set(), "pinned", headers={"x-b": "1"}) == ("api-1", "qwen-a")
+    assert order_when_full(spill_policy, {"api-1"}, "pinned", headers={"x-b": "1"}) == ("qwen-a", "api-1")

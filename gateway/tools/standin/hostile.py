@@ -1,6 +1,7 @@
-"""Hostile upstream payloads for the guarantee tests: a gzip bomb, and forms of an echoed key to search for.
+"""What a hostile upstream sends: a gzip bomb, and answers that echo the provider key in many forms.
 
-The servers that send them are tests/faults.py's (`Flood`, `Echo`, `Redirect`): nothing here allocates a big body.
+The fault server sends them (`Flood`, `Echo` in gateway/tools/standin/behaviours.py): nothing here allocates a
+big body.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import zlib
 from typing import Any
 
 import orjson
+
+from gateway.delivery.sse import DONE_EVENT
+from gateway.tools.standin.events import event
 
 MIB = 1 << 20
 
@@ -65,7 +69,7 @@ def stream(text: str, raw: bool = False) -> bytes:
         return {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     events = [orjson.dumps(chunk("key: ")), _embed(chunk("@@"), text, raw), orjson.dumps(chunk(None, "stop"))]
-    return b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return b"".join(b"data: " + e + b"\n\n" for e in events) + DONE_EVENT
 
 
 def error(text: str, raw: bool = False) -> bytes:
@@ -79,37 +83,10 @@ def _embed(body: dict[str, Any], text: str, raw: bool) -> bytes:
     return encoded.replace(b"@@", text.encode() if raw else orjson.dumps(text)[1:-1])
 
 
-def leaks(received: bytes, key: str) -> list[str]:
-    """The cheaply searchable forms of key's first 8 characters that received still holds."""
-    found = []
-    start = key[:8].encode()
-    lowered = received.lower()
-    if start.lower() in lowered:
-        found.append("prefix, any case")
-    runs = {key[at:at + 15].lower().encode() for at in range(1, len(key) - 14)}
-    if any(run in lowered for run in runs):
-        found.append("a run of 15 from inside the key, any case")
-    decoded = received.decode("unicode_escape", "replace").lower()
-    if start.decode().lower() in decoded:
-        found.append("prefix, once escapes are undone")
-    for offset in range(3):
-        core = base64.b64encode(b"\0" * offset + key.encode())[4 if offset else 0:][:10]
-        if core in received:
-            found.append(f"base64 at offset {offset}")
-    return found
-
-
 def spelled_stream(key: str, size: int) -> bytes:
     """A whole SSE stream that spells key out size characters an event, as a model echoing it would."""
     def chunk(content: str) -> bytes:
-        body = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return event({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                      "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})
     pieces = ["your key is ", *(key[at:at + size] for at in range(0, len(key), size)), " - keep it safe"]
-    return b"".join(chunk(piece) for piece in pieces) + b"data: [DONE]\n\n"
-
-
-def longest_run(text: str, key: str) -> int:
-    """The most characters of key, in a row, that text holds."""
-    return max((n for at in range(len(key)) for n in range(1, len(key) - at + 1) if key[at:at + n] in text),
-               default=0)
+    return b"".join(chunk(piece) for piece in pieces) + DONE_EVENT

@@ -1,7 +1,8 @@
-"""A stand-in OpenAI-compatible upstream for `switchyard demo` and the tests: it answers, and remembers what it saw.
+"""The OpenAI-compatible stand-in: an ASGI app that answers, and remembers what it saw.
 
 It is not a model: it echoes the prompt, labelled with who answered, so routing can be seen.
-Faults are chosen by setting `faults` (the next requests' behaviour) or a request's `x-standin-*` headers.
+Faults are chosen by setting `faults` (the next requests' behaviour), by a request's `x-standin-*` headers, or
+over HTTP by POSTing a fault to /standin/faults (how `switchyard demo` shows a fallback).
 """
 
 from __future__ import annotations
@@ -9,34 +10,41 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
 
 from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
-from gateway.delivery import sse
+from gateway.delivery.sse import DONE_EVENT, usage_event
+from gateway.tools.standin.events import event, named_event
 
 JSON = b"application/json"
+SSE = b"text/event-stream"
+FAULTS_PATH = "/standin/faults"
+MAX_QUEUED = 1000  # faults one POST to /standin/faults may queue
 
 
 @dataclass
 class Fault:
-    """How to misbehave on one request."""
+    """How to misbehave on one request: an error status (with a message and Retry-After), a delay, or a stream
+    cut after some text deltas."""
 
     status: int | None = None
     delay_s: float = 0.0
     cut_after: int | None = None
     retry_after: str | None = None
+    message: str | None = None
 
 
 @dataclass
 class Seen:
-    """One request as the stand-in received it."""
+    """One request as a stand-in received it."""
 
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    query: str = ""
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -51,18 +59,16 @@ class StandIn:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         headers = header_map(scope)
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_all(receive)
         if scope["method"] == "GET" and scope["path"].endswith("/models"):
             data = [{"id": "standin", "object": "model", "created": 0, "owned_by": self.label}]
             await send_bytes(send, 200, orjson.dumps({"object": "list", "data": data}), JSON)
+            return
+        if scope["path"] == FAULTS_PATH:
+            await self._queue_faults(scope["method"], raw, send)
             return
         seen = Seen(scope["path"], headers, orjson.loads(raw or b"{}"))
         self.seen.append(seen)
@@ -79,13 +85,26 @@ class StandIn:
                      delay_s=float(headers.get("x-standin-delay-s", 0)),
                      cut_after=int(headers["x-standin-cut-after"]) if "x-standin-cut-after" in headers else None)
 
+    async def _queue_faults(self, method: str, raw: bytes, send: Send) -> None:
+        """POST a fault's fields (and `count`, how many requests it is for) to queue it; GET the queue."""
+        if method == "POST":
+            try:
+                count, fault = parse_fault(raw)
+            except ValueError as exc:
+                error = {"error": {"message": str(exc), "type": "invalid_request_error", "code": None, "param": None}}
+                await send_bytes(send, 400, orjson.dumps(error), JSON)
+                return
+            self.faults.extend([fault] * count)
+        queued = [asdict(fault) for fault in self.faults]
+        await send_bytes(send, 200, orjson.dumps({"object": "list", "data": queued}), JSON)
+
     async def _answer(self, seen: Seen, fault: Fault, send: Send) -> None:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
-            error = {"error": {"message": f"{self.label}: error {fault.status}", "type": "standin_error",
-                               "code": fault.status, "param": None}}
+            error = {"error": {"message": fault.message or f"{self.label}: error {fault.status}",
+                               "type": "standin_error", "code": fault.status, "param": None}}
             await send_bytes(send, fault.status, orjson.dumps(error), JSON, extra)
             return
         body, path = seen.body, seen.path
@@ -99,7 +118,7 @@ class StandIn:
         elif path.endswith("/responses"):
             await self._responses(body, fault, send)
         elif body.get("stream"):
-            await self._stream(body, path, fault, send)
+            await self._stream(body, fault, send)
         else:
             await send_bytes(send, 200, orjson.dumps(self._completion(body, path)), JSON)
 
@@ -131,28 +150,26 @@ class StandIn:
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}]}
 
-    async def _stream(self, body: dict[str, Any], path: str, fault: Fault, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+    async def _stream(self, body: dict[str, Any], fault: Fault, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", SSE)]})
         base = {"id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body.get("model")}
         words = self._words(body)
 
-        async def event(obj: dict[str, Any]) -> None:
-            await send({"type": "http.response.body", "body": sse.data_event(orjson.dumps(obj)), "more_body": True})
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
 
-        await event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                          "finish_reason": None}]})
+        await emit(event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                               "finish_reason": None}]}))
         for i, word in enumerate(words):
             if i == fault.cut_after:
                 raise ConnectionResetError("stand-in: cut mid-stream")
-            await event({**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
-        await event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            await emit(event({**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}))
+        await emit(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
-            await event({**base, "choices": [], "usage": usage})
-        await send({"type": "http.response.body", "body": sse.DONE_EVENT, "more_body": False})
-
+            await emit(usage_event(base, {"prompt_tokens": 10, "completion_tokens": len(words),
+                                          "total_tokens": 10 + len(words)}))
+        await send({"type": "http.response.body", "body": DONE_EVENT, "more_body": False})
 
     async def _responses(self, body: dict[str, Any], fault: Fault, send: Send) -> None:
         """The Responses API: one response object, or its events when streamed."""
@@ -167,119 +184,69 @@ class StandIn:
         if not body.get("stream"):
             await send_bytes(send, 200, orjson.dumps(response), JSON)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", SSE)]})
 
-        async def event(kind: str, data: dict[str, Any]) -> None:
-            line = sse.frame(orjson.dumps({"type": kind, **data}), kind.encode())
-            await send({"type": "http.response.body", "body": line, "more_body": True})
+        async def emit(kind: str, data: dict[str, Any]) -> None:
+            await send({"type": "http.response.body", "body": named_event(kind, data), "more_body": True})
 
-        await event("response.created", {"response": {**response, "status": "in_progress", "output": []}})
+        await emit("response.created", {"response": {**response, "status": "in_progress", "output": []}})
         for i, word in enumerate(words):
             if i == fault.cut_after:
                 raise ConnectionResetError("stand-in: cut mid-stream")
-            await event("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0,
-                                                       "delta": word})
-        await event("response.completed", {"response": response})
+            await emit("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0,
+                                                      "delta": word})
+        await emit("response.completed", {"response": response})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-METRICS_FORMATS = {  # each engine's own exposition of queue, running and cache, as its servers write it
-    "vllm": ("# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
-             "# TYPE vllm:num_requests_running gauge\n"
-             'vllm:num_requests_running{{engine="0",model_name="{model}"}} {running:.1f}\n'
-             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
-             "# TYPE vllm:num_requests_waiting gauge\n"
-             'vllm:num_requests_waiting{{engine="0",model_name="{model}"}} {waiting:.1f}\n'
-             "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
-             "# TYPE vllm:kv_cache_usage_perc gauge\n"
-             'vllm:kv_cache_usage_perc{{engine="0",model_name="{model}"}} {kv_cache}\n'),
-    "sglang": ("# HELP sglang:num_running_reqs The number of running requests.\n"
-               "# TYPE sglang:num_running_reqs gauge\n"
-               'sglang:num_running_reqs{{engine_type="unified",model_name="{model}",tp_rank="0"}} {running:.1f}\n'
-               "# HELP sglang:num_queue_reqs The number of requests in the waiting queue.\n"
-               "# TYPE sglang:num_queue_reqs gauge\n"
-               'sglang:num_queue_reqs{{engine_type="unified",model_name="{model}",tp_rank="0"}} {waiting:.1f}\n'
-               "# HELP sglang:token_usage The token usage.\n"
-               "# TYPE sglang:token_usage gauge\n"
-               'sglang:token_usage{{engine_type="unified",model_name="{model}",tp_rank="0"}} {kv_cache}\n'),
-    "llamacpp": ("# HELP llamacpp:requests_processing Number of requests processing.\n"
-                 "# TYPE llamacpp:requests_processing gauge\n"
-                 "llamacpp:requests_processing {running:.0f}\n"
-                 "# HELP llamacpp:requests_deferred Number of requests deferred.\n"
-                 "# TYPE llamacpp:requests_deferred gauge\n"
-                 "llamacpp:requests_deferred {waiting:.0f}\n"),
-}
+def parse_fault(raw: bytes) -> tuple[int, Fault]:
+    """A POSTed fault and how many requests it is for; ValueError saying what is wrong with it."""
+    try:
+        doc = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("the body must be a JSON object")
+    count = doc.pop("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_QUEUED:
+        raise ValueError(f"count must be a whole number from 1 to {MAX_QUEUED}")
+    known = [f.name for f in fields(Fault)]
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ValueError(f"unknown fault fields {unknown}; a fault has {known}")
+    for name, value in doc.items():
+        if not _valid(name, value):
+            raise ValueError(f"{name} has a bad value: {value!r}")
+    return count, Fault(**doc)
 
 
-class QueueingEngine:
-    """A stand-in self-hosted engine that really queues: `slots` requests run at once, the rest wait their turn.
-
-    Each request holds its slot for `service_s` (or, with `hold`, until `release()`), then answers as a StandIn.
-    GET /metrics shows its queue in the named engine's own text format.
-    """
-
-    def __init__(self, label: str, slots: int, service_s: float = 0.0, engine: str = "vllm",
-                 hold: bool = False) -> None:
-        self.answer = StandIn(label)
-        self.slots = slots
-        self.service_s = service_s
-        self.engine = engine
-        self.waiting = 0
-        self.running = 0
-        self.arrivals = 0
-        self.served = 0
-        self.metrics_status = 200
-        self.busy_slot_s = 0.0
-        self._turns = asyncio.Semaphore(slots)
-        self._released: asyncio.Event | None = asyncio.Event() if hold else None
-
-    def release(self) -> None:
-        """Let every held request finish, and every later one run through (call on the engine's loop)."""
-        if self._released is not None:
-            self._released.set()
-
-    def metrics_text(self) -> str:
-        """The engine's /metrics page now."""
-        kv_cache = min(1.0, self.running / self.slots) if self.slots else 0.0
-        return METRICS_FORMATS[self.engine].format(model="standin", running=self.running, waiting=self.waiting,
-                                                   kv_cache=kv_cache)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["method"] == "GET" and scope["path"] == "/metrics":
-            await send_bytes(send, self.metrics_status, self.metrics_text().encode(), b"text/plain; version=0.0.4")
-            return
-        if scope["method"] == "GET":
-            await self.answer(scope, receive, send)
-            return
-        self.arrivals += 1
-        self.waiting += 1
-        try:
-            await self._turns.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        started = time.monotonic()
-        try:
-            await self._serve()
-            await self.answer(scope, receive, send)
-        finally:
-            self.running -= 1
-            self.served += 1
-            self.busy_slot_s += time.monotonic() - started
-            self._turns.release()
-
-    async def _serve(self) -> None:
-        if self._released is not None:
-            await self._released.wait()
-        elif self.service_s:
-            await asyncio.sleep(self.service_s)
+def _valid(name: str, value: object) -> bool:
+    """Whether value suits the Fault field name."""
+    if value is None:
+        return name != "delay_s"
+    if isinstance(value, bool):
+        return False
+    if name == "status":
+        return isinstance(value, int) and 100 <= value <= 599
+    if name == "delay_s":
+        return isinstance(value, int | float) and 0 <= value <= 600
+    if name == "cut_after":
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, str)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def read_all(receive: Receive) -> bytes:
+    """The whole request body."""
+    parts = []
+    while True:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer the ASGI lifespan protocol: nothing to start or stop."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -1,4 +1,4 @@
-"""The `capacity` block: defaults, and a place-naming problem for every field that is wrong."""
+"""The policy schema's `capacity` block: defaults, and a place-naming problem for every field that is wrong."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Fake Anthropic and Gemini servers: ASGI apps that speak each wire format, answer, and remember what they saw.
 
-Like `gateway.tools.standin.StandIn`, they are not models: the answer names who gave it, so routing can be seen.
-Faults queue up in `faults`, one per request; a prompt over `context_limit` characters is refused as too long.
+Like the OpenAI-compatible `StandIn`, they are not models: the answer names who gave it, so routing can be seen.
+Faults (the same `Fault`) queue up in `faults`, one per request; a prompt over `context_limit` characters is
+refused as too long.
 """
 
 from __future__ import annotations
@@ -17,32 +18,13 @@ from typing import Any
 import orjson
 
 from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
+from gateway.tools.standin.app import Fault, Seen, lifespan, read_all
+from gateway.tools.standin.events import named_event
 
 JSON = b"application/json"
 SSE = b"text/event-stream"
 GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
 Event = Callable[[bytes], Awaitable[None]]
-
-
-@dataclass
-class Fault:
-    """How to misbehave on one request: an error status, a delay, or a stream cut after some text deltas."""
-
-    status: int | None = None
-    retry_after: str | None = None
-    delay_s: float = 0.0
-    cut_after: int | None = None
-    message: str | None = None
-
-
-@dataclass
-class Seen:
-    """One request as the fake received it."""
-
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: dict[str, Any]
 
 
 @dataclass
@@ -66,16 +48,11 @@ class Fake:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        seen = Seen(scope["path"], scope.get("query_string", b"").decode(), header_map(scope),
-                    orjson.loads(raw or b"{}"))
+        raw = await read_all(receive)
+        seen = Seen(scope["path"], header_map(scope), orjson.loads(raw or b"{}"),
+                    query=scope.get("query_string", b"").decode())
         self.seen.append(seen)
         fault = self.faults.popleft() if self.faults else Fault()
         if fault.delay_s:
@@ -154,11 +131,12 @@ class FakeAnthropic(Fake):
         event = await open_sse(send)
 
         async def emit(kind: str, data: dict[str, Any]) -> None:
-            await event(b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n")
+            await event(named_event(kind, data))
 
-        message = {"id": f"msg_{time.monotonic_ns()}", "type": "message", "role": "assistant",
-                   "model": body.get("model"), "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1}}
+        message: dict[str, Any] = {
+            "id": f"msg_{time.monotonic_ns()}", "type": "message", "role": "assistant", "model": body.get("model"),
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1}}
         await emit("message_start", {"message": message})
         if answer.tool is not None:
             name, arguments = answer.tool
@@ -256,12 +234,3 @@ class FakeGemini(Fake):
         body = {"error": {"code": status, "message": message, "status": kind}}
         await send_bytes(send, status, orjson.dumps(body), JSON, extra)
 
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

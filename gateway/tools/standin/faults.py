@@ -1,8 +1,9 @@
 """A raw HTTP/1.1 fault server on loopback: an upstream that misbehaves on purpose and notes when each request came.
 
-It speaks just enough HTTP for aiohttp (one request per connection, `Connection: close`) and follows a script:
-each request takes the next behaviour, or `default` once the script is used up. Every arrival is recorded with its
-`time.monotonic()`, so tests can assert from the upstream's side how many attempts came and how far apart.
+It speaks just enough HTTP for aiohttp (one request per connection, `Connection: close`) and follows a script of
+behaviours (gateway/tools/standin/behaviours.py): each request takes the next, or `default` once the script is used
+up. Every arrival is recorded with its `time.monotonic()`, so tests can assert from the upstream's side how many
+attempts came and how far apart. These are the faults an ASGI app cannot make: resets, silences, raw bytes.
 """
 
 from __future__ import annotations
@@ -12,168 +13,30 @@ import contextlib
 import itertools
 import socket
 import struct
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 
-DONE = b"data: [DONE]\n\n"
+from gateway.tools.standin.behaviours import (
+    Arrival,
+    Behaviour,
+    Echo,
+    Flood,
+    Hang,
+    Json,
+    Redirect,
+    Reset,
+    SilentClose,
+    Sse,
+    Status,
+)
+from gateway.tools.standin.events import DONE
+
 PIECE = 1 << 16
-REASONS = {200: "OK", 302: "Found", 307: "Temporary Redirect", 400: "Bad Request", 501: "Not Implemented",
-           401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
-           422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-           503: "Service Unavailable", 504: "Gateway Timeout"}
-
-
-@dataclass(frozen=True)
-class Reset:
-    """Close with SO_LINGER 0 before any response byte: the client sees a TCP reset."""
-
-
-@dataclass(frozen=True)
-class SilentClose:
-    """Say nothing for after_s seconds, then close the connection (FIN) without answering."""
-
-    after_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Never answer; keep the socket open until the client leaves or the server stops."""
-
-
-@dataclass(frozen=True)
-class Status:
-    """An error status with a JSON body (OpenAI's error shape unless body is given) and an optional Retry-After."""
-
-    status: int
-    message: str = "upstream error"
-    retry_after: str | None = None
-    body: dict[str, Any] | None = None
-    delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Json:
-    """A normal chat completion; model is the one the request named, content says who answered."""
-
-    content: str | None = None
-    prompt_tokens: int = 7
-    completion_tokens: int = 3
-    delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Sse:
-    """A stream of raw events (chunked), each after its delay; cut (FIN, or RST with reset) or stall after K events.
-
-    [DONE] follows the events unless done is False. stall_after keeps the connection open, sending nothing
-    (for stall_s seconds and then closing it, when stall_s is given).
-    together sends every event (up to a cut or stall) in one write, so the client reads them at once.
-    """
-
-    events: tuple[bytes, ...]
-    delays: tuple[float, ...] = ()
-    cut_after: int | None = None
-    reset: bool = False
-    stall_after: int | None = None
-    done: bool = True
-    together: bool = False
-    stall_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Redirect:
-    """A 3xx pointing elsewhere (another loopback port, say): an upstream trying to send the request on."""
-
-    status: int
-    location: str
-
-
-@dataclass(frozen=True)
-class Flood:
-    """A hostile answer of size bytes, streamed 64 KiB at a time and never held whole: head, then fill repeated.
-
-    encoding is sent as Content-Encoding with the bytes as given (head can be a pre-made gzip bomb). With
-    hold_at, sending stops after that many bytes until go is set, so a test can probe the gateway meanwhile.
-    """
-
-    size: int
-    status: int = 200
-    content_type: str = "application/json"
-    head: bytes = b""
-    fill: bytes = b"a"
-    encoding: str | None = None
-    chunked: bool = True
-    hold_at: int | None = None
-    go: threading.Event | None = None
-
-
-@dataclass(frozen=True)
-class Echo:
-    """An answer rendered from the provider key the request carried, as a hostile upstream echoing it would."""
-
-    render: Callable[[str], bytes]
-    status: int = 200
-    content_type: str = "application/json"
-
-
-Behaviour = Reset | SilentClose | Hang | Status | Json | Sse | Redirect | Flood | Echo
-
-
-@dataclass
-class Arrival:
-    """One request as the fault server received it."""
-
-    at: float
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    closed_at: float | None = None  # when the client closed its side (EOF or reset seen)
-    sent: int = 0  # body bytes a Flood got out before the client left
-    held: threading.Event = field(default_factory=threading.Event)  # a Flood reached hold_at
-    gone: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def closed(self) -> bool:
-        return self.closed_at is not None
-
-
-def event(payload: dict[str, Any]) -> bytes:
-    """One SSE data event."""
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def chunk(model: str, content: str | None = None, finish: str | None = None, role: bool = False) -> bytes:
-    """One chat.completion.chunk event."""
-    delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-    if content is not None:
-        delta["content"] = content
-    return event({"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 0, "model": model,
-                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-
-
-def usage(model: str, prompt_tokens: int, completion_tokens: int) -> bytes:
-    """The final usage event of a stream."""
-    return event({"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 0, "model": model,
-                  "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                           "total_tokens": prompt_tokens + completion_tokens}})
-
-
-def chat_events(model: str, words: Sequence[str], role: bool = True, finish: bool = True,
-                with_usage: bool = True) -> tuple[bytes, ...]:
-    """A whole answer as events: the role delta, one event per word, finish_reason, usage ([DONE] is Sse's)."""
-    events = [chunk(model, role=True)] if role else []
-    events += [chunk(model, word) for word in words]
-    if finish:
-        events.append(chunk(model, finish="stop"))
-    if with_usage:
-        events.append(usage(model, 7, len(words)))
-    return tuple(events)
 
 
 class FaultServer:
@@ -399,8 +262,15 @@ def _write_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
 
 
 def _status_line(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [f"HTTP/1.1 {status} {_reason(status)}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
 
 
 def _linger_zero(writer: asyncio.StreamWriter) -> None:

@@ -1,0 +1,57 @@
+"""Text as the detectors read it: escapes decoded, Unicode folded, and crowded references reported, not decoded."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.routing.normalise import entities_crowded, normalise, normalised
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain ascii", "plain ascii"),
+        ("jane%40example.com", "jane@example.com"),
+        ("a%2540b", "a@b"),
+        ("50% off, 20%", "50% off, 20%"),
+        ("x%4", "x%4"),
+        ('{"to": "a\\u0040b"}', '{"to": "a\\u0040b"}\n{"to": "a@b"}'),
+
+        ("ja\u200bne\u00ad\u2060x", "janex"),
+        ("\uff14\uff11 \u0664\u0661", "41 41"),
+        ("a\u2014b\u2212c\u2013d", "a-b-c-d"),
+        ("a\u3000b\u2007c\u2028d", "a b c d"),
+        ("\U0001e951\U0001e952", "12"),
+        ("caf\u00e9 \U0001f600", "caf\u00e9 \U0001f600"),
+    ],
+)
+def test_normalise(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+def test_plain_ascii_text_is_returned_as_it_is() -> None:
+    text = "Summarise the meeting notes " * 10
+    assert normalise(text) is text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("jane&#64;example&period;com", "jane@example.com"),
+    ("a&amp;#64;b", "a@b"),
+    ("4111&nbsp;1111", "4111 1111"),
+    ("Tom &amp; Jerry", "Tom & Jerry"),
+])
+def test_html_references_are_decoded(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+def test_too_many_numeric_references_are_left_as_written_and_reported() -> None:
+    crowded = "&#65;" * 2_000 + "jane&#64;example.com"
+    assert entities_crowded(crowded)
+    assert normalised(crowded) == (crowded, True)
+    assert normalised("jane&#64;example.com") == ("jane@example.com", False)
+    assert not entities_crowded("&#65;" * 10)
+
+
+def test_a_backslash_escape_adds_its_decoded_reading_and_a_non_escape_is_kept() -> None:
+    assert normalise("card \\4111 1111") == "card \\4111 1111"
+    assert normalise('"a\\u0040b"').splitlines() == ['"a\\u0040b"', '"a@b"']
