@@ -12,7 +12,7 @@ from gateway.routing.policy.decide import Decision, Features, Live, completion_e
 from gateway.routing.policy.model import Policy
 from gateway.serving.auth import check_route
 
-Endpoint = Literal["chat", "completions", "embeddings", "responses"]
+Endpoint = Literal["chat", "completions", "embeddings", "responses", "messages"]
 ENDPOINTS: tuple[str, ...] = get_args(Endpoint)  # every endpoint the gateway decides: /v1/chat/completions ...
 
 
