@@ -1,4 +1,4 @@
-"""The gateway's exceptions and their OpenAI-style JSON.
+"""The gateway's exceptions; each inbound format (gateway.inbound) renders them in its own wire shape.
 
     GatewayError                      an answer to the client: status, type, code, param
     ├── InvalidRequest                400 invalid_request_error
@@ -8,9 +8,9 @@
     ├── NotFound, MethodNotAllowed    404 not_found, 405 method_not_allowed
     ├── PayloadTooLarge               413 request_too_large
     ├── StateUnavailable              503 state_unavailable (Redis away, state.on_unavailable: fail_closed)
-    ├── RateLimited                   429 rate_limit_exceeded, type `requests` or `tokens`
+    ├── RateLimited                   429 rate_limited, of `requests` or `tokens`
     ├── NoCandidate                   an empty allowed set (403 / 400 / 429 / 503, by its code); a spent
-    │                                 budget is 429 insufficient_quota, as OpenAI words it
+    │                                 budget is 429 budget_exhausted
     └── UpstreamFailed                502 / 503 / 504 after every candidate failed
 
     UpstreamError                     one attempt at one upstream went wrong (never shown as is)
@@ -32,15 +32,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import ClassVar
 
-import orjson
-
 
 class GatewayError(Exception):
-    """An error the client is told about, in OpenAI's error shape."""
+    """An error the client is told about: status, type (client's or server's fault), code, param, headers."""
 
     status = 500
     type = "server_error"
@@ -56,12 +53,8 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.headers = tuple(headers)
-        self.reason = self.code  # the gateway's own name for what happened (audit, metrics), where code is the API's
-
-    def body(self) -> bytes:
-        """The JSON body of this error."""
-        error = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
-        return orjson.dumps({"error": error})
+        self.reason = self.code  # the gateway's own name for what happened (audit, metrics); an inbound may word
+        # code its own way (OpenAI calls a spent budget insufficient_quota)
 
 
 class InvalidRequest(GatewayError):
@@ -121,15 +114,15 @@ class PayloadTooLarge(GatewayError):
 
 
 class RateLimited(GatewayError):
-    """A tenant's rate limit refused the request: typed `requests` or `tokens`, as OpenAI's API types it."""
+    """A tenant's rate limit refused the request; kind says which ran out: `requests` or `tokens`."""
 
     status = 429
-    code = "rate_limit_exceeded"
+    type = "rate_limit_error"
+    code = "rate_limited"
 
     def __init__(self, message: str, kind: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         super().__init__(message, headers=headers)
-        self.type = kind
-        self.reason = "rate_limited"
+        self.kind = kind
 
 
 class NoCandidate(GatewayError):
@@ -146,8 +139,6 @@ class NoCandidate(GatewayError):
         self.excluded = tuple(excluded)
         if self.status >= 500:
             self.type = "server_error"
-        if code == "budget_exhausted":  # OpenAI's words for a spent quota; the reason stays the gateway's
-            self.code = self.type = "insufficient_quota"
 
 
 class UpstreamFailed(GatewayError):
@@ -285,34 +276,3 @@ class PolicyError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
-
-
-SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
-
-
-def response_failed(first: bytes, last: bytes, message: str) -> bytes:
-    """The Responses API's ending of a stream that cannot be finished, in that API's shape: `response.failed`
-    carrying the response its `response.created` event began (first), numbered after the last event sent; an
-    `error` event when no response was seen."""
-    sequence = max((int(n) for n in SEQUENCE.findall(last)), default=-1) + 1
-    response = created_response(first)
-    if response is None:
-        error = {"type": "error", "code": "server_error", "message": message, "param": None,
-                 "sequence_number": sequence}
-        return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
-    failed = {**response, "status": "failed", "error": {"code": "server_error", "message": message}}
-    event = {"type": "response.failed", "sequence_number": sequence, "response": failed}
-    return b"event: response.failed\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
-def created_response(events: bytes) -> dict[str, object] | None:
-    """The response object of the `response.created` event among events, if one is there."""
-    for line in events.splitlines():
-        if line.startswith(b"data:") and b"response.created" in line:
-            try:
-                data = orjson.loads(line[5:])
-            except orjson.JSONDecodeError:
-                return None
-            response = data.get("response") if isinstance(data, dict) else None
-            return response if isinstance(response, dict) else None
-    return None

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import orjson
 
+from gateway.asgi import parse_object
 from gateway.routing import classify, detectors
 from gateway.routing.policy.model import Policy
 from gateway.serving.app import DEFAULT_MAX_BODY
-from gateway.serving.asgi import parse_object
 
 SIZE = 4096
 ROUNDS = 5_000

@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 import yaml
 
+from gateway.asgi import Receive, Scope, Send
 from gateway.serving.app import Gateway, Settings
-from gateway.serving.asgi import Receive, Scope, Send
 from gateway.tools.standin import StandIn
 
 KEY = "sk-sy-test-key-0123456789abcdef0123456789"

@@ -17,13 +17,14 @@ from typing import Any
 
 from gateway.accounting.meter import TEXT_KEYS, TextMeter
 from gateway.accounting.usage import Usage
+from gateway.asgi import Send
 from gateway.delivery.chunks import carried, carry, identity_of, restamp
 from gateway.delivery.dispatch import Request
 from gateway.delivery.sse import DONE_EVENT, SseRelay, Transcript, error_event, usage_event
-from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout, response_failed
+from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout
+from gateway.inbound.responses_events import response_failed
 from gateway.operations.metrics import Metrics
 from gateway.routing.policy.schema import Resilience
-from gateway.serving.asgi import Send
 from gateway.upstreams.base import Client, Exchange
 
 FINISH_GRACE_S = 1.0

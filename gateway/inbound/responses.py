@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import InvalidRequest, created_response
+from gateway.errors import InvalidRequest
+from gateway.inbound.responses_events import created_response
 from gateway.routing.policy.decide import Decision
 
 REMEMBERED = 100_000  # response ids a process remembers, the oldest forgotten first

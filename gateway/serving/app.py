@@ -18,19 +18,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.asgi import Headers, Message, Receive, Scope, Send, send_bytes
 from gateway.delivery.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.inbound.base import Inbound
+from gateway.inbound.openai import OpenAIInbound, bearer, error_body
 from gateway.operations import logs
 from gateway.operations.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.operations.metrics import CONTENT_TYPE, Metrics
 from gateway.operations.reload import Reloader
-from gateway.pipeline.proxy import ENDPOINTS, Proxy, request_id_for
+from gateway.pipeline.auth import authenticate, check_route
+from gateway.pipeline.intake import request_id_for
+from gateway.pipeline.pipeline import Pipeline
+from gateway.pipeline.runtime import Runtime
 from gateway.routing.policy.loader import load_policy
 from gateway.routing.policy.model import Policy
 from gateway.serving.admin import Admin
-from gateway.serving.asgi import Headers, Message, Receive, Scope, Send, send_error
-from gateway.serving.auth import authenticate, check_route
-from gateway.serving.runtime import Runtime
 from gateway.state.base import Backend
 from gateway.state.circuits import CLOSED, STATE_NAMES
 from gateway.state.latency import LatencyTracker
@@ -93,8 +96,11 @@ class Gateway:
         if settings.audit and seal.key is None:
             logger.warning("the audit trail is not keyed (no --audit-key-file or $SWITCHYARD_AUDIT_KEY): anyone who "
                            "can write its files can rewrite them undetected")
-        self.proxy = Proxy(self.metrics, dispatcher, self.latency, self.ledger, self.audit, settings.max_body_bytes)
-        self.capacity = self.proxy.capacity
+        self.pipeline = Pipeline(self.metrics, dispatcher, self.latency, self.ledger, self.audit,
+                                 settings.max_body_bytes)
+        self.capacity = self.pipeline.capacity
+        self.openai = OpenAIInbound()
+        self.inbounds: dict[str, Inbound] = dict.fromkeys(self.openai.endpoints, self.openai)
         self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
@@ -106,18 +112,21 @@ class Gateway:
         if scope["type"] != "http":
             await self.site(scope, receive, send)
             return
-        if scope["path"] in ENDPOINTS and scope["method"] == "POST" and self.runtime is not None:
-            await self.proxy(scope, receive, send, self.runtime)
+        inbound = self.inbounds.get(scope["path"])
+        if inbound is not None and scope["method"] == "POST" and self.runtime is not None:
+            await self.pipeline(scope, receive, send, self.runtime, inbound)
             return
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         identity = self.identity_headers(offered)
         logs.request_id.set(identity[0][1].decode())
-        if scope["path"] not in ENDPOINTS:
+        if inbound is None:
             await self.site(scope, receive, _tagging(send, identity))
         elif scope["method"] != "POST":
-            await send_error(send, MethodNotAllowed(f"{scope['path']} takes POST"), [(b"allow", b"POST"), *identity])
+            await _send_error(send, inbound, MethodNotAllowed(f"{scope['path']} takes POST"),
+                              [(b"allow", b"POST"), *identity])
         else:
-            await send_error(send, GatewayError("the gateway is not ready", status=503, code="not_ready"), identity)
+            await _send_error(send, inbound, GatewayError("the gateway is not ready", status=503, code="not_ready"),
+                              identity)
 
     def identity_headers(self, offered: str = "") -> Headers:
         """The request id (the client's own when it is safe, else a random one) and the policy hash every answer
@@ -183,7 +192,7 @@ class Gateway:
     async def models(self, request: Request) -> Response:
         """The routes this key may use, in OpenAI's list shape."""
         runtime = self._ready()
-        tenant = authenticate(runtime.policy, dict(request.headers))
+        tenant = authenticate(runtime.policy, bearer(request.headers))
         names = runtime.policy.routes_for(runtime.policy.doc.tenants[tenant])
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "switchyard"} for name in names]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
@@ -191,7 +200,7 @@ class Gateway:
     async def model(self, request: Request) -> Response:
         """One route this key may use, as OpenAI's model object (`models.retrieve`); 404 model_not_found if not."""
         runtime = self._ready()
-        tenant = authenticate(runtime.policy, dict(request.headers))
+        tenant = authenticate(runtime.policy, bearer(request.headers))
         name = check_route(runtime.policy, tenant, {"model": request.path_params["model"]})
         data = {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
         return Response(orjson.dumps(data), media_type="application/json")
@@ -242,9 +251,15 @@ def _sighup_handler(callback: Callable[[], None]) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
 
+async def _send_error(send: Send, inbound: Inbound, error: GatewayError, extra: Headers) -> None:
+    """Send error in inbound's shape."""
+    reply = inbound.error(error)
+    await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *extra])
+
+
 async def _gateway_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return Response(exc.body(), status_code=exc.status, media_type="application/json")
+    return Response(error_body(exc), status_code=exc.status, media_type="application/json")
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -256,7 +271,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(str(exc.detail))
     else:
         error = GatewayError(str(exc.detail), status=exc.status_code, code="http_error")
-    return Response(error.body(), status_code=error.status, media_type="application/json")
+    return Response(error_body(error), status_code=error.status, media_type="application/json")
 
 
 def create_app() -> Gateway:

@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.inbound.openai import error_body
 
 logger = logging.getLogger("switchyard.connections")
 IDLE, HEADERS, BODY, SERVING, CLOSED = "idle", "headers", "body", "serving", "closed"
@@ -302,7 +303,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
 def _response(error: GatewayError, headers: list[tuple[bytes, bytes]]) -> bytes:
     """A whole HTTP response carrying error and headers, closing the connection."""
-    body = error.body()
+    body = error_body(error)
     extra = "".join(f"{name.decode()}: {value.decode()}\r\n" for name, value in headers)
     head = (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n")

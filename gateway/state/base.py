@@ -134,6 +134,10 @@ class StateError(Exception):
     """The shared state could not be reached or did not answer in time."""
 
 
+class FailClosed(Exception):
+    """The shared state is away and the policy says to refuse what it would have checked (on_unavailable)."""
+
+
 class Backend(Protocol):
     """A place limits and spend live: this process (memory) or shared (redis)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -164,8 +163,3 @@ def _token_wait(buckets: dict[int, int], tokens: int, limit: int, second: int) -
         if used - freed + tokens <= limit:
             return float(bucket + 60 - second)
     return 60.0
-
-
-def ceil_seconds(seconds: float) -> int:
-    """A Retry-After value: whole seconds, at least one."""
-    return max(1, math.ceil(seconds))

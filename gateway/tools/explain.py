@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from gateway.errors import GatewayError, NoCandidate
+from gateway.pipeline.auth import check_route
 from gateway.routing import classify
 from gateway.routing.policy.decide import Decision, Features, Live, completion_estimate, decide, matching_rule
 from gateway.routing.policy.model import Policy
-from gateway.serving.auth import check_route
 
 Endpoint = Literal["chat", "completions", "embeddings", "responses", "messages"]
 ENDPOINTS: tuple[str, ...] = get_args(Endpoint)  # every endpoint the gateway decides: /v1/chat/completions ...

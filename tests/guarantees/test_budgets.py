@@ -22,8 +22,8 @@ import orjson
 import pytest
 
 from gateway.accounting.usage import UNKNOWN_WINDOW
+from gateway.asgi import Receive, Scope, Send, send_bytes
 from gateway.serving.app import Gateway, Settings
-from gateway.serving.asgi import Receive, Scope, Send, send_bytes
 from gateway.tools.standin import StandIn
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, upstream_spec, wait_for, write_policy
 from tests.faults import FaultServer, Json, chunk

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.asgi import MAX_DEPTH
 from gateway.serving.app import Gateway, Settings
-from gateway.serving.asgi import MAX_DEPTH
 from gateway.tools.standin import StandIn
 from tests.conftest import KEY, Loop, Stack, key_hash, upstream_spec, wait_for, write_policy
 

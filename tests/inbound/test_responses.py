@@ -11,8 +11,8 @@ import pytest
 import yaml
 from openai.types.responses import ResponseCreatedEvent, ResponseErrorEvent, ResponseFailedEvent
 
-from gateway.errors import response_failed
 from gateway.inbound.responses import Holders
+from gateway.inbound.responses_events import response_failed
 from gateway.tools.standin import Fault
 from tests.conftest import KEY, Loop, Stack, start_stack, wait_for
 

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-from gateway.errors import StateUnavailable
 from gateway.operations.metrics import Metrics
-from gateway.state.base import Charge, Limits, Spend, StateError
+from gateway.state.base import Charge, FailClosed, Limits, Spend, StateError
 from gateway.state.ledger import FAILURES_TO_OPEN, OPEN_S, Ledger
 from gateway.state.memory import MemoryBackend
 from gateway.state.redis import RedisBackend
@@ -92,9 +91,9 @@ async def test_fail_closed_refuses_within_the_bound_and_counts_the_errors(ledger
     admitted, backend = await ledger.admit(LIMITS, "before", now, "fail_closed")
     outage.begin()
     for i in range(FAILURES_TO_OPEN + 3):
-        with pytest.raises(StateUnavailable) as refused:
+        with pytest.raises(FailClosed) as refused:
             await bounded(ledger.admit(LIMITS, f"r{i}", now, "fail_closed"))
-        assert (refused.value.status, refused.value.code) == (503, "state_unavailable")
+        assert "state.on_unavailable: fail_closed" in str(refused.value)
     assert errors(ledger, "admit") == FAILURES_TO_OPEN  # then the circuit opened: Redis was not asked again
     assert not ledger.available(now)
     with pytest.raises(StateError):
@@ -126,7 +125,7 @@ async def test_service_resumes_by_itself_and_nothing_is_counted_twice(ledger: Le
     outage.begin()
     await bounded(ledger.settle(backend, LIMITS, before, Charge("a", 90, 9), now))  # queued: Redis is away
     for i in range(FAILURES_TO_OPEN):
-        with pytest.raises(StateUnavailable):
+        with pytest.raises(FailClosed):
             await bounded(ledger.admit(LIMITS, f"away{i}", now, "fail_closed"))
     assert not ledger.available(now)
     outage.end()
@@ -149,7 +148,7 @@ async def test_an_admission_that_timed_out_leaves_no_reservation_behind(ledger: 
     warm = Limits("other", requests_per_minute=1000)  # a connection is open and the script loaded, as in service
     await ledger.admit(warm, "warm", now, "fail_closed")
     own_redis.freeze()
-    with pytest.raises(StateUnavailable):
+    with pytest.raises(FailClosed):
         await ledger.admit(LIMITS, "timed-out", now, "fail_closed")
     own_redis.thaw()
     admission, _ = await ledger.admit(LIMITS, "next", now + OPEN_S, "fail_closed")
@@ -161,13 +160,13 @@ async def test_a_circuit_keeps_redis_out_of_the_request_path_for_a_while(ledger:
     now = time.time()
     own_redis.freeze()  # each call waits for its timeout: the circuit spares the requests that
     for i in range(FAILURES_TO_OPEN):
-        with pytest.raises(StateUnavailable):
+        with pytest.raises(FailClosed):
             await ledger.admit(LIMITS, f"r{i}", now, "fail_closed")
     for i in range(20):  # Redis is frozen: a call that reached it would wait out its timeout and count an error
-        with pytest.raises(StateUnavailable):
+        with pytest.raises(FailClosed):
             await ledger.admit(LIMITS, f"open{i}", now + OPEN_S * 0.9, "fail_closed")
     assert errors(ledger, "admit") == FAILURES_TO_OPEN
-    with pytest.raises(StateUnavailable):  # half-open: Redis is tried again, and fails again
+    with pytest.raises(FailClosed):  # half-open: Redis is tried again, and fails again
         await ledger.admit(LIMITS, "probe", now + OPEN_S, "fail_closed")
     assert errors(ledger, "admit") == FAILURES_TO_OPEN + 1
 

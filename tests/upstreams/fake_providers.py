@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.serving.asgi import Receive, Scope, Send, header_map, send_bytes
+from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
 
 JSON = b"application/json"
 SSE = b"text/event-stream"

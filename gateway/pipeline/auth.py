@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from gateway.routing.policy.model import Policy
 
 
-def authenticate(policy: Policy, headers: dict[str, str]) -> str:
-    """The tenant of the request's bearer key; 401 otherwise."""
-    authorization = headers.get("authorization", "")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    found = policy.tenant(key.strip())
+def authenticate(policy: Policy, key: str, hint: str = "Authorization: Bearer <key>") -> str:
+    """The tenant holding key; 401 otherwise (a missing key is told how to send one: hint)."""
+    if not key:
+        raise AuthenticationFailed(f"missing API key: send '{hint}'")
+    found = policy.tenant(key)
     if found is None:
         raise AuthenticationFailed("invalid API key")
     return found[0]
 
 
-def check_route(policy: Policy, tenant: str, body: dict[str, Any]) -> str:
+def check_route(policy: Policy, tenant: str, body: Mapping[str, Any]) -> str:
     """The route `model` names, if this tenant may use it; 400 or 404 otherwise."""
     model = body.get("model")
     if not isinstance(model, str) or not model:

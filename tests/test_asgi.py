@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.serving.asgi import DisconnectWatch
+from gateway.asgi import DisconnectWatch
 
 
 class Client:

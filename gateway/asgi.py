@@ -1,4 +1,4 @@
-"""Plain ASGI helpers for the hot path: headers, bounded body reads, JSON and error responses."""
+"""Plain ASGI for the hot path: its types, headers, bounded body reads, JSON bodies, whole responses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidRequest, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -81,11 +81,6 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes, 
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def send_error(send: Send, error: GatewayError, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """Send an error in OpenAI's shape."""
-    await send_bytes(send, error.status, error.body(), JSON, [*error.headers, *extra])
 
 
 class DisconnectWatch:

@@ -1,0 +1,127 @@
+"""What an inbound adapter is: one wire format clients speak, put into the pipeline's terms and back again.
+
+The pipeline (gateway.pipeline) works on one shape of request: an OpenAI-compatible body (chat, completions,
+embeddings or responses) that classification reads, the policy decides on, and OpenAI-compatible upstreams take.
+An inbound adapter stands between that shape and its clients, and the pipeline calls it at each stage:
+
+    intake     endpoints       the paths it serves, and for each the pipeline's endpoint and its upstream path
+               credential      the API key in its headers (OpenAI: `Authorization: Bearer`)
+               parse           its body -> a Call: the client's body, and the pipeline's body made from it
+    decide     pin             narrow a decision (OpenAI's Responses API pins a follow-up to its holder)
+    deliver    outbound        the path and body to send, given the candidates (pass through, or translate)
+               answer          an upstream's whole answer -> the client's
+               events          per stream: its outgoing events -> the client's, its ending, its failure event
+               upstream_error  an upstream's error answer that is the client's to see -> the client's
+    refuse     error           a GatewayError -> status, JSON body and headers in its error shape
+               rate_headers    the headers every answer to a rate-limited tenant carries
+
+How a new format plugs in (the Anthropic Messages API, say): one module, gateway/inbound/NAME.py, with a
+subclass of Inbound whose `endpoints` name its paths (`/v1/messages` -> pipeline endpoint `chat`, upstream path
+`/chat/completions`) and whose methods translate; then one registration in gateway.serving (the adapter added to
+the app's inbounds, which routes a POST to each of its paths through the one Pipeline with it). Nothing in
+gateway.pipeline changes. The defaults below pass everything through, as an OpenAI-shaped format wants.
+
+An adapter lives as long as the app (one per process): what it must remember between requests it keeps itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.asgi import JSON, Headers, Send
+from gateway.errors import GatewayError, UpstreamStatus
+from gateway.routing.policy.decide import Decision
+from gateway.state.base import Admission, Limits
+from gateway.upstreams.base import Client
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One path an inbound serves, and what the pipeline makes of it."""
+
+    path: str  # the client's: /v1/chat/completions
+    name: str  # the pipeline's, as classification and the policy know it: chat, completions, embeddings, responses
+    upstream_path: str  # where an OpenAI-compatible upstream takes it: /chat/completions
+    streamable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as its inbound format read it: the client's own body, and the pipeline's body made from it."""
+
+    endpoint: Endpoint
+    client_body: Mapping[str, Any]
+    body: dict[str, Any]  # OpenAI-shaped: what is classified, decided on and (unless outbound says) sent
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole answer in an inbound's shape."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: Headers = field(default_factory=list)  # any the answer carries besides (Retry-After)
+
+
+class Events(ABC):
+    """One stream's events on their way to the client; as they are, unless a format translates them."""
+
+    def outgoing(self, send: Send) -> Send:
+        """The send the stream's events go out through (the one given, when they need no change)."""
+        return send
+
+    def ending(self, data: bytes) -> bytes:
+        """The bytes that end a finished stream ([DONE], a summed usage event)."""
+        return data
+
+    @abstractmethod
+    def failed(self, message: str) -> bytes:
+        """The one event that ends a stream which cannot be finished, saying message."""
+
+
+class Inbound(ABC):
+    """One wire format clients speak (see the module's docstring for how the pipeline calls it)."""
+
+    endpoints: Mapping[str, Endpoint]  # by the client's path
+    credential_hint = "Authorization: Bearer <key>"  # how a client missing its key is told to send it
+
+    @abstractmethod
+    def credential(self, headers: Mapping[str, str]) -> str:
+        """The API key the request carries, or '' when it carries none."""
+
+    @abstractmethod
+    def parse(self, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str]) -> Call:
+        """The request, read from its body; InvalidRequest when it is not one this format accepts."""
+
+    def pin(self, call: Call, decision: Decision) -> Decision:
+        """decision, narrowed by what this format remembers of earlier requests."""
+        return decision
+
+    def outbound(self, call: Call, candidates: Sequence[Client]) -> tuple[str, Mapping[str, Any]]:
+        """The upstream path and body for the candidates (every one is sent the same)."""
+        return call.endpoint.upstream_path, call.body
+
+    def answer(self, call: Call, upstream: Client, data: bytes) -> bytes:
+        """The client's answer, from the whole answer upstream gave."""
+        return data
+
+    @abstractmethod
+    def events(self, call: Call, upstream: Client, first: bytes) -> Events:
+        """How the events of a stream from upstream, starting with first, reach the client."""
+
+    def upstream_error(self, call: Call, error: UpstreamStatus, body: bytes) -> Reply:
+        """The client's answer to an upstream's error answer (body scrubbed of credentials) it should see."""
+        content_type = error.content_type if error.content_type.startswith(JSON) else JSON
+        return Reply(error.status, body, content_type)
+
+    @abstractmethod
+    def error(self, error: GatewayError) -> Reply:
+        """The answer that tells the client of error, in this format's error shape."""
+
+    @abstractmethod
+    def rate_headers(self, limits: Limits, admission: Admission) -> Headers:
+        """The headers an answer to a tenant with rate limits carries, as this request left them."""

@@ -1,0 +1,45 @@
+"""The first stage: who is asking (authenticate), what they ask (parse) and what it holds (classify)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from gateway.asgi import Receive, read_body
+from gateway.errors import InvalidRequest
+from gateway.inbound.base import Call, Endpoint, Inbound
+from gateway.pipeline.auth import authenticate, check_route
+from gateway.pipeline.record import Record
+from gateway.routing import classify
+from gateway.routing.policy.decide import Features
+from gateway.routing.policy.model import Policy
+
+REQUEST_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]{1,128}")  # no "/", no "..": ids reach files and upstreams
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A request taken in: as its inbound read it, and what classification found in it."""
+
+    call: Call
+    features: Features
+
+
+async def take_in(inbound: Inbound, endpoint: Endpoint, policy: Policy, headers: dict[str, str], receive: Receive,
+                  max_body_bytes: int, record: Record) -> Taken:
+    """Authenticate, read and parse the body, check the route and classify; the record notes what each found."""
+    record.tenant = authenticate(policy, inbound.credential(headers), inbound.credential_hint)
+    call = inbound.parse(endpoint, await read_body(receive, headers, max_body_bytes), headers)
+    record.route = check_route(policy, record.tenant, call.body)
+    features = classify.features(policy, record.tenant, endpoint.name, call.body, headers)
+    record.data_class = features.data_class or "-"
+    record.prompt_tokens, record.n = features.prompt_tokens, features.n
+    if features.stream and not endpoint.streamable:
+        raise InvalidRequest(f"'stream' is not supported on {endpoint.upstream_path}", param="stream")
+    return Taken(call, features)
+
+
+def request_id_for(offered: str) -> str:
+    """The client's own request id when it is safe to pass on and log, else a random one."""
+    return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(12)
