@@ -8,7 +8,9 @@ An inbound adapter stands between that shape and its clients, and the pipeline c
                credential      the API key in its headers (OpenAI: `Authorization: Bearer`)
                parse           its body -> a Call: the client's body, and the pipeline's body made from it
     decide     pin             narrow a decision (OpenAI's Responses API pins a follow-up to its holder)
+    (any)      bind            the runtime its requests run against (clients of its own for the same upstreams)
     deliver    outbound        the path and body to send, given the candidates (pass through, or translate)
+               stream          relay a stream (the pipeline's, for OpenAI-shaped events; a format may relay its own)
                answer          an upstream's whole answer -> the client's
                events          per stream: its outgoing events -> the client's, its ending, its failure event
                upstream_error  an upstream's error answer that is the client's to see -> the client's
@@ -29,13 +31,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.asgi import JSON, Headers, Send
 from gateway.errors import GatewayError, UpstreamStatus
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client
+
+if TYPE_CHECKING:
+    from gateway.pipeline.deliver import Deliverer, Delivery
+    from gateway.pipeline.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,14 @@ class Inbound(ABC):
 
     endpoints: Mapping[str, Endpoint]  # by the client's path
     credential_hint = "Authorization: Bearer <key>"  # how a client missing its key is told to send it
+
+    def bind(self, runtime: Runtime) -> Runtime:
+        """The runtime this format's requests run against: the one given, unless it needs clients of its own."""
+        return runtime
+
+    async def stream(self, deliverer: Deliverer, delivery: Delivery, started: float) -> None:
+        """Deliver a stream: the pipeline's relay of OpenAI-shaped events, unless this format relays its own."""
+        await deliverer.stream(delivery, started)
 
     @abstractmethod
     def credential(self, headers: Mapping[str, str]) -> str:

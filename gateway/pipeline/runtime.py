@@ -18,6 +18,7 @@ class Runtime:
 
     policy: Policy
     upstreams: Mapping[str, Client]
+    session: aiohttp.ClientSession | None = None  # the one upstream clients share, for inbounds that build their own
 
     @classmethod
     def build(cls, policy: Policy, session: aiohttp.ClientSession) -> Runtime:
@@ -31,4 +32,4 @@ class Runtime:
                 from gateway.upstreams.litellm_adapter import LitellmUpstream
 
                 clients[name] = LitellmUpstream(name, spec, resilience)
-        return cls(policy, clients)
+        return cls(policy, clients, session)

@@ -22,6 +22,7 @@ from gateway.asgi import Headers, Message, Receive, Scope, Send, send_bytes
 from gateway.delivery.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.inbound.base import Inbound
+from gateway.inbound.messages.adapter import COUNT_TOKENS, MessagesInbound
 from gateway.inbound.openai import OpenAIInbound, bearer, error_body
 from gateway.operations import logs
 from gateway.operations.audit import AuditLog, Seal, read_key, sinks_for
@@ -100,7 +101,9 @@ class Gateway:
                                  settings.max_body_bytes)
         self.capacity = self.pipeline.capacity
         self.openai = OpenAIInbound()
-        self.inbounds: dict[str, Inbound] = dict.fromkeys(self.openai.endpoints, self.openai)
+        self.messages = MessagesInbound(self.metrics)
+        self.inbounds: dict[str, Inbound] = {**dict.fromkeys(self.openai.endpoints, self.openai),
+                                             **dict.fromkeys(self.messages.endpoints, self.messages)}
         self.admin = Admin(self.ledger, settings.admin_key)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
@@ -115,6 +118,9 @@ class Gateway:
         inbound = self.inbounds.get(scope["path"])
         if inbound is not None and scope["method"] == "POST" and self.runtime is not None:
             await self.pipeline(scope, receive, send, self.runtime, inbound)
+            return
+        if scope["path"] == COUNT_TOKENS and scope["method"] == "POST" and self.runtime is not None:
+            await self.messages.count_tokens(scope, receive, send, self.runtime)
             return
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         identity = self.identity_headers(offered)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway.serving.asgi import Receive, Scope, Send, header_map, send_bytes
+from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
 from gateway.tools.standin import Seen, _lifespan, _watch
 
 JSON = b"application/json"
