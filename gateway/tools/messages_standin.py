@@ -34,6 +34,7 @@ class MessagesFault:
     cut_after: int | None = None  # deltas sent before the connection is reset
     error_after: int | None = None  # deltas sent before an `error` event ends the stream
     retry_after: str | None = None
+    pause_s: float = 0.0  # a pause before the cut or the error event, so the events before it arrive first
 
 
 class MessagesStandIn:
@@ -139,6 +140,8 @@ class MessagesStandIn:
         await event("ping", {})
         pieces = TOOL_INPUT if tool else self.words()
         for i, piece in enumerate(pieces):
+            if fault.pause_s and i in (fault.cut_after, fault.error_after):
+                await asyncio.sleep(fault.pause_s)
             if i == fault.cut_after:
                 raise ConnectionResetError("messages stand-in: cut mid-stream")
             if i == fault.error_after:
