@@ -8,10 +8,12 @@ capability `messages`) gets its key as a bearer token and neither header.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import SecretStr
 
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
@@ -30,13 +32,23 @@ def speaks_messages(spec: Upstream) -> bool:
     return spec.kind == "anthropic" or "messages" in spec.capabilities
 
 
+def with_defaults(spec: Upstream) -> Upstream:
+    """An Anthropic upstream's spec with Anthropic's URL and the key litellm would read, where the policy has none."""
+    update: dict[str, Any] = {}
+    if spec.base_url is None:
+        update["base_url"] = ANTHROPIC_URL
+    if spec.api_key is None and os.environ.get("ANTHROPIC_API_KEY"):
+        update["api_key"] = SecretStr(os.environ["ANTHROPIC_API_KEY"])
+    return spec.model_copy(update=update) if update else spec
+
+
 class MessagesUpstream(OpenAIUpstream):
     """Sends Messages requests to one upstream that speaks the Messages API; never follows a redirect."""
 
     def __init__(self, name: str, spec: Upstream, session: aiohttp.ClientSession, resilience: Resilience) -> None:
         anthropic = spec.kind == "anthropic"
-        if anthropic and spec.base_url is None:
-            spec = spec.model_copy(update={"base_url": ANTHROPIC_URL})
+        if anthropic:
+            spec = with_defaults(spec)
         super().__init__(name, spec, session, resilience)
         self._anthropic = anthropic
         if anthropic:
