@@ -350,6 +350,21 @@ def test_a_failing_native_upstream_falls_back_to_a_translated_one(stack: Message
     assert found[-1]["type"] == "message_stop"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_silent_upstream_times_out_and_falls_back(loop: Loop, tmp_path: Path, stream: bool) -> None:
+    quick = {"backoff_ms": [1, 5], "attempts_per_upstream": 1, "per_try_timeout_s": 0.5, "ttft_timeout_s": 0.5,
+             "deadline_s": 30}
+    stack = start(loop, tmp_path, models={"quick": {"candidates": ["native", "chatty"]}}, resilience=quick)
+    stack.native.faults.append(MessagesFault(delay_s=3))
+    raw = stack.client().messages.with_raw_response.create(model="quick", max_tokens=64, messages=HELLO,
+                                                            stream=stream)
+    assert raw.headers["x-switchyard-upstream"] == "chatty"
+    text = text_of(events(raw.parse())) if stream else raw.parse().content[0].text
+    assert text.startswith("[chatty]")
+    wait_for(lambda: metric(stack, "switchyard_upstream_errors_total", upstream="native", reason="timeout") == 1,
+             what="the timeout counted")
+
+
 def test_a_stream_cut_after_bytes_went_out_ends_with_an_error_event(stack: Messages) -> None:
     stack.claude.faults.append(MessagesFault(cut_after=3, pause_s=0.3))
     found: list[dict[str, Any]] = []

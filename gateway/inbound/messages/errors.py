@@ -15,6 +15,7 @@ OVERLOADED = 529
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
          404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
          429: "rate_limit_error", 500: "api_error", 504: "timeout_error", OVERLOADED: "overloaded_error"}
+KNOWN_TYPES = frozenset({*TYPES.values(), "billing_error"})
 RETRY_AFTER_S = b"1"  # for a 429 or 529 whose cause names no time of its own
 Headers = list[tuple[bytes, bytes]]
 
@@ -47,7 +48,7 @@ def from_gateway(error: GatewayError) -> tuple[int, bytes, Headers]:
 def from_upstream(error: UpstreamStatus) -> tuple[int, bytes, Headers]:
     """An upstream's error answer: Anthropic's own passed through, an OpenAI-shaped one reworded in its shape."""
     headers: Headers = [(b"retry-after", error.retry_after.encode("latin-1"))] if error.retry_after else []
-    if is_anthropic(error.body):
+    if is_anthropic(error.body):  # Anthropic's own, or a server's that takes its shape but not always its types
         return error.status, error.body, with_retry_after(error.status, headers)
     found = error_kinds.parse(error.body)
     message = found.get("message") if found is not None else None
@@ -58,12 +59,13 @@ def from_upstream(error: UpstreamStatus) -> tuple[int, bytes, Headers]:
 
 
 def is_anthropic(raw: bytes) -> bool:
-    """Whether an error body is already in Anthropic's shape."""
+    """Whether an error body is in Anthropic's shape with one of its types (vLLM's says `BadRequestError`)."""
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(parsed, dict) and parsed.get("type") == "error" and isinstance(parsed.get("error"), dict)
+    inner = parsed.get("error") if isinstance(parsed, dict) and parsed.get("type") == "error" else None
+    return isinstance(inner, dict) and inner.get("type") in KNOWN_TYPES
 
 
 def with_retry_after(status: int, headers: Headers) -> Headers:

@@ -55,6 +55,14 @@ def test_an_openai_shaped_upstream_error_is_reworded() -> None:
                                                              "message": "max_tokens too large"}}
 
 
+def test_a_messages_shaped_error_of_another_type_is_retyped() -> None:
+    raw = b'{"type":"error","error":{"type":"BadRequestError","message":"max_tokens is too large"}}'
+    status, body, _ = errors.from_upstream(UpstreamStatus("vllm", 400, raw, b"application/json"))
+    assert status == 400
+    assert orjson.loads(body) == {"type": "error", "error": {"type": "invalid_request_error",
+                                                             "message": "max_tokens is too large"}}
+
+
 def test_an_unreadable_upstream_error_names_its_status() -> None:
     status, body, _ = errors.from_upstream(UpstreamStatus("vllm", 422, b"<html>", b"text/html"))
     assert status == 422
