@@ -9,6 +9,7 @@ directly.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,12 +330,31 @@ def test_a_rate_limit_is_a_rate_limit_error_with_retry_after(loop: Loop, tmp_pat
     assert int(caught.value.response.headers["retry-after"]) >= 1
 
 
-def test_every_upstream_down_is_overloaded_with_retry_after(stack: Messages) -> None:
+def test_every_candidate_failing_is_an_api_error(stack: Messages) -> None:
     stack.native.faults.extend([MessagesFault(status=529)] * 4)
     stack.chatty.faults.extend([Fault(status=503)] * 4)
     response = post(stack, {"model": "fallback", "max_tokens": 8, "messages": HELLO})
-    assert response.status_code in (500, 502, 529)
-    assert response.json()["error"]["type"] in ("api_error", "overloaded_error")
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["type"] == "api_error"
+    assert "native: http_529" in error["message"]
+    assert "chatty: http_503" in error["message"]
+
+
+def test_a_saturated_route_is_overloaded_with_retry_after(loop: Loop, tmp_path: Path) -> None:
+    slow = MessagesStandIn("slow")
+    slow.faults.append(MessagesFault(delay_s=2))
+    spec = upstream_spec(loop.serve(slow).url, "m", capabilities=["messages"], max_concurrency=1)
+    stack = start(loop, tmp_path, upstreams={"slow": spec}, models={"busy": {"candidates": ["slow"]}})
+    body = {"model": "busy", "max_tokens": 8, "messages": HELLO}
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(post, stack, body)
+        wait_for(lambda: len(slow.seen) == 1, what="the first request at the upstream")
+        response = post(stack, body)
+        assert held.result().status_code == 200
+    assert response.status_code == 529
+    assert response.json()["error"]["type"] == "overloaded_error"
+    assert response.headers["retry-after"] == "1"
 
 
 # --- resilience -----------------------------------------------------------------------------------------------------
