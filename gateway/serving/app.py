@@ -120,7 +120,7 @@ class Gateway:
             await self.pipeline(scope, receive, send, self.runtime, inbound)
             return
         if scope["path"] == COUNT_TOKENS and scope["method"] == "POST" and self.runtime is not None:
-            await self.messages.count_tokens(scope, receive, send, self.runtime)
+            await self.messages.count_tokens(scope, receive, send, self.runtime, self.settings.max_body_bytes)
             return
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         identity = self.identity_headers(offered)

@@ -103,14 +103,15 @@ class MessagesInbound(Inbound):
         """Anthropic's anthropic-ratelimit-* headers, their reset an RFC 3339 time."""
         return rate_headers(limits, admission, dt.datetime.now(dt.UTC))
 
-    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime,
+                           max_body_bytes: int) -> None:
         """POST /v1/messages/count_tokens: the gateway's own estimate, for a route this key may use."""
         headers = header_map(scope)
         identity = [(b"x-request-id", request_id_for(headers.get("x-request-id", "")).encode("latin-1")),
                     (b"x-switchyard-policy", runtime.policy.hash.encode())]
         try:
             tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
-            body = parse_object(await read_body(receive, headers, MAX_COUNT_BODY))
+            body = parse_object(await read_body(receive, headers, max_body_bytes))
             check_route(runtime.policy, tenant, body)
             answer = count.answer(body)
         except GatewayError as exc:
@@ -118,9 +119,6 @@ class MessagesInbound(Inbound):
             await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *identity])
             return
         await send_bytes(send, 200, answer, JSON, identity)
-
-
-MAX_COUNT_BODY = 32 << 20
 
 
 def check(body: dict[str, Any]) -> None:
