@@ -30,14 +30,11 @@ class Usage:
 
     @classmethod
     def of(cls, usage: Any) -> Usage:
-        """Read an OpenAI (or Anthropic) `usage` object; anything else counts as no usage."""
+        """Read an OpenAI `usage` object; anything else counts as no usage."""
         if not isinstance(usage, Mapping):
             return cls()
-        prompt = usage.get("prompt_tokens")
-        if prompt is None:  # the Messages API counts the prompt read from and written to its cache apart
-            prompt = sum(_count(usage.get(k)) for k in ("input_tokens", "cache_read_input_tokens",
-                                                         "cache_creation_input_tokens"))
-        return cls(_count(prompt), _count(usage.get("completion_tokens") or usage.get("output_tokens")))
+        return cls(_count(usage.get("prompt_tokens") or usage.get("input_tokens")),
+                   _count(usage.get("completion_tokens") or usage.get("output_tokens")))
 
     @classmethod
     def of_body(cls, body: bytes) -> Usage:

@@ -11,17 +11,29 @@ An inbound adapter stands between that shape and its clients, and the pipeline c
     (any)      bind            the runtime its requests run against (clients of its own for the same upstreams)
     deliver    outbound        the path and body to send, given the candidates (pass through, or translate)
                stream          relay a stream (the pipeline's, for OpenAI-shaped events; a format may relay its own)
-               answer          an upstream's whole answer -> the client's
+               answer, usage   an upstream's whole answer -> the client's, and what it used
                events          per stream: its outgoing events -> the client's, its ending, its failure event
                upstream_error  an upstream's error answer that is the client's to see -> the client's
     refuse     error           a GatewayError -> status, JSON body and headers in its error shape
                rate_headers    the headers every answer to a rate-limited tenant carries
 
-How a new format plugs in (the Anthropic Messages API, say): one module, gateway/inbound/NAME.py, with a
-subclass of Inbound whose `endpoints` name its paths (`/v1/messages` -> pipeline endpoint `chat`, upstream path
-`/chat/completions`) and whose methods translate; then one registration in gateway.serving (the adapter added to
-the app's inbounds, which routes a POST to each of its paths through the one Pipeline with it). Nothing in
-gateway.pipeline changes. The defaults below pass everything through, as an OpenAI-shaped format wants.
+How a new format plugs in (the Anthropic Messages API, say):
+1. gateway/inbound/NAME.py: a subclass of Inbound. Its `endpoints` name its paths and what each is to the
+   pipeline (`/v1/messages` -> Endpoint("/v1/messages", "chat", "/chat/completions", streamable=True));
+   `credential` reads its key header; `parse` translates its body to the pipeline's (Messages -> chat);
+   `outbound` may send the client's own body to a path of its own instead, when every candidate speaks the
+   format (their `spec.kind` says); `answer` and `events` translate what comes back (a chat completion, chat
+   chunks -> Messages, message events), and `usage` reads a passed-through answer's tokens; `error`,
+   `upstream_error`, `rate_headers` and Events.failed render errors, refusals and the mid-stream failure
+   event in its shape.
+2. One registration: the adapter's instance among those gateway.serving.components passes to `by_path`; the
+   app then sends a POST to each of its paths through the one Pipeline with it, and answers a wrong method
+   or a gateway not ready yet through its `error`.
+Nothing in gateway.pipeline changes. The defaults below pass everything through, as an OpenAI-shaped format
+wants. Every candidate is sent the same path and body (the dispatcher's Request is one for all): choosing per
+candidate would take a hook in gateway.delivery.dispatch. A stream is relayed (and continued, and its usage
+read) by gateway.delivery as OpenAI chunks: `events` translates them on the way out, so a format whose own
+upstream events should pass through needs gateway.delivery.sse to know their ending and usage.
 
 An adapter lives as long as the app (one per process): what it must remember between requests it keeps itself.
 """
@@ -33,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.accounting.usage import Usage
 from gateway.asgi import JSON, Headers, Send
 from gateway.errors import GatewayError, UpstreamStatus
 from gateway.routing.policy.decide import Decision
@@ -122,6 +135,10 @@ class Inbound(ABC):
     def answer(self, call: Call, upstream: Client, data: bytes) -> bytes:
         """The client's answer, from the whole answer upstream gave."""
         return data
+
+    def usage(self, call: Call, data: bytes) -> Usage:
+        """What an upstream's whole answer (as upstream gave it) says it used."""
+        return Usage.of_body(data)
 
     @abstractmethod
     def events(self, call: Call, upstream: Client, first: bytes) -> Events:

@@ -63,7 +63,7 @@ class OpenAIInbound(Inbound):
         if call.endpoint.name == "responses":
             self.holders.remember(streamed_response_id(first), upstream.name)
             return ResponsesEvents(first)
-        return ChatEvents()
+        return CHAT_EVENTS
 
     def error(self, error: GatewayError) -> Reply:
         """OpenAI's error JSON, with the error's own headers."""
@@ -80,6 +80,9 @@ class ChatEvents(Events):
     def failed(self, message: str) -> bytes:
         """An in-band error event coded stream_interrupted."""
         return error_event(message, "stream_interrupted")
+
+
+CHAT_EVENTS = ChatEvents()  # it holds nothing: one serves every stream
 
 
 class ResponsesEvents(Events):

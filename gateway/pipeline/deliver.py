@@ -74,7 +74,7 @@ class Deliverer:
         d.record.served_by(upstream)
         answer = d.inbound.answer(d.call, upstream, data)
         usage, cost = accounting.settle(self.metrics, d.runtime.policy, d.record.tenant, upstream.name,
-                                        accounting.Usage.of_body(data), d.record.n)
+                                        d.inbound.usage(d.call, data), d.record.n)
         d.record.charge(usage, cost)
         d.watcher.stop()
         d.record.status = 200

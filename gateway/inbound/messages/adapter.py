@@ -12,11 +12,15 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
+from gateway.accounting.usage import Usage
 from gateway.asgi import JSON, Headers, Receive, Scope, Send, header_map, parse_object, read_body, send_bytes
 from gateway.errors import GatewayError, InvalidRequest, UpstreamStatus
 from gateway.inbound.base import Call, Endpoint, Events, Inbound, Reply
 from gateway.inbound.messages import count, errors
 from gateway.inbound.messages import deliver as messages_deliver
+from gateway.inbound.messages.stream import of_messages
 from gateway.inbound.messages.translated import TranslatedUpstream
 from gateway.inbound.openai import bearer
 from gateway.operations.metrics import Metrics
@@ -81,6 +85,14 @@ class MessagesInbound(Inbound):
         body = parse_object(raw)
         check(body)
         return Call(endpoint, body, body)
+
+    def usage(self, call: Call, data: bytes) -> Usage:
+        """A Messages answer's usage: its input, cache reads and cache writes all count as prompt tokens."""
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return Usage()
+        return of_messages(answer.get("usage") if isinstance(answer, dict) else None)
 
     def events(self, call: Call, upstream: Client, first: bytes) -> Events:
         return MessagesEvents()

@@ -1,4 +1,4 @@
-"""The hot endpoints, driven by the official openai client against real loopback upstreams."""
+"""The pipeline end to end: the hot endpoints, driven by the official openai client against real loopback upstreams."""
 
 from __future__ import annotations
 

@@ -1,0 +1,33 @@
+"""gateway.serving.settings and components: what SWITCHYARD_* configure, and which inbound serves each path."""
+
+from __future__ import annotations
+
+from gateway.inbound.openai import OpenAIInbound
+from gateway.serving.components import by_path
+from gateway.serving.settings import DEFAULT_MAX_BODY, Settings
+
+
+def test_settings_default_without_any_variable() -> None:
+    assert Settings.from_env({}) == Settings()
+    assert Settings().max_body_bytes == DEFAULT_MAX_BODY
+
+
+def test_settings_read_every_variable() -> None:
+    env = {"SWITCHYARD_POLICY": "p.yaml", "SWITCHYARD_MAX_BODY_BYTES": "2048", "SWITCHYARD_RELOAD_INTERVAL_S": "0.5",
+           "SWITCHYARD_REDIS_URL": "redis://r:6379", "SWITCHYARD_ADMIN_KEY": "adm",
+           "SWITCHYARD_AUDIT": "a.jsonl,stdout", "SWITCHYARD_AUDIT_KEY_FILE": "k", "SWITCHYARD_METRICS_PORT": "9100"}
+    assert Settings.from_env(env) == Settings("p.yaml", 2048, 0.5, "redis://r:6379", "adm", ("a.jsonl", "stdout"), "k",
+                                              9100)
+
+
+def test_empty_variables_mean_unset() -> None:
+    env = {"SWITCHYARD_REDIS_URL": "", "SWITCHYARD_ADMIN_KEY": "", "SWITCHYARD_AUDIT": "",
+           "SWITCHYARD_METRICS_PORT": ""}
+    assert Settings.from_env(env) == Settings()
+
+
+def test_each_inbound_serves_its_own_paths() -> None:
+    openai = OpenAIInbound()
+    routed = by_path(openai)
+    assert set(routed) == {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
+    assert all(inbound is openai for inbound in routed.values())
