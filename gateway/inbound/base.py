@@ -30,10 +30,11 @@ How a new format plugs in (the Anthropic Messages API, say):
    app then sends a POST to each of its paths through the one Pipeline with it, and answers a wrong method
    or a gateway not ready yet through its `error`.
 Nothing in gateway.pipeline changes. The defaults below pass everything through, as an OpenAI-shaped format
-wants. Every candidate is sent the same path and body (the dispatcher's Request is one for all): choosing per
-candidate would take a hook in gateway.delivery.dispatch. A stream is relayed (and continued, and its usage
-read) by gateway.delivery as OpenAI chunks: `events` translates them on the way out, so a format whose own
-upstream events should pass through needs gateway.delivery.sse to know their ending and usage.
+wants. Every candidate is sent the same path and body (the dispatcher's Request is one for all); a format that
+needs each upstream spoken to in its own way gives the pipeline clients of its own through `bind` (the Messages
+inbound: one that passes the body through, or one that translates it, per upstream). A stream is relayed (and
+continued, and its usage read) by gateway.delivery as OpenAI chunks: `events` translates them on the way out;
+a format whose own upstream events pass through relays them itself in `stream` (gateway/inbound/messages).
 
 An adapter lives as long as the app (one per process): what it must remember between requests it keeps itself.
 """
