@@ -78,7 +78,8 @@ class TranslatedUpstream:
         self.name = inner.name
         self.spec = inner.spec
         self._dropped = dropped
-        self._top_k = inner.spec.kind != "openai" or inner.spec.hosting == "self"  # OpenAI's own API refuses it
+        # self-hosted servers take top_k; OpenAI's own API refuses it, and litellm's adapter does not pass it on
+        self._top_k = inner.spec.kind == "openai" and inner.spec.hosting == "self"
         redact = getattr(inner, "redact", None)
         if redact is not None:
             self.redact = redact  # the inner client's exchanges redact themselves
