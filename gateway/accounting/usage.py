@@ -16,7 +16,8 @@ from gateway.routing.policy.model import Policy
 from gateway.state.base import MOST, Limits, bounded, to_nano
 
 logger = logging.getLogger("switchyard.accounting")
-CAP_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "responses": "max_output_tokens"}
+CAP_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "responses": "max_output_tokens",
+             "messages": "max_tokens"}
 UNKNOWN_WINDOW = 10_000_000  # tokens a sequence may hold on an upstream that declares no context_window
 
 

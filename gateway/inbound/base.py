@@ -8,7 +8,9 @@ An inbound adapter stands between that shape and its clients, and the pipeline c
                credential      the API key in its headers (OpenAI: `Authorization: Bearer`)
                parse           its body -> a Call: the client's body, and the pipeline's body made from it
     decide     pin             narrow a decision (OpenAI's Responses API pins a follow-up to its holder)
+    (any)      bind            the runtime its requests run against (clients of its own for the same upstreams)
     deliver    outbound        the path and body to send, given the candidates (pass through, or translate)
+               stream          relay a stream (the pipeline's, for OpenAI-shaped events; a format may relay its own)
                answer, usage   an upstream's whole answer -> the client's, and what it used
                events          per stream: its outgoing events -> the client's, its ending, its failure event
                upstream_error  an upstream's error answer that is the client's to see -> the client's
@@ -28,10 +30,11 @@ How a new format plugs in (the Anthropic Messages API, say):
    app then sends a POST to each of its paths through the one Pipeline with it, and answers a wrong method
    or a gateway not ready yet through its `error`.
 Nothing in gateway.pipeline changes. The defaults below pass everything through, as an OpenAI-shaped format
-wants. Every candidate is sent the same path and body (the dispatcher's Request is one for all): choosing per
-candidate would take a hook in gateway.delivery.dispatch. A stream is relayed (and continued, and its usage
-read) by gateway.delivery as OpenAI chunks: `events` translates them on the way out, so a format whose own
-upstream events should pass through needs gateway.delivery.sse to know their ending and usage.
+wants. Every candidate is sent the same path and body (the dispatcher's Request is one for all); a format that
+needs each upstream spoken to in its own way gives the pipeline clients of its own through `bind` (the Messages
+inbound: one that passes the body through, or one that translates it, per upstream). A stream is relayed (and
+continued, and its usage read) by gateway.delivery as OpenAI chunks: `events` translates them on the way out;
+a format whose own upstream events pass through relays them itself in `stream` (gateway/inbound/messages).
 
 An adapter lives as long as the app (one per process): what it must remember between requests it keeps itself.
 """
@@ -41,7 +44,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.accounting.usage import Usage
 from gateway.asgi import JSON, Headers, Send
@@ -49,6 +52,10 @@ from gateway.errors import GatewayError, UpstreamStatus
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client
+
+if TYPE_CHECKING:
+    from gateway.pipeline.deliver import Deliverer, Delivery
+    from gateway.pipeline.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,14 @@ class Inbound(ABC):
 
     endpoints: Mapping[str, Endpoint]  # by the client's path
     credential_hint = "Authorization: Bearer <key>"  # how a client missing its key is told to send it
+
+    def bind(self, runtime: Runtime) -> Runtime:
+        """The runtime this format's requests run against: the one given, unless it needs clients of its own."""
+        return runtime
+
+    async def stream(self, deliverer: Deliverer, delivery: Delivery, started: float) -> None:
+        """Deliver a stream: the pipeline's relay of OpenAI-shaped events, unless this format relays its own."""
+        await deliverer.stream(delivery, started)
 
     @abstractmethod
     def credential(self, headers: Mapping[str, str]) -> str:

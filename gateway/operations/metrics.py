@@ -67,6 +67,9 @@ class Metrics:
                               ["tenant", "upstream", "type"], registry=r)
         self.cost = Counter("switchyard_cost_usd", "Cost in USD at the policy's prices.", ["tenant", "upstream"],
                             registry=r)
+        self.translation_dropped = Counter("switchyard_translation_dropped",
+                                           "Request fields a translation could not carry, by upstream and field.",
+                                           ["upstream", "field"], registry=r)
         self.upstream_errors = Counter("switchyard_upstream_errors", "Failed upstream attempts, by reason.",
                                        ["upstream", "reason"], registry=r)
         self.inflight = Gauge("switchyard_inflight_requests", "Requests in flight to each upstream.", ["upstream"],

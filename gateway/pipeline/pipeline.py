@@ -43,6 +43,7 @@ class Pipeline:
         """Answer one request on one of inbound's endpoints."""
         started = time.perf_counter()
         endpoint = inbound.endpoints[scope["path"]]
+        runtime = inbound.bind(runtime)
         headers = header_map(scope)
         request_id = headers["x-request-id"] = request_id_for(headers.get("x-request-id", ""))
         logs.request_id.set(request_id)
@@ -69,7 +70,7 @@ class Pipeline:
         delivery = Delivery(runtime, inbound, taken.call, admitted.decision, request, send, record, watcher)
         try:
             if taken.features.stream:
-                await self.deliverer.stream(delivery, started)
+                await inbound.stream(self.deliverer, delivery, started)
             else:
                 await self.deliverer.plain(delivery)
         except asyncio.CancelledError:

@@ -21,6 +21,7 @@ class Runtime:
 
     policy: Policy
     upstreams: Mapping[str, Client]
+    session: aiohttp.ClientSession | None = None  # the one upstream clients share, for inbounds that build their own
 
     @classmethod
     def build(cls, policy: Policy, session: aiohttp.ClientSession) -> Runtime:
@@ -35,7 +36,7 @@ class Runtime:
                 from gateway.upstreams.litellm_adapter import LitellmUpstream
 
                 clients[name] = LitellmUpstream(name, spec)
-        return cls(policy, clients)
+        return cls(policy, clients, session)
 
     async def aclose(self) -> None:
         """Close every client's own connections, each once nothing it sent is still open."""
@@ -51,5 +52,6 @@ def client_spec(upstream: Upstream, resilience: Resilience) -> UpstreamSpec:
         forward_headers=upstream.forward_headers,
         limits=Limits(limits.body_bytes, limits.decompressed_bytes, limits.error_body_bytes, limits.sse_event_bytes),
         timeouts=Timeouts(resilience.connect_timeout_s, resilience.per_try_timeout_s, resilience.stream_idle_timeout_s),
-        region=upstream.region, context_window=upstream.context_window, max_concurrency=upstream.max_concurrency,
+        region=upstream.region, hosting=upstream.hosting, context_window=upstream.context_window,
+        max_concurrency=upstream.max_concurrency,
         capabilities=frozenset(upstream.capabilities))

@@ -23,7 +23,8 @@ from gateway.routing.policy.model import Policy
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_IMAGE = 765
-TEXT_FIELDS = {"chat": "messages", "completions": "prompt", "embeddings": "input", "responses": "input"}
+TEXT_FIELDS = {"chat": "messages", "completions": "prompt", "embeddings": "input", "responses": "input",
+               "messages": "messages"}
 # Top-level fields whose value the upstream never reads: the route name is replaced by the upstream's model.
 NOT_READ = frozenset({"model"})
 # Values that frame a message or part rather than say anything: TOKENS_PER_MESSAGE covers them in the estimate.
@@ -31,13 +32,13 @@ FRAMING = frozenset({"role", "type"})
 IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 # Parts whose payload is not text: what the detectors cannot see, by the part's type.
 UNREADABLE_TYPES = {"image_url": "image", "input_image": "image", "image": "image", "input_audio": "audio",
-                    "audio": "audio", "file": "file", "input_file": "file"}
+                    "audio": "audio", "file": "file", "input_file": "file", "document": "file"}
 # Past this many values in objects and arrays, a body is read from its JSON text (C speed) rather than walked.
 WALK_LIMIT = 50_000
 # The same parts as they appear in orjson's compact JSON: "type":"..." and a key holding an object or a string.
 _ENCODED_IMAGE = re.compile(r'"type":"(?:image_url|input_image|image)"')
 _ENCODED_UNREADABLE = re.compile(
-    r'"type":"(image_url|input_image|image|input_audio|audio|file|input_file)"|"(image_url|input_audio|file_data)":[{"]'
+    r'"type":"(image_url|input_image|image|input_audio|audio|file|input_file|document)"|"(image_url|input_audio|file_data)":[{"]'
 )
 # Optional fields whose type routing depends on.
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
@@ -123,7 +124,7 @@ def request_texts(endpoint: str, body: dict[str, Any]) -> Content:
     if field_name not in body:
         raise InvalidRequest(f"'{field_name}' is required", param=field_name)
     value = body[field_name]
-    if endpoint == "chat":
+    if endpoint in ("chat", "messages"):
         content.items = _messages(value)
     elif endpoint == "responses":
         content.items = _items(value)
@@ -131,7 +132,8 @@ def request_texts(endpoint: str, body: dict[str, Any]) -> Content:
         content.items, content.token_ids = _prompts(value, field_name)
         if content.token_ids:
             content.unreadable = "token ids"
-    _check_options(body)
+    if endpoint != "messages":  # the Messages API's own fields are checked where they are translated
+        _check_options(body)
     if not _walk(body, field_name, content):
         _read_encoded(body, content)
     return content

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from gateway.asgi import Headers, Message, Receive, Scope, Send, send_bytes
 from gateway.errors import GatewayError, MethodNotAllowed
 from gateway.inbound.base import Inbound
+from gateway.inbound.messages.adapter import COUNT_TOKENS
 from gateway.operations import logs
 from gateway.operations.audit import AuditLog
 from gateway.operations.metrics import Metrics
@@ -55,6 +56,9 @@ class Gateway:
         runtime = self.parts.runtime
         if inbound is not None and scope["method"] == "POST" and runtime is not None:
             await self.parts.pipeline(scope, receive, send, runtime, inbound)
+            return
+        if scope["path"] == COUNT_TOKENS and scope["method"] == "POST" and runtime is not None:
+            await self.parts.messages.count_tokens(scope, receive, send, runtime, self.settings.max_body_bytes)
             return
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         identity = self.identity_headers(offered)

@@ -8,6 +8,7 @@ import os
 from gateway.delivery.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError
 from gateway.inbound.base import Inbound
+from gateway.inbound.messages.adapter import MessagesInbound
 from gateway.inbound.openai import OpenAIInbound
 from gateway.operations.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.operations.metrics import Metrics
@@ -52,7 +53,8 @@ class Components:
         self.capacity = self.pipeline.capacity
         self.admin = Admin(self.ledger, settings.admin_key)
         self.openai = OpenAIInbound(backend if isinstance(backend, RedisBackend) else None)
-        self.inbounds = by_path(self.openai)  # a new inbound format is registered here
+        self.messages = MessagesInbound(self.metrics)
+        self.inbounds = by_path(self.openai, self.messages)  # a new inbound format is registered here
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
 

@@ -12,7 +12,7 @@ from gateway.routing import classify
 from gateway.routing.policy.decide import Decision, Features, Live, completion_estimate, decide, matching_rule
 from gateway.routing.policy.model import Policy
 
-Endpoint = Literal["chat", "completions", "embeddings", "responses"]
+Endpoint = Literal["chat", "completions", "embeddings", "responses", "messages"]
 ENDPOINTS: tuple[str, ...] = get_args(Endpoint)  # every endpoint the gateway decides: /v1/chat/completions ...
 
 

@@ -44,6 +44,7 @@ class UpstreamSpec:
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     region: str | None = None
+    hosting: str | None = None  # 'self' for the operator's own servers
     context_window: int | None = None
     max_concurrency: int | None = None
     capabilities: frozenset[str] = frozenset()

@@ -51,8 +51,8 @@ def test_each_case_is_read_on_its_own_with_its_line(folder: Path) -> None:
     assert [(e.line, e.name, e.case is not None) for e in entries] == [
         (2, "first good", True), (6, "unknown endpoint", False), (11, "no expect", False),
         (14, "wrong type", False), (20, "(not a case)", False), (21, "last good", True)]
-    assert entries[1].problems == ("line 8: endpoint: Input should be 'chat', 'completions', 'embeddings' or "
-                                   "'responses'",)
+    assert entries[1].problems == ("line 8: endpoint: Input should be 'chat', 'completions', 'embeddings', "
+                                   "'responses' or 'messages'",)
     assert entries[2].problems == ("line 11: expect: required key is missing",)
     assert entries[3].problems == ("line 18: health.down: Input should be a valid tuple",)
 
@@ -86,7 +86,7 @@ def test_a_file_without_a_cases_list_is_one_error_and_other_files_still_run(
 
 def test_a_case_of_every_endpoint_is_decided(folder: Path) -> None:
     bodies = {"chat": "messages: [{role: user, content: hi}]", "completions": "prompt: hi", "embeddings": "input: hi",
-              "responses": "input: hi"}
+              "responses": "input: hi", "messages": "max_tokens: 8, messages: [{role: user, content: hi}]"}
     assert set(bodies) == set(ENDPOINTS)
     first = {e: "openai" if e == "responses" else "local-vllm" for e in ENDPOINTS}
     text = "cases:\n" + "".join(f"  - name: {e}\n    tenant: dev\n    endpoint: {e}\n    request: {{model: chat, "

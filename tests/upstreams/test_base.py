@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from gateway.inbound.messages.translated import TranslatedUpstream
 from gateway.upstreams import base
 from gateway.upstreams.litellm_adapter import Answer, EventStream, LitellmUpstream
+from gateway.upstreams.messages import MessagesUpstream
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")  # litellm's, at import
@@ -46,11 +48,11 @@ def test_every_exchange_has_the_exchanges_attributes_and_methods_of_the_same_kin
             inspect.signature(declared).parameters), name
 
 
-@pytest.mark.parametrize("client", [OpenAIUpstream, LitellmUpstream])
+@pytest.mark.parametrize("client", [OpenAIUpstream, LitellmUpstream, MessagesUpstream, TranslatedUpstream])
 def test_every_client_has_the_clients_methods_with_the_same_parameters(client: type) -> None:
     attributes, methods = members(base.Client)
     assert attributes == {"name", "spec"}
-    assert set(methods) == {"encode", "send"}
+    assert set(methods) == {"encode", "send", "aclose"}
     for name, declared in methods.items():
         implemented = getattr(client, name)
         assert kind(implemented) == declared_kind(declared), name

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from gateway.errors import UpstreamCut, UpstreamRedirect, UpstreamStatus, UpstreamUnavailable
+from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.tools.standin import Behaviour, FaultServer, Json, Redirect, Reset, Sse, Status, chat_events
 from gateway.upstreams.openai import Exchange, OpenAIUpstream, new_session, wrapped
@@ -31,7 +32,7 @@ async def upstream(session: aiohttp.ClientSession, *script: Behaviour, **spec: A
     await server.start()
     doc = {"base_url": server.url + "/v1", "model": "real-model", "region": "eu", "api_key": PROVIDER_KEY,
            "cost": {"input_per_mtok": 1, "output_per_mtok": 1}, **spec}
-    return OpenAIUpstream("f", Upstream.model_validate(doc), session, Resilience()), server
+    return OpenAIUpstream("f", client_spec(Upstream.model_validate(doc), Resilience()), session), server
 
 
 async def drain(exchange: Exchange) -> list[bytes]:
@@ -39,8 +40,9 @@ async def drain(exchange: Exchange) -> list[bytes]:
 
 
 def test_encode_names_the_upstreams_model_and_asks_a_stream_for_usage() -> None:
-    spec = Upstream.model_validate({"base_url": "http://x/v1", "model": "real-model", "region": "eu"})
-    client = OpenAIUpstream("f", spec, None, Resilience())  # type: ignore[arg-type]  # encode sends nothing
+    spec = client_spec(Upstream.model_validate({"base_url": "http://x/v1", "model": "real-model", "region": "eu"}),
+                       Resilience())
+    client = OpenAIUpstream("f", spec, None)  # type: ignore[arg-type]  # encode sends nothing
     assert orjson.loads(client.encode(BODY, stream=False)) == {**BODY, "model": "real-model"}
     streamed = orjson.loads(client.encode({**BODY, "stream_options": {"x": 1}}, stream=True))
     assert streamed["stream_options"] == {"x": 1, "include_usage": True}

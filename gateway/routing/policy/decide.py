@@ -55,9 +55,9 @@ class Decision:
 NO_LIVE = Live()
 MAX_TOKEN_FIELDS: Mapping[str, tuple[str, ...]] = {  # each endpoint's own caps; the largest given counts
     "chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
-    "responses": ("max_output_tokens",), "embeddings": ()}
+    "responses": ("max_output_tokens",), "embeddings": (), "messages": ("max_tokens",)}
 CHOICE_FIELDS: Mapping[str, tuple[str, ...]] = {  # fields that multiply the completions generated
-    "chat": ("n",), "completions": ("n", "best_of"), "responses": (), "embeddings": ()}
+    "chat": ("n",), "completions": ("n", "best_of"), "responses": (), "embeddings": (), "messages": ()}
 MAX_CHOICES = 128
 
 
@@ -127,7 +127,7 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
         filters.append(("budget", "budget_exhausted", lambda n, _: n in only))
     for need in needs:  # one filter each, so the one that leaves nothing names the capability
         filters.append(("capability", f"capability_unavailable:{need}", _supporting(need)))
-    if features.endpoint != "chat":  # translated upstreams speak chat completions only
+    if features.endpoint not in ("chat", "messages"):  # translated upstreams speak chat completions (and Messages)
         filters.append(("capability", "capability_unavailable:translated", lambda _, u: u.kind == "openai"))
     filters.append(("context_window", "context_length_exceeded",
                     lambda _, u: u.context_window is None or window <= u.context_window))

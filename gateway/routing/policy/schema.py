@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
-Capability = Literal["tools", "json", "vision", "continuation", "responses"]
-REQUEST_FEATURES: frozenset[Capability] = frozenset({"tools", "json", "vision", "responses"})  # not continuation
+Capability = Literal["tools", "json", "vision", "continuation", "responses", "messages"]
+REQUEST_FEATURES: frozenset[Capability] = frozenset({"tools", "json", "vision", "responses"})  # not the others
 Objective = Literal["cost", "latency", "priority"]
 Hosting = Literal["self", "third_party"]
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")

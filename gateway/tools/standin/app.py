@@ -72,7 +72,7 @@ class StandIn:
             return
         seen = Seen(scope["path"], headers, orjson.loads(raw or b"{}"))
         self.seen.append(seen)
-        watcher = asyncio.get_running_loop().create_task(_watch(receive, seen.disconnected))
+        watcher = asyncio.get_running_loop().create_task(watch(receive, seen.disconnected))
         try:
             await self._answer(seen, self._fault(headers), send)
         finally:
@@ -256,7 +256,7 @@ async def lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _watch(receive: Receive, disconnected: asyncio.Event) -> None:
+async def watch(receive: Receive, disconnected: asyncio.Event) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     disconnected.set()

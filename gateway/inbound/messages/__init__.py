@@ -1,0 +1,1 @@
+"""Anthropic's Messages API: requests translated to chat completions and answers back, errors in its shape."""

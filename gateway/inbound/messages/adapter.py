@@ -1,0 +1,163 @@
+"""Anthropic's Messages API as clients speak it: POST /v1/messages (JSON or events) and its count_tokens.
+
+A key comes in `x-api-key` (the anthropic SDKs) or `Authorization: Bearer` (agents given an auth token). The
+request is classified and decided as it came, every field read. Each candidate gets it in its own way: an
+upstream that speaks Messages (`kind: anthropic`, or the capability `messages`) as it is, any other translated to
+chat completions and its answer back (gateway/inbound/messages/translated.py). Errors are Anthropic's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.accounting.usage import Usage
+from gateway.asgi import JSON, Headers, Receive, Scope, Send, header_map, parse_object, read_body, send_bytes
+from gateway.errors import GatewayError, InvalidRequest, UpstreamStatus
+from gateway.inbound.base import Call, Endpoint, Events, Inbound, Reply
+from gateway.inbound.messages import count, errors
+from gateway.inbound.messages import deliver as messages_deliver
+from gateway.inbound.messages.stream import of_messages
+from gateway.inbound.messages.translated import TranslatedUpstream
+from gateway.inbound.openai import bearer
+from gateway.operations.metrics import Metrics
+from gateway.pipeline.auth import authenticate, check_route
+from gateway.pipeline.deliver import Deliverer, Delivery
+from gateway.pipeline.intake import request_id_for
+from gateway.pipeline.runtime import Runtime
+from gateway.state.base import Admission, Limits
+from gateway.upstreams.base import Client
+from gateway.upstreams.messages import MessagesUpstream, speaks_messages
+
+ENDPOINT = Endpoint("/v1/messages", "messages", "/messages", streamable=True)
+ENDPOINTS = {ENDPOINT.path: ENDPOINT}
+COUNT_TOKENS = "/v1/messages/count_tokens"
+
+
+class MessagesEvents(Events):
+    """A Messages stream's events go out as they are; one that cannot be finished ends with an error event."""
+
+    def failed(self, message: str) -> bytes:
+        return errors.error_event("api_error", message)
+
+
+class MessagesInbound(Inbound):
+    """Anthropic's wire format, served over the same pipeline as OpenAI's."""
+
+    endpoints = ENDPOINTS
+    credential_hint = "x-api-key: <key>"
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._bound: tuple[Runtime, Runtime] | None = None  # the runtime last given, and the one made for it
+
+    def bind(self, runtime: Runtime) -> Runtime:
+        """runtime with a Messages client for every upstream: made once per policy load."""
+        if self._bound is not None and self._bound[0] is runtime:
+            return self._bound[1]
+        bound = Runtime(runtime.policy, self._clients(runtime), runtime.session)
+        self._bound = (runtime, bound)
+        return bound
+
+    def _clients(self, runtime: Runtime) -> dict[str, Client]:
+        clients: dict[str, Client] = {}
+        for name, client in runtime.upstreams.items():
+            if speaks_messages(client.spec) and runtime.session is not None:
+                clients[name] = MessagesUpstream(name, client.spec, runtime.session)
+            else:
+                clients[name] = TranslatedUpstream(client, self._dropped)
+        return clients
+
+    def _dropped(self, upstream: str, fields: set[str]) -> None:
+        for name in fields:
+            self.metrics.count(self.metrics.translation_dropped, upstream, name)
+
+    def credential(self, headers: Mapping[str, str]) -> str:
+        """The key of `x-api-key`, else of `Authorization: Bearer`."""
+        return headers.get("x-api-key", "").strip() or bearer(headers)
+
+    def parse(self, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str]) -> Call:
+        """The body as it came: classified whole, and sent as it is to upstreams that speak Messages."""
+        body = parse_object(raw)
+        check(body)
+        return Call(endpoint, body, body)
+
+    def usage(self, call: Call, data: bytes) -> Usage:
+        """A Messages answer's usage: its input, cache reads and cache writes all count as prompt tokens."""
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return Usage()
+        return of_messages(answer.get("usage") if isinstance(answer, dict) else None)
+
+    async def events(self, call: Call, upstream: Client, first: bytes) -> Events:
+        """The Messages stream relay renders its own failure event."""
+        return MessagesEvents()
+
+    async def stream(self, deliverer: Deliverer, delivery: Delivery, started: float) -> None:
+        """Relay a Messages stream (the pipeline's relay reads chat completions events)."""
+        await messages_deliver.stream(deliverer, delivery, started)
+
+    def upstream_error(self, call: Call, error: UpstreamStatus, body: bytes) -> Reply:
+        """An upstream's error: Anthropic's own as it is, another's reworded in Anthropic's shape."""
+        status, shaped, headers = errors.from_upstream(_with_body(error, body))
+        return Reply(status, shaped, JSON, headers)
+
+    def error(self, error: GatewayError) -> Reply:
+        """Anthropic's error JSON, its type and status, with the error's own headers."""
+        status, body, headers = errors.from_gateway(error)
+        return Reply(status, body, JSON, headers)
+
+    def rate_headers(self, limits: Limits, admission: Admission) -> Headers:
+        """Anthropic's anthropic-ratelimit-* headers, their reset an RFC 3339 time."""
+        return rate_headers(limits, admission, dt.datetime.now(dt.UTC))
+
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime,
+                           max_body_bytes: int) -> None:
+        """POST /v1/messages/count_tokens: the gateway's own estimate, for a route this key may use."""
+        headers = header_map(scope)
+        identity = [(b"x-request-id", request_id_for(headers.get("x-request-id", "")).encode("latin-1")),
+                    (b"x-switchyard-policy", runtime.policy.hash.encode())]
+        try:
+            tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
+            body = parse_object(await read_body(receive, headers, max_body_bytes))
+            check_route(runtime.policy, tenant, body)
+            answer = count.answer(body)
+        except GatewayError as exc:
+            reply = self.error(exc)
+            await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *identity])
+            return
+        await send_bytes(send, 200, answer, JSON, identity)
+
+
+def check(body: dict[str, Any]) -> None:
+    """The fields Anthropic requires of every request: max_tokens, and messages (classify checks their shape)."""
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: a positive integer is required", param="max_tokens")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise InvalidRequest("system: must be a string or an array of text blocks", param="system")
+
+
+def _with_body(error: UpstreamStatus, body: bytes) -> UpstreamStatus:
+    scrubbed = UpstreamStatus(error.upstream, error.status, body, error.content_type)
+    scrubbed.retry_after = error.retry_after
+    return scrubbed
+
+
+def rate_headers(limits: Limits, admission: Admission, now: dt.datetime) -> Headers:
+    """anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset} for the tenant's rate limits."""
+    headers: Headers = []
+    for kind, limit in (("requests", limits.requests_per_minute), ("tokens", limits.tokens_per_minute)):
+        rate = admission.rates.get(kind)
+        if limit is None or rate is None:
+            continue
+        reset = (now + dt.timedelta(seconds=max(0.0, rate.reset_s))).isoformat(timespec="seconds")
+        prefix = b"anthropic-ratelimit-" + kind.encode()
+        headers += [(prefix + b"-limit", str(limit).encode()), (prefix + b"-remaining", str(rate.remaining).encode()),
+                    (prefix + b"-reset", reset.replace("+00:00", "Z").encode())]
+    return headers

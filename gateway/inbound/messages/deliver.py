@@ -1,0 +1,119 @@
+"""A Messages API stream delivered: the first upstream to send an event wins, its events relayed as they come.
+
+The same fallback loop, timeouts and accounting as a chat stream (gateway/pipeline/deliver.py); what differs is
+the wire format: a stream ends with `message_stop`, and one that cannot be finished ends with an `error` event.
+A cut stream is not continued elsewhere (continuation speaks chat completions only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.accounting import usage as accounting
+from gateway.accounting.meter import TextMeter
+from gateway.asgi import Message, Send, send_bytes
+from gateway.delivery.redact import scrub
+from gateway.errors import GatewayError, UpstreamError, UpstreamStatus
+from gateway.inbound.messages import errors
+from gateway.inbound.messages.stream import Opened, open_stream, relay
+from gateway.pipeline.deliver import STREAM_HEADERS, Deliverer, Delivery
+from gateway.upstreams.base import Exchange
+
+TEXT_KEYS = (b'text":', b'thinking":', b'partial_json":')  # where a Messages stream carries generated text
+INTERRUPTED = "the upstream stream broke off; the answer is incomplete"
+SHUTTING_DOWN = "the gateway is shutting down and ended this stream; the answer is incomplete"
+logger = logging.getLogger("switchyard.proxy")
+
+
+async def stream(deliverer: Deliverer, d: Delivery, started: float) -> None:
+    """Relay the first Messages stream that opens; end it with an error event if it breaks."""
+    opened = await _open(deliverer, d)
+    if opened is None:
+        return
+    record, metrics = d.record, deliverer.metrics
+    upstream = d.runtime.upstreams[opened.exchange.upstream]
+    record.served_by(upstream)
+    record.status = 200
+    await d.send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *record.tell()]})
+    metrics.observe(metrics.ttft, time.perf_counter() - started, record.route, upstream.name)
+    deliverer.latency.observe(upstream.name, record.dispatch.attempts[-1].seconds, time.monotonic())
+    meter = TextMeter(TEXT_KEYS)
+    failure: UpstreamError | None = None
+    message = INTERRUPTED
+    try:
+        failure = await relay(opened, _metered(d.send, meter))
+    except asyncio.CancelledError:
+        if d.watcher.client_gone:
+            raise
+        _shut_down("ending it with an error event")
+        failure, message = UpstreamError(upstream.name, "shutdown"), SHUTTING_DOWN
+        failure.reason = "shutdown"
+    finally:
+        record.charge(*accounting.settle(metrics, d.runtime.policy, record.tenant, upstream.name,
+                                         _used(opened, meter, record.prompt_tokens), record.n))
+    d.watcher.stop()
+    ending = b""
+    if failure is not None:
+        record.outcome = "stream_interrupted"
+        metrics.count(metrics.stream_failures, upstream.name, failure.reason, "error_event")
+        if opened.relay.error is None:  # an upstream's own error event already told the client
+            ending = errors.error_event("api_error", message)
+    await d.send({"type": "http.response.body", "body": ending, "more_body": False})
+
+
+async def _open(deliverer: Deliverer, d: Delivery) -> Opened | None:
+    """The first stream that sends its first events; None when an upstream's client error was passed on."""
+    async def first_events(exchange: Exchange) -> Opened:
+        return await open_stream(exchange, d.resilience.ttft_timeout_s)
+
+    try:
+        _, opened = await deliverer.dispatcher.run(d.decision, d.runtime.upstreams, d.resilience, d.request,
+                                                   first_events, d.record.dispatch)
+    except UpstreamStatus as exc:
+        await pass_error(d, exc)
+        return None
+    except asyncio.CancelledError:
+        if d.watcher.client_gone:
+            raise
+        _shut_down("answering 529 overloaded")
+        raise GatewayError("the gateway is shutting down; retry the request", status=503,
+                           code="shutting_down") from None
+    return opened
+
+
+async def pass_error(d: Delivery, exc: UpstreamStatus) -> None:
+    """Hand an upstream's client error to the client in Anthropic's shape, scrubbed of any credential."""
+    upstream = d.runtime.upstreams[exc.upstream]
+    d.record.served_by(upstream)
+    d.record.status = exc.status
+    d.watcher.stop()
+    reply = d.inbound.upstream_error(d.call, exc, scrub(exc.body, upstream))
+    await send_bytes(d.send, reply.status, reply.body, reply.content_type, [*reply.headers, *d.record.tell()])
+
+
+def _metered(send: Send, meter: TextMeter) -> Send:
+    """send, counting the text of every event that goes out (for a stream cut before it reports its usage)."""
+    async def metering(message: Message) -> None:
+        body = message.get("body")
+        if body:
+            meter.add(body)
+        await send(message)
+    return metering
+
+
+def _used(opened: Opened, meter: TextMeter, prompt_estimate: int) -> accounting.Usage:
+    """What the stream used: as it reported, or estimated where it was cut before saying."""
+    reported = opened.relay.tokens()
+    completion = reported.completion_tokens if opened.relay.stopped else max(reported.completion_tokens,
+                                                                             meter.tokens)
+    return accounting.Usage(reported.prompt_tokens or prompt_estimate, completion)
+
+
+def _shut_down(outcome: str) -> None:
+    """Take back a cancellation that did not come from the client (the server's drain ran out), and say so once."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    logger.warning("the drain deadline passed with this stream open: %s", outcome)

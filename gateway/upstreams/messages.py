@@ -1,0 +1,69 @@
+"""Upstreams that speak Anthropic's Messages API themselves: Anthropic, and servers that serve /v1/messages.
+
+The client's Messages request goes through untouched but for `model`, over the same aiohttp session, limits,
+redirect refusal and key redaction as gateway/upstreams/openai.py, whose exchange it reuses. Anthropic gets its
+key in `x-api-key` and the client's `anthropic-version` and `anthropic-beta` headers; a self-hosted server (the
+capability `messages`) gets its key as a bearer token and neither header.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import SecretStr
+
+from gateway.upstreams.openai import Exchange, OpenAIUpstream
+from gateway.upstreams.spec import UpstreamSpec
+
+if TYPE_CHECKING:
+    import aiohttp
+
+ANTHROPIC_URL = "https://api.anthropic.com/v1"
+ANTHROPIC_VERSION = "2023-06-01"  # what the SDKs send; a client's own wins
+VERSION_HEADERS = frozenset({"anthropic-version", "anthropic-beta"})
+PATH = "/messages"
+
+
+def speaks_messages(spec: UpstreamSpec) -> bool:
+    """Whether an upstream takes Messages requests as they are: Anthropic, or one declaring the capability."""
+    return spec.kind == "anthropic" or "messages" in spec.capabilities
+
+
+def with_defaults(spec: UpstreamSpec) -> UpstreamSpec:
+    """An Anthropic upstream's spec with Anthropic's URL and the key litellm would read, where the policy has none."""
+    update: dict[str, Any] = {}
+    if spec.base_url is None:
+        update["base_url"] = ANTHROPIC_URL
+    if spec.api_key is None and os.environ.get("ANTHROPIC_API_KEY"):
+        update["api_key"] = SecretStr(os.environ["ANTHROPIC_API_KEY"])
+    return dataclasses.replace(spec, **update) if update else spec
+
+
+class MessagesUpstream(OpenAIUpstream):
+    """Sends Messages requests to one upstream that speaks the Messages API; never follows a redirect."""
+
+    def __init__(self, name: str, spec: UpstreamSpec, session: aiohttp.ClientSession) -> None:
+        anthropic = spec.kind == "anthropic"
+        if anthropic:
+            spec = with_defaults(spec)
+        super().__init__(name, spec, session)
+        self._anthropic = anthropic
+        if anthropic:
+            self._headers.pop("authorization", None)
+            if spec.api_key is not None:
+                self._headers["x-api-key"] = spec.api_key.get_secret_value()
+            self._forward = self._forward | VERSION_HEADERS
+
+    def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:
+        """The request as the client sent it, with this upstream's model."""
+        return orjson.dumps({**body, "model": self.spec.model})
+
+    async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
+        """POST the request to the upstream's /messages; UpstreamError when that fails or is not a 2xx."""
+        if self._anthropic and "anthropic-version" not in client_headers:
+            client_headers = {**client_headers, "anthropic-version": ANTHROPIC_VERSION}
+        return await super().send(PATH, body, client_headers, stream)
