@@ -140,7 +140,7 @@ class Proxy:
         done.tenant = authenticate(policy, headers)
         body = parse_object(await read_body(receive, headers, self.max_body_bytes))
         done.route = check_route(policy, done.tenant, body)
-        features = classify.features(policy, done.tenant, endpoint, body, headers)
+        features = await classify.features_of(policy, done.tenant, endpoint, body, headers)
         done.data_class = features.data_class or "-"
         done.prompt_tokens, done.n = features.prompt_tokens, features.n
         if features.stream and endpoint not in STREAMABLE:

@@ -8,6 +8,7 @@ class. The prompt estimate counts the same strings, so whatever the upstream rea
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ _ENCODED_IMAGE = re.compile(r'"type":"(?:image_url|input_image|image)"')
 _ENCODED_UNREADABLE = re.compile(
     r'"type":"(image_url|input_image|image|input_audio|audio|file|input_file)"|"(image_url|input_audio|file_data)":[{"]'
 )
+# Bodies of more than this many bytes (or of no declared length) are classified in a worker thread: reading 10 MiB
+# takes a tenth of a second or more, which the event loop must not spend while other requests (and /healthz) wait.
+OFF_LOOP_BYTES = 256 * 1024
 # Optional fields whose type routing depends on.
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
@@ -78,6 +82,15 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
                     max_tokens=max_tokens, n=n, stream=stream, has_tools=_has_tools(body), wants_json=_wants_json(body),
                     has_images=content.images > 0, data_class=data_class(policy, tenant, headers, content),
                     headers=headers)
+
+
+async def features_of(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any],
+                      headers: Mapping[str, str]) -> Features:
+    """features(), in a worker thread when the body is large (or its size was not declared), else right here."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) <= OFF_LOOP_BYTES:
+        return features(policy, tenant, endpoint, body, headers)
+    return await asyncio.to_thread(features, policy, tenant, endpoint, body, headers)
 
 
 def data_class(policy: Policy, tenant: str, headers: Mapping[str, str], content: Content) -> str | None:

@@ -109,11 +109,22 @@ class Exchange:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
-        spelled = self._redact.stream()
+        spelled, redact = self._redact.stream(), self._redact
         with upstream_errors(self.upstream, body=True):
-            async for piece in bounded.events(self.upstream, self._response.content.iter_any(), self._encoding(),
-                                              self._limits):
-                yield self._redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
+            encoding = self._encoding()
+            if not bounded.is_plain(encoding):
+                async for piece in bounded.events(self.upstream, self._response.content.iter_any(), encoding,
+                                                  self._limits):
+                    yield redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
+                return
+            cutter = bounded.EventCutter(self.upstream, self._limits, wire=True)  # the common case: no generator
+            async for chunk in self._response.content.iter_any():  # between the socket and the relay but this one
+                piece = cutter.feed(chunk)
+                if piece:
+                    yield redact(spelled(piece) if spelled else piece)
+            piece = cutter.rest()
+            if piece:
+                yield redact(spelled(piece) if spelled else piece)
 
     async def read_error(self) -> tuple[bytes, bool]:
         """The first error_body_bytes of an error body, its key cut out, and whether it went on (never read)."""
@@ -165,7 +176,7 @@ class OpenAIUpstream:
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
         """Send a request and wait for the response headers; UpstreamError when that fails or is not a 2xx."""
         headers = self._headers
-        extra = {k: v for k, v in client_headers.items() if k in self._forward}
+        extra = {k: client_headers[k] for k in self._forward if k in client_headers}
         if extra:
             headers = {**extra, **headers}
         with upstream_errors(self.name, time.monotonic()):
