@@ -73,8 +73,8 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
         raise InvalidRequest("'model' is required and must be a string", param="model")
     content = request_texts(endpoint, body)
     # Upstreams differ in which of two caps given they obey (litellm's translations take the last): the larger counts.
-    max_tokens = max(filter(None, (_optional_int(body, f) for f in MAX_TOKEN_FIELDS[endpoint])), default=None)
-    n = max((_optional_int(body, f, MAX_CHOICES) or 1 for f in CHOICE_FIELDS[endpoint]), default=1)
+    max_tokens = _largest(body, MAX_TOKEN_FIELDS[endpoint])
+    n = _largest(body, CHOICE_FIELDS[endpoint], MAX_CHOICES) or 1
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
@@ -355,6 +355,17 @@ def _wants_json(body: dict[str, Any]) -> bool:
     text = body.get("text")
     response_format = body.get("response_format") or (text.get("format") if isinstance(text, dict) else None)
     return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
+
+
+def _largest(body: dict[str, Any], names: tuple[str, ...], most: int | None = None) -> int | None:
+    """The largest of the optional positive integers body gives under names, None when it gives none."""
+    largest = None
+    for name in names:
+        if name in body:
+            value = _optional_int(body, name, most)
+            if value is not None and (largest is None or value > largest):
+                largest = value
+    return largest
 
 
 def _optional_int(body: dict[str, Any], name: str, most: int | None = None) -> int | None:

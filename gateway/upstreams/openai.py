@@ -7,6 +7,7 @@ request and response bytes pass through, with only `model` (and the ask for stre
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -34,6 +35,7 @@ FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 JSON = b"application/json"
 EXCERPT_CHARS = 300
 OFFLOAD_BYTES = 1 << 20
+STREAMED_BODY_BYTES = 1 << 20  # aiohttp warns that a bytes body over 1 MiB blocks the loop: such go as a file
 TAGS = re.compile(r"<[^>]{0,1000}>")
 
 
@@ -179,13 +181,14 @@ class OpenAIUpstream:
         extra = {k: client_headers[k] for k in self._forward if k in client_headers}
         if extra:
             headers = {**extra, **headers}
+        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) >= STREAMED_BODY_BYTES else body
         with upstream_errors(self.name, time.monotonic()):
             if stream:  # sock_read bounds each read of a stream, so its headers need a deadline of their own
                 async with asyncio.timeout(self._header_timeout):
-                    response = await self._session.post(self._base + path, data=body, headers=headers,
+                    response = await self._session.post(self._base + path, data=data, headers=headers,
                                                         timeout=self._stream_timeout, allow_redirects=False)
             else:
-                response = await self._session.post(self._base + path, data=body, headers=headers,
+                response = await self._session.post(self._base + path, data=data, headers=headers,
                                                     timeout=self._plain_timeout, allow_redirects=False)
         exchange = Exchange(self.name, response, self.spec.limits, self.redact)
         if 300 <= exchange.status < 400:
