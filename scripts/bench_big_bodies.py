@@ -31,7 +31,7 @@ PROBE_EVERY_S = 0.02
 
 def body(model: str, unit: str) -> bytes:
     """A chat request whose one message fills the body to just under 10 MiB."""
-    content = unit * ((10 * MIB - 64 * 1024) // len(unit.encode()))
+    content = unit * ((10 * MIB - 64 * 1024) // (len(orjson.dumps(unit)) - 2))  # as sent: escapes count double
     return orjson.dumps({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": content}]})
 
 
