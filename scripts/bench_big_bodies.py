@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, label: str, unit: str) -> None:
         thread.join()
     stop.set()
     prober.join()
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     print(f"  {label:28} probes {len(latencies):4}  /healthz p50 {cuts[49] * 1000:6.1f} ms  p99 "
           f"{cuts[98] * 1000:6.1f} ms  worst {max(latencies) * 1000:6.1f} ms  big request p50 "
           f"{statistics.median(took) * 1000:6.0f} ms", flush=True)
