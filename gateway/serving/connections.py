@@ -128,8 +128,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline: float | None = None  # loop time; None while the app has the request
         self._header_wire = 0  # bytes received while the headers were incomplete
         self._read = 0  # the size of the read being parsed
+        self._spanned = False  # whether the headers being parsed began in an earlier read
         self._begun = False  # whether a request began in the read being parsed
-        self._max_headers = self.limits.max_headers  # read for every header: one attribute, not two
+        self._max_headers = self.limits.max_headers  # read for every request: one attribute, not two
         self._max_header_bytes = self.limits.max_header_bytes
         self._refusal: GatewayError | None = None
 
@@ -162,6 +163,7 @@ class GuardedProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             self._unsupported_upgrade_warning()
         if self._phase == HEADERS:  # this read ended inside a request's headers (rare but for slow clients)
+            self._spanned = True
             if reading_headers and not self._begun:
                 self._header_wire += len(data)
             if self._header_wire > self._max_header_bytes or self._headers_over():
@@ -172,13 +174,14 @@ class GuardedProtocol(HttpToolsProtocol):
         self._phase = HEADERS
         self._begun = True
         self._header_wire = 0
+        self._spanned = False
         self._arm(self.limits.header_timeout_s)
 
     def on_headers_complete(self) -> None:
-        # Headers are counted here, and when a read ends inside them, not in a callback per header: no request line
-        # and headers can be longer than the bytes received since it began, which is all most requests need checked.
-        if (len(self.headers) > self._max_headers or (self._header_wire + self._read > self._max_header_bytes
-                and self._headers_over())):
+        # Headers are counted here, and when a read ends inside them, not in a callback per header: headers that
+        # began in this read are no longer than it, which is all most requests need checked.
+        if (len(self.headers) > self._max_headers
+                or ((self._spanned or self._read > self._max_header_bytes) and self._headers_over())):
             self._stop(self._too_large())
         if not self.guard.admit(self):
             self._stop(GatewayError(f"the gateway is at its limit of {self.guard.cap} connections; retry shortly",
