@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import AnyStr
 
+from gateway.routing import windowed
 from gateway.routing.normalise import normalised
 from gateway.routing.number_checks import card_number_ok, iban_ok
 
@@ -107,11 +107,6 @@ _FILE_EXTENSIONS = frozenset(
      "tiff", "toml", "ts", "tsx", "txt", "webp", "xml", "yaml", "yml"}
 )
 _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
-# The passes over a whole text go a window at a time, so that no one C call holds the interpreter (and a worker
-# thread's GIL) for long on a big body; each window reaches on past its end by more than any match and its lookahead
-# span (an address's domain longer than that is read as far as the window reaches).
-_WINDOW = 1 << 16
-_REACH = 4096
 
 
 class _Text:
@@ -142,7 +137,7 @@ class _Text:
         """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
             found: list[tuple[int, int, str]] = []
-            for match in _windowed(_CLUSTER_SHAPE, self.shape):
+            for match in windowed.finditer(_CLUSTER_SHAPE, self.shape):
                 if len(found) == self.looks:
                     self.crowded = True
                     break
@@ -177,22 +172,6 @@ class Detector:
         """True when this detector fires anywhere in text (or text holds too many HTML references to read)."""
         prepared = _Text(text)
         return prepared.entities_crowded or self._probe(prepared)
-
-
-def _windowed(pattern: re.Pattern[AnyStr], text: AnyStr) -> Iterator[re.Match[AnyStr]]:
-    """pattern.finditer(text), searched a window at a time; the same matches for a pattern spanning under _REACH."""
-    if len(text) <= _WINDOW + _REACH:
-        yield from pattern.finditer(text)
-        return
-    at = 0
-    while at < len(text):
-        stop = resume = at + _WINDOW
-        for match in pattern.finditer(text, at, stop + _REACH):
-            if match.start() >= stop:
-                break
-            yield match
-            resume = max(stop, match.end())
-        at = resume
 
 
 def _blank_run(match: re.Match[bytes]) -> bytes:
@@ -252,7 +231,7 @@ def _email(text: _Text) -> bool:
         return False
     if body.count("@") > text.looks * _AT_SIGNS_PER_LOOK:
         return True
-    for looked, match in enumerate(_windowed(_EMAIL_DOMAIN, body)):
+    for looked, match in enumerate(windowed.finditer(_EMAIL_DOMAIN, body)):
         if looked == text.looks:
             return True
         at = match.start()
@@ -322,7 +301,7 @@ def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer that passes the Luhn check."""
     shape, body = text.shape, text.text
     # Not only around clusters: those never start at a dotted number, and "4111.1111.1111.1111" is a card.
-    for looked, match in enumerate(_windowed(_CARD_SHAPE, shape)):
+    for looked, match in enumerate(windowed.finditer(_CARD_SHAPE, shape)):
         if looked == text.looks:
             return True
         start = match.start()

@@ -7,7 +7,7 @@ import random
 import unicodedata
 from pathlib import Path
 
-from gateway.routing import classify, detectors, normalise
+from gateway.routing import classify, detectors, normalise, windowed
 from tests.routing.test_classify import classified
 
 ALL = [detectors.builtin(name) for name in sorted(detectors.BUILTIN)]
@@ -36,16 +36,16 @@ def test_a_composition_across_a_piece_boundary_is_kept() -> None:
 
 def test_windowed_search_finds_what_one_pass_finds() -> None:
     chooser = random.Random(3)
-    shape = bytes(chooser.choice(b"0000000 .-/a") for _ in range(5 * detectors._WINDOW))
+    shape = bytes(chooser.choice(b"0000000 .-/a") for _ in range(5 * windowed.WINDOW))
     pattern = detectors._CLUSTER_SHAPE
-    assert [m.span() for m in detectors._windowed(pattern, shape)] == [m.span() for m in pattern.finditer(shape)]
+    assert [m.span() for m in windowed.finditer(pattern, shape)] == [m.span() for m in pattern.finditer(shape)]
 
 
 def test_numbers_and_addresses_across_a_window_edge_are_found() -> None:
     for found, name in (("4111 1111 1111 1111", "credit_card"), ("jane.doe@example.com", "email")):
         for offset in range(-len(found), 1, 3):
-            head = "word " * ((2 * detectors._WINDOW + offset) // 5)
-            text = head + found + " and more" + " word" * detectors._WINDOW
+            head = "word " * ((2 * windowed.WINDOW + offset) // 5)
+            text = head + found + " and more" + " word" * windowed.WINDOW
             assert detectors.scan(ALL, text) == name, (name, offset)
 
 
