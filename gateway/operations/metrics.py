@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import importlib.metadata
 import os
 import re
@@ -132,7 +131,7 @@ class Metrics:
         self._children: dict[object, dict[tuple[str, ...], Any]] = {}
         self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
         self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
-        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}  # the values, in order
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -161,18 +160,19 @@ class Metrics:
     def observe(self, histogram: Histogram, value: float, *labels: str) -> None:
         """Record a value in a histogram's labelled child (tallied here, applied at the next flush)."""
         key = (histogram, labels)
-        tally = self._observed.get(key)
-        if tally is None:
-            tally = self._observed[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        tally[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
-        tally[-1] += value
+        values = self._observed.get(key)
+        if values is None:
+            self._observed[key] = [value]
+        else:
+            values.append(value)
 
     def flush(self) -> None:
         """Apply the tallied updates to the collectors.
 
         prometheus_client takes a lock (and, with workers, writes a file) on every update; updates on the request
         path (counters, histograms, requests in flight, budget left) only go into plain dictionaries, and this runs
-        at each scrape and once a second. Gauges that change rarely (circuit state, policy) are set at once.
+        at each scrape and once a second, through prometheus_client's public API only. Gauges that change rarely
+        (circuit state, policy) are set at once.
         """
         counts, self._counts = self._counts, {}
         for (collector, labels), amount in counts.items():
@@ -183,12 +183,10 @@ class Metrics:
         for (gauge, labels), value in settings.items():
             self.child(gauge, *labels).set(value)
         observed, self._observed = self._observed, {}
-        for (histogram, labels), tally in observed.items():
-            child = self.child(histogram, *labels)
-            for index, hits in enumerate(tally[:-1]):
-                if hits:
-                    child._buckets[index].inc(hits)
-            child._sum.inc(tally[-1])
+        for (histogram, labels), values in observed.items():
+            observe = self.child(histogram, *labels).observe  # about 1.5 us a value, once a second, off the request
+            for value in values:
+                observe(value)
 
     def set_policy(self, digest: str) -> None:
         """Show which policy is loaded: the current hash at 1, every earlier one removed (at 0 with workers, whose

@@ -8,6 +8,7 @@ class. The prompt estimate counts the same strings, so whatever the upstream rea
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ _ENCODED_IMAGE = re.compile(r'"type":"(?:image_url|input_image|image)"')
 _ENCODED_UNREADABLE = re.compile(
     r'"type":"(image_url|input_image|image|input_audio|audio|file|input_file|document)"|"(image_url|input_audio|file_data)":[{"]'
 )
+# Bodies of more than this many bytes (or of no declared length) are classified in a worker thread: reading 10 MiB
+# takes a tenth of a second or more, which the event loop must not spend while other requests (and /healthz) wait.
+OFF_LOOP_BYTES = 256 * 1024
 # Optional fields whose type routing depends on.
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
@@ -70,8 +74,8 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
         raise InvalidRequest("'model' is required and must be a string", param="model")
     content = request_texts(endpoint, body)
     # Upstreams differ in which of two caps given they obey (litellm's translations take the last): the larger counts.
-    max_tokens = max(filter(None, (_optional_int(body, f) for f in MAX_TOKEN_FIELDS[endpoint])), default=None)
-    n = max((_optional_int(body, f, MAX_CHOICES) or 1 for f in CHOICE_FIELDS[endpoint]), default=1)
+    max_tokens = _largest(body, MAX_TOKEN_FIELDS[endpoint])
+    n = _largest(body, CHOICE_FIELDS[endpoint], MAX_CHOICES) or 1
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
@@ -79,6 +83,15 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
                     max_tokens=max_tokens, n=n, stream=stream, has_tools=_has_tools(body), wants_json=_wants_json(body),
                     has_images=content.images > 0, data_class=data_class(policy, tenant, headers, content),
                     headers=headers)
+
+
+async def features_of(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any],
+                      headers: Mapping[str, str]) -> Features:
+    """features(), in a worker thread when the body is large (or its size was not declared), else right here."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) <= OFF_LOOP_BYTES:
+        return features(policy, tenant, endpoint, body, headers)
+    return await asyncio.to_thread(features, policy, tenant, endpoint, body, headers)
 
 
 def data_class(policy: Policy, tenant: str, headers: Mapping[str, str], content: Content) -> str | None:
@@ -344,6 +357,17 @@ def _wants_json(body: dict[str, Any]) -> bool:
     text = body.get("text")
     response_format = body.get("response_format") or (text.get("format") if isinstance(text, dict) else None)
     return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
+
+
+def _largest(body: dict[str, Any], names: tuple[str, ...], most: int | None = None) -> int | None:
+    """The largest of the optional positive integers body gives under names, None when it gives none."""
+    largest = None
+    for name in names:
+        if name in body:
+            value = _optional_int(body, name, most)
+            if value is not None and (largest is None or value > largest):
+                largest = value
+    return largest
 
 
 def _optional_int(body: dict[str, Any], name: str, most: int | None = None) -> int | None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from gateway.routing import windowed
 from gateway.routing.normalise import normalised
 from gateway.routing.number_checks import card_number_ok, iban_ok
 
@@ -136,7 +137,7 @@ class _Text:
         """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
             found: list[tuple[int, int, str]] = []
-            for match in _CLUSTER_SHAPE.finditer(self.shape):
+            for match in windowed.finditer(_CLUSTER_SHAPE, self.shape):
                 if len(found) == self.looks:
                     self.crowded = True
                     break
@@ -230,7 +231,7 @@ def _email(text: _Text) -> bool:
         return False
     if body.count("@") > text.looks * _AT_SIGNS_PER_LOOK:
         return True
-    for looked, match in enumerate(_EMAIL_DOMAIN.finditer(body)):
+    for looked, match in enumerate(windowed.finditer(_EMAIL_DOMAIN, body)):
         if looked == text.looks:
             return True
         at = match.start()
@@ -300,7 +301,7 @@ def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer that passes the Luhn check."""
     shape, body = text.shape, text.text
     # Not only around clusters: those never start at a dotted number, and "4111.1111.1111.1111" is a card.
-    for looked, match in enumerate(_CARD_SHAPE.finditer(shape)):
+    for looked, match in enumerate(windowed.finditer(_CARD_SHAPE, shape)):
         if looked == text.looks:
             return True
         start = match.start()

@@ -29,6 +29,10 @@ _REPLACES = 4
 # Text with fewer BMP characters to fold than one per this many is folded by a substitution per character (about
 # 0.5 us each) rather than a translate of every character.
 _CHARS_PER_SUB = 64
+# Non-ASCII text longer than this is normalised in pieces of about this many characters, so that no one C call holds
+# the interpreter (and a worker thread the GIL) for long; a cut is looked for a window of characters at a time.
+PIECE_CHARS = 1 << 16
+_CUT_WINDOW = 4096
 # How many times percent-escapes are decoded, for text encoded more than once.
 _PERCENT_ROUNDS = 3
 _PERCENT_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
@@ -86,6 +90,38 @@ def _ranges(table: Mapping[int, object], start: int) -> list[tuple[int, int]]:
 _TABLE, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 
+def _build_cuts() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Patterns of the characters, in the BMP and above it, that text may be cut before for NFKC: a starter that no
+    composition takes as its second part and whose normal form begins with another such (every ASCII character)."""
+    codes = (*range(0x80, 0xd800), *range(0xe000, 0x10000), *_CUTS_ABOVE_BMP)
+    seconds = set(_JAMO)  # Hangul jamo compose into syllables by rule, not by the decomposition data
+    for code in (*range(0x80, 0xd800), *range(0xe000, 0x10000), *range(0x11000, 0x12000)):  # and SMP scripts'
+        parts = unicodedata.decomposition(chr(code)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            seconds.add(int(parts[1], 16))
+
+    def cuts_before(code: int) -> bool:
+        char = chr(code)
+        if code in seconds or unicodedata.combining(char):
+            return False
+        if unicodedata.is_normalized("NFKC", char):
+            return True
+        first = unicodedata.normalize("NFKC", char)[0]
+        return ord(first) not in seconds and unicodedata.combining(first) == 0
+    stable = dict.fromkeys(code for code in codes if cuts_before(code))
+    bmp = "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in _ranges(stable, 0x80)
+                  if high < 0x10000)
+    above = "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in _ranges(stable, 0x10000))
+    return re.compile(f"[\x00-\x7f{bmp}]"), re.compile(f"[{above}]")
+
+
+_JAMO = range(0x1160, 0x1200)
+# Where cuts are looked for above the BMP (all of it would double the start-up cost): mathematical letters and
+# digits, emoji and other symbols, the characters a long text of only those would be made of.
+_CUTS_ABOVE_BMP = (*range(0x1d400, 0x1d800), *range(0x1f000, 0x20000))
+_CUT_BMP, _CUT_ABOVE_BMP = _build_cuts()
+
+
 def normalise(text: str) -> str:
     """text with percent-escapes and HTML character references decoded, NFKC applied, invisible characters removed,
     and every other space, dash and decimal digit made the ASCII one: "jane%40example.com", "jane&#64;example.com"
@@ -108,8 +144,35 @@ def normalised(text: str) -> tuple[str, bool]:
         text = _with_escapes_decoded(text)
     if text.isascii():
         return text, crowded
-    text = unicodedata.normalize("NFKC", text)
-    return _folded(text), crowded
+    if len(text) <= PIECE_CHARS:
+        return _folded(unicodedata.normalize("NFKC", text)), crowded
+    return "".join(_folded(unicodedata.normalize("NFKC", piece)) for piece in _pieces(text)), crowded
+
+
+def _pieces(text: str) -> list[str]:
+    """text cut into pieces of about PIECE_CHARS, each before a character NFKC joins to nothing before it, so that
+    normalising the pieces one by one gives what normalising text whole does."""
+    pieces, start = [], 0
+    while len(text) - start > PIECE_CHARS:
+        cut = _cut_at(text, start + PIECE_CHARS)
+        if cut is None:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _cut_at(text: str, at: int) -> int | None:
+    """The first place from at where text may be cut for NFKC, or None: a window at a time, each searched with the
+    BMP's pattern (a bitmap) and then the slower one of characters above it."""
+    while at < len(text):
+        end = at + _CUT_WINDOW
+        found = _CUT_BMP.search(text, at, end) or _CUT_ABOVE_BMP.search(text, at, end)
+        if found is not None:
+            return found.start()
+        at = end
+    return None
 
 
 def entities_crowded(text: str) -> bool:
@@ -213,8 +276,9 @@ def _fold_one(match: re.Match[str]) -> str:
 def _maps_above_bmp(text: str) -> bool:
     """True when text holds a character above the BMP that the table maps (a tag character, say)."""
     for looked, match in enumerate(_ABOVE_BMP.finditer(text)):
-        if looked == _ABOVE_BMP_LOOKS:
-            return _MAPPED_ABOVE_BMP.search(text, match.start()) is not None
+        if looked == _ABOVE_BMP_LOOKS:  # searched a piece at a time: about 60 ns a character
+            return any(_MAPPED_ABOVE_BMP.search(text, start, start + PIECE_CHARS) is not None
+                       for start in range(match.start(), len(text), PIECE_CHARS))
         if ord(match[0]) in _TABLE:
             return True
     return False

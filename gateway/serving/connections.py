@@ -127,11 +127,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._phase = IDLE
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None  # loop time; None while the app has the request
-        self._header_size = 0  # request line and headers, as parsed
         self._header_wire = 0  # bytes received while the headers were incomplete
-        self._header_count = 0
+        self._read = 0  # the size of the read being parsed
+        self._spanned = False  # whether the headers being parsed began in an earlier read
         self._begun = False  # whether a request began in the read being parsed
-        self._max_headers = self.limits.max_headers  # read for every header: one attribute, not two
+        self._max_headers = self.limits.max_headers  # read for every request: one attribute, not two
         self._max_header_bytes = self.limits.max_header_bytes
         self._refusal: GatewayError | None = None
 
@@ -151,6 +151,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         reading_headers = self._phase == HEADERS  # only a read wholly inside a request's headers is counted:
         self._begun = False  # the read a request begins in may hold earlier pipelined requests and their bodies
+        self._read = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -162,32 +163,27 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:
             self._unsupported_upgrade_warning()
-        if reading_headers and not self._begun and self._phase == HEADERS:
-            self._header_wire += len(data)
-            if self._header_wire > self._max_header_bytes:
+        if self._phase == HEADERS:  # this read ended inside a request's headers (rare but for slow clients)
+            self._spanned = True
+            if reading_headers and not self._begun:
+                self._header_wire += len(data)
+            if self._header_wire > self._max_header_bytes or self._headers_over():
                 self._refuse(self._too_large())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase = HEADERS
         self._begun = True
-        self._header_size = self._header_wire = self._header_count = 0
+        self._header_wire = 0
+        self._spanned = False
         self._arm(self.limits.header_timeout_s)
 
-    def on_url(self, url: bytes) -> None:
-        self._header_size += len(url)
-        if self._header_size > self._max_header_bytes:
-            self._stop(self._too_large())
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_size += len(name) + len(value) + 4
-        if self._header_count > self._max_headers or self._header_size > self._max_header_bytes:
-            self._stop(self._too_large())
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Headers are counted here, and when a read ends inside them, not in a callback per header: headers that
+        # began in this read are no longer than it, which is all most requests need checked.
+        if (len(self.headers) > self._max_headers
+                or ((self._spanned or self._read > self._max_header_bytes) and self._headers_over())):
+            self._stop(self._too_large())
         if not self.guard.admit(self):
             self._stop(GatewayError(f"the gateway is at its limit of {self.guard.cap} connections; retry shortly",
                                     status=503, code="too_many_connections"))
@@ -215,8 +211,14 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.idle(self)
         self._arm(self.limits.keepalive_s)
 
+    def _headers_over(self) -> bool:
+        """Whether the request line and headers parsed so far pass a limit."""
+        if len(self.headers) > self._max_headers:
+            return True
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > self._max_header_bytes
+
     def _too_large(self) -> GatewayError:
-        if self._header_count > self._max_headers:
+        if len(self.headers) > self._max_headers:
             message = f"the request has more than {self._max_headers} headers"
         else:
             message = f"the request line and headers are over {self._max_header_bytes} bytes"

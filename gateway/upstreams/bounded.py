@@ -67,7 +67,7 @@ async def decoded(upstream: str, chunks: AsyncIterator[bytes], encoding: str | N
                   limits: Limits) -> AsyncIterator[bytes]:
     """The body's bytes with its content-encoding undone, every limit on the way enforced."""
     wire = wire_pieces(upstream, chunks, limits.body_bytes)
-    if not encoding or encoding.strip().lower() == "identity":
+    if encoding is None or is_plain(encoding):
         async for chunk in wire:
             yield chunk
         return
@@ -77,29 +77,56 @@ async def decoded(upstream: str, chunks: AsyncIterator[bytes], encoding: str | N
             yield piece
 
 
+class EventCutter:
+    """Re-cuts a stream's body after each complete event, failing one that grows past its limit (or a plain body
+    past body_bytes). Synchronous, so the reader of every stream read adds no generator of its own."""
+
+    __slots__ = ("_body_bytes", "_bound", "_carry", "_event_bytes", "_total", "_wire", "upstream")
+
+    def __init__(self, upstream: str, limits: Limits, wire: bool) -> None:
+        self.upstream = upstream
+        self._wire = wire  # whether pieces come off the wire (then the body limit is counted here)
+        self._body_bytes = limits.body_bytes
+        self._event_bytes = limits.sse_event_bytes
+        self._bound = EventBound(limits.sse_event_bytes)
+        self._total = 0
+        self._carry = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        """The complete events piece finishes (b"" for none yet)."""
+        if self._wire:
+            self._total += len(piece)
+            if self._total > self._body_bytes:
+                raise UpstreamTooLarge(self.upstream, "body", self._body_bytes)
+        if self._carry or b"\r" in piece:
+            piece, self._carry = line_feeds(self._carry + piece)
+        complete = self._bound.feed(piece)
+        if complete is None:
+            raise UpstreamTooLarge(self.upstream, "event", self._event_bytes)
+        return complete
+
+    def rest(self) -> bytes:
+        """What the stream left unfinished when it ended."""
+        if self._carry:
+            return (self._bound.feed(b"\n") or b"") + self._bound.rest()
+        return self._bound.rest()
+
+
+def is_plain(encoding: str | None) -> bool:
+    """Whether a content-encoding leaves the body as sent."""
+    return not encoding or encoding.strip().lower() == "identity"
+
+
 async def events(upstream: str, chunks: AsyncIterator[bytes], encoding: str | None,
                  limits: Limits) -> AsyncIterator[bytes]:
-    """A stream's body re-cut after each complete event, failing an event that grows past its limit.
-
-    One pass for the common, uncompressed stream: this runs for every read of every stream.
-    """
-    plain = not encoding or encoding.strip().lower() == "identity"
-    source = chunks if plain else decoded(upstream, chunks, encoding, limits)
-    bound = EventBound(limits.sse_event_bytes)
-    total = 0
-    carry = b""
-    async for piece in source:
-        total += len(piece)
-        if plain and total > limits.body_bytes:
-            raise UpstreamTooLarge(upstream, "body", limits.body_bytes)
-        if carry or b"\r" in piece:
-            piece, carry = line_feeds(carry + piece)
-        complete = bound.feed(piece)
-        if complete is None:
-            raise UpstreamTooLarge(upstream, "event", limits.sse_event_bytes)
+    """A stream's body re-cut after each complete event, failing an event that grows past its limit."""
+    plain = is_plain(encoding)
+    cutter = EventCutter(upstream, limits, wire=plain)
+    async for piece in chunks if plain else decoded(upstream, chunks, encoding, limits):
+        complete = cutter.feed(piece)
         if complete:
             yield complete
-    rest = (bound.feed(b"\n") or b"") + bound.rest() if carry else bound.rest()
+    rest = cutter.rest()
     if rest:
         yield rest
 

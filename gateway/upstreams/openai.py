@@ -7,6 +7,7 @@ request and response bytes pass through, with only `model` (and the ask for stre
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -34,6 +35,7 @@ FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 JSON = b"application/json"
 EXCERPT_CHARS = 300
 OFFLOAD_BYTES = 1 << 20
+STREAMED_BODY_BYTES = 1 << 20  # aiohttp warns that a bytes body over 1 MiB blocks the loop: such go as a file
 TAGS = re.compile(r"<[^>]{0,1000}>")
 
 
@@ -109,11 +111,22 @@ class Exchange:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
-        spelled = self._redact.stream()
+        spelled, redact = self._redact.stream(), self._redact
         with upstream_errors(self.upstream, body=True):
-            async for piece in bounded.events(self.upstream, self._response.content.iter_any(), self._encoding(),
-                                              self._limits):
-                yield self._redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
+            encoding = self._encoding()
+            if not bounded.is_plain(encoding):
+                async for piece in bounded.events(self.upstream, self._response.content.iter_any(), encoding,
+                                                  self._limits):
+                    yield redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
+                return
+            cutter = bounded.EventCutter(self.upstream, self._limits, wire=True)  # the common case: no generator
+            async for chunk in self._response.content.iter_any():  # between the socket and the relay but this one
+                piece = cutter.feed(chunk)
+                if piece:
+                    yield redact(spelled(piece) if spelled else piece)
+            piece = cutter.rest()
+            if piece:
+                yield redact(spelled(piece) if spelled else piece)
 
     async def read_error(self) -> tuple[bytes, bool]:
         """The first error_body_bytes of an error body, its key cut out, and whether it went on (never read)."""
@@ -164,16 +177,17 @@ class OpenAIUpstream:
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
         """Send a request and wait for the response headers; UpstreamError when that fails or is not a 2xx."""
         headers = self._headers
-        extra = {k: v for k, v in client_headers.items() if k in self._forward}
+        extra = {k: client_headers[k] for k in self._forward if k in client_headers}
         if extra:
             headers = {**extra, **headers}
+        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) >= STREAMED_BODY_BYTES else body
         with upstream_errors(self.name, time.monotonic()):
             if stream:  # sock_read bounds each read of a stream, so its headers need a deadline of their own
                 async with asyncio.timeout(self._header_timeout):
-                    response = await self._session.post(self._base + path, data=body, headers=headers,
+                    response = await self._session.post(self._base + path, data=data, headers=headers,
                                                         timeout=self._stream_timeout, allow_redirects=False)
             else:
-                response = await self._session.post(self._base + path, data=body, headers=headers,
+                response = await self._session.post(self._base + path, data=data, headers=headers,
                                                     timeout=self._plain_timeout, allow_redirects=False)
         exchange = Exchange(self.name, response, self.spec.limits, self.redact)
         if 300 <= exchange.status < 400:

@@ -209,6 +209,15 @@ def test_headers_over_the_limit_in_one_packet_get_431(sockets_loop: SocketLoop, 
     assert status_and_body(read_until_closed(sock))[0] == 431
 
 
+def test_headers_over_the_limit_in_two_reads_under_it_get_431(sockets_loop: SocketLoop, tmp_path: Path) -> None:
+    edge = serve_edge(sockets_loop, tmp_path, max_header_bytes=4096, header_timeout_s=30)
+    sock = edge.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-A: " + b"a" * 3000 + b"\r\n")
+    assert not select.select([sock], [], [], 0.2)[0]  # no answer to half the headers (and they are read apart)
+    sock.sendall(b"X-B: " + b"b" * 3000 + b"\r\n\r\n")
+    assert status_and_body(read_until_closed(sock))[0] == 431
+
+
 def test_50000_headers_are_refused_with_431(sockets_loop: SocketLoop, tmp_path: Path) -> None:
     edge = serve_edge(sockets_loop, tmp_path, max_header_bytes=10 * 1024 * 1024, header_timeout_s=30)
     sock = edge.connect()

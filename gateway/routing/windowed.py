@@ -1,0 +1,29 @@
+"""Regex passes over a big text, a window at a time: the same matches as one pass, and no C call that runs long."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import AnyStr
+
+# The passes over a whole text go a window at a time, so that no one C call holds the interpreter (and a worker
+# thread's GIL) for long on a big body; each window reaches on past its end by more than any match and its lookahead
+# span (an address's domain longer than that is read as far as the window reaches).
+WINDOW = 1 << 16
+REACH = 4096
+
+
+def finditer(pattern: re.Pattern[AnyStr], text: AnyStr) -> Iterator[re.Match[AnyStr]]:
+    """pattern.finditer(text), searched a window at a time; the same matches for a pattern spanning under REACH."""
+    if len(text) <= WINDOW + REACH:
+        yield from pattern.finditer(text)
+        return
+    at = 0
+    while at < len(text):
+        stop = resume = at + WINDOW
+        for match in pattern.finditer(text, at, stop + REACH):
+            if match.start() >= stop:
+                break
+            yield match
+            resume = max(stop, match.end())
+        at = resume

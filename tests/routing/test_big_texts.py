@@ -1,0 +1,60 @@
+"""Big texts are read in pieces and windows, with the same result as reading them whole."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import unicodedata
+from pathlib import Path
+
+from gateway.routing import classify, detectors, normalise, windowed
+from tests.routing.test_classify import classified
+
+ALL = [detectors.builtin(name) for name in sorted(detectors.BUILTIN)]
+
+
+def whole(text: str) -> str:
+    """What normalise gives for text read in one pass (no percent, entity or backslash escapes in these texts)."""
+    return normalise._folded(unicodedata.normalize("NFKC", text))
+
+
+def test_a_long_text_normalises_as_in_one_pass() -> None:
+    pool = [chr(c) for c in (*range(0x300, 0x370), *range(0x1100, 0x1200), *range(0xac00, 0xac20), *range(0x660, 0x66a),
+                             0x3000, 0x200b, 0xff21, 0xff10, 0x1f600, 0x1d400, 0xb47, 0xb3e, 0x915, 0x93c, 0x65)]
+    chooser = random.Random(7)
+    for _ in range(3):
+        text = "".join(chooser.choice(pool) for _ in range(3 * normalise.PIECE_CHARS))
+        assert normalise.normalise(text) == whole(text)
+
+
+def test_a_composition_across_a_piece_boundary_is_kept() -> None:
+    filler = "\u00e9" * (normalise.PIECE_CHARS - 1)
+    for pair, composed in (("e\u0301", "\u00e9"), ("\u1100\u1161", "\uac00"), ("\u0b47\u0b3e", "\u0b4b")):
+        text = filler + pair + filler
+        assert normalise.normalise(text) == filler + composed + filler
+
+
+def test_windowed_search_finds_what_one_pass_finds() -> None:
+    chooser = random.Random(3)
+    shape = bytes(chooser.choice(b"0000000 .-/a") for _ in range(5 * windowed.WINDOW))
+    pattern = detectors._CLUSTER_SHAPE
+    assert [m.span() for m in windowed.finditer(pattern, shape)] == [m.span() for m in pattern.finditer(shape)]
+
+
+def test_numbers_and_addresses_across_a_window_edge_are_found() -> None:
+    for found, name in (("4111 1111 1111 1111", "credit_card"), ("jane.doe@example.com", "email")):
+        for offset in range(-len(found), 1, 3):
+            head = "word " * ((2 * windowed.WINDOW + offset) // 5)
+            text = head + found + " and more" + " word" * windowed.WINDOW
+            assert detectors.scan(ALL, text) == name, (name, offset)
+
+
+def test_a_big_body_is_classified_off_the_loop_with_the_same_features(tmp_path: Path) -> None:
+    policy = classified(tmp_path)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "plain " * 100_000 + "jane.doe@example.com"}]}
+    big = {"content-length": str(classify.OFF_LOOP_BYTES + 1)}
+    inline = classify.features(policy, "acme", "chat", body, big)
+    assert asyncio.run(classify.features_of(policy, "acme", "chat", body, big)) == inline
+    undeclared = asyncio.run(classify.features_of(policy, "acme", "chat", body, {}))  # read off the loop too
+    assert (undeclared.data_class, undeclared.prompt_tokens) == (inline.data_class, inline.prompt_tokens)
+    assert inline.data_class == "personal"
