@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.delivery.sse import joined, payload_of, split, with_data
+from gateway.sse import joined, payload_of, split, with_data
 
 IDENTITY = ("id", "created", "model")
 NOT_CARRIED = frozenset({"id", "object", "created", "model", "choices", "usage"})

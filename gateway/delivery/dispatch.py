@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from gateway.delivery.redact import Redacting, Redactor
 from gateway.errors import (
     CircuitOpen,
     DeadlinePassed,
@@ -34,6 +33,7 @@ from gateway.routing.policy.schema import Circuit, Resilience
 from gateway.state.circuits import Circuits
 from gateway.state.retry_budget import RetryBudget
 from gateway.upstreams.base import Client, Exchange
+from gateway.upstreams.redact import Redacting, Redactor
 
 T = TypeVar("T")
 Accept = Callable[[Exchange], Awaitable[T]]

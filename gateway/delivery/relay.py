@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from gateway.delivery.sse import (
+from gateway.sse import (
     DONE_LINE,
     FIELDS,
     FINISH,

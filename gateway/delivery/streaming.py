@@ -22,10 +22,10 @@ from gateway.asgi import Send
 from gateway.delivery.chunks import carried, carry, identity_of, restamp
 from gateway.delivery.dispatch import Accept, Request, Resume, Tries
 from gateway.delivery.relay import SseRelay, Transcript
-from gateway.delivery.sse import DONE_EVENT, error_event, response_failed, usage_event
 from gateway.errors import UpstreamError, UpstreamIncomplete, UpstreamSilent, UpstreamTimeout
 from gateway.operations.metrics import Metrics
 from gateway.routing.policy.schema import Resilience
+from gateway.sse import DONE_EVENT, error_event, response_failed, usage_event
 from gateway.upstreams.base import Client, Exchange
 
 FINISH_GRACE_S = 1.0

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 import orjson
 
 from gateway.asgi import JSON, Headers, Message, Send, parse_object
-from gateway.delivery.sse import error_event, response_failed
 from gateway.errors import GatewayError, NoCandidate, RateLimited
-from gateway.inbound.base import Call, Endpoint, Events, Inbound, Reply
 from gateway.inbound.responses import Holders, Shared, response_id, streamed_response_id
+from gateway.pipeline.inbound import Call, Endpoint, Events, Inbound, Reply
 from gateway.routing.policy.decide import Decision
+from gateway.sse import error_event, response_failed
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client
 

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.delivery.sse import created_response
 from gateway.errors import InvalidRequest
 from gateway.routing.policy.decide import Decision
+from gateway.sse import created_response
 from gateway.state.base import StateError
 
 REMEMBERED = 100_000  # response ids a process remembers, the oldest forgotten first

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from gateway.accounting import usage as accounting
 from gateway.accounting.refusals import budget_exhausted, rate_limited
 from gateway.errors import StateUnavailable
-from gateway.inbound.base import Inbound
 from gateway.operations.metrics import Metrics
+from gateway.pipeline.inbound import Inbound
 from gateway.pipeline.intake import Taken
 from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime

@@ -13,7 +13,6 @@ import time
 from gateway.accounting import usage as accounting
 from gateway.asgi import DisconnectWatch, Send, send_bytes
 from gateway.delivery.dispatch import Dispatcher, Request, Resume
-from gateway.delivery.redact import scrub
 from gateway.delivery.relay import SseRelay, Transcript
 from gateway.delivery.streaming import (
     INTERRUPTED,
@@ -25,14 +24,15 @@ from gateway.delivery.streaming import (
     wants_usage,
 )
 from gateway.errors import GatewayError, UpstreamStatus
-from gateway.inbound.base import Call, Inbound
 from gateway.operations.metrics import Metrics
+from gateway.pipeline.inbound import Call, Inbound
 from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime
 from gateway.routing.policy.decide import Decision
 from gateway.routing.policy.schema import Resilience
 from gateway.state.latency import LatencyTracker
 from gateway.upstreams.base import Client, Exchange
+from gateway.upstreams.redact import scrub
 
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from gateway.asgi import Receive, read_body
 from gateway.errors import InvalidRequest
-from gateway.inbound.base import Call, Endpoint, Inbound
 from gateway.pipeline.auth import authenticate, check_route
+from gateway.pipeline.inbound import Call, Endpoint, Inbound
 from gateway.pipeline.record import Record
 from gateway.routing import classify
 from gateway.routing.policy.decide import Features

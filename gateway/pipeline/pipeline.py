@@ -9,12 +9,12 @@ from gateway.accounting import usage as accounting
 from gateway.asgi import ClientGone, DisconnectWatch, Receive, Scope, Send, header_map, send_bytes
 from gateway.delivery.dispatch import Dispatcher, Request
 from gateway.errors import GatewayError, NoCandidate
-from gateway.inbound.base import Endpoint, Inbound
 from gateway.operations import logs
 from gateway.operations.audit import AuditLog
 from gateway.operations.metrics import Metrics
 from gateway.pipeline.admit import Admitted, Admitter
 from gateway.pipeline.deliver import Deliverer, Delivery
+from gateway.pipeline.inbound import Endpoint, Inbound
 from gateway.pipeline.intake import Taken, request_id_for, take_in
 from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime

@@ -14,12 +14,12 @@ from starlette.applications import Starlette
 
 from gateway.asgi import Headers, Message, Receive, Scope, Send, send_bytes
 from gateway.errors import GatewayError, MethodNotAllowed
-from gateway.inbound.base import Inbound
 from gateway.inbound.messages.adapter import COUNT_TOKENS
 from gateway.operations import logs
 from gateway.operations.audit import AuditLog
 from gateway.operations.metrics import Metrics
 from gateway.operations.reload import Reloader
+from gateway.pipeline.inbound import Inbound
 from gateway.pipeline.intake import request_id_for
 from gateway.pipeline.runtime import Runtime
 from gateway.routing.capacity.state import Capacity

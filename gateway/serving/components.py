@@ -7,12 +7,12 @@ import os
 
 from gateway.delivery.dispatch import Dispatcher, Inflight
 from gateway.errors import GatewayError
-from gateway.inbound.base import Inbound
 from gateway.inbound.messages.adapter import MessagesInbound
 from gateway.inbound.openai import OpenAIInbound
 from gateway.operations.audit import AuditLog, Seal, read_key, sinks_for
 from gateway.operations.metrics import Metrics
 from gateway.operations.reload import Reloader
+from gateway.pipeline.inbound import Inbound
 from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.runtime import Runtime
 from gateway.routing.policy.loader import load_policy

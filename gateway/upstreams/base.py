@@ -11,7 +11,7 @@ from gateway.upstreams.spec import UpstreamSpec
 class Exchange(Protocol):
     """One upstream response in progress, in the OpenAI wire format: status known, body still to come.
 
-    An adapter whose exchange cuts the upstream's key out itself (gateway/delivery/redact.py) says so with a class
+    An adapter whose exchange cuts the upstream's key out itself (gateway/upstreams/redact.py) says so with a class
     attribute `redacted = True`; the dispatcher redacts every other one. Streams come in whole events.
     """
 

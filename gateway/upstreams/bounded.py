@@ -10,8 +10,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator, Iterator
 
-from gateway.delivery.sse import EventBound, line_feeds
 from gateway.errors import UpstreamMalformed, UpstreamTooLarge
+from gateway.sse import EventBound, line_feeds
 from gateway.upstreams.spec import Limits
 
 PIECE = 1 << 16  # the most inflated bytes made from one call to the decompressor

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.delivery.redact import Redactor
 from gateway.errors import (
     UpstreamCut,
     UpstreamError,
@@ -29,6 +28,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstreams import bounded, error_kinds
+from gateway.upstreams.redact import Redactor
 from gateway.upstreams.spec import Limits, UpstreamSpec
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.delivery import sse
+from gateway import sse
 from gateway.errors import UpstreamCut
 from gateway.upstreams import bounded
 from gateway.upstreams.spec import Limits

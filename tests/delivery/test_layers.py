@@ -18,6 +18,6 @@ def imported(path: Path) -> set[str]:
 
 def test_no_delivery_module_imports_the_decision_module() -> None:
     modules = sorted(DELIVERY.glob("*.py"))
-    assert len(modules) > 5
+    assert len(modules) > 3
     for module in modules:
         assert "gateway.routing.policy.decide" not in imported(module), module.name

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from openai.types.responses import ResponseCreatedEvent, ResponseErrorEvent, ResponseFailedEvent
 
-from gateway.delivery.sse import response_failed
 from gateway.inbound.responses import HELD_S, ID_CHARS, Holders
 from gateway.serving.app import Gateway, Settings
+from gateway.sse import response_failed
 from gateway.tools.standin import Fault
 from tests.conftest import KEY, Loop, Stack, start_stack, wait_for
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from gateway.errors import NoCandidate, RateLimited, StateUnavailable
-from gateway.inbound.base import Call
 from gateway.inbound.openai import ENDPOINTS, OpenAIInbound
 from gateway.operations.metrics import Metrics
 from gateway.pipeline.admit import Admitter
+from gateway.pipeline.inbound import Call
 from gateway.pipeline.intake import Taken
 from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime

@@ -13,10 +13,10 @@ import pytest
 
 from gateway.asgi import DisconnectWatch, Message
 from gateway.delivery.dispatch import Dispatcher, Inflight, Request
-from gateway.inbound.base import Call
 from gateway.inbound.openai import ENDPOINTS, OpenAIInbound
 from gateway.operations.metrics import Metrics
 from gateway.pipeline.deliver import Deliverer, Delivery
+from gateway.pipeline.inbound import Call
 from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime
 from gateway.routing import classify

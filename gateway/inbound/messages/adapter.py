@@ -17,7 +17,6 @@ import orjson
 from gateway.accounting.usage import Usage
 from gateway.asgi import JSON, Headers, Receive, Scope, Send, header_map, parse_object, read_body, send_bytes
 from gateway.errors import GatewayError, InvalidRequest, UpstreamStatus
-from gateway.inbound.base import Call, Endpoint, Events, Inbound, Reply
 from gateway.inbound.messages import count, errors
 from gateway.inbound.messages import deliver as messages_deliver
 from gateway.inbound.messages.stream import of_messages
@@ -26,6 +25,7 @@ from gateway.inbound.openai import bearer
 from gateway.operations.metrics import Metrics
 from gateway.pipeline.auth import authenticate, check_route
 from gateway.pipeline.deliver import Deliverer, Delivery
+from gateway.pipeline.inbound import Call, Endpoint, Events, Inbound, Reply
 from gateway.pipeline.intake import request_id_for
 from gateway.pipeline.runtime import Runtime
 from gateway.state.base import Admission, Limits

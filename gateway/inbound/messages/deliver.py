@@ -14,12 +14,12 @@ import time
 from gateway.accounting import usage as accounting
 from gateway.accounting.meter import TextMeter
 from gateway.asgi import Message, Send, send_bytes
-from gateway.delivery.redact import scrub
 from gateway.errors import GatewayError, UpstreamError, UpstreamStatus
 from gateway.inbound.messages import errors
 from gateway.inbound.messages.stream import Opened, open_stream, relay
 from gateway.pipeline.deliver import STREAM_HEADERS, Deliverer, Delivery
 from gateway.upstreams.base import Exchange
+from gateway.upstreams.redact import scrub
 
 TEXT_KEYS = (b'text":', b'thinking":', b'partial_json":')  # where a Messages stream carries generated text
 INTERRUPTED = "the upstream stream broke off; the answer is incomplete"

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from gateway.delivery.sse import payload_of
 from gateway.inbound.messages.answer import REASONING_KEYS, message_id, stop_of, usage_of
+from gateway.sse import payload_of
 
 DONE = b"data: [DONE]"
 

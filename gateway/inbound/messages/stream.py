@@ -14,8 +14,8 @@ from typing import Any
 
 from gateway.accounting.usage import Usage
 from gateway.asgi import Send
-from gateway.delivery.sse import complete_end, payload_of
 from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, UpstreamTimeout
+from gateway.sse import complete_end, payload_of
 from gateway.upstreams.base import Exchange
 
 NOTED = (b"event: message_", b"event: error", b'"type":"message_', b'"type": "message_', b'"type":"error"')

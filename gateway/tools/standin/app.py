@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.asgi import Receive, Scope, Send, header_map, send_bytes
-from gateway.delivery.sse import DONE_EVENT, usage_event
+from gateway.sse import DONE_EVENT, usage_event
 from gateway.tools.standin.events import event, named_event
 
 JSON = b"application/json"

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.delivery.sse import DONE_EVENT, usage_event
+from gateway.sse import DONE_EVENT, usage_event
 
 DONE = DONE_EVENT
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.delivery.sse import DONE_EVENT
+from gateway.sse import DONE_EVENT
 from gateway.tools.standin.events import event
 
 MIB = 1 << 20

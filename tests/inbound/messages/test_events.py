@@ -9,8 +9,8 @@ import pydantic
 import pytest
 from anthropic.types import RawMessageStreamEvent
 
-from gateway.delivery.sse import payload_of
 from gateway.inbound.messages.events import ChatError, EventTranslator
+from gateway.sse import payload_of
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(RawMessageStreamEvent)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.delivery.sse import payload_of
+from gateway.sse import payload_of
 from gateway.tools.standin import chat_events, chunk, event, named_event, usage
 
 

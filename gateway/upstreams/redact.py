@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from gateway.delivery.sse import EVENT_END, FIELDS, data_of, with_data
+from gateway.sse import EVENT_END, FIELDS, data_of, with_data
 
 if TYPE_CHECKING:
     from gateway.upstreams.base import Client, Exchange

@@ -7,8 +7,8 @@ import base64
 import orjson
 import pytest
 
-from gateway.delivery.redact import REDACTED, Redactor
 from gateway.tools.standin.hostile import ECHOES
+from gateway.upstreams.redact import REDACTED, Redactor
 from tests.leaks import leaks
 
 KEY = "sk-prov-0123456789abcdefABCDEF-xyz_0987654321"

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.delivery.chunks import restamp
 from gateway.delivery.relay import SseRelay, Transcript
-from gateway.delivery.sse import (
+from gateway.sse import (
     DONE_EVENT,
     Decoder,
     Event,
