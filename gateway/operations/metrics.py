@@ -53,7 +53,21 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._registry = registry or CollectorRegistry(auto_describe=True)
-        r = self._registry
+        self._define_requests(self._registry)
+        self._define_upstreams(self._registry)
+        self._define_accounting(self._registry)
+        self._define_audit(self._registry)
+        self._define_routing(self._registry)
+        self._define_capacity(self._registry)
+        self._define_process(self._registry)
+        self._policies: set[str] = set()
+        self._children: dict[object, dict[tuple[str, ...], Any]] = {}
+        self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
+        self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}  # the values, in order
+
+    def _define_requests(self, r: CollectorRegistry) -> None:
+        """The collectors of requests answered: counts, latencies, tokens and cost."""
         self.requests = Counter("switchyard_requests",
                                 "Requests answered, by tenant, endpoint, route, upstream and HTTP status.",
                                 ["tenant", "endpoint", "route", "upstream", "status"], registry=r)
@@ -69,6 +83,9 @@ class Metrics:
         self.translation_dropped = Counter("switchyard_translation_dropped",
                                            "Request fields a translation could not carry, by upstream and field.",
                                            ["upstream", "field"], registry=r)
+
+    def _define_upstreams(self, r: CollectorRegistry) -> None:
+        """The collectors of upstream attempts: errors, load in flight, fallbacks, retries, circuits."""
         self.upstream_errors = Counter("switchyard_upstream_errors", "Failed upstream attempts, by reason.",
                                        ["upstream", "reason"], registry=r)
         self.inflight = Gauge("switchyard_inflight_requests", "Requests in flight to each upstream.", ["upstream"],
@@ -81,6 +98,9 @@ class Metrics:
                                    ["upstream"], multiprocess_mode="max", registry=r)
         self.stream_failures = Counter("switchyard_stream_failures", "Streams that broke after bytes went out.",
                                        ["upstream", "reason", "outcome"], registry=r)
+
+    def _define_accounting(self, r: CollectorRegistry) -> None:
+        """The collectors of budgets, rate limits, savings and the state backend."""
         self.budget_remaining = Gauge("switchyard_budget_remaining_usd", "Budget left in the current period.",
                                       ["tenant", "window"], multiprocess_mode="mostrecent", registry=r)
         self.budget_exhausted = Counter("switchyard_budget_exhausted", "Requests over budget, by what was done.",
@@ -95,11 +115,17 @@ class Metrics:
                                         ["tenant"], registry=r)
         self.usage_clamped = Counter("switchyard_usage_clamped", "Usage reports past what a request could produce.",
                                      ["upstream"], registry=r)
+
+    def _define_audit(self, r: CollectorRegistry) -> None:
+        """The collectors of the audit trail."""
         self.audit_errors = Counter("switchyard_audit_write_errors", "Audit records not written, by sink.", ["sink"],
                                     registry=r)
         self.audit_unauthenticated = Counter("switchyard_audit_unauthenticated",
                                              "Unauthenticated requests, audited in one sampled record a second.",
                                              registry=r)
+
+    def _define_routing(self, r: CollectorRegistry) -> None:
+        """The collectors of routing decisions and the loaded policy."""
         self.decisions = Counter("switchyard_decisions", "Routing decisions, by route, rule, data class and upstream.",
                                  ["route", "rule", "data_class", "upstream"], registry=r)
         self.excluded = Counter("switchyard_candidates_excluded", "Candidates a decision left out, and why.",
@@ -110,6 +136,9 @@ class Metrics:
                                       registry=r)
         self.policy_info = Gauge("switchyard_policy_info", "The loaded policy's hash.", ["hash"],
                                  multiprocess_mode="liveall", registry=r)
+
+    def _define_capacity(self, r: CollectorRegistry) -> None:
+        """The collectors of self-hosted engines' load and the spills it causes."""
         self.upstream_load = Gauge("switchyard_upstream_load", "A self-hosted engine's last reading, by signal "
                                    "(waiting, running, kv_cache).", ["upstream", "signal"],
                                    multiprocess_mode="mostrecent", registry=r)
@@ -121,23 +150,22 @@ class Metrics:
                                   "on the full upstream.", ["tenant", "route"], registry=r)
         self.capacity_poll_errors = Counter("switchyard_capacity_poll_errors", "Reads of an engine's metrics that "
                                             "gave no reading.", ["upstream"], registry=r)
+
+    def _define_process(self, r: CollectorRegistry) -> None:
+        """The build's version and, without workers, the process' own collectors."""
         self.build_info = Gauge("switchyard_build_info", "The running gateway's version.", ["version"],
                                 multiprocess_mode="max", registry=r)
         self.build_info.labels(_version()).set(1)
         if not os.environ.get(MULTIPROC_ENV):  # each worker's own: prometheus_client cannot sum them
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
-        self._policies: set[str] = set()
-        self._children: dict[object, dict[tuple[str, ...], Any]] = {}
-        self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
-        self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
-        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}  # the values, in order
 
     @property
     def registry(self) -> CollectorRegistry:
         """The registry, with every tallied update applied."""
         self.flush()
         return self._registry
+
     def child(self, collector: Counter | Gauge | Histogram, *labels: str) -> Any:
         """The labelled child of collector, cached: labels() is too slow for every request."""
         children = self._children.get(collector)
