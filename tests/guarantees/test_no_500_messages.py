@@ -55,7 +55,8 @@ BLOCK = st.one_of(
 MESSAGE = st.fixed_dictionaries({"role": field(st.sampled_from(["user", "assistant"]))},
                                 optional={"content": field(TEXT | st.lists(BLOCK, max_size=3))})
 TOOL = st.fixed_dictionaries({"name": field(TEXT)}, optional={
-    "description": field(TEXT), "input_schema": field(SCHEMA), "type": field(st.sampled_from(["custom", "bash_20250124"])),
+    "description": field(TEXT), "input_schema": field(SCHEMA),
+    "type": field(st.sampled_from(["custom", "bash_20250124"])),
     "cache_control": field(st.just({"type": "ephemeral"}))})
 CHOICE = st.fixed_dictionaries({"type": field(st.sampled_from(["auto", "any", "tool", "none"]))},
                                optional={"name": field(TEXT), "disable_parallel_tool_use": field(st.booleans())})
@@ -91,7 +92,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     specs = {
         "claude": {"kind": "anthropic", "base_url": loop.serve(claude).url + "/v1", "model": "claude-model",
                    "api_key": "sk-ant-no500", "region": "us", "hosting": "third_party",
-                   "cost": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}, "capabilities": ["tools", "json", "vision"]},
+                   "cost": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
+                   "capabilities": ["tools", "json", "vision"]},
         "native": upstream_spec(loop.serve(native).url, "native-model", capabilities=["tools", "json", "vision",
                                                                                       "messages"]),
         "chatty": upstream_spec(loop.serve(chatty).url, "chatty-model"),

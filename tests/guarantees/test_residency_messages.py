@@ -142,7 +142,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     urls = {name: loop.serve(app).url for name, app in apps.items()}
     specs = {
         "thirdparty": {"kind": "anthropic", "base_url": urls["thirdparty"] + "/v1", "model": "claude-model",
-                       "api_key": UPSTREAM_KEY, "region": "us", "hosting": "third_party", "cost": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
+                       "api_key": UPSTREAM_KEY, "region": "us", "hosting": "third_party",
+                       "cost": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
                        "capabilities": ["tools", "json", "vision"]},
         "chatparty": upstream_spec(urls["chatparty"], "chat-model", hosting="third_party",
                                    capabilities=["tools", "json", "vision"]),

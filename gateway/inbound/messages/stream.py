@@ -19,6 +19,7 @@ from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, Upstr
 from gateway.upstreams.base import Exchange
 
 NOTED = (b"event: message_", b"event: error", b'"type":"message_', b'"type": "message_', b'"type":"error"')
+DELTA_LINE = b"event: content_block_delta\n"  # a JSON string holds no raw newline, so only an event line matches
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -28,6 +29,8 @@ class MessagesRelay:
 
     usage: dict[str, int] = field(default_factory=dict)
     stopped: bool = False  # message_stop arrived
+    counted: bool = False  # a message_delta said how many tokens were made, as a count the gateway can read
+    deltas: int = 0  # content_block_delta events: each carries at least one generated token
     error: dict[str, Any] | None = None  # the stream's own error event, if it sent one
     _pending: bytes = b""
 
@@ -39,6 +42,7 @@ class MessagesRelay:
             self._pending = data
             return b""
         complete, self._pending = data[:end], data[end:]
+        self.deltas += complete.count(DELTA_LINE)
         if any(marker in complete for marker in NOTED):
             for raw in complete.split(b"\n\n")[:-1]:
                 self._note(raw)
@@ -51,6 +55,8 @@ class MessagesRelay:
             self._add_usage(payload["message"].get("usage"))
         elif kind == "message_delta":
             self._add_usage(payload.get("usage"))
+            output = payload.get("usage", {}).get("output_tokens") if isinstance(payload.get("usage"), dict) else None
+            self.counted = isinstance(output, int) and not isinstance(output, bool) and output >= 0
         elif kind == "message_stop":
             self.stopped = True
         elif kind == "error":
