@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.tools.standin import FaultServer, Sse
+from gateway.tools.standin import FaultServer, Sse, chat_events
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
 from tests.guarantees.rig import Faults, Rig, rig
 
@@ -158,3 +158,26 @@ def test_a_lying_upstreams_usage_is_held_to_what_it_could_have_made(loop: Loop, 
     spend(r, 1)
     completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary") or 0.0
     assert len(WORDS) <= completion <= 64  # at least the text relayed, at most max_tokens
+
+
+CHAT = chat_events("primary-model", WORDS)
+BROKEN_CHAT = {
+    "a FIN after the third word": Sse(CHAT, cut_after=4, done=False),
+    "a reset after the third word": Sse(CHAT, cut_after=4, reset=True, done=False),
+    "a stall after the third word": Sse(CHAT, stall_after=4, stall_s=3, done=False),
+    "the end without [DONE] or a finish_reason": Sse(chat_events("primary-model", WORDS, finish=False,
+                                                                 with_usage=False), done=False),
+    "garbage after the third word": Sse((*CHAT[:4], b"data: {not json\n\n"), done=False),
+    "an event over the size limit": Sse((*CHAT[:4], b"data: " + b"x" * (5 << 20) + b"\n\n", *CHAT[4:])),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_CHAT)
+def test_a_broken_chat_stream_translated_ends_with_one_error_event(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                   name: str) -> None:
+    """The same for an OpenAI-compatible upstream whose chat stream the gateway translates to Messages events."""
+    r = rig(loop, tmp_path, {"primary": faults("primary", default=BROKEN_CHAT[name])},
+            resilience={"stream_idle_timeout_s": 1})
+    raw = stream(r)
+    assert b"word0" in raw
+    assert_ends_with_an_error(raw)
