@@ -24,7 +24,7 @@ from gateway.asgi import MAX_DEPTH
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin import StandIn
 from gateway.tools.standin.messages import MessagesStandIn
-from tests.conftest import KEY, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
+from tests.conftest import KEY, OTHER_KEY, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
 from tests.guarantees.test_no_500 import ADMIN_KEY, EXAMPLES, ODD, SCHEMA, TEXT, field
 
 ROUTES = ["claude", "native", "translated"]
@@ -100,7 +100,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     }
     routes = {"claude": {"candidates": ["claude"]}, "native": {"candidates": ["native"]},
               "translated": {"candidates": ["chatty"]}}
-    tenants = {"acme": {"keys": [key_hash(KEY)], "budget": {"usd_per_day": 1000.0}}}
+    tenants = {"acme": {"keys": [key_hash(KEY)], "budget": {"usd_per_day": 1000.0}},
+               "limited": {"keys": [key_hash(OTHER_KEY)], "models": ["claude"]}}
     path = write_policy(tmp_path_factory.mktemp("no500-messages"), specs, routes, tenants=tenants)
     gateway = Gateway(Settings(policy=str(path), admin_key=ADMIN_KEY))
     yield Rig(gateway, loop.serve(gateway))
@@ -253,3 +254,14 @@ def test_odd_headers_are_answered_in_anthropics_shape(rig: Rig, path: str, heade
     assert_answered(rig, response)
     if status is not None:
         assert response.status_code == status
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+@pytest.mark.parametrize("route", ["native", "translated", "no-such-route", ""])
+def test_a_route_the_key_may_not_use_is_not_found(rig: Rig, path: str, route: str) -> None:
+    """OTHER_KEY's tenant may use only the first route, 'claude'."""
+    response = send(rig, orjson.dumps({"model": route, "max_tokens": 8, "messages": HI}), path,
+                    headers={"x-api-key": OTHER_KEY})
+    assert_answered(rig, response)
+    assert (response.status_code, orjson.loads(response.content)["error"]["type"]) in (
+        (404, "not_found_error"), (400, "invalid_request_error"))
