@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from gateway.serving.app import Gateway, Settings
-from gateway.tools.standin import Behaviour, Echo, Json
+from gateway.tools.standin import Behaviour, Echo, Json, Sse, chat_events
 from tests.conftest import KEY, Loop, upstream_spec, write_policy
 from tests.guarantees.rig import BASE, Faults, rig
 
@@ -60,4 +60,32 @@ def test_an_answer_that_is_not_a_message_falls_back(loop: Loop, tmp_path: Path, 
     assert response.status_code == 200, response.content[:300]
     assert response.headers["x-switchyard-upstream"] == "fallback"
     assert orjson.loads(response.content)["content"][0]["text"] == "fine"
+    assert primary.count == 1
+
+
+OTHER_STREAMS: dict[str, Behaviour] = {
+    "a chat completions stream": Sse(chat_events("m", ["not ", "a ", "message"]), done=True),
+    "garbage events": Sse((b"data: {not json\n\n", b"data: also garbage\n\n"), done=False),
+    "a message_stop first": Sse((b'event: message_stop\ndata: {"type":"message_stop"}\n\n',), done=False),
+}
+
+
+@pytest.mark.parametrize("name", OTHER_STREAMS)
+def test_a_stream_that_does_not_open_with_message_start_falls_back(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                   name: str) -> None:
+    """Nothing has reached the client yet, so the next candidate streams instead; the client sees only its events."""
+    primary, fallback = faults("primary", default=OTHER_STREAMS[name]), faults("fallback", default=Sse(
+        chat_events("m", ["from ", "the ", "fallback"])))
+    specs = {"primary": upstream_spec(primary.url, capabilities=["tools", "json", "vision", "messages"]),
+             "fallback": upstream_spec(fallback.url)}
+    path = write_policy(tmp_path, specs, {"chat": {"candidates": ["primary", "fallback"]}}, resilience=BASE)
+    url = loop.serve(Gateway(Settings(policy=str(path)))).url
+    with httpx.stream("POST", url + "/v1/messages", headers={"x-api-key": KEY}, json={**HELLO, "stream": True},
+                      timeout=30) as response:
+        raw = response.read()
+    assert response.headers["x-switchyard-upstream"] == "fallback"
+    assert raw.startswith(b"event: message_start"), raw[:200]
+    events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+    assert "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta") == (
+        "from the fallback")
     assert primary.count == 1

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.accounting.usage import Usage
 from gateway.asgi import Send
 from gateway.delivery.sse import complete_end, payload_of
-from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, UpstreamTimeout
+from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, UpstreamMalformed, UpstreamTimeout
 from gateway.upstreams.base import Exchange
 
 NOTED = (b"event: message_", b"event: error", b'"type":"message_', b'"type": "message_', b'"type":"error"')
@@ -28,6 +28,7 @@ class MessagesRelay:
     """Cuts a Messages stream after whole events and reads the few that say how it went."""
 
     usage: dict[str, int] = field(default_factory=dict)
+    started: bool = False  # message_start arrived
     stopped: bool = False  # message_stop arrived
     counted: bool = False  # a message_delta said how many tokens were made, as a count the gateway can read
     deltas: int = 0  # content_block_delta events: each carries at least one generated token
@@ -52,6 +53,7 @@ class MessagesRelay:
         payload = payload_of(raw)
         kind = payload.get("type") if isinstance(payload, dict) else None
         if kind == "message_start" and isinstance(payload.get("message"), dict):
+            self.started = True
             self._add_usage(payload["message"].get("usage"))
         elif kind == "message_delta":
             self._add_usage(payload.get("usage"))
@@ -96,7 +98,8 @@ class Opened:
 
 
 async def open_stream(exchange: Exchange, ttft_timeout_s: float) -> Opened:
-    """Wait for the first complete events; a stream that fails before then (or opens with an error) falls back."""
+    """Wait for the first complete events; a stream that fails before then, opens with an error or opens with
+    anything but message_start falls back."""
     relay = MessagesRelay()
     chunks = exchange.chunks()
     try:
@@ -105,6 +108,8 @@ async def open_stream(exchange: Exchange, ttft_timeout_s: float) -> Opened:
                 first = relay.feed(chunk)
                 if relay.error is not None:
                     raise UpstreamCut(exchange.upstream, f"error event: {relay.error.get('type')}")
+                if first and not relay.started:  # another API's stream, or garbage: nothing has gone out yet
+                    raise UpstreamMalformed(exchange.upstream, "the stream does not open with message_start")
                 if first:
                     return Opened(exchange, chunks, relay, first)
     except TimeoutError:
