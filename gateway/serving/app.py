@@ -60,6 +60,8 @@ class Gateway:
         if scope["path"] == COUNT_TOKENS and scope["method"] == "POST" and runtime is not None:
             await self.parts.messages.count_tokens(scope, receive, send, runtime, self.settings.max_body_bytes)
             return
+        if scope["path"] == COUNT_TOKENS:
+            inbound = self.parts.messages  # its errors, a 405 or a 503, in Anthropic's shape
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         identity = self.identity_headers(offered)
         logs.request_id.set(identity[0][1].decode())

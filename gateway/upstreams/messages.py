@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import SecretStr
 
+from gateway.errors import UpstreamMalformed
 from gateway.upstreams.openai import Exchange, OpenAIUpstream
 from gateway.upstreams.spec import UpstreamSpec
 
@@ -43,8 +44,32 @@ def with_defaults(spec: UpstreamSpec) -> UpstreamSpec:
     return dataclasses.replace(spec, **update) if update else spec
 
 
+def is_message(body: bytes) -> bool:
+    """Whether a whole answer is a Messages API message: a JSON object of type `message` with its content."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(answer, dict) and answer.get("type") == "message" and isinstance(answer.get("content"), list)
+
+
+class MessagesExchange(Exchange):
+    """A Messages upstream's answer in progress; a whole answer that is not a message is the upstream's failure."""
+
+    __slots__ = ()
+
+    async def read(self) -> bytes:
+        """The whole answer; UpstreamMalformed when it is not a message (HTML, another API's JSON, a stream)."""
+        body = await super().read()
+        if not is_message(body):
+            raise UpstreamMalformed(self.upstream, "the answer is not a Messages API message")
+        return body
+
+
 class MessagesUpstream(OpenAIUpstream):
     """Sends Messages requests to one upstream that speaks the Messages API; never follows a redirect."""
+
+    exchange_type = MessagesExchange
 
     def __init__(self, name: str, spec: UpstreamSpec, session: aiohttp.ClientSession) -> None:
         anthropic = spec.kind == "anthropic"

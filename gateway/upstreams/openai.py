@@ -151,6 +151,8 @@ class Exchange:
 class OpenAIUpstream:
     """Sends requests to one OpenAI-compatible upstream; never follows a redirect."""
 
+    exchange_type: type[Exchange] = Exchange  # what reads its answers (a subclass may check them)
+
     def __init__(self, name: str, spec: UpstreamSpec, session: aiohttp.ClientSession) -> None:
         self.name = name
         self.spec = spec
@@ -189,7 +191,7 @@ class OpenAIUpstream:
             else:
                 response = await self._session.post(self._base + path, data=data, headers=headers,
                                                     timeout=self._plain_timeout, allow_redirects=False)
-        exchange = Exchange(self.name, response, self.spec.limits, self.redact)
+        exchange = self.exchange_type(self.name, response, self.spec.limits, self.redact)
         if 300 <= exchange.status < 400:
             response.close()  # its Location names a place no policy does: never asked, never read
             raise UpstreamRedirect(self.name, exchange.status)

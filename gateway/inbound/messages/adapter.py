@@ -134,13 +134,20 @@ class MessagesInbound(Inbound):
 
 
 def check(body: dict[str, Any]) -> None:
-    """The fields Anthropic requires of every request: max_tokens, and messages (classify checks their shape)."""
+    """The fields Anthropic requires of every request: max_tokens, and messages (classify checks their shape), and
+    the shape of system and tools, which no upstream that speaks Messages should get wrong."""
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: a positive integer is required", param="max_tokens")
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise InvalidRequest("system: must be a string or an array of text blocks", param="system")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise InvalidRequest("tools: must be an array of tools", param="tools")
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise InvalidRequest(f"tools.{i}: must be an object with a string 'name'", param=f"tools.{i}")
 
 
 def _with_body(error: UpstreamStatus, body: bytes) -> UpstreamStatus:

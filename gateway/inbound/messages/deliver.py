@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from gateway.accounting import usage as accounting
 from gateway.accounting.meter import TextMeter
 from gateway.asgi import Message, Send, send_bytes
+from gateway.delivery.streaming import completion_cap
 from gateway.errors import GatewayError, UpstreamError, UpstreamStatus
 from gateway.inbound.messages import errors
 from gateway.inbound.messages.stream import Opened, open_stream, relay
@@ -52,7 +55,7 @@ async def stream(deliverer: Deliverer, d: Delivery, started: float) -> None:
         failure.reason = "shutdown"
     finally:
         record.charge(*accounting.settle(metrics, d.runtime.policy, record.tenant, upstream.name,
-                                         _used(opened, meter, record.prompt_tokens), record.n))
+                                         _used(opened, meter, record.prompt_tokens, d.call.client_body), record.n))
     d.watcher.stop()
     ending = b""
     if failure is not None:
@@ -103,11 +106,17 @@ def _metered(send: Send, meter: TextMeter) -> Send:
     return metering
 
 
-def _used(opened: Opened, meter: TextMeter, prompt_estimate: int) -> accounting.Usage:
-    """What the stream used: as it reported, or estimated where it was cut before saying."""
-    reported = opened.relay.tokens()
-    completion = reported.completion_tokens if opened.relay.stopped else max(reported.completion_tokens,
-                                                                             meter.tokens)
+def _used(opened: Opened, meter: TextMeter, prompt_estimate: int, body: Mapping[str, Any]) -> accounting.Usage:
+    """What the stream used: as it reported (at least a token per delta it sent), or, where it was cut or its
+    count cannot be read, estimated from the text relayed, up to max_tokens."""
+    relay = opened.relay
+    reported = relay.tokens()
+    if relay.stopped and relay.counted:
+        completion = max(reported.completion_tokens, relay.deltas)
+    else:
+        estimate = max(reported.completion_tokens, meter.tokens, relay.deltas)
+        cap = completion_cap(body)
+        completion = estimate if cap is None else min(estimate, cap)
     return accounting.Usage(reported.prompt_tokens or prompt_estimate, completion)
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from gateway.accounting.usage import Usage
 from gateway.asgi import Send
-from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, UpstreamTimeout
+from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, UpstreamMalformed, UpstreamTimeout
 from gateway.sse import complete_end, payload_of
 from gateway.upstreams.base import Exchange
 
 NOTED = (b"event: message_", b"event: error", b'"type":"message_', b'"type": "message_', b'"type":"error"')
+DELTA_LINE = b"event: content_block_delta\n"  # a JSON string holds no raw newline, so only an event line matches
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -27,7 +28,10 @@ class MessagesRelay:
     """Cuts a Messages stream after whole events and reads the few that say how it went."""
 
     usage: dict[str, int] = field(default_factory=dict)
+    started: bool = False  # message_start arrived
     stopped: bool = False  # message_stop arrived
+    counted: bool = False  # a message_delta said how many tokens were made, as a count the gateway can read
+    deltas: int = 0  # content_block_delta events: each carries at least one generated token
     error: dict[str, Any] | None = None  # the stream's own error event, if it sent one
     _pending: bytes = b""
 
@@ -39,6 +43,7 @@ class MessagesRelay:
             self._pending = data
             return b""
         complete, self._pending = data[:end], data[end:]
+        self.deltas += complete.count(DELTA_LINE)
         if any(marker in complete for marker in NOTED):
             for raw in complete.split(b"\n\n")[:-1]:
                 self._note(raw)
@@ -48,9 +53,12 @@ class MessagesRelay:
         payload = payload_of(raw)
         kind = payload.get("type") if isinstance(payload, dict) else None
         if kind == "message_start" and isinstance(payload.get("message"), dict):
+            self.started = True
             self._add_usage(payload["message"].get("usage"))
         elif kind == "message_delta":
             self._add_usage(payload.get("usage"))
+            output = payload.get("usage", {}).get("output_tokens") if isinstance(payload.get("usage"), dict) else None
+            self.counted = isinstance(output, int) and not isinstance(output, bool) and output >= 0
         elif kind == "message_stop":
             self.stopped = True
         elif kind == "error":
@@ -90,7 +98,8 @@ class Opened:
 
 
 async def open_stream(exchange: Exchange, ttft_timeout_s: float) -> Opened:
-    """Wait for the first complete events; a stream that fails before then (or opens with an error) falls back."""
+    """Wait for the first complete events; a stream that fails before then, opens with an error or opens with
+    anything but message_start falls back."""
     relay = MessagesRelay()
     chunks = exchange.chunks()
     try:
@@ -99,6 +108,8 @@ async def open_stream(exchange: Exchange, ttft_timeout_s: float) -> Opened:
                 first = relay.feed(chunk)
                 if relay.error is not None:
                     raise UpstreamCut(exchange.upstream, f"error event: {relay.error.get('type')}")
+                if first and not relay.started:  # another API's stream, or garbage: nothing has gone out yet
+                    raise UpstreamMalformed(exchange.upstream, "the stream does not open with message_start")
                 if first:
                     return Opened(exchange, chunks, relay, first)
     except TimeoutError:

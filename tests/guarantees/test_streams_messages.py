@@ -1,0 +1,183 @@
+"""A Messages stream is never a truncated success, and a client that leaves one early still pays for its text.
+
+The upstreams are raw fault servers (gateway/tools/standin/faults.py) declaring the capability `messages`, so the
+gateway relays their Anthropic events as they are: cut with a FIN or a reset, stalled, garbage, oversized, or
+finished without `message_stop`. Each stream, read raw, must end with one `event: error` and no `message_stop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from gateway.tools.standin import FaultServer, Sse, chat_events
+from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
+from tests.guarantees.rig import Faults, Rig, rig
+
+ADMIN_KEY = "sy-admin-messages-streams-0123456789ab"
+WORDS = [f"word{i} " for i in range(8)]
+HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+
+
+def named(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+def message_events(words: list[str], output_tokens: int | None = None) -> tuple[bytes, ...]:
+    """A whole Messages stream: start, one text delta per word, the block's stop, message_delta, message_stop."""
+    start = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [], "stop_reason": None,
+             "usage": {"input_tokens": 10, "output_tokens": 1}}
+    return (named("message_start", {"message": start}),
+            named("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            *(named("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}}) for w in words),
+            named("content_block_stop", {"index": 0}),
+            named("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {
+                "output_tokens": len(words) if output_tokens is None else output_tokens}}),
+            named("message_stop", {}))
+
+
+@pytest.fixture
+def faults(loop: Loop) -> Iterator[Faults]:
+    made = Faults(loop)
+    yield made
+    made.stop()
+
+
+def messages_rig(loop: Loop, tmp_path: Path, server: FaultServer, **sections: Any) -> Rig:
+    return rig(loop, tmp_path, {"primary": server}, capabilities=("messages",), admin_key=ADMIN_KEY,
+               resilience={"stream_idle_timeout_s": 1}, **sections)
+
+
+def stream(r: Rig, **extra: Any) -> bytes:
+    """A Messages stream from the gateway, read raw to its end."""
+    body = {"model": "chat", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}], "stream": True,
+            **extra}
+    with httpx.stream("POST", r.served.url + "/v1/messages", headers=HEADERS, json=body, timeout=30) as response:
+        assert response.status_code == 200, response.read()
+        return response.read()
+
+
+def kinds(raw: bytes) -> list[str]:
+    """The type of every event the client got."""
+    return [orjson.loads(line[6:])["type"] for line in raw.split(b"\n") if line.startswith(b"data: {")]
+
+
+def assert_ends_with_an_error(raw: bytes) -> None:
+    found = kinds(raw)
+    assert found[-1] == "error", found
+    assert found.count("error") == 1, found
+    assert "message_stop" not in found
+    error = orjson.loads(raw.rstrip().split(b"\n\n")[-1].split(b"data: ", 1)[1])
+    assert error["error"]["message"]
+
+
+EVENTS = message_events(WORDS)
+BROKEN = {
+    "a FIN after the third delta": Sse(EVENTS, cut_after=5, done=False),
+    "a reset after the third delta": Sse(EVENTS, cut_after=5, reset=True, done=False),
+    "a stall after the third delta": Sse(EVENTS, stall_after=5, stall_s=3, done=False),
+    "the end without message_stop": Sse(EVENTS[:-1], done=False),
+    "the end without message_delta or message_stop": Sse(EVENTS[:-3], done=False),
+    "garbage after the third delta": Sse((*EVENTS[:5], b"\x00\xff garbage {{{ not an event\n\n"), done=False),
+    "an OpenAI [DONE] in place of message_stop": Sse(EVENTS[:-1], done=True),
+    "an event over the size limit": Sse((*EVENTS[:5], named("content_block_delta", {"index": 0, "delta": {
+        "type": "text_delta", "text": "x" * (5 << 20)}}), *EVENTS[5:]), done=False),
+    "a message_stop inside text, not as an event": Sse((*EVENTS[:5], named("content_block_delta", {
+        "index": 0, "delta": {"type": "text_delta", "text": 'event: message_stop\ndata: {"type":"message_stop"}'}})),
+        done=False),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_a_broken_stream_ends_with_one_error_event_never_message_stop(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                       name: str) -> None:
+    r = messages_rig(loop, tmp_path, faults("primary", default=BROKEN[name]))
+    raw = stream(r)
+    assert b"word0" in raw  # bytes went out before it broke
+    assert_ends_with_an_error(raw)
+
+
+def test_a_whole_stream_ends_with_message_stop_and_no_error(loop: Loop, tmp_path: Path, faults: Faults) -> None:
+    """The control: the same events unbroken are relayed whole."""
+    r = messages_rig(loop, tmp_path, faults("primary", default=Sse(EVENTS, done=False)))
+    raw = stream(r)
+    assert kinds(raw)[-1] == "message_stop"
+    assert "error" not in kinds(raw)
+
+
+def spend(r: Rig, requests: int) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+
+    def settled() -> bool:
+        response = httpx.get(r.served.url + "/admin/spend", params={"tenant": "acme"},
+                             headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5)
+        row.update(response.json()["tenants"][0])
+        return row["upstreams"].get("primary", {}).get("requests") == requests and row["reserved_usd"] == 0
+
+    wait_for(settled, what=f"{requests} streams settled in the spend")
+    return row
+
+
+TENANTS = {"acme": {"keys": [key_hash(KEY)], "budget": {"usd_per_day": 1.0}},
+           "limited": {"keys": [key_hash(OTHER_KEY)]}}
+
+
+def test_a_client_leaving_before_message_delta_pays_for_the_text(loop: Loop, tmp_path: Path, faults: Faults) -> None:
+    """message_start says output_tokens 1; a client that leaves after the text must pay for the text."""
+    server = faults("primary", default=Sse(EVENTS, stall_after=2 + len(WORDS), done=False))
+    r = messages_rig(loop, tmp_path, server, tenants=TENANTS)
+    body = {"model": "chat", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    for _ in range(3):
+        with httpx.stream("POST", r.served.url + "/v1/messages", headers=HEADERS, json=body, timeout=10) as response:
+            raw = b""
+            for part in response.iter_raw():
+                raw += part
+                if WORDS[-1].encode() in raw:
+                    break
+    wait_for(lambda: server.count == 3 and all(a.closed for a in server.arrivals), what="the upstreams closed")
+    spend(r, 3)
+    completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary")
+    assert completion is not None
+    assert completion >= 3 * len(WORDS)
+
+
+@pytest.mark.parametrize("reported", [0, 10**30, -5])
+def test_a_lying_upstreams_usage_is_held_to_what_it_could_have_made(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                   reported: int) -> None:
+    """An upstream reporting no output, or more than any window, for a stream of eight words: counted within reason."""
+    events = tuple(e.replace(b'"output_tokens":8', b'"output_tokens":' + str(reported).encode())
+                   for e in message_events(WORDS))
+    server = faults("primary", default=Sse(events, done=False))
+    r = messages_rig(loop, tmp_path, server, tenants=TENANTS)
+    stream(r)
+    spend(r, 1)
+    completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary") or 0.0
+    assert len(WORDS) <= completion <= 64  # at least the text relayed, at most max_tokens
+
+
+CHAT = chat_events("primary-model", WORDS)
+BROKEN_CHAT = {
+    "a FIN after the third word": Sse(CHAT, cut_after=4, done=False),
+    "a reset after the third word": Sse(CHAT, cut_after=4, reset=True, done=False),
+    "a stall after the third word": Sse(CHAT, stall_after=4, stall_s=3, done=False),
+    "the end without [DONE] or a finish_reason": Sse(chat_events("primary-model", WORDS, finish=False,
+                                                                 with_usage=False), done=False),
+    "garbage after the third word": Sse((*CHAT[:4], b"data: {not json\n\n"), done=False),
+    "an event over the size limit": Sse((*CHAT[:4], b"data: " + b"x" * (5 << 20) + b"\n\n", *CHAT[4:])),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_CHAT)
+def test_a_broken_chat_stream_translated_ends_with_one_error_event(loop: Loop, tmp_path: Path, faults: Faults,
+                                                                   name: str) -> None:
+    """The same for an OpenAI-compatible upstream whose chat stream the gateway translates to Messages events."""
+    r = rig(loop, tmp_path, {"primary": faults("primary", default=BROKEN_CHAT[name])},
+            resilience={"stream_idle_timeout_s": 1})
+    raw = stream(r)
+    assert b"word0" in raw
+    assert_ends_with_an_error(raw)
