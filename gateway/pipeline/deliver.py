@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TypeVar
 
 from gateway.accounting import usage as accounting
 from gateway.asgi import DisconnectWatch, Send, send_bytes
-from gateway.delivery.dispatch import Dispatcher, Request, Resume
+from gateway.delivery.dispatch import Accept, Dispatcher, Request, Resume
 from gateway.delivery.relay import SseRelay, Transcript
 from gateway.delivery.streaming import (
     INTERRUPTED,
@@ -37,6 +38,7 @@ from gateway.upstreams.redact import scrub
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                   (b"x-accel-buffering", b"no")]
 logger = logging.getLogger("switchyard.proxy")
+T = TypeVar("T")
 
 
 class Delivery:
@@ -69,7 +71,7 @@ class Deliverer:
             upstream, data = await self.dispatcher.run(d.decision, d.runtime.upstreams, d.resilience, d.request,
                                                        _read_whole, d.record.dispatch)
         except UpstreamStatus as exc:
-            await self._pass_error(d, exc)
+            await pass_error(d, exc)
             return
         d.record.served_by(upstream)
         answer = await d.inbound.answer(d.call, upstream, data)
@@ -125,27 +127,22 @@ class Deliverer:
             return await open_stream(d.runtime.upstreams[exchange.upstream], exchange, relay,
                                      d.resilience.ttft_timeout_s)
 
+        return await self.first(d, first_events)
+
+    async def first(self, d: Delivery, accept: Accept[T]) -> tuple[Client, T] | None:
+        """The first upstream's answer accept takes; None when an upstream's client error was passed on."""
         try:
-            return await self.dispatcher.run(d.decision, d.runtime.upstreams, d.resilience, d.request,
-                                             first_events, d.record.dispatch)
+            return await self.dispatcher.run(d.decision, d.runtime.upstreams, d.resilience, d.request, accept,
+                                             d.record.dispatch)
         except UpstreamStatus as exc:
-            await self._pass_error(d, exc)
+            await pass_error(d, exc)
             return None
         except asyncio.CancelledError:
             if d.watcher.client_gone:
                 raise
-            _shut_down("answering 503 shutting_down")
+            _shut_down("answering shutting_down")
             raise GatewayError("the gateway is shutting down; retry the request", status=503,
                                code="shutting_down") from None
-
-    async def _pass_error(self, d: Delivery, exc: UpstreamStatus) -> None:
-        """Hand an upstream's client error (400, 404, 422...) to the client, scrubbed of any credential."""
-        upstream = d.runtime.upstreams[exc.upstream]
-        d.record.served_by(upstream)
-        d.record.status = exc.status
-        d.watcher.stop()
-        reply = d.inbound.upstream_error(d.call, exc, scrub(exc.body, upstream))
-        await send_bytes(d.send, reply.status, reply.body, reply.content_type, [*reply.headers, *d.record.tell()])
 
 
 async def _read_whole(exchange: Exchange) -> bytes:
@@ -166,3 +163,13 @@ def _shut_down(outcome: str) -> None:
 def resilience_of(runtime: Runtime, decision: Decision) -> Resilience:
     """The resilience settings of the decision's route, or the policy's own."""
     return runtime.policy.doc.models[decision.route].resilience or runtime.policy.doc.resilience
+
+
+async def pass_error(d: Delivery, exc: UpstreamStatus) -> None:
+    """Hand an upstream's client error (400, 404, 422...) to the client, scrubbed of any credential."""
+    upstream = d.runtime.upstreams[exc.upstream]
+    d.record.served_by(upstream)
+    d.record.status = exc.status
+    d.watcher.stop()
+    reply = d.inbound.upstream_error(d.call, exc, scrub(exc.body, upstream))
+    await send_bytes(d.send, reply.status, reply.body, reply.content_type, [*reply.headers, *d.record.tell()])

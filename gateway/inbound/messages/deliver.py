@@ -15,14 +15,13 @@ from typing import Any
 
 from gateway.accounting import usage as accounting
 from gateway.accounting.meter import TextMeter
-from gateway.asgi import Message, Send, send_bytes
+from gateway.asgi import Message, Send
 from gateway.delivery.streaming import completion_cap
-from gateway.errors import GatewayError, UpstreamError, UpstreamStatus
+from gateway.errors import UpstreamError
 from gateway.inbound.messages import errors
 from gateway.inbound.messages.stream import Opened, open_stream, relay
 from gateway.pipeline.deliver import STREAM_HEADERS, Deliverer, Delivery
 from gateway.upstreams.base import Exchange
-from gateway.upstreams.redact import scrub
 
 TEXT_KEYS = (b'text":', b'thinking":', b'partial_json":')  # where a Messages stream carries generated text
 INTERRUPTED = "the upstream stream broke off; the answer is incomplete"
@@ -71,29 +70,8 @@ async def _open(deliverer: Deliverer, d: Delivery) -> Opened | None:
     async def first_events(exchange: Exchange) -> Opened:
         return await open_stream(exchange, d.resilience.ttft_timeout_s)
 
-    try:
-        _, opened = await deliverer.dispatcher.run(d.decision, d.runtime.upstreams, d.resilience, d.request,
-                                                   first_events, d.record.dispatch)
-    except UpstreamStatus as exc:
-        await pass_error(d, exc)
-        return None
-    except asyncio.CancelledError:
-        if d.watcher.client_gone:
-            raise
-        _shut_down("answering 529 overloaded")
-        raise GatewayError("the gateway is shutting down; retry the request", status=503,
-                           code="shutting_down") from None
-    return opened
-
-
-async def pass_error(d: Delivery, exc: UpstreamStatus) -> None:
-    """Hand an upstream's client error to the client in Anthropic's shape, scrubbed of any credential."""
-    upstream = d.runtime.upstreams[exc.upstream]
-    d.record.served_by(upstream)
-    d.record.status = exc.status
-    d.watcher.stop()
-    reply = d.inbound.upstream_error(d.call, exc, scrub(exc.body, upstream))
-    await send_bytes(d.send, reply.status, reply.body, reply.content_type, [*reply.headers, *d.record.tell()])
+    found = await deliverer.first(d, first_events)
+    return None if found is None else found[1]
 
 
 def _metered(send: Send, meter: TextMeter) -> Send:
