@@ -73,5 +73,8 @@ def test_by_default_events_go_out_unchanged_and_end_as_they_ended() -> None:
 
     assert CHAT_EVENTS.outgoing(send) is send
     assert CHAT_EVENTS.ending(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
-    asyncio.run(CHAT_EVENTS.outgoing(send)({"type": "http.response.body", "body": b"x"}))
+    async def relay() -> None:
+        await CHAT_EVENTS.outgoing(send)({"type": "http.response.body", "body": b"x"})
+
+    asyncio.run(relay())
     assert sent == [{"type": "http.response.body", "body": b"x"}]

@@ -64,10 +64,14 @@ def test_a_reload_swaps_in_a_new_runtime_and_a_broken_one_keeps_the_old(loop: Lo
     assert f'hash="{parts.policy.hash}"' in shown[0]
 
 
+async def forever() -> None:
+    await asyncio.Event().wait()
+
+
 def test_tasks_still_running_after_the_wait_are_cancelled() -> None:
     async def run() -> tuple[bool, bool]:
         quick = asyncio.create_task(asyncio.sleep(0))
-        stuck = asyncio.create_task(asyncio.Event().wait())
+        stuck = asyncio.create_task(forever())
         await _closed({quick, stuck}, 0.05)
         return quick.done() and not quick.cancelled(), stuck.cancelled()
 

@@ -57,6 +57,7 @@ def test_a_stream_reads_as_the_same_message(served: tuple[MessagesStandIn, anthr
 def test_the_first_tool_is_called_until_the_conversation_holds_its_result(
         served: tuple[MessagesStandIn, anthropic.Anthropic, str], stream: bool) -> None:
     _, client, _ = served
+    call: anthropic.types.Message
     if stream:
         with client.messages.stream(model="claude-x", max_tokens=50, messages=HELLO, tools=WEATHER) as events:
             call = events.get_final_message()
