@@ -1,14 +1,11 @@
-"""SSE as the WHATWG standard writes it, and the relay: whole events out byte for byte, usage found and stripped."""
+"""SSE as the WHATWG standard writes it: the decoder, the event bound, framing and the error events."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from gateway.delivery.chunks import restamp
-from gateway.delivery.relay import SseRelay, Transcript
 from gateway.sse import (
-    DONE_EVENT,
     Decoder,
     Event,
     EventBound,
@@ -22,36 +19,6 @@ from gateway.sse import (
     split,
     with_data,
 )
-
-
-def events(strip: bool) -> bytes:
-    chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
-    last = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}
-    usage = {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-    parts = [chunk, chunk, last, usage]
-    return b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in parts) + b"data: [DONE]\n\n"
-
-
-@pytest.mark.parametrize("size", [1, 2, 7, 50, 10_000])
-@pytest.mark.parametrize("strip", [True, False])
-def test_any_cut_gives_the_same_events(size: int, strip: bool) -> None:
-    data = events(strip)
-    relay = SseRelay(strip_usage=strip)
-    out = b"".join(relay.feed(data[i:i + size]) for i in range(0, len(data), size))
-    assert relay.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    assert relay.finished
-    assert relay.done
-    assert relay.leftover == b""
-    assert (b'"choices":[]' in out) is not strip
-    assert out.endswith(b"data: [DONE]\n\n")
-    assert out.count(b"\n\n") == (4 if strip else 5)
-
-
-def test_an_unfinished_event_waits() -> None:
-    relay = SseRelay(strip_usage=True)
-    assert relay.feed(b'data: {"choices": [') == b""
-    assert relay.leftover == b'data: {"choices": ['
-    assert not relay.finished
 
 
 def test_error_event_is_openai_shaped() -> None:
@@ -167,7 +134,7 @@ def test_split_leaves_out_blank_lines_between_events() -> None:
     assert split(b"data: a\n\n\n\n: c\n\ndata: b\n\n") == [b"data: a", b": c", b"data: b"]
 
 
-# The relay: events pass byte for byte, whatever fields they use
+# Well-formed events of every field, and line ends made line feeds
 
 
 PASSED = [
@@ -177,39 +144,6 @@ PASSED = [
     b'data:{"no": "space"}\n\n',
     b"retry: 1000\n\n",
 ]
-
-
-@pytest.mark.parametrize("size", [1, 5, 1 << 20])
-@pytest.mark.parametrize("transcript", [False, True], ids=["relay", "transcript"])
-def test_well_formed_events_of_every_field_pass_byte_for_byte(size: int, transcript: bool) -> None:
-    data = b"".join(PASSED)
-    relay = SseRelay(strip_usage=True, transcript=Transcript() if transcript else None)
-    assert b"".join(relay.feed(data[i:i + size]) for i in range(0, len(data), size)) == data
-    assert relay.dropped == 0
-    if transcript:
-        assert relay.transcript is not None
-        assert relay.transcript.text == "hi"
-
-
-def test_only_events_with_data_count_as_carrying_it() -> None:
-    relay = SseRelay(strip_usage=True)
-    for keepalive in (b": keepalive\n\n", b"event: ping\n\n", b"\n\n", b"id: 4\nretry: 10\n\n"):
-        relay.feed(keepalive)
-        assert not relay.carried, keepalive
-    relay.feed(b'data: {"choices": []}\n\n')
-    assert relay.carried
-
-
-def test_blank_lines_between_events_are_no_malformed_event() -> None:
-    relay = SseRelay(strip_usage=True)
-    assert relay.feed(b'\n\ndata: {"a": 1}\n\n\n\n') == b'data: {"a": 1}\n\n'
-    assert relay.dropped == 0
-
-
-def test_done_without_the_space_ends_the_stream() -> None:
-    relay = SseRelay(strip_usage=True)
-    assert relay.feed(b"data:[DONE]\n\n") == b"data:[DONE]\n\n"
-    assert relay.done
 
 
 @pytest.mark.parametrize("end", [b"\r\n", b"\r"], ids=["crlf", "cr"])
@@ -222,13 +156,6 @@ def test_line_feeds_make_any_line_end_lf_even_split_across_reads(end: bytes) -> 
     assert out + carry.replace(b"\r", b"\n") == b"".join(PASSED)
 
 
-def test_a_multi_line_usage_event_is_read_and_stripped() -> None:
-    relay = SseRelay(strip_usage=True)
-    event = b'data: {"choices": [],\ndata: "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n'
-    assert relay.feed(event + DONE_EVENT) == DONE_EVENT
-    assert relay.usage == {"prompt_tokens": 3, "completion_tokens": 2}
-
-
 def test_the_error_events_are_events_the_decoder_reads() -> None:
     [chat] = decoded(error_event("broken", "stream_interrupted"), 1)
     assert orjson.loads(chat.data)["error"]["code"] == "stream_interrupted"
@@ -237,6 +164,3 @@ def test_the_error_events_are_events_the_decoder_reads() -> None:
     assert orjson.loads(responses.data)["sequence_number"] == 5
 
 
-def test_restamp_rewrites_only_the_data_of_a_continued_part() -> None:
-    event = b'id: 7\ndata: {"id": "second", "choices": []}\n\n'
-    assert restamp(event, {"id": "first"}) == b'id: 7\ndata: {"id":"first","choices":[]}\n\n'

@@ -27,7 +27,7 @@ from gateway.serving.connections import SocketLimits
 from gateway.serving.server import ServeOptions, uvicorn_config
 from gateway.tools.standin import StandIn
 from tests.conftest import KEY, Loop, Served, upstream_spec, wait_for, write_policy
-from tests.tools.test_cli import free_port, ready
+from tests.tools.cli.helpers import free_port, ready
 
 HELLO = [{"role": "user", "content": "Hello"}]
 DEADLINE_S = 10.0  # how long a test waits for something that should happen well within it

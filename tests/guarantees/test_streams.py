@@ -18,7 +18,7 @@ import pytest
 from gateway.tools.standin import FaultServer, Hang, Sse, chat_events
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
 from tests.guarantees.rig import AUTH, HELLO, SLACK_S, Faults, Streamed, rig
-from tests.tools.test_cli import free_port, ready, spawn
+from tests.tools.cli.helpers import free_port, ready, spawn
 
 WHOLE = [f"word{i} " for i in range(12)]
 SENT = 5  # content events the stalling upstream sends before it goes quiet

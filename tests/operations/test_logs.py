@@ -18,9 +18,9 @@ from gateway.routing.policy.loader import load_policy
 from gateway.tools.demo import DEMO_KEY
 from gateway.tools.standin import StandIn
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
-from tests.tools.test_cli import HELLO, free_port, ready, spawn, upstream
+from tests.tools.cli.helpers import HELLO, free_port, ready, spawn, upstream
 
-__all__ = ["upstream"]  # the stand-in fixture, shared with test_cli
+__all__ = ["upstream"]  # the stand-in fixture, shared with tests.tools.cli
 
 
 @pytest.mark.parametrize(("text", "leaked"), [

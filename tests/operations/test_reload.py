@@ -13,7 +13,7 @@ import yaml
 
 from gateway.tools.standin import Fault
 from tests.conftest import Loop, Stack, start_stack, wait_for
-from tests.tools.test_cli import serve, stop
+from tests.tools.cli.helpers import serve, stop
 
 HELLO = [{"role": "user", "content": "Hello"}]
 

@@ -34,13 +34,6 @@ def test_a_composition_across_a_piece_boundary_is_kept() -> None:
         assert normalise.normalise(text) == filler + composed + filler
 
 
-def test_windowed_search_finds_what_one_pass_finds() -> None:
-    chooser = random.Random(3)
-    shape = bytes(chooser.choice(b"0000000 .-/a") for _ in range(5 * windowed.WINDOW))
-    pattern = detectors._CLUSTER_SHAPE
-    assert [m.span() for m in windowed.finditer(pattern, shape)] == [m.span() for m in pattern.finditer(shape)]
-
-
 def test_numbers_and_addresses_across_a_window_edge_are_found() -> None:
     for found, name in (("4111 1111 1111 1111", "credit_card"), ("jane.doe@example.com", "email")):
         for offset in range(-len(found), 1, 3):

@@ -1,5 +1,5 @@
-"""Process-level settings of `switchyard serve` (its drain and workers are driven end to end in test_cli.py, its
-connection limits in tests/guarantees/test_sockets.py)."""
+"""Process-level settings of `switchyard serve` (its drain and workers are driven end to end in
+tests/tools/cli/test_serve.py, its connection limits in tests/guarantees/test_sockets.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from gateway.serving.connections import GuardedProtocol, SocketLimits
 from gateway.serving.server import YOUNG_OBJECTS_BEFORE_GC, ServeOptions, uvicorn_config
 from gateway.tools.standin import StandIn
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
-from tests.tools.test_cli import HELLO, free_port, serve, spawn, stop, upstream
+from tests.tools.cli.helpers import HELLO, free_port, serve, spawn, stop, upstream
 
-__all__ = ["upstream"]  # the stand-in fixture, shared with test_cli
+__all__ = ["upstream"]  # the stand-in fixture, shared with tests.tools.cli
 
 PROBE = """
 import gc

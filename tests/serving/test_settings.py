@@ -1,9 +1,7 @@
-"""gateway.serving.settings and components: what SWITCHYARD_* configure, and which inbound serves each path."""
+"""gateway.serving.settings: what the SWITCHYARD_* variables configure."""
 
 from __future__ import annotations
 
-from gateway.inbound.openai import OpenAIInbound
-from gateway.serving.components import by_path
 from gateway.serving.settings import DEFAULT_MAX_BODY, Settings
 
 
@@ -24,10 +22,3 @@ def test_empty_variables_mean_unset() -> None:
     env = {"SWITCHYARD_REDIS_URL": "", "SWITCHYARD_ADMIN_KEY": "", "SWITCHYARD_AUDIT": "",
            "SWITCHYARD_METRICS_PORT": ""}
     assert Settings.from_env(env) == Settings()
-
-
-def test_each_inbound_serves_its_own_paths() -> None:
-    openai = OpenAIInbound()
-    routed = by_path(openai)
-    assert set(routed) == {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
-    assert all(inbound is openai for inbound in routed.values())

@@ -27,7 +27,7 @@ from gateway.tools.standin import Fake, FakeAnthropic, FakeGemini, Fault, StandI
 from gateway.upstreams import litellm_adapter
 from gateway.upstreams.answers import EventStream, Lifetimes
 from gateway.upstreams.litellm_adapter import LitellmUpstream, knows, price
-from gateway.upstreams.translate import DONE, AnthropicFrames
+from gateway.upstreams.translate import DONE
 from tests.conftest import Loop, upstream_spec, wait_for, write_policy
 
 # litellm silences these pydantic warnings process-wide at import; pytest's "error" filter would revive them
@@ -496,34 +496,6 @@ def test_known_streams_take_the_fast_path(loop: Loop, adapter: Make, kind: str) 
         return str(name)
 
     assert loop.run(opened()) == "translated"  # litellm's internals moved if this fails: streams got slow
-
-
-def test_anthropic_frames_read_thinking_and_the_json_tool_as_litellm_does() -> None:
-    frames = AnthropicFrames("up", "claude", True, "json_tool_call", {"get_weather_v2": "get/weather"})
-    out = frames.event({"type": "message_start", "message": {"id": "msg_1", "model": "claude",
-                                                             "usage": {"input_tokens": 5, "output_tokens": 1,
-                                                                       "cache_read_input_tokens": 3}}})
-    out += frames.event({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking"}})
-    out += frames.event({"type": "content_block_delta", "index": 0,
-                         "delta": {"type": "thinking_delta", "thinking": "hmm"}})
-    out += frames.event({"type": "content_block_start", "index": 1,
-                         "content_block": {"type": "tool_use", "id": "t1", "name": "json_tool_call"}})
-    out += frames.event({"type": "content_block_delta", "index": 1,
-                         "delta": {"type": "input_json_delta", "partial_json": '{"a":1}'}})
-    out += frames.event({"type": "content_block_start", "index": 2,
-                         "content_block": {"type": "tool_use", "id": "t2", "name": "get_weather_v2"}})
-    out += frames.event({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}})
-    out += frames.event({"type": "message_stop"})
-    events = [json.loads(line[6:]) for line in out.decode().split("\n\n") if line.startswith("data: {")]
-    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
-    assert deltas[1] == {"reasoning_content": "hmm"}
-    assert deltas[2] == {"content": '{"a":1}'}
-    assert deltas[3]["tool_calls"][0]["function"]["name"] == "get/weather"
-    assert events[-1]["usage"] == {"prompt_tokens": 8, "completion_tokens": 7, "total_tokens": 15,
-                                   "prompt_tokens_details": {"cached_tokens": 3}}
-    assert out.endswith(b"data: [DONE]\n\n")
-    with pytest.raises(UpstreamUnavailable):
-        frames.event({"type": "error", "error": {"type": "overloaded_error"}})
 
 
 def test_streams_the_adapter_does_not_read_go_through_litellms_wrapper(loop: Loop) -> None:
