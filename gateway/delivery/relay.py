@@ -150,9 +150,14 @@ def _usage_of(payload: Any) -> dict[str, Any] | None:
 
 
 def _well_formed(complete: bytes) -> bool:
-    """The common case, checked without splitting: one data event holding a JSON object or [DONE]."""
-    return (complete.count(b"\n\n") == 1 and complete.count(b"\n") == 2 and complete.startswith(b"data:")
-            and _data_ok(complete[5:-2].lstrip(b" ")))
+    """The common case, checked without parsing: events of one data line each, holding a JSON object or [DONE]."""
+    events = complete.count(b"\n\n")
+    if complete.count(b"\n") != 2 * events:  # a field line more, or a blank line between events
+        return False
+    if events == 1:
+        return complete.startswith(b"data:") and _data_ok(complete[5:-2].lstrip(b" "))
+    return all(event.startswith(b"data:") and _data_ok(event[5:].lstrip(b" "))
+               for event in complete[:-2].split(b"\n\n"))
 
 
 def _event_ok(event: bytes) -> bool:

@@ -85,3 +85,18 @@ def test_a_multi_line_usage_event_is_read_and_stripped() -> None:
     event = b'data: {"choices": [],\ndata: "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n'
     assert relay.feed(event + DONE_EVENT) == DONE_EVENT
     assert relay.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+
+
+@pytest.mark.parametrize("bad", [b"data: nope\n\n", b'data: {"a": 1\n\n', b"data: x}\n\n", b"event: x\ndata: {}\n\n",
+                                 b'data: {"c": 3}\ndata: more\n\n'])
+def test_a_read_of_many_events_passes_whole_only_when_every_one_is_well_formed(bad: bytes) -> None:
+    good = b'data: {"a": 1}\n\ndata:{"b": 2}\n\n' + DONE_EVENT
+    assert SseRelay(strip_usage=False).feed(good) == good
+    relay = SseRelay(strip_usage=False)
+    out = relay.feed(b'data: {"a": 1}\n\n' + bad + b'data: {"b": 2}\n\n')
+    assert b'{"a": 1}' in out and b'{"b": 2}' in out
+    if bad.startswith(b"event:"):  # a known field: kept, as one well-formed event
+        assert relay.dropped == 0
+    else:
+        assert relay.dropped == 1
+        assert bad not in out
