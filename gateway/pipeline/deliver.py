@@ -106,7 +106,7 @@ class Deliverer:
         except asyncio.CancelledError:
             if d.watcher.client_gone:
                 raise
-            _shut_down("ending it with an error event")
+            shut_down("ending it with an error event")
             ending, failure = stream.shut_down(), SHUTTING_DOWN
         finally:
             for name, usage in stream.parts:
@@ -140,7 +140,7 @@ class Deliverer:
         except asyncio.CancelledError:
             if d.watcher.client_gone:
                 raise
-            _shut_down("answering shutting_down")
+            shut_down("answering shutting_down")
             raise GatewayError("the gateway is shutting down; retry the request", status=503,
                                code="shutting_down") from None
 
@@ -152,7 +152,7 @@ async def _read_whole(exchange: Exchange) -> bytes:
         exchange.close()
 
 
-def _shut_down(outcome: str) -> None:
+def shut_down(outcome: str) -> None:
     """Take back a cancellation that did not come from the client (the server's drain ran out), and say so once."""
     task = asyncio.current_task()
     if task is not None:

@@ -8,7 +8,6 @@ A cut stream is not continued elsewhere (continuation speaks chat completions on
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,13 +19,12 @@ from gateway.delivery.streaming import completion_cap
 from gateway.errors import UpstreamError
 from gateway.inbound.messages import errors
 from gateway.inbound.messages.stream import Opened, open_stream, relay
-from gateway.pipeline.deliver import STREAM_HEADERS, Deliverer, Delivery
+from gateway.pipeline.deliver import STREAM_HEADERS, Deliverer, Delivery, shut_down
 from gateway.upstreams.base import Exchange
 
 TEXT_KEYS = (b'text":', b'thinking":', b'partial_json":')  # where a Messages stream carries generated text
 INTERRUPTED = "the upstream stream broke off; the answer is incomplete"
 SHUTTING_DOWN = "the gateway is shutting down and ended this stream; the answer is incomplete"
-logger = logging.getLogger("switchyard.proxy")
 
 
 async def stream(deliverer: Deliverer, d: Delivery, started: float) -> None:
@@ -49,7 +47,7 @@ async def stream(deliverer: Deliverer, d: Delivery, started: float) -> None:
     except asyncio.CancelledError:
         if d.watcher.client_gone:
             raise
-        _shut_down("ending it with an error event")
+        shut_down("ending it with an error event")
         failure, message = UpstreamError(upstream.name, "shutdown"), SHUTTING_DOWN
         failure.reason = "shutdown"
     finally:
@@ -97,10 +95,3 @@ def _used(opened: Opened, meter: TextMeter, prompt_estimate: int, body: Mapping[
         completion = estimate if cap is None else min(estimate, cap)
     return accounting.Usage(reported.prompt_tokens or prompt_estimate, completion)
 
-
-def _shut_down(outcome: str) -> None:
-    """Take back a cancellation that did not come from the client (the server's drain ran out), and say so once."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
-    logger.warning("the drain deadline passed with this stream open: %s", outcome)
