@@ -19,7 +19,7 @@ import orjson
 USAGE = re.compile(rb'"usage"\s*:\s*\{')
 FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 RESPONSE_END = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')  # the Responses API
-DONE_LINE = re.compile(rb"(?:^|\n)data: ?\[DONE\](?:\n|$)")
+DONE_LINES = (b"data: [DONE]", b"data:[DONE]")
 SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
 DONE_EVENT = b"data: [DONE]\n\n"
 FIELDS = (b"data:", b":", b"event:", b"id:", b"retry:")
@@ -86,6 +86,18 @@ def payload_of(event: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+
+
+def has_done(events: bytes) -> bool:
+    """Whether LF-ended events hold the line `data: [DONE]` (found by substring: a regex anchored at line starts
+    tries every byte of a read, hundreds of microseconds for a whole stream's)."""
+    at = events.find(b"[DONE]")
+    while at >= 0:
+        end = at + 6
+        if events[events.rfind(b"\n", 0, at) + 1:end] in DONE_LINES and events[end:end + 1] in (b"\n", b""):
+            return True
+        at = events.find(b"[DONE]", end)
+    return False
 
 
 def carries_data(events: bytes) -> bool:

@@ -13,6 +13,7 @@ from gateway.sse import (
     data_of,
     error_event,
     frame,
+    has_done,
     line_feeds,
     payload_of,
     response_failed,
@@ -164,3 +165,19 @@ def test_the_error_events_are_events_the_decoder_reads() -> None:
     assert orjson.loads(responses.data)["sequence_number"] == 5
 
 
+
+
+@pytest.mark.parametrize(("events", "done"), [
+    (b"data: [DONE]\n\n", True),
+    (b"data:[DONE]\n\n", True),
+    (b'data: {"a":1}\n\ndata: [DONE]', True),  # the line ends the read
+    (b"event: end\ndata: [DONE]\n\n", True),
+    (b': [DONE]\ndata: [DONE]\n\n', True),  # a comment that says it first
+    (b'data: {"content":"[DONE]"}\n\n', False),
+    (b"data:  [DONE]\n\n", False),
+    (b"data: [DONE]!\n\n", False),
+    (b": data: [DONE]\n\n", False),
+    (b"", False),
+])
+def test_has_done_finds_only_a_whole_done_line(events: bytes, done: bool) -> None:
+    assert has_done(events) is done

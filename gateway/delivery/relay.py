@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 
 from gateway.sse import (
-    DONE_LINE,
     FIELDS,
     FINISH,
     RESPONSE_END,
@@ -15,6 +14,7 @@ from gateway.sse import (
     carries_data,
     complete_end,
     data_of,
+    has_done,
     joined,
     payload_of,
     split,
@@ -91,7 +91,7 @@ class SseRelay:
         self.carried = carries_data(complete)
         if not self.finished and FINISH.search(complete):
             self.finished = True
-        if (b"[DONE]" in complete and DONE_LINE.search(complete)) or (
+        if has_done(complete) or (
                 b'"response.' in complete and RESPONSE_END.search(complete)):
             self.done = True
         if USAGE.search(complete):
@@ -111,7 +111,7 @@ class SseRelay:
             if not _event_ok(event):
                 self.dropped += 1
                 continue
-            if self.continuing and DONE_LINE.search(event):
+            if self.continuing and has_done(event):
                 self.done = True
                 continue
             if self.transcript is not None and b"{" in event:
