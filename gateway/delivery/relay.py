@@ -94,7 +94,7 @@ class SseRelay:
         if has_done(complete) or (
                 b'"response.' in complete and RESPONSE_END.search(complete)):
             self.done = True
-        if USAGE.search(complete):
+        if b'"usage"' in complete and USAGE.search(complete):
             complete = self._take_usage(complete)
         return complete
 

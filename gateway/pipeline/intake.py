@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from dataclasses import dataclass
 
 from gateway.asgi import Receive, read_body
@@ -42,4 +42,4 @@ async def take_in(inbound: Inbound, endpoint: Endpoint, policy: Policy, headers:
 
 def request_id_for(offered: str) -> str:
     """The client's own request id when it is safe to pass on and log, else a random one."""
-    return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(12)
+    return offered if offered and REQUEST_ID.fullmatch(offered) else os.urandom(12).hex()

@@ -117,14 +117,15 @@ class MemoryBackend:
         for window in ("day", "month"):
             state = self._period(limits.tenant, window, now)
             amount, _ = state.reservations.pop(admission.reservation, (0, 0.0))
-            state.reserved = bounded(state.reserved - amount)
+            # Every term is within [0, MOST] (bounded above): one side of each sum can pass its bound.
+            state.reserved = max(0, state.reserved - amount)
             if charge.upstream:
-                state.spent = bounded(state.spent + charge.cost)
-                state.savings = bounded(state.savings + charge.savings, -MOST)
+                state.spent = min(MOST, state.spent + charge.cost)
+                state.savings = max(-MOST, min(MOST, state.savings + charge.savings))
                 row = state.upstreams.setdefault(charge.upstream, {"cost": 0, "tokens": 0, "requests": 0})
-                row["cost"] = bounded(row["cost"] + charge.cost)
-                row["tokens"] = bounded(row["tokens"] + charge.tokens)
-                row["requests"] = bounded(row["requests"] + 1)
+                row["cost"] = min(MOST, row["cost"] + charge.cost)
+                row["tokens"] = min(MOST, row["tokens"] + charge.tokens)
+                row["requests"] = min(MOST, row["requests"] + 1)
         if limits.tokens_per_minute is not None and admission.ok:
             buckets = self._tokens.setdefault(limits.tenant, {})
             if admission.bucket in buckets:
