@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.routing.normalise import entities_crowded, normalise, normalised
+from gateway.routing.normalise import _MAPPED_ABOVE_BMP, _TABLE, entities_crowded, normalise, normalised
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,14 @@ def test_too_many_numeric_references_are_left_as_written_and_reported() -> None:
 def test_a_backslash_escape_adds_its_decoded_reading_and_a_non_escape_is_kept() -> None:
     assert normalise("card \\4111 1111") == "card \\4111 1111"
     assert normalise('"a\\u0040b"').splitlines() == ['"a\\u0040b"', '"a@b"']
+
+
+def test_the_pattern_of_mapped_characters_above_the_bmp_agrees_with_the_table_on_every_code_point() -> None:
+    disagree = [code for code in range(0x10000, 0x110000)
+                if (_MAPPED_ABOVE_BMP.search(chr(code).encode()) is not None) != (code in _TABLE)]
+    assert disagree == []
+
+
+def test_a_tag_character_after_many_emoji_is_still_removed() -> None:
+    text = "hi \U0001f600 " * 20_000 + "jane\U000e0041@example.com"
+    assert normalise(text).endswith("jane@example.com")
