@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.inbound.messages.answer import REASONING_KEYS, message_id, stop_of, usage_of
+from gateway.inbound.messages.answer import REASONING_KEYS, message_id, stop_of, usage_of, with_tools
 from gateway.sse import payload_of
 
 DONE = b"data: [DONE]"
@@ -104,7 +104,8 @@ class EventTranslator:
             self._stream(kind, piece, out)
         self._close(out)
         usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
-        out.append(event("message_delta", {"delta": {"stop_reason": self.stop_reason or "end_turn",
+        stop_reason = with_tools(self.stop_reason or "end_turn", self._live is not None)
+        out.append(event("message_delta", {"delta": {"stop_reason": stop_reason,
                                                      "stop_sequence": self.stop_sequence}, "usage": usage}))
         out.append(event("message_stop", {}))
         return b"".join(out)

@@ -194,6 +194,11 @@ def test_calls_whose_arguments_never_finish_are_still_whole_blocks() -> None:
     assert events[-2]["delta"]["stop_reason"] == "max_tokens"
 
 
+def test_tool_calls_finished_with_stop_are_a_tool_use() -> None:
+    events = translate(calls(piece(0, "{}", "call_a", "weather")), chunk({}, "stop"), DONE)
+    assert events[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+
+
 def test_the_first_calls_arguments_and_text_before_it_stream_live() -> None:
     translator = EventTranslator()
     translator.feed(chunk({"role": "assistant", "content": ""}))
