@@ -3,6 +3,7 @@
 The upstreams are raw fault servers (gateway/tools/standin/faults.py) declaring the capability `messages`, so the
 gateway relays their Anthropic events as they are: cut with a FIN or a reset, stalled, garbage, oversized, or
 finished without `message_stop`. Each stream, read raw, must end with one `event: error` and no `message_stop`.
+And a chat stream translated keeps every byte of every tool call, however the upstream interleaves their pieces.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import orjson
 import pytest
 
-from gateway.tools.standin import FaultServer, Sse, chat_events
+from gateway.tools.standin import FaultServer, Sse, chat_events, chunk, event, usage
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
 from tests.guarantees.rig import Faults, Rig, rig
 
@@ -181,3 +183,46 @@ def test_a_broken_chat_stream_translated_ends_with_one_error_event(loop: Loop, t
     raw = stream(r)
     assert b"word0" in raw
     assert_ends_with_an_error(raw)
+
+
+def tool_pieces(*pieces: dict[str, Any], finish: str | None = None) -> bytes:
+    """One chat chunk carrying tool-call pieces (each naming its call by index)."""
+    return event({"id": "chatcmpl-tools", "object": "chat.completion.chunk", "created": 0, "model": "primary-model",
+                  "choices": [{"index": 0, "delta": {"tool_calls": list(pieces)}, "finish_reason": finish}]})
+
+
+def opening(index: int, call_id: str, name: str, arguments: str = "") -> dict[str, Any]:
+    return {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def more(index: int, arguments: str) -> dict[str, Any]:
+    return {"index": index, "function": {"arguments": arguments}}
+
+
+INTERLEAVED = (chunk("primary-model", role=True), chunk("primary-model", "Checking both."),
+               tool_pieces(opening(0, "call_a", "weather")),
+               tool_pieces(opening(1, "call_b", "clock", '{"zone": '), more(0, '{"city": ')),
+               tool_pieces(more(0, '"Paris"}')), tool_pieces(more(1, '"CET"}')),
+               chunk("primary-model", finish="tool_calls"), usage("primary-model", 7, 11))
+TOOLS: list[Any] = [{"name": name, "input_schema": {"type": "object", "properties": {key: {"type": "string"}}}}
+                    for name, key in (("weather", "city"), ("clock", "zone"))]
+
+
+def test_a_translated_streams_interleaved_tool_calls_reach_the_sdk_whole(loop: Loop, tmp_path: Path,
+                                                                          faults: Faults) -> None:
+    """A chat upstream sending a piece of its first tool call after its second began: both calls, every byte."""
+    r = rig(loop, tmp_path, {"primary": faults("primary", default=Sse(INTERLEAVED))}, capabilities=("tools",))
+    with anthropic.Anthropic(base_url=r.served.url, api_key=KEY, max_retries=0) as client, client.messages.stream(
+            model="chat", max_tokens=64, messages=[{"role": "user", "content": "Weather and time?"}],
+            tools=TOOLS) as stream:
+        order = [(e.type, getattr(e, "index", None)) for e in stream if e.type.startswith("content_block_")]
+        final = stream.get_final_message()
+    assert [(b.type, getattr(b, "id", None), getattr(b, "input", None)) for b in final.content] == [
+        ("text", None, None), ("tool_use", "call_a", {"city": "Paris"}), ("tool_use", "call_b", {"zone": "CET"})]
+    opened: list[int] = []
+    for kind, index in order:  # each block contiguous: its start, its deltas, its stop, then the next
+        if kind == "content_block_start":
+            opened.append(index)
+        assert index == opened[-1] == len(opened) - 1, order
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (7, 11)

@@ -28,6 +28,12 @@ def stop_of(choice: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return STOP_REASONS.get(finish, "end_turn"), None
 
 
+def with_tools(stop_reason: str | None, called: bool) -> str | None:
+    """The stop reason once tools were called: tool_use where the server said only stop (many do), as clients
+    run the tools only for a tool_use."""
+    return "tool_use" if called and stop_reason == "end_turn" else stop_reason
+
+
 def usage_of(usage: Any) -> dict[str, int]:
     """Chat usage as Messages usage: input tokens not read from a cache, the cached ones apart."""
     if not isinstance(usage, Mapping):
@@ -72,6 +78,7 @@ def to_message(completion: Mapping[str, Any]) -> dict[str, Any]:
             content.append({"type": "tool_use", "id": str(call.get("id") or f"toolu_{len(content)}"),
                             "name": str(function.get("name", "")), "input": tool_input(function.get("arguments"))})
     stop_reason, stop_sequence = stop_of(choice)
+    stop_reason = with_tools(stop_reason, any(block["type"] == "tool_use" for block in content))
     return {"id": message_id(completion.get("id")), "type": "message", "role": "assistant",
             "model": str(completion.get("model") or ""), "content": content, "stop_reason": stop_reason,
             "stop_sequence": stop_sequence, "usage": usage_of(completion.get("usage"))}

@@ -36,6 +36,12 @@ def test_tool_calls_and_reasoning() -> None:
     assert out["stop_reason"] == "tool_use"
 
 
+def test_tool_calls_finished_with_stop_are_a_tool_use() -> None:
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]
+    out = to_message(completion({"content": "Checking.", "tool_calls": calls}, "stop"))
+    assert (out["stop_reason"], out["stop_sequence"]) == ("tool_use", None)
+
+
 @pytest.mark.parametrize(("finish", "extra", "reason", "sequence"), [
     ("length", {}, "max_tokens", None), ("stop", {"stop_reason": "END"}, "stop_sequence", "END"),
     ("stop", {"stop_reason": 151645}, "end_turn", None), ("content_filter", {}, "refusal", None),
