@@ -304,10 +304,13 @@ def is_small(request: Request, payload: bytes, circuit: Circuit) -> bool:
         return False
     if request.stream or request.path == "/embeddings":
         return True
-    cap = next((request.body[k] for k in OUTPUT_LIMITS if isinstance(request.body.get(k), int)), None)
-    choices = request.body.get("n")
-    return cap is not None and cap * (choices if isinstance(choices, int) and choices > 0 else 1) <= \
-        circuit.small_max_tokens
+    body = request.body
+    for limit in OUTPUT_LIMITS:
+        cap = body.get(limit)
+        if isinstance(cap, int):
+            choices = body.get("n")
+            return cap * (choices if isinstance(choices, int) and choices > 0 else 1) <= circuit.small_max_tokens
+    return False
 
 
 def counts_against_circuit(exc: UpstreamError, small: bool = True) -> bool:

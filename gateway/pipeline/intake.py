@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -38,6 +39,20 @@ async def take_in(inbound: Inbound, endpoint: Endpoint, policy: Policy, headers:
     if features.stream and not endpoint.streamable:
         raise InvalidRequest(f"'stream' is not supported on {endpoint.upstream_path}", param="stream")
     return Taken(call, features)
+
+
+class RequestIds:
+    """Request ids for one process: a random prefix and a count, unique across replicas without a syscall each."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._count = itertools.count()
+
+    def for_request(self, offered: str) -> str:
+        """The client's own request id when it is safe to pass on and log, else the next of ours."""
+        if offered and REQUEST_ID.fullmatch(offered):
+            return offered
+        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
 
 
 def request_id_for(offered: str) -> str:

@@ -15,7 +15,7 @@ from gateway.operations.metrics import Metrics
 from gateway.pipeline.admit import Admitted, Admitter
 from gateway.pipeline.deliver import Deliverer, Delivery
 from gateway.pipeline.inbound import Endpoint, Inbound
-from gateway.pipeline.intake import Taken, request_id_for, take_in
+from gateway.pipeline.intake import RequestIds, Taken, take_in
 from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.settle import Settler
@@ -35,6 +35,7 @@ class Pipeline:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.capacity = Capacity(metrics)
+        self.ids = RequestIds()
         self.admitter = Admitter(metrics, ledger, latency, dispatcher.circuits, self.capacity, audit.enabled)
         self.deliverer = Deliverer(metrics, dispatcher, latency)
         self.settler = Settler(metrics, ledger, audit)
@@ -45,7 +46,7 @@ class Pipeline:
         endpoint = inbound.endpoints[scope["path"]]
         runtime = inbound.bind(runtime)
         headers = header_map(scope)
-        request_id = headers["x-request-id"] = request_id_for(headers.get("x-request-id", ""))
+        request_id = headers["x-request-id"] = self.ids.for_request(headers.get("x-request-id", ""))
         logs.request_id.set(request_id)
         record = Record(request_id, runtime.policy.hash, endpoint.name)
         try:

@@ -10,7 +10,7 @@ import pytest
 from gateway.asgi import ClientGone, Message, Receive
 from gateway.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from gateway.inbound.openai import ENDPOINTS, OpenAIInbound
-from gateway.pipeline.intake import Taken, request_id_for, take_in
+from gateway.pipeline.intake import REQUEST_ID, RequestIds, Taken, request_id_for, take_in
 from gateway.pipeline.record import Record
 from tests.conftest import KEY
 from tests.pipeline.policies import runtime
@@ -78,3 +78,15 @@ def test_a_request_id_is_the_clients_only_when_safe(offered: str, kept: bool) ->
     chosen = request_id_for(offered)
     assert (chosen == offered) is kept
     assert len(chosen) >= 16 or kept
+
+
+@pytest.mark.parametrize(("offered", "kept"), [("abc-123_X.y", True), ("", False), ("../etc", False),
+                                               ("a/b", False), ("x" * 129, False)])
+def test_a_processs_request_ids_keep_a_safe_offer_and_never_repeat(offered: str, kept: bool) -> None:
+    ids = RequestIds()
+    chosen = [ids.for_request(offered) for _ in range(1000)]
+    assert all((c == offered) is kept for c in chosen)
+    if not kept:
+        assert len(set(chosen)) == 1000
+        assert all(len(c) == 24 and REQUEST_ID.fullmatch(c) for c in chosen)
+        assert RequestIds().for_request("")[:12] != chosen[0][:12]  # another replica's prefix
