@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.delivery.relay import SseRelay, Transcript
+from gateway.delivery.relay import SseRelay, Transcript, _data_ok, _well_formed
 from gateway.sse import DONE_EVENT
 from tests.test_sse import PASSED
 
@@ -101,3 +101,41 @@ def test_a_read_of_many_events_passes_whole_only_when_every_one_is_well_formed(b
     else:
         assert relay.dropped == 1
         assert bad not in out
+
+
+def _each_well_formed(complete: bytes) -> bool:
+    """The definition _well_formed's one pass must agree with: event by event."""
+    events = complete[:-2].split(b"\n\n")
+    return all(b"\n" not in e and e.startswith(b"data:") and _data_ok(e[5:].lstrip(b" ")) for e in events)
+
+
+@pytest.mark.parametrize("events", [
+    b'data: {"a": 1}\n\n', b'data:{"a": 1}\n\n', b'data:  {"a": 1}\n\n', b"data: [DONE]\n\n", b"data:[DONE]\n\n",
+    b"data: {}\n\n", b'data: {"a": 1}\n\ndata: [DONE]\n\n', b'data: [DONE]\n\ndata: {"a": 1}\n\n',
+    b'data: {"a": 1}\ndata: {"b": 2}\n\n', b": keepalive\n\n", b'data: {"a": 1}\n\n\ndata: {"b": 2}\n\n',
+    b'data: {"a": 1} \n\n', b'data: {"a": 1}\n\ndata: [DONE]x\n\n', b'event: x\ndata: {"a": 1}\n\n',
+    b'data: {"a": "}"\n\n', b"data: nope\n\n", b'id: 1\n\n', b'data: {"a": 1}\r\n\r\n',
+])
+def test_the_one_pass_well_formed_check_agrees_with_the_event_by_event_one(events: bytes) -> None:
+    assert _well_formed(events) is _each_well_formed(events)
+
+
+def test_usage_events_are_read_wherever_they_are_and_only_a_usage_only_one_is_stripped() -> None:
+    before = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+    with_choices = b'data: {"choices": [{"delta": {}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}\n\n'
+    only = b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}\n\n'
+    relay = SseRelay(strip_usage=True)
+    assert relay.feed(before + with_choices + only + DONE_EVENT) == before + with_choices + DONE_EVENT
+    assert relay.usage == {"prompt_tokens": 5, "completion_tokens": 7}  # the last one read
+    assert relay.stripped is not None
+    kept = SseRelay(strip_usage=False)
+    assert kept.feed(before + only + DONE_EVENT) == before + only + DONE_EVENT
+    assert kept.usage == {"prompt_tokens": 5, "completion_tokens": 7}
+
+
+def test_a_usage_event_cut_across_reads_is_read_once_whole() -> None:
+    event = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}\n\n'
+    relay = SseRelay(strip_usage=True)
+    assert relay.feed(event[:20]) == b""
+    assert relay.feed(event[20:] + DONE_EVENT) == DONE_EVENT
+    assert relay.usage == {"prompt_tokens": 2, "completion_tokens": 3}
