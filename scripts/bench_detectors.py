@@ -246,7 +246,9 @@ def whole_bodies() -> None:
     policy = _policy()
     print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object, then classify.features (all detectors)")
     unit_text = {"'4111 '": "4111 ", "prose": PROSE, "'12 '": "12 ", "'a123456 '": "a123456 ",
-                 "Arabic-Indic digits": "\u0664\u0661\u0661\u0661 ", "zero-width spaces": "a\u200b"}
+                 "Arabic-Indic digits": "\u0664\u0661\u0661\u0661 ", "zero-width spaces": "a\u200b",
+                 "mixed foldable characters": "".join(map(chr, range(0x660, 0x66A))) + "\u200b\u00ad\u2013\u2014\u3000",
+                 "emoji": "hi \U0001f600 ", "'\\u0041' escapes": "\\u0041"}
     for label, unit in unit_text.items():
         content = _sized(unit, DEFAULT_MAX_BODY - 200)
         raw = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": content}]})
