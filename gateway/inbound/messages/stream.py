@@ -46,7 +46,8 @@ class MessagesRelay:
         self.deltas += complete.count(DELTA_LINE)
         if any(marker in complete for marker in NOTED):
             for raw in complete.split(b"\n\n")[:-1]:
-                self._note(raw)
+                if not raw.startswith(DELTA_LINE):  # content deltas, most of a read, say nothing noted here
+                    self._note(raw)
         return complete
 
     def _note(self, raw: bytes) -> None:
