@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from gateway.accounting import usage as accounting
@@ -57,7 +58,7 @@ class Admitter:
         """The decision for a request, admitted against its limits (degraded when a budget says so)."""
         policy, features = runtime.policy, taken.features
         live = self._live(runtime)
-        decision = await inbound.pin(taken.call, decide(policy, features, live))
+        decision = await self.decision(runtime, inbound, taken, live)
         record.candidates, record.excluded = decision.candidates, decision.excluded
         limits = accounting.limits_for(policy, features, decision.candidates)
         if not limits.empty:
@@ -68,6 +69,11 @@ class Admitter:
         m.count(m.decisions, decision.route, decision.rule or "-", decision.data_class or "-", decision.candidates[0])
         self._note_capacity(decision, record)
         return Admitted(decision, limits)
+
+    def decision(self, runtime: Runtime, inbound: Inbound, taken: Taken,
+                 live: Live | None = None) -> Awaitable[Decision]:
+        """The decision a request is admitted on, before any budget narrows it; charges and counts nothing."""
+        return inbound.pin(taken.call, decide(runtime.policy, taken.features, live or self._live(runtime)))
 
     def _live(self, runtime: Runtime) -> Live:
         """What decisions see of the upstreams now; latency samples decay at most once a second."""

@@ -3,7 +3,8 @@
 The client's Messages request goes through untouched but for `model`, over the same aiohttp session, limits,
 redirect refusal and key redaction as gateway/upstreams/openai.py, whose exchange it reuses. Anthropic gets its
 key in `x-api-key` and the client's `anthropic-version` and `anthropic-beta` headers; a self-hosted server (the
-capability `messages`) gets its key as a bearer token and neither header.
+capability `messages`) gets its key as a bearer token and neither header. An Anthropic upstream also counts a
+request's tokens (`count_tokens`) at its /messages/count_tokens, sent and read the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ANTHROPIC_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"  # what the SDKs send; a client's own wins
 VERSION_HEADERS = frozenset({"anthropic-version", "anthropic-beta"})
 PATH = "/messages"
+COUNT_PATH = "/messages/count_tokens"
 
 
 def speaks_messages(spec: UpstreamSpec) -> bool:
@@ -53,6 +55,16 @@ def is_message(body: bytes) -> bool:
     return isinstance(answer, dict) and answer.get("type") == "message" and isinstance(answer.get("content"), list)
 
 
+def is_count(body: bytes) -> bool:
+    """Whether an answer is a token count: a JSON object whose `input_tokens` is a whole number, not negative."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    tokens = answer.get("input_tokens") if isinstance(answer, dict) else None
+    return isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0
+
+
 class MessagesExchange(Exchange):
     """A Messages upstream's answer in progress; a whole answer that is not a message is the upstream's failure."""
 
@@ -63,6 +75,13 @@ class MessagesExchange(Exchange):
         body = await super().read()
         if not is_message(body):
             raise UpstreamMalformed(self.upstream, "the answer is not a Messages API message")
+        return body
+
+    async def read_count(self) -> bytes:
+        """The whole answer to count_tokens; UpstreamMalformed when it is not a count."""
+        body = await super().read()
+        if not is_count(body):
+            raise UpstreamMalformed(self.upstream, "the answer is not a token count")
         return body
 
 
@@ -89,6 +108,19 @@ class MessagesUpstream(OpenAIUpstream):
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
         """POST the request to the upstream's /messages; UpstreamError when that fails or is not a 2xx."""
+        return await super().send(PATH, body, self._versioned(client_headers), stream)
+
+    async def count_tokens(self, body: Mapping[str, Any], client_headers: Mapping[str, str]) -> bytes:
+        """The upstream's count of a request (bounded, key cut out), sent as send does; UpstreamError if not a count."""
+        sent = await super().send(COUNT_PATH, self.encode(body, False), self._versioned(client_headers), False)
+        assert isinstance(sent, MessagesExchange)  # exchange_type
+        try:
+            return await sent.read_count()
+        finally:
+            sent.close()
+
+    def _versioned(self, client_headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The client's headers, with Anthropic's version for an Anthropic upstream when the client named none."""
         if self._anthropic and "anthropic-version" not in client_headers:
-            client_headers = {**client_headers, "anthropic-version": ANTHROPIC_VERSION}
-        return await super().send(PATH, body, client_headers, stream)
+            return {**client_headers, "anthropic-version": ANTHROPIC_VERSION}
+        return client_headers

@@ -1,6 +1,9 @@
 """A Messages upstream's whole answer is passed on only when it is a message: HTML, another API's JSON, broken
 JSON or a stream where a message belongs are the upstream's failure (the next candidate's turn, else a 502
 `api_error`), never a 200 the anthropic SDK cannot read.
+
+count_tokens forwarded to a hostile Anthropic upstream gets the gateway's estimate instead of anything that is not
+a count: a redirect (never followed), an answer past its limits, one that is no count; and never its key, echoed.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import httpx
 import orjson
 import pytest
 
+from gateway.inbound.messages.count import input_tokens
 from gateway.serving.app import Gateway, Settings
-from gateway.tools.standin import Behaviour, Echo, Json, Sse, chat_events
+from gateway.tools.standin import Behaviour, Echo, Flood, Json, Redirect, Sse, chat_events
+from gateway.tools.standin.hostile import ECHOES, gzip_bomb
 from tests.conftest import KEY, Loop, upstream_spec, write_policy
 from tests.guarantees.rig import BASE, Faults, rig
 
@@ -89,3 +94,69 @@ def test_a_stream_that_does_not_open_with_message_start_falls_back(loop: Loop, t
     assert "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta") == (
         "from the fallback")
     assert primary.count == 1
+
+
+PROVIDER_KEY = "sk-ant-api03-Count0Hostile0Key0Never0Shown0Xy7Q"
+COUNT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+LIMITS = {"body_bytes": 1 << 16, "decompressed_bytes": 1 << 17, "error_body_bytes": 4096}
+
+
+def counting(loop: Loop, tmp_path: Path, server: str) -> str:
+    """A gateway whose route 'chat' is one Anthropic upstream at server, with small limits; its URL."""
+    spec = {"kind": "anthropic", "base_url": server + "/v1", "model": "claude-model", "api_key": PROVIDER_KEY,
+            "hosting": "third_party", "cost": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}, "limits": LIMITS}
+    path = write_policy(tmp_path, {"claude": spec}, {"chat": {"candidates": ["claude"]}}, resilience=BASE)
+    return loop.serve(Gateway(Settings(policy=str(path)))).url
+
+
+def count(url: str) -> httpx.Response:
+    return httpx.post(url + "/v1/messages/count_tokens", headers={"x-api-key": KEY}, content=orjson.dumps(COUNT),
+                      timeout=30)
+
+
+BOMB = gzip_bomb(4)
+NOT_COUNTS: dict[str, Behaviour] = {
+    "an answer past body_bytes": Flood(1 << 20, head=b'{"input_tokens": 1, "pad": "'),
+    "an answer past body_bytes, its length announced": Flood(1 << 20, head=b'{"input_tokens": 1, "pad": "',
+                                                            chunked=False),
+    "a gzip bomb": Flood(len(BOMB), head=BOMB, encoding="gzip"),
+    "an error past error_body_bytes": Flood(1 << 20, status=500, head=b'{"type": "error", "pad": "'),
+    "a key echoed in a 500": Echo(lambda _: b'{"type":"error","error":{"type":"api_error","message":"'
+                                  + PROVIDER_KEY.encode() + b'"}}', status=500),
+}
+
+
+@pytest.mark.parametrize("name", NOT_COUNTS)
+def test_a_count_that_is_not_one_within_limits_is_the_estimate(loop: Loop, tmp_path: Path, faults: Faults,
+                                                               name: str) -> None:
+    server = faults("claude", default=NOT_COUNTS[name])
+    response = count(counting(loop, tmp_path, server.url))
+    assert (response.status_code, response.json()) == (200, {"input_tokens": input_tokens(COUNT)})
+    assert server.count == 1
+    assert server.arrivals[0].path == "/v1/messages/count_tokens"
+
+
+def test_a_redirect_is_never_followed(loop: Loop, tmp_path: Path, faults: Faults) -> None:
+    elsewhere = faults("elsewhere")
+    server = faults("claude", default=Redirect(307, elsewhere.url + "/v1/messages/count_tokens"))
+    response = count(counting(loop, tmp_path, server.url))
+    assert (response.status_code, response.json()) == (200, {"input_tokens": input_tokens(COUNT)})
+    assert (server.count, elsewhere.count) == (1, 0)
+
+
+@pytest.mark.parametrize("form", ECHOES)
+@pytest.mark.parametrize("status", [200, 400])
+def test_an_echoed_key_never_reaches_the_client(loop: Loop, tmp_path: Path, faults: Faults, form: str,
+                                                status: int) -> None:
+    """A count, or a refusal of the body (passed on), that carries the key in any form has it cut out."""
+    echo = ECHOES[form](PROVIDER_KEY)
+    answer = ({"input_tokens": 7, "note": f"counted for {echo}"} if status == 200 else
+              {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key {echo}"}})
+    server = faults("claude", default=Echo(lambda _: orjson.dumps(answer), status=status))
+    response = count(counting(loop, tmp_path, server.url))
+    assert server.arrivals[0].headers["x-api-key"] == PROVIDER_KEY
+    assert response.status_code == status
+    assert response.json().get("input_tokens", 7) == 7  # the upstream's count, not the estimate
+    assert PROVIDER_KEY not in response.text
+    assert echo not in response.text
+    assert "Count0Hostile0Key" not in response.text

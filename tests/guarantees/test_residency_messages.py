@@ -7,6 +7,10 @@ passes through to it untouched) and the self-hosted one a server declaring the c
 Anthropic servers on loopback that remember what they saw; a second route puts an OpenAI-compatible third party
 (the request translated) first. Each case sends a hit in one position with the official anthropic client and
 checks which upstream answered, that it saw the hit, and that no third party saw anything.
+
+count_tokens carries the prompt too, and is forwarded to the Anthropic upstream the request would go to first: the
+same hits in the same positions, counted, must reach no upstream at all (the self-hosted one is not Anthropic, so
+the gateway's own estimate answers), while a clean count is the third party's own.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from typing import Any
 import anthropic
 import pytest
 
+from gateway.inbound.messages.count import input_tokens
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin import StandIn
-from gateway.tools.standin.messages import MessagesStandIn
+from gateway.tools.standin.messages import MessagesStandIn, count_of
 from tests.conftest import KEY, Loop, Served, upstream_spec, write_policy
 from tests.guarantees.test_residency import CLASSES, DETECT, EVASIONS, HITS
 
@@ -202,3 +207,50 @@ def test_personal_data_in_any_messages_field_stays_self_hosted(rig: Rig, name: s
 def test_personal_data_skips_a_translated_third_party_too(rig: Rig, name: str) -> None:
     headers = served_by(rig, "translated-first", POSITIONS[name], HITS["email"])
     assert (headers["x-switchyard-upstream"], headers["x-switchyard-data-class"]) == ("selfhost", "personal")
+
+
+def counted_by(rig: Rig, route: str, position: Position, hit: str,
+               headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """The count for hit in position on route, and its headers; asserts that only the upstream that counted saw it."""
+    seen = {name: len(app.seen) for name, app in rig.upstreams.items()}
+    body = {k: v for k, v in position.build(hit).items() if k != "max_tokens"}
+    body["model"] = route
+    extra = {k: v for k, v in body.items() if k not in ("model", "messages")}
+    try:
+        raw = rig.client.messages.with_raw_response.count_tokens(model=route, messages=body["messages"],
+                                                                 extra_body=extra, extra_headers=headers)
+    except anthropic.APIStatusError as exc:
+        raise AssertionError(f"{exc.status_code}: {exc.body}") from exc
+    upstream = raw.headers.get("x-switchyard-upstream")
+    assert {name: len(app.seen) for name, app in rig.upstreams.items()} == {
+        name: count + (name == upstream) for name, count in seen.items()}
+    tokens = raw.parse().input_tokens
+    if upstream is None:
+        assert tokens == input_tokens(body)
+    else:
+        forwarded = rig.upstreams[upstream].seen[-1]
+        assert (forwarded.path, forwarded.body) == ("/v1/messages/count_tokens", {**body, "model": "claude-model"})
+        assert tokens == count_of(forwarded.body)["input_tokens"]
+    return tokens, raw.headers
+
+
+@pytest.mark.parametrize("name", POSITIONS)
+def test_a_clean_count_is_the_third_partys_unless_it_holds_unreadable_content(rig: Rig, name: str) -> None:
+    """The control: without personal data the third party counts, so the case below can fail."""
+    position = POSITIONS[name]
+    _, headers = counted_by(rig, "mixed", position, "the weather in Paris")
+    expected = (None, "personal") if position.unreadable else ("thirdparty", "public")
+    assert (headers.get("x-switchyard-upstream"), headers["x-switchyard-data-class"]) == expected
+
+
+@pytest.mark.parametrize("hit", [*HITS.values(), *EVASIONS.values()], ids=[*HITS, *EVASIONS])
+@pytest.mark.parametrize("name", POSITIONS)
+def test_personal_data_in_a_count_never_reaches_a_third_party(rig: Rig, name: str, hit: str) -> None:
+    _, headers = counted_by(rig, "mixed", POSITIONS[name], hit)
+    assert (headers.get("x-switchyard-upstream"), headers["x-switchyard-data-class"]) == (None, "personal")
+
+
+def test_a_count_declared_personal_never_reaches_a_third_party(rig: Rig) -> None:
+    _, headers = counted_by(rig, "mixed", POSITIONS["string content"], "the weather in Paris",
+                            {"x-switchyard-data-class": "personal"})
+    assert (headers.get("x-switchyard-upstream"), headers["x-switchyard-data-class"]) == (None, "personal")

@@ -1,4 +1,4 @@
-"""Which upstreams take Messages requests as they are, and what an Anthropic upstream defaults to."""
+"""Which upstreams take Messages requests as they are, what an Anthropic upstream defaults to, what is a count."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
-from gateway.upstreams.messages import ANTHROPIC_URL, speaks_messages, with_defaults
+from gateway.upstreams.messages import ANTHROPIC_URL, is_count, speaks_messages, with_defaults
 from gateway.upstreams.spec import UpstreamSpec
 
 
@@ -37,3 +37,20 @@ def test_an_anthropic_upstream_defaults_to_anthropics_url_and_the_environments_k
                                  "base_url": "https://proxy.example/v1"}))
     assert own.api_key is not None
     assert (own.base_url, own.api_key.get_secret_value()) == ("https://proxy.example/v1", "sk-ant-own")
+
+
+@pytest.mark.parametrize(("body", "counts"), [
+    (b'{"input_tokens": 12}', True),
+    (b'{"input_tokens": 0, "context_management": {"original_input_tokens": 40}}', True),
+    (b'{"input_tokens": -1}', False),
+    (b'{"input_tokens": 1.5}', False),
+    (b'{"input_tokens": true}', False),
+    (b'{"input_tokens": "12"}', False),
+    (b'{"tokens": 12}', False),
+    (b'[{"input_tokens": 12}]', False),
+    (b'{"input_tokens": ' + b"9" * 30 + b"}", False),
+    (b"<html>12</html>", False),
+    (b"", False),
+])
+def test_what_is_a_count(body: bytes, counts: bool) -> None:
+    assert is_count(body) is counts

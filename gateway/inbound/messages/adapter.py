@@ -23,6 +23,7 @@ from gateway.inbound.messages.stream import of_messages
 from gateway.inbound.messages.translated import TranslatedUpstream
 from gateway.inbound.openai import bearer
 from gateway.operations.metrics import Metrics
+from gateway.pipeline.admit import Admitter
 from gateway.pipeline.auth import authenticate, check_route
 from gateway.pipeline.deliver import Deliverer, Delivery
 from gateway.pipeline.inbound import Call, Endpoint, Events, Inbound, Reply
@@ -115,22 +116,21 @@ class MessagesInbound(Inbound):
         """Anthropic's anthropic-ratelimit-* headers, their reset an RFC 3339 time."""
         return rate_headers(limits, admission, dt.datetime.now(dt.UTC))
 
-    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime,
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime, admitter: Admitter,
                            max_body_bytes: int) -> None:
-        """POST /v1/messages/count_tokens: the gateway's own estimate, for a route this key may use."""
+        """POST /v1/messages/count_tokens, for a route this key may use (gateway/inbound/messages/count.py)."""
         headers = header_map(scope)
-        identity = [(b"x-request-id", request_id_for(headers.get("x-request-id", "")).encode("latin-1")),
+        request_id = headers["x-request-id"] = request_id_for(headers.get("x-request-id", ""))
+        identity = [(b"x-request-id", request_id.encode("latin-1")),
                     (b"x-switchyard-policy", runtime.policy.hash.encode())]
         try:
             tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
             body = parse_object(await read_body(receive, headers, max_body_bytes))
             check_route(runtime.policy, tenant, body)
-            answer = count.answer(body)
+            reply = await count.counted(self.bind(runtime), admitter, self, tenant, body, headers, self.metrics)
         except GatewayError as exc:
             reply = self.error(exc)
-            await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *identity])
-            return
-        await send_bytes(send, 200, answer, JSON, identity)
+        await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *identity])
 
 
 def check(body: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 Like gateway/tools/standin.py it is not a model: it answers its own label and counted words, or calls the first
 tool it is offered (until the conversation holds a tool result), and remembers every request it saw. Faults
 are set in `faults`: an error status, a delay, a stream cut after N deltas, or an `error` event after N deltas.
+/v1/messages/count_tokens answers a count of its own (`count_of`), never the gateway's estimate.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ JSON = b"application/json"
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 INPUT_TOKENS = 10
+COUNT_BASE = 1000  # what every count starts from, so that no count is the gateway's estimate of the same request
+COUNT_PATH = "/v1/messages/count_tokens"
 TOOL_INPUT = ('{"city": ', '"Paris"}')
 
 
@@ -35,6 +38,16 @@ class MessagesFault:
     error_after: int | None = None  # deltas sent before an `error` event ends the stream
     retry_after: str | None = None
     pause_s: float = 0.0  # a pause before the cut or the error event, so the events before it arrive first
+    body: bytes | None = None  # a whole 200 answer of these bytes, whatever was asked
+
+
+def count_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The stand-in's count_tokens answer: COUNT_BASE plus a token per three bytes of the request but its model."""
+    tokens = COUNT_BASE + len(orjson.dumps({k: v for k, v in body.items() if k != "model"})) // 3
+    answer: dict[str, Any] = {"input_tokens": tokens}
+    if "context_management" in body:  # as Anthropic answers it: the count before context management
+        answer["context_management"] = {"original_input_tokens": tokens}
+    return answer
 
 
 class MessagesStandIn:
@@ -63,12 +76,12 @@ class MessagesStandIn:
         if self.key is not None and headers.get("x-api-key") != self.key:
             await self._error(send, 401, MessagesFault())
             return
-        if scope["path"] != "/v1/messages":
+        if scope["path"] not in ("/v1/messages", COUNT_PATH):
             await self._error(send, 404, MessagesFault())
             return
         watcher = asyncio.get_running_loop().create_task(watch(receive, seen.disconnected))
         try:
-            await self._answer(seen.body, self.faults.popleft() if self.faults else MessagesFault(), send)
+            await self._answer(seen.path, seen.body, self.faults.popleft() if self.faults else MessagesFault(), send)
         finally:
             watcher.cancel()
 
@@ -78,13 +91,16 @@ class MessagesStandIn:
         extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
         await send_bytes(send, status, orjson.dumps(error), JSON, extra)
 
-    async def _answer(self, body: dict[str, Any], fault: MessagesFault, send: Send) -> None:
+    async def _answer(self, path: str, body: dict[str, Any], fault: MessagesFault, send: Send) -> None:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault.status is not None:
             await self._error(send, fault.status, fault)
-            return
-        if body.get("stream"):
+        elif fault.body is not None:
+            await send_bytes(send, 200, fault.body, JSON)
+        elif path == COUNT_PATH:
+            await send_bytes(send, 200, orjson.dumps(count_of(body)), JSON)
+        elif body.get("stream"):
             await self._stream(body, fault, send)
         else:
             await send_bytes(send, 200, orjson.dumps(self.message(body)), JSON)

@@ -9,7 +9,8 @@ import anthropic
 import httpx
 import pytest
 
-from gateway.tools.standin.messages import INPUT_TOKENS, MessagesFault, MessagesStandIn
+from gateway.inbound.messages.count import input_tokens
+from gateway.tools.standin.messages import COUNT_BASE, INPUT_TOKENS, MessagesFault, MessagesStandIn, count_of
 from tests.conftest import Loop
 
 HELLO: list[Any] = [{"role": "user", "content": "Hello"}]
@@ -134,3 +135,25 @@ def test_a_cut_ends_a_stream_without_its_ending(served: tuple[MessagesStandIn, a
         read()
     assert b"event: content_block_delta" in b"".join(received)
     assert b"message_stop" not in b"".join(received)
+
+
+def test_count_tokens_answers_a_count_of_its_own_never_the_gateways_estimate(
+        served: tuple[MessagesStandIn, anthropic.Anthropic, str]) -> None:
+    app, client, _ = served
+    counted = client.messages.count_tokens(model="claude-x", messages=HELLO, system="Be brief.")
+    body = {"model": "claude-x", "messages": HELLO, "system": "Be brief."}
+    assert counted.input_tokens == count_of(body)["input_tokens"] > COUNT_BASE
+    assert counted.input_tokens != input_tokens(body)
+    assert (app.seen[-1].path, app.seen[-1].body) == ("/v1/messages/count_tokens", body)
+    longer = client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "Hello " * 300}])
+    assert longer.input_tokens > counted.input_tokens
+
+
+def test_count_tokens_takes_faults_and_a_raw_answer(served: tuple[MessagesStandIn, anthropic.Anthropic, str]) -> None:
+    app, client, url = served
+    app.faults.extend([MessagesFault(status=500), MessagesFault(body=b"<html>no</html>")])
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.count_tokens(model="claude-x", messages=HELLO)
+    raw = httpx.post(url + "/v1/messages/count_tokens", headers={"x-api-key": "sk-ant-standin"},
+                     json={"model": "claude-x", "messages": HELLO})
+    assert (raw.status_code, raw.content) == (200, b"<html>no</html>")
