@@ -87,7 +87,8 @@ def policy(vllm: Vllm, standin: Wide) -> dict[str, Any]:
                 "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.2}, **extra}
 
     generate, pooling = vllm.generate.url, vllm.pooling.url
-    short = {"attempts_per_upstream": 1, "backoff_ms": [1, 5], "ttft_timeout_s": 30, "per_try_timeout_s": 30,
+    # Short only between events: a first event of a heavy request on a cold CPU engine has taken over 30 s.
+    short = {"attempts_per_upstream": 1, "backoff_ms": [1, 5], "ttft_timeout_s": 100, "per_try_timeout_s": 100,
              "stream_idle_timeout_s": 2, "deadline_s": 120}
     return {
         "version": 1,
