@@ -13,7 +13,7 @@ import orjson
 
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin import Behaviour, FaultServer
-from tests.conftest import KEY, Loop, Served, upstream_spec, write_policy
+from tests.conftest import KEY, Loop, Served, upstream_spec, wait_for, write_policy
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -109,3 +109,17 @@ def rig(loop: Loop, tmp_path: Path, servers: dict[str, FaultServer], resilience:
     path = write_policy(tmp_path, upstreams, {"chat": {"candidates": list(servers)}},
                         resilience={**BASE, **(resilience or {})}, **sections)
     return Rig(loop.serve(Gateway(Settings(policy=str(path), reload_interval_s=0, admin_key=admin_key))))
+
+
+def spend_row(r: Rig, requests: int, admin_key: str) -> dict[str, Any]:
+    """acme's spend, read from /admin/spend once its primary upstream shows `requests` settled and nothing reserved."""
+    row: dict[str, Any] = {}
+
+    def settled() -> bool:
+        response = httpx.get(r.served.url + "/admin/spend", params={"tenant": "acme"},
+                             headers={"authorization": f"Bearer {admin_key}"}, timeout=5)
+        row.update(response.json()["tenants"][0])
+        return row["upstreams"].get("primary", {}).get("requests") == requests and row["reserved_usd"] == 0
+
+    wait_for(settled, what=f"{requests} streams settled in the spend")
+    return row

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.tools.standin import FaultServer, Sse, chat_events, event
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
-from tests.guarantees.rig import AUTH, HELLO, Faults, Rig, rig
+from tests.guarantees.rig import AUTH, HELLO, Faults, Rig, rig, spend_row
 
 ADMIN_KEY = "sy-admin-billing-key-0123456789abcdef"
 STREAMS = 10
@@ -59,20 +59,6 @@ def leave_after_the_last_content(client: openai.OpenAI, words: list[str]) -> str
     return "".join(got)
 
 
-def spend_row(r: Rig, requests: int) -> dict[str, Any]:
-    """acme's spend once every stream is settled."""
-    row: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = httpx.get(r.served.url + "/admin/spend", params={"tenant": "acme"},
-                             headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5)
-        row.update(response.json()["tenants"][0])
-        return row["upstreams"].get("primary", {}).get("requests") == requests and row["reserved_usd"] == 0
-
-    wait_for(settled, what=f"{requests} streams settled in the spend")
-    return row
-
-
 @pytest.mark.parametrize("words", [ONE_TOKEN_EACH, MERGED], ids=["a-token-per-event", "merged-tokens-per-event"])
 def test_streams_left_before_the_usage_event_bill_the_text_they_relayed(loop: Loop, tmp_path: Path, faults: Faults,
                                                                         words: list[str]) -> None:
@@ -87,7 +73,7 @@ def assert_billed(r: Rig, server: FaultServer, words: list[str]) -> None:
     """Every stream's completion billed from its text: in the metrics, the spend and its cost."""
     wait_for(lambda: server.count == STREAMS and all(a.closed for a in server.arrivals),
              what="every upstream request closed after its client left")
-    row = spend_row(r, STREAMS)
+    row = spend_row(r, STREAMS, ADMIN_KEY)
     completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary")
     prompt = r.metric("switchyard_tokens_total", type="prompt", upstream="primary")
     assert prompt is not None
@@ -170,7 +156,7 @@ def test_a_stream_of_other_deltas_left_before_its_usage_bills_them(loop: Loop, t
                     break
     wait_for(lambda: server.count == STREAMS and all(a.closed for a in server.arrivals),
              what="every upstream request closed after its client left")
-    spend_row(r, STREAMS)
+    spend_row(r, STREAMS, ADMIN_KEY)
     completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary")
     assert completion is not None
     assert completion >= STREAMS * len(ARGUMENT_PIECES)

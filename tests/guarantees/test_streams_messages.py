@@ -19,7 +19,7 @@ import pytest
 
 from gateway.tools.standin import FaultServer, Sse, chat_events, chunk, event, usage
 from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
-from tests.guarantees.rig import Faults, Rig, rig
+from tests.guarantees.rig import Faults, Rig, rig, spend_row
 
 ADMIN_KEY = "sy-admin-messages-streams-0123456789ab"
 WORDS = [f"word{i} " for i in range(8)]
@@ -112,19 +112,6 @@ def test_a_whole_stream_ends_with_message_stop_and_no_error(loop: Loop, tmp_path
     assert "error" not in kinds(raw)
 
 
-def spend(r: Rig, requests: int) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = httpx.get(r.served.url + "/admin/spend", params={"tenant": "acme"},
-                             headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5)
-        row.update(response.json()["tenants"][0])
-        return row["upstreams"].get("primary", {}).get("requests") == requests and row["reserved_usd"] == 0
-
-    wait_for(settled, what=f"{requests} streams settled in the spend")
-    return row
-
-
 TENANTS = {"acme": {"keys": [key_hash(KEY)], "budget": {"usd_per_day": 1.0}},
            "limited": {"keys": [key_hash(OTHER_KEY)]}}
 
@@ -142,7 +129,7 @@ def test_a_client_leaving_before_message_delta_pays_for_the_text(loop: Loop, tmp
                 if WORDS[-1].encode() in raw:
                     break
     wait_for(lambda: server.count == 3 and all(a.closed for a in server.arrivals), what="the upstreams closed")
-    spend(r, 3)
+    spend_row(r, 3, ADMIN_KEY)
     completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary")
     assert completion is not None
     assert completion >= 3 * len(WORDS)
@@ -157,7 +144,7 @@ def test_a_lying_upstreams_usage_is_held_to_what_it_could_have_made(loop: Loop, 
     server = faults("primary", default=Sse(events, done=False))
     r = messages_rig(loop, tmp_path, server, tenants=TENANTS)
     stream(r)
-    spend(r, 1)
+    spend_row(r, 1, ADMIN_KEY)
     completion = r.metric("switchyard_tokens_total", type="completion", upstream="primary") or 0.0
     assert len(WORDS) <= completion <= 64  # at least the text relayed, at most max_tokens
 
