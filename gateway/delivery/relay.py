@@ -99,8 +99,9 @@ class SseRelay:
                 b'"response.' in complete and RESPONSE_END.search(complete)):
             self.done = True
         named = complete.find(b'"usage"')
-        if named >= 0 and USAGE.search(complete, named):
-            complete = self._take_usage(complete, named)
+        found = USAGE.search(complete, named) if named >= 0 else None
+        if found is not None:
+            complete = self._take_usage(complete, found)
         return complete
 
     @property
@@ -129,11 +130,11 @@ class SseRelay:
             kept.append(event)
         return joined(kept)
 
-    def _take_usage(self, complete: bytes, named: int) -> bytes:
-        """complete with its usage events read (and taken out when stripped), the other events as they came; named
-        is where the first "usage" is."""
+    def _take_usage(self, complete: bytes, first: re.Match[bytes]) -> bytes:
+        """complete with its usage events read (and taken out when stripped), the other events as they came; first
+        is the first usage found."""
         kept, start = [], 0
-        found = USAGE.search(complete, named)
+        found: re.Match[bytes] | None = first
         while found is not None:
             begin = complete.rfind(b"\n\n", start, found.start())
             begin = start if begin < 0 else begin + 2
