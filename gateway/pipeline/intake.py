@@ -50,11 +50,16 @@ class RequestIds:
 
     def for_request(self, offered: str) -> str:
         """The client's own request id when it is safe to pass on and log, else the next of ours."""
-        if offered and REQUEST_ID.fullmatch(offered):
+        if is_safe_id(offered):
             return offered
         return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
 
 
 def request_id_for(offered: str) -> str:
     """The client's own request id when it is safe to pass on and log, else a random one."""
-    return offered if offered and REQUEST_ID.fullmatch(offered) else os.urandom(12).hex()
+    return offered if is_safe_id(offered) else os.urandom(12).hex()
+
+
+def is_safe_id(offered: str) -> bool:
+    """Whether a client's request id may be passed on and logged: no path separators, nothing odd, not empty."""
+    return bool(offered) and REQUEST_ID.fullmatch(offered) is not None
