@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,6 +13,7 @@ from gateway.operations.metrics import Metrics
 from gateway.routing.policy.decide import Features, completion_estimate
 from gateway.routing.policy.model import Policy
 from gateway.state.base import MOST, Limits, bounded, to_nano
+from gateway.values import value
 
 logger = logging.getLogger("switchyard.accounting")
 CAP_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "responses": "max_output_tokens",
@@ -21,7 +21,7 @@ CAP_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "responses": "ma
 UNKNOWN_WINDOW = 10_000_000  # tokens a sequence may hold on an upstream that declares no context_window
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Usage:
     """Tokens an upstream reported for one request."""
 

@@ -34,6 +34,7 @@ from gateway.state.circuits import Circuits
 from gateway.state.retry_budget import RetryBudget
 from gateway.upstreams.base import Client, Exchange
 from gateway.upstreams.redact import Redacting, Redactor
+from gateway.values import value
 
 T = TypeVar("T")
 Accept = Callable[[Exchange], Awaitable[T]]
@@ -89,7 +90,7 @@ class Plan(Protocol):
     def excluded(self) -> tuple[tuple[str, str], ...]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Request:
     """What is sent to every candidate: the parsed body and the client's headers."""
 
@@ -99,7 +100,7 @@ class Request:
     stream: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Tries:
     """One round of the fallback loop: whom to try in order, with what, and the deadline every try ends by.
 

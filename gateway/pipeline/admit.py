@@ -11,7 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from gateway.accounting import usage as accounting
 from gateway.accounting.refusals import budget_exhausted, rate_limited
@@ -28,9 +28,10 @@ from gateway.state.base import NANO, WINDOWS, Admission, FailClosed, Limits
 from gateway.state.circuits import Circuits
 from gateway.state.latency import LatencyTracker
 from gateway.state.ledger import Ledger
+from gateway.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Admitted:
     """A request admitted: the upstreams that may serve it, in order, and the limits it was counted against."""
 

@@ -52,6 +52,7 @@ from gateway.errors import GatewayError, UpstreamStatus
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client
+from gateway.values import value
 
 if TYPE_CHECKING:
     from gateway.pipeline.deliver import Deliverer, Delivery
@@ -68,7 +69,7 @@ class Endpoint:
     streamable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Call:
     """One request as its inbound format read it: the client's own body, and the pipeline's body made from it."""
 

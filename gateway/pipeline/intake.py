@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from dataclasses import dataclass
 
 from gateway.asgi import Receive, read_body
 from gateway.errors import InvalidRequest
@@ -15,11 +14,12 @@ from gateway.pipeline.record import Record
 from gateway.routing import classify
 from gateway.routing.policy.decide import Features
 from gateway.routing.policy.model import Policy
+from gateway.values import value
 
 REQUEST_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]{1,128}")  # no "/", no "..": ids reach files and upstreams
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Taken:
     """A request taken in: as its inbound read it, and what classification found in it."""
 

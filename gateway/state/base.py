@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from gateway.values import value
+
 NANO = 1_000_000_000
 MINUTE_MS = 60_000
 RESERVATION_TTL_MS = 15 * MINUTE_MS
@@ -54,7 +56,7 @@ def resets_at(window: str, now: float) -> float:
     return following.timestamp()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Limits:
     """What one request must be admitted against."""
 
@@ -91,7 +93,7 @@ class Rate(NamedTuple):
     reset_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Admission:
     """The answer to admit: yes with a reservation, or no with the limit that said so."""
 
@@ -104,7 +106,7 @@ class Admission:
     rates: Mapping[str, Rate] = field(default_factory=dict)  # "requests", "tokens" -> what is left of each limit
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Charge:
     """What a request cost once it is done (all zero when it failed: the reservation is released)."""
 

@@ -9,9 +9,10 @@ from gateway.errors import NoCandidate
 from gateway.routing.policy.model import Policy
 from gateway.routing.policy.residency import residency_limited
 from gateway.routing.policy.schema import Route, Rule, Tenant, Upstream
+from gateway.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Features:
     """What the decision needs to know of a request."""
 
@@ -38,7 +39,7 @@ class Live:
     full: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision:
     """Upstreams to try, in order, and why the others were left out."""
 
