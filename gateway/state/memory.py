@@ -9,6 +9,7 @@ from gateway.state.base import (
     MINUTE_MS,
     MOST,
     RESERVATION_TTL_MS,
+    WINDOWS,
     Admission,
     Charge,
     Limits,
@@ -114,18 +115,22 @@ class MemoryBackend:
 
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
         limits, charge = limits.bounded(), charge.bounded()
-        for window in ("day", "month"):
+        upstream, reservation = charge.upstream, admission.reservation
+        for window in WINDOWS:
             state = self._period(limits.tenant, window, now)
-            amount, _ = state.reservations.pop(admission.reservation, (0, 0.0))
-            # Every term is within [0, MOST] (bounded above): one side of each sum can pass its bound.
-            state.reserved = max(0, state.reserved - amount)
-            if charge.upstream:
-                state.spent = min(MOST, state.spent + charge.cost)
-                state.savings = max(-MOST, min(MOST, state.savings + charge.savings))
-                row = state.upstreams.setdefault(charge.upstream, {"cost": 0, "tokens": 0, "requests": 0})
-                row["cost"] = min(MOST, row["cost"] + charge.cost)
-                row["tokens"] = min(MOST, row["tokens"] + charge.tokens)
-                row["requests"] = min(MOST, row["requests"] + 1)
+            if reservation in state.reservations:
+                amount, _ = state.reservations.pop(reservation)
+                state.reserved = max(0, state.reserved - amount)
+            if upstream:
+                # Every term is within [0, MOST] (bounded above): one side of each sum can pass its bound.
+                state.spent = _most(state.spent + charge.cost)
+                state.savings = max(-MOST, _most(state.savings + charge.savings))
+                row = state.upstreams.get(upstream)
+                if row is None:
+                    row = state.upstreams[upstream] = {"cost": 0, "tokens": 0, "requests": 0}
+                row["cost"] = _most(row["cost"] + charge.cost)
+                row["tokens"] = _most(row["tokens"] + charge.tokens)
+                row["requests"] = _most(row["requests"] + 1)
         if limits.tokens_per_minute is not None and admission.ok:
             buckets = self._tokens.setdefault(limits.tenant, {})
             if admission.bucket in buckets:
@@ -149,6 +154,11 @@ class MemoryBackend:
         if found is None:
             found = self._periods[key] = Period()
         return found
+
+
+def _most(amount: int) -> int:
+    """amount, held at MOST (a conditional, not min(): settle runs it ten times a request)."""
+    return amount if amount <= MOST else MOST
 
 
 def _token_wait(buckets: dict[int, int], tokens: int, limit: int, second: int) -> float | None:
