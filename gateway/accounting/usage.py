@@ -31,7 +31,7 @@ class Usage:
     @classmethod
     def of(cls, usage: Any) -> Usage:
         """Read an OpenAI `usage` object; anything else counts as no usage."""
-        if not isinstance(usage, Mapping):
+        if not isinstance(usage, dict) and not isinstance(usage, Mapping):  # dict first: no ABC check
             return cls()
         return cls(_count(usage.get("prompt_tokens") or usage.get("input_tokens")),
                    _count(usage.get("completion_tokens") or usage.get("output_tokens")))

@@ -222,16 +222,15 @@ class Dispatcher:
         return result
 
     async def _tries(self, upstream: Client, tries: Tries, accept: Accept[T], record: Dispatch) -> T:
-        request, resilience = tries.request, tries.resilience
+        request = tries.request
         payload = upstream.encode(request.body, request.stream)
-        small = is_small(request, payload, resilience.circuit)
-        redact = self._redactor(upstream)
+        accept = _redacted(accept, self._redactor(upstream))
         for attempt in range(tries.per_upstream):
             started = time.monotonic()
             try:
-                result = await _within(tries, upstream, payload, _redacted(accept, redact))
+                result = await _within(tries, upstream, payload, accept)
             except UpstreamError as exc:
-                opened = self._failed(upstream, exc, tries, record, started, small)
+                opened = self._failed(upstream, exc, tries, record, started, payload)
                 pause = _pause(exc, attempt, tries)
                 if pause is None or opened or not self.budget.try_retry(time.monotonic()):
                     raise
@@ -245,13 +244,13 @@ class Dispatcher:
         raise AssertionError("unreachable: the last try raises")
 
     def _failed(self, upstream: Client, exc: UpstreamError, tries: Tries, record: Dispatch, started: float,
-                small: bool) -> bool:
+                payload: bytes) -> bool:
         """Record a failed try; True when it opened the upstream's circuit (then it is not tried again)."""
         now = time.monotonic()
         reason = tries.outcome(exc.reason)
         record.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", reason, now - started))
         self.metrics.count(self.metrics.upstream_errors, upstream.name, reason)
-        if not counts_against_circuit(exc, small):
+        if not counts_against_circuit(exc, is_small(tries.request, payload, tries.resilience.circuit)):
             return False
         return self.circuits.failure(upstream.name, now, tries.resilience.circuit.failures) is not None
 

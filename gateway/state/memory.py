@@ -31,6 +31,23 @@ class Period:
     reservations: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (amount, expires at, ms)
     upstreams: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    def add(self, upstream: str, charge: Charge) -> None:
+        """Count what a request served by upstream cost.
+
+        Every term is within [0, MOST] (bounded above), so only the upper side of each sum can pass its bound;
+        the bounds are conditionals, not min(), as this runs twice a request.
+        """
+        spent, savings = self.spent + charge.cost, self.savings + charge.savings
+        self.spent = spent if spent <= MOST else MOST
+        self.savings = max(-MOST, savings if savings <= MOST else MOST)
+        row = self.upstreams.get(upstream)
+        if row is None:
+            row = self.upstreams[upstream] = {"cost": 0, "tokens": 0, "requests": 0}
+        cost, tokens = row["cost"] + charge.cost, row["tokens"] + charge.tokens
+        row["cost"] = cost if cost <= MOST else MOST
+        row["tokens"] = tokens if tokens <= MOST else MOST
+        row["requests"] = min(MOST, row["requests"] + 1)
+
     def purge(self, now_ms: float) -> None:
         """Release reservations whose holder never settled them (a crashed replica)."""
         for key, (amount, expires) in list(self.reservations.items()):
@@ -122,15 +139,7 @@ class MemoryBackend:
                 amount, _ = state.reservations.pop(reservation)
                 state.reserved = max(0, state.reserved - amount)
             if upstream:
-                # Every term is within [0, MOST] (bounded above): one side of each sum can pass its bound.
-                state.spent = _most(state.spent + charge.cost)
-                state.savings = max(-MOST, _most(state.savings + charge.savings))
-                row = state.upstreams.get(upstream)
-                if row is None:
-                    row = state.upstreams[upstream] = {"cost": 0, "tokens": 0, "requests": 0}
-                row["cost"] = _most(row["cost"] + charge.cost)
-                row["tokens"] = _most(row["tokens"] + charge.tokens)
-                row["requests"] = _most(row["requests"] + 1)
+                state.add(upstream, charge)
         if limits.tokens_per_minute is not None and admission.ok:
             buckets = self._tokens.setdefault(limits.tenant, {})
             if admission.bucket in buckets:
@@ -154,11 +163,6 @@ class MemoryBackend:
         if found is None:
             found = self._periods[key] = Period()
         return found
-
-
-def _most(amount: int) -> int:
-    """amount, held at MOST (a conditional, not min(): settle runs it ten times a request)."""
-    return amount if amount <= MOST else MOST
 
 
 def _token_wait(buckets: dict[int, int], tokens: int, limit: int, second: int) -> float | None:

@@ -230,6 +230,8 @@ def _matches(rule: Rule, features: Features) -> bool:
 def order(policy: Policy, route: Route, features: Features, objective: str, names: list[str],
           live: Live) -> list[str]:
     """Sort allowed upstreams by the objective; ties keep list order."""
+    if len(names) < 2:
+        return names
     if objective == "cost":
         completion = completion_estimate(features, route)
         return sorted(names, key=lambda n: policy.cost(n, features.prompt_tokens, completion))
