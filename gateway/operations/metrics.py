@@ -172,8 +172,8 @@ class Metrics:
         if children is None:
             children = self._children[collector] = {}
         found = children.get(labels)
-        if found is None:
-            found = children[labels] = collector.labels(*labels)
+        if found is None:  # an unlabelled collector is its own child: labels() refuses it
+            found = children[labels] = collector.labels(*labels) if labels else collector
         return found
 
     def count(self, collector: Counter | Gauge, *labels: str, amount: float = 1.0) -> None:

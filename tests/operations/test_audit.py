@@ -99,6 +99,7 @@ def test_unauthenticated_requests_are_counted_in_one_sampled_record_a_second(loo
             stack.client("sk-sy-nobody-0123456789abcdef0123456789").chat.completions.create(model="chat",
                                                                                             messages=PLAIN)
     stack.client().chat.completions.create(model="chat", messages=PLAIN)
+    assert stack.gateway.metrics.registry.get_sample_value("switchyard_audit_unauthenticated_total") == 60
     loop.stop(stack.served)  # the last sample is written on the way out
     elapsed = time.monotonic() - started
     written = [orjson.loads(line) for line in trail.read_bytes().splitlines()][1:]

@@ -35,6 +35,17 @@ def test_counts_are_applied_at_the_next_flush() -> None:
                   status="200") == 3
 
 
+def test_an_unlabelled_counter_is_counted_like_a_labelled_one() -> None:
+    """Its own child: prometheus_client's labels() refuses an unlabelled collector, which broke every flush."""
+    metrics = Metrics()
+    metrics.count(metrics.audit_unauthenticated)
+    metrics.count(metrics.audit_unauthenticated, amount=2)
+    assert sample(metrics, "switchyard_audit_unauthenticated_total") == 3
+    metrics.count(metrics.requests, "acme", "chat", "chat", "a", "200")
+    assert sample(metrics, "switchyard_requests_total", tenant="acme", endpoint="chat", route="chat", upstream="a",
+                  status="200") == 1
+
+
 def test_a_gauge_moved_up_and_down_between_flushes_shows_its_net_value() -> None:
     metrics = Metrics()
     metrics.count(metrics.inflight, "a")
