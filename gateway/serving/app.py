@@ -58,8 +58,7 @@ class Gateway:
             await self.parts.pipeline(scope, receive, send, runtime, inbound)
             return
         if scope["path"] == COUNT_TOKENS and scope["method"] == "POST" and runtime is not None:
-            await self.parts.messages.count_tokens(scope, receive, send, runtime, self.parts.pipeline.admitter,
-                                                   self.settings.max_body_bytes)
+            await self.parts.messages.count_tokens(scope, receive, send, runtime, self.parts.pipeline)
             return
         if scope["path"] == COUNT_TOKENS:
             inbound = self.parts.messages  # its errors, a 405 or a 503, in Anthropic's shape

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.inbound.messages.count import input_tokens
 from gateway.tools.standin.messages import MessagesFault
-from tests.conftest import KEY, OTHER_KEY, Loop, key_hash
+from tests.conftest import KEY, OTHER_KEY, Loop, key_hash, wait_for
 from tests.e2e.test_messages import HELLO, UPSTREAM_KEY, Messages, metric, start
 
 SYSTEM = "Be brief."
@@ -138,3 +138,70 @@ def test_counting_spends_no_rate_limit_and_no_budget(loop: Loop, tmp_path: Path)
     with pytest.raises(anthropic.RateLimitError):
         stack.client().messages.create(model="translated", max_tokens=8, messages=HELLO)
     assert metric(stack, "switchyard_budget_remaining_usd", tenant="acme", window="day") > 0.0099
+
+
+# --- counted and audited ---------------------------------------------------------------------------------------------
+
+
+def audit_records(path: Path, endpoint: str) -> list[dict[str, Any]]:
+    """The audit records of endpoint's requests written so far."""
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    return [record for record in map(orjson.loads, lines) if record.get("endpoint") == endpoint]
+
+
+def test_a_forwarded_count_is_counted_and_audited_with_the_upstream_it_reached(loop: Loop, tmp_path: Path) -> None:
+    """The audit trail shows every place a prompt went: a forwarded count names its upstream and region."""
+    audit = tmp_path / "audit.jsonl"
+    stack = start(loop, tmp_path, settings={"audit": (str(audit),)}, models=ROUTES, upstreams={"gone": GONE})
+    raw = count(stack, "claude-first")
+    wait_for(lambda: len(audit_records(audit, "count_tokens")) == 1, what="the count's audit record")
+    [record] = audit_records(audit, "count_tokens")
+    assert (record["request_id"], record["route"], record["upstream"], record["region"], record["status"],
+            record["outcome"]) == (raw.headers["x-request-id"], "claude-first", "claude", "us", 200, "ok")
+    assert record["candidates"] == ["claude", "chatty"]
+    assert [(a["upstream"], a["outcome"]) for a in record["attempts"]] == [("claude", "ok")]
+    assert record["cost_usd"] == 0
+    assert metric(stack, "switchyard_requests_total", tenant="acme", endpoint="count_tokens", route="claude-first",
+                  upstream="claude", status="200") == 1
+    assert raw.headers["x-switchyard-region"] == "us"
+    stack.client().close()
+
+
+def test_an_estimated_count_is_audited_as_reaching_no_upstream(loop: Loop, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    stack = start(loop, tmp_path, settings={"audit": (str(audit),)}, models=ROUTES, upstreams={"gone": GONE})
+    count(stack, "chatty-first")
+    wait_for(lambda: len(audit_records(audit, "count_tokens")) == 1, what="the count's audit record")
+    [record] = audit_records(audit, "count_tokens")
+    assert (record["upstream"], record["outcome"], record["attempts"]) == ("none", "estimated", [])
+    assert metric(stack, "switchyard_requests_total", tenant="acme", endpoint="count_tokens", route="chatty-first",
+                  upstream="none", status="200") == 1
+    stack.client().close()
+
+
+def test_a_failed_forward_is_audited_with_its_attempt_and_the_estimate(loop: Loop, tmp_path: Path) -> None:
+    """The prompt reached the upstream even though its count was not used: the attempt is in the record."""
+    audit = tmp_path / "audit.jsonl"
+    stack = start(loop, tmp_path, settings={"audit": (str(audit),)}, models=ROUTES, upstreams={"gone": GONE})
+    stack.claude.faults.append(MessagesFault(status=500))
+    assert count(stack, "claude-first").parse().input_tokens == ESTIMATE
+    wait_for(lambda: len(audit_records(audit, "count_tokens")) == 1, what="the count's audit record")
+    [record] = audit_records(audit, "count_tokens")
+    assert (record["upstream"], record["outcome"]) == ("none", "estimated")
+    assert [(a["upstream"], a["region"], a["outcome"]) for a in record["attempts"]] == [
+        ("claude", "us", "count_tokens_http_500")]
+    stack.client().close()
+
+
+def test_a_refused_count_is_counted_with_its_status(loop: Loop, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    stack = start(loop, tmp_path, settings={"audit": (str(audit),)}, models=ROUTES, upstreams={"gone": GONE})
+    with pytest.raises(anthropic.NotFoundError):
+        count(stack, "no-such-route")
+    with pytest.raises(anthropic.AuthenticationError):
+        stack.client(key="sk-wrong").messages.count_tokens(model="claude-first", messages=HELLO)
+    assert metric(stack, "switchyard_requests_total", tenant="acme", endpoint="count_tokens", route="unknown",
+                  upstream="none", status="404") == 1
+    assert metric(stack, "switchyard_requests_total", tenant="-", endpoint="count_tokens", route="unknown",
+                  upstream="none", status="401") == 1
+    stack.client().close()

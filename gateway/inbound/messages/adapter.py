@@ -9,13 +9,25 @@ chat completions and its answer back (gateway/inbound/messages/translated.py). E
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from gateway.accounting.usage import Usage
-from gateway.asgi import JSON, Headers, Receive, Scope, Send, header_map, parse_object, read_body, send_bytes
+from gateway.asgi import (
+    JSON,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    parse_object,
+    read_body,
+    send_bytes,
+)
 from gateway.errors import GatewayError, InvalidRequest, UpstreamStatus
 from gateway.inbound.messages import count, errors
 from gateway.inbound.messages import deliver as messages_deliver
@@ -23,11 +35,11 @@ from gateway.inbound.messages.stream import of_messages
 from gateway.inbound.messages.translated import TranslatedUpstream
 from gateway.inbound.openai import bearer
 from gateway.operations.metrics import Metrics
-from gateway.pipeline.admit import Admitter
 from gateway.pipeline.auth import authenticate, check_route
 from gateway.pipeline.deliver import Deliverer, Delivery
 from gateway.pipeline.inbound import Call, Endpoint, Events, Inbound, Reply
-from gateway.pipeline.intake import request_id_for
+from gateway.pipeline.pipeline import CLIENT_CLOSED, Pipeline
+from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime
 from gateway.state.base import Admission, Limits
 from gateway.upstreams.base import Client
@@ -116,21 +128,30 @@ class MessagesInbound(Inbound):
         """Anthropic's anthropic-ratelimit-* headers, their reset an RFC 3339 time."""
         return rate_headers(limits, admission, dt.datetime.now(dt.UTC))
 
-    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime, admitter: Admitter,
-                           max_body_bytes: int) -> None:
-        """POST /v1/messages/count_tokens, for a route this key may use (gateway/inbound/messages/count.py)."""
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, runtime: Runtime,
+                           pipeline: Pipeline) -> None:
+        """POST /v1/messages/count_tokens, for a route this key may use (gateway/inbound/messages/count.py); counted
+        and audited as endpoint `count_tokens`."""
+        started = time.perf_counter()
         headers = header_map(scope)
-        request_id = headers["x-request-id"] = request_id_for(headers.get("x-request-id", ""))
-        identity = [(b"x-request-id", request_id.encode("latin-1")),
-                    (b"x-switchyard-policy", runtime.policy.hash.encode())]
+        request_id = headers["x-request-id"] = pipeline.ids.for_request(headers.get("x-request-id", ""))
+        record = Record(request_id, runtime.policy.hash, "count_tokens")
         try:
-            tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
-            body = parse_object(await read_body(receive, headers, max_body_bytes))
-            check_route(runtime.policy, tenant, body)
-            reply = await count.counted(self.bind(runtime), admitter, self, tenant, body, headers, self.metrics)
+            record.tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
+            body = parse_object(await read_body(receive, headers, pipeline.max_body_bytes))
+            record.route = check_route(runtime.policy, record.tenant, body)
+            reply = await count.counted(self.bind(runtime), pipeline.admitter, self, record, body, headers,
+                                        self.metrics)
         except GatewayError as exc:
+            record.outcome = f"error:{exc.reason}"
             reply = self.error(exc)
-        await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *identity])
+        except ClientGone:
+            record.status, record.outcome = CLIENT_CLOSED, "client_closed"
+            pipeline.settler.finish(record, time.perf_counter() - started)
+            return
+        record.status = reply.status
+        await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *record.tell()])
+        pipeline.settler.finish(record, time.perf_counter() - started)
 
 
 def check(body: dict[str, Any]) -> None:

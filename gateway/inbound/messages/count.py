@@ -6,22 +6,26 @@ decided as a Messages request is (gateway/pipeline/intake.py, admit.py), and onl
 is asked, and only when it is `kind: anthropic`. A request no upstream may serve, one whose first candidate is
 any other upstream, and one whose upstream fails (unreachable, slow, a redirect, any error status, an answer that
 is not a count) get the estimate; a 400 about the body is the client's to see. Nothing is charged or counted
-against a rate limit, and no circuit or audit record is touched (docs/messages.md).
+against a rate limit, and no circuit is touched; the request is counted (`endpoint="count_tokens"`) and audited
+like any other, its attempt at the upstream included, so the audit trail shows every place a prompt went.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from gateway.asgi import JSON, Headers
+from gateway.asgi import JSON
+from gateway.delivery.dispatch import Attempt
 from gateway.errors import NoCandidate, UpstreamError, UpstreamStatus
 from gateway.operations.metrics import Metrics
 from gateway.pipeline.admit import Admitter
 from gateway.pipeline.inbound import Call, Endpoint, Inbound, Reply
 from gateway.pipeline.intake import Taken
+from gateway.pipeline.record import Record
 from gateway.pipeline.runtime import Runtime
 from gateway.routing import classify
 from gateway.upstreams.messages import MessagesUpstream
@@ -41,34 +45,54 @@ def answer(body: dict[str, Any]) -> bytes:
     return orjson.dumps({"input_tokens": input_tokens(body)})
 
 
-async def counted(runtime: Runtime, admitter: Admitter, inbound: Inbound, tenant: str, body: dict[str, Any],
+async def counted(runtime: Runtime, admitter: Admitter, inbound: Inbound, record: Record, body: dict[str, Any],
                   headers: Mapping[str, str], metrics: Metrics) -> Reply:
-    """The answer to a count_tokens request of tenant's, its route checked: its Anthropic upstream's, else ours."""
-    features = await classify.features_of(runtime.policy, tenant, "messages", body, headers)
-    identity: Headers = [(b"x-switchyard-data-class", features.data_class.encode())] if features.data_class else []
+    """The answer to a count_tokens request of record's tenant, its route checked: its Anthropic upstream's, else
+    ours; record notes the decision, and the upstream asked and how that went."""
+    features = await classify.features_of(runtime.policy, record.tenant, "messages", body, headers)
+    record.data_class, record.prompt_tokens = features.data_class or "-", features.prompt_tokens
     taken = Taken(Call(ENDPOINT, body, body), features)
-    upstream = await counter(runtime, admitter, inbound, taken)
+    upstream = await counter(runtime, admitter, inbound, taken, record)
     if upstream is None:
-        return Reply(200, answer(body), JSON, identity)
+        return estimated(body, record)
+    started = time.monotonic()
     try:
         data = await upstream.count_tokens(body, headers)
     except UpstreamError as exc:
+        _attempt(record, upstream, f"count_tokens_{exc.reason}", started)
         metrics.count(metrics.upstream_errors, upstream.name, f"count_tokens_{exc.reason}")
         if isinstance(exc, UpstreamStatus) and exc.status in PASSED_ON:
-            refused = inbound.upstream_error(taken.call, exc, scrub(exc.body, upstream))
-            return Reply(refused.status, refused.body, refused.content_type, [*refused.headers, *identity])
-        return Reply(200, answer(body), JSON, identity)
-    region = (upstream.spec.region or "-").encode()
-    served = [(b"x-switchyard-upstream", upstream.name.encode()), (b"x-switchyard-region", region)]
-    return Reply(200, data, JSON, [*served, *identity])
+            record.served_by(upstream)
+            return inbound.upstream_error(taken.call, exc, scrub(exc.body, upstream))
+        return estimated(body, record)
+    _attempt(record, upstream, "ok", started)
+    record.served_by(upstream)
+    return Reply(200, data, JSON, [])
 
 
-async def counter(runtime: Runtime, admitter: Admitter, inbound: Inbound, taken: Taken) -> MessagesUpstream | None:
-    """The upstream that counts this request: its decision's first candidate, when that is Anthropic's; else none."""
+def estimated(body: dict[str, Any], record: Record) -> Reply:
+    """The gateway's own count, noted in record as such."""
+    record.outcome = "estimated"
+    return Reply(200, answer(body), JSON, [])
+
+
+def _attempt(record: Record, upstream: MessagesUpstream, outcome: str, started: float) -> None:
+    record.dispatch.attempts.append(Attempt(upstream.name, upstream.spec.region or "-", outcome,
+                                            time.monotonic() - started))
+
+
+async def counter(runtime: Runtime, admitter: Admitter, inbound: Inbound, taken: Taken,
+                  record: Record | None = None) -> MessagesUpstream | None:
+    """The upstream that counts this request: its decision's first candidate, when that is Anthropic's; else none.
+    record, if given, notes the decision (or the refusal: the count is then estimated, never refused)."""
     try:
         decision = await admitter.decision(runtime, inbound, taken)
-    except NoCandidate:
+    except NoCandidate as exc:
+        if record is not None:
+            record.excluded = exc.excluded
         return None  # no upstream may see it: the estimate, which never leaves the gateway
+    if record is not None:
+        record.candidates, record.excluded, record.rule = decision.candidates, decision.excluded, decision.rule or "-"
     first = runtime.upstreams.get(decision.candidates[0])
     if isinstance(first, MessagesUpstream) and first.spec.kind == "anthropic":
         return first
