@@ -39,10 +39,11 @@ TAGS = re.compile(r"<[^>]{0,1000}>")
 
 
 def new_session() -> aiohttp.ClientSession:
-    """The process's one upstream session: no pool limit of its own, and bodies inflated by us, within limits."""
+    """The process's one upstream session: no pool limit of its own, bodies inflated by us, within limits, and no
+    cookies: one an upstream sets in an answer to one tenant would otherwise go with every tenant's requests."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                 auto_decompress=False)
+                                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
 
 
 SILENCE_S = 1.0

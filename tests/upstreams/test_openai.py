@@ -49,6 +49,25 @@ def test_encode_names_the_upstreams_model_and_asks_a_stream_for_usage() -> None:
     assert "stream_options" not in orjson.loads(client.encode({"model": "m", "input": "hi"}, stream=True))
 
 
+async def test_a_cookie_an_upstream_sets_is_never_sent_back(session: aiohttp.ClientSession) -> None:
+    """By host name (aiohttp keeps no cookies of IP addresses): the session is every tenant's, so a cookie set in
+    an answer to one would go with the next tenant's request."""
+    server = FaultServer("f", [Json(headers=(("set-cookie", "session=tenant-a; Path=/; Max-Age=3600"),)), Json()])
+    await server.start()
+    doc = {"base_url": f"http://localhost:{server.port}/v1", "model": "m", "region": "eu",
+           "cost": {"input_per_mtok": 1, "output_per_mtok": 1}}
+    client = OpenAIUpstream("f", client_spec(Upstream.model_validate(doc), Resilience()), session)
+    try:
+        for _ in range(2):
+            exchange = await client.send("/chat/completions", client.encode(BODY, False), {}, stream=False)
+            await exchange.read()
+            exchange.close()
+    finally:
+        await server.stop()
+    assert server.count == 2
+    assert "cookie" not in server.arrivals[1].headers
+
+
 async def test_it_sends_the_key_and_only_the_forwarded_headers(session: aiohttp.ClientSession) -> None:
     client, server = await upstream(session, Json(content="hello"), forward_headers=["x-tenant-hint"])
     try:

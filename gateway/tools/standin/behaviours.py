@@ -45,6 +45,7 @@ class Json:
     prompt_tokens: int = 7
     completion_tokens: int = 3
     delay_s: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (a Set-Cookie, say)
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ class FaultServer:
         if isinstance(behaviour, Json):
             if not await _pause(behaviour.delay_s, arrival):
                 return False
-            await _respond(writer, 200, orjson.dumps(self._completion(arrival, behaviour)))
+            await _respond(writer, 200, orjson.dumps(self._completion(arrival, behaviour)), dict(behaviour.headers))
             return False
         if isinstance(behaviour, Redirect):
             await _respond(writer, behaviour.status, b'{"moved": true}', {"location": behaviour.location})
