@@ -20,6 +20,7 @@ from gateway.upstreams import bounded
 from gateway.upstreams.spec import Limits
 
 REWRITTEN = frozenset({b"content-encoding", b"content-length"})  # no longer true of a body inflated or cut here
+COOKIES = frozenset({b"set-cookie", b"set-cookie2"})  # the client over this transport would keep them for everyone
 
 
 @dataclass(slots=True)
@@ -91,7 +92,9 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         encoding = response.headers.get("content-encoding")
         headers = response.headers.raw
         if encoding or status >= 400:
-            headers = [(name, value) for name, value in headers if name.lower() not in REWRITTEN]
+            headers = [(name, value) for name, value in headers if name.lower() not in REWRITTEN | COOKIES]
+        elif "set-cookie" in response.headers or "set-cookie2" in response.headers:
+            headers = [(name, value) for name, value in headers if name.lower() not in COOKIES]
         raw = response.stream
         assert isinstance(raw, httpx.AsyncByteStream)  # an async transport's answer
         stream = BoundedStream(self.upstream, raw, encoding, self.limits, status >= 400)

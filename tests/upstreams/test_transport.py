@@ -35,6 +35,10 @@ class Answers:
             "/big": (200, [], b"x" * 5000),
             "/gzip": (200, [(b"content-encoding", b"gzip")], gzip.compress(TEXT)),
             "/error": (500, [(b"content-type", b"application/json")], b'{"error": "' + b"e" * 5000 + b'"}'),
+            "/cookie": (200, [(b"set-cookie", b"session=tenant-a; Path=/")], b"plain"),
+            "/error-cookie": (500, [(b"set-cookie", b"session=tenant-a; Path=/")], b"{}"),
+            "/gzip-cookie": (200, [(b"content-encoding", b"gzip"), (b"set-cookie", b"session=tenant-a; Path=/")],
+                             gzip.compress(TEXT)),
         }.get(scope["path"], (200, [], b"plain"))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-length", str(len(body)).encode()), *extra]})
@@ -61,6 +65,25 @@ def get(loop: Loop, url: str, limits: Limits | None = None, attempt: Attempt | N
 
     result: httpx.Response = loop.run(run())
     return result
+
+
+@pytest.mark.parametrize("path", ["/cookie", "/gzip-cookie", "/error-cookie"])
+def test_no_cookie_an_upstream_sets_reaches_the_client_over_the_transport(loop: Loop, served: tuple[Answers, str],
+                                                                          path: str) -> None:
+    """litellm's client is one per upstream, every tenant's: a cookie it kept would go with all their requests."""
+    async def run() -> tuple[httpx.Response, httpx.Cookies]:
+        transport = BoundedTransport("primary", Limits(), httpx.AsyncHTTPTransport())
+        try:
+            async with httpx.AsyncClient(transport=transport) as client:
+                response = await client.get(served[1].replace("127.0.0.1", "localhost") + path)
+                await response.aread()
+                return response, client.cookies
+        finally:
+            await transport.close_pool()
+
+    response, kept = loop.run(run())
+    assert "set-cookie" not in response.headers
+    assert not kept
 
 
 def test_a_redirect_is_refused_without_asking_where_it_points(loop: Loop, served: tuple[Answers, str]) -> None:
