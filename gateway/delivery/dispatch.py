@@ -144,6 +144,10 @@ class Inflight:
         """Give a slot back."""
         self._counts[upstream.name] -= 1
 
+    def counts(self) -> Mapping[str, int]:
+        """Requests in flight now, by upstream (every upstream ever sent one, at 0 when none is)."""
+        return self._counts
+
 
 class Dispatcher:
     """Runs the fallback loop for requests: the first attempts, and those that continue an answer begun."""
@@ -151,6 +155,7 @@ class Dispatcher:
     def __init__(self, metrics: Metrics, inflight: Inflight, budget: RetryBudget) -> None:
         self.metrics = metrics
         self.inflight = inflight
+        metrics.read_at_flush(metrics.inflight, inflight.counts)
         self.circuits = Circuits(self._circuit_changed)
         self.budget = budget
         self._redactors: dict[str, tuple[object, Redactor]] = {}
@@ -205,10 +210,8 @@ class Dispatcher:
             if admitted == "probe":
                 self.circuits.release(upstream.name)
             raise Saturated(upstream.name)
-        self.metrics.count(self.metrics.inflight, upstream.name)
 
         def lease() -> None:
-            self.metrics.count(self.metrics.inflight, upstream.name, amount=-1.0)
             self.inflight.release(upstream)
             if admitted == "probe":
                 self.circuits.release(upstream.name)

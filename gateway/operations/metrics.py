@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Metrics:
         self._counts: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
         self._settings: dict[tuple[Gauge, tuple[str, ...]], float] = {}
         self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}  # the values, in order
+        self._read: list[tuple[Gauge, Callable[[], Mapping[str, float]]]] = []  # gauges read from their owner
 
     def _define_requests(self, r: CollectorRegistry) -> None:
         """The collectors of requests answered: counts, latencies, tokens and cost."""
@@ -181,6 +182,10 @@ class Metrics:
         key = (collector, labels)
         self._counts[key] = self._counts.get(key, 0.0) + amount
 
+    def read_at_flush(self, gauge: Gauge, values: Callable[[], Mapping[str, float]]) -> None:
+        """Set gauge's children from values() (label -> value) at every flush, rather than at every change."""
+        self._read.append((gauge, values))
+
     def set(self, gauge: Gauge, value: float, *labels: str) -> None:
         """Set a gauge's labelled child at the next flush; the last value set wins."""
         self._settings[(gauge, labels)] = value
@@ -207,6 +212,9 @@ class Metrics:
             child = self.child(collector, *labels)  # shown from its first update, even one netting zero
             if amount:
                 child.inc(amount)
+        for gauge, read in self._read:
+            for label, value in read().items():
+                self.child(gauge, label).set(value)
         settings, self._settings = self._settings, {}
         for (gauge, labels), value in settings.items():
             self.child(gauge, *labels).set(value)

@@ -202,3 +202,12 @@ def test_build_info_and_process_metrics_are_exported(stack: Stack) -> None:
     assert value(stack, "switchyard_build_info") == 1
     assert value(stack, "process_cpu_seconds_total") > 0
     assert "python_info" in samples
+
+
+def test_a_gauge_read_at_flush_shows_what_its_owner_holds_then() -> None:
+    metrics, held = Metrics(), {"a": 2}
+    metrics.read_at_flush(metrics.inflight, lambda: held)
+    assert sample(metrics, "switchyard_inflight_requests", upstream="a") == 2
+    held["a"], held["b"] = 0, 1
+    assert sample(metrics, "switchyard_inflight_requests", upstream="a") == 0
+    assert sample(metrics, "switchyard_inflight_requests", upstream="b") == 1
