@@ -14,7 +14,7 @@ PACKAGE = Path(gateway.__file__).parent
 # logs) is read by every layer, so it sits low; its reload and audit modules read only the policy below it.
 ORDER = ("tools", "serving", "inbound", "pipeline", "delivery", "accounting", "routing", "state", "upstreams",
          "operations")
-ROOT_MODULES = ("errors", "asgi", "sse")  # the bottom: they import no folder
+ROOT_MODULES = ("errors", "asgi", "sse", "values")  # the bottom: they import no folder
 ALLOWED = {("operations", "routing"), ("operations", "upstreams")}  # reload loads a policy, its catalog prices it
 
 

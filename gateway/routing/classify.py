@@ -48,6 +48,7 @@ OFF_LOOP_BYTES = 256 * 1024
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
 UNREADABLE_KEYS = {"image_url": "image", "input_audio": "audio", "file_data": "file"}
+UNREADABLE_KEY_NAMES = frozenset(UNREADABLE_KEYS)  # one set to test each object against, not a keys view each time
 
 
 @dataclass(slots=True)
@@ -176,7 +177,7 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
             return False
         if isinstance(value, dict):
             kind = value.get("type")
-            if (kind.__class__ is str and kind in UNREADABLE_TYPES) or not UNREADABLE_KEYS.keys().isdisjoint(value):
+            if (kind.__class__ is str and kind in UNREADABLE_TYPES) or not UNREADABLE_KEY_NAMES.isdisjoint(value):
                 _note_part(value, content)
             for key, inner in value.items():
                 add(key)

@@ -70,14 +70,16 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
     route = policy.doc.models[features.route]
     tenant = policy.doc.tenants[features.tenant]
     rule = matching_rule(policy, features)
-    names = [n for n in route.candidates if rule is None or n not in rule.exclude]
-    excluded: list[tuple[str, str]] = [(n, "rule") for n in route.candidates if n not in names]
+    names = list(route.candidates) if rule is None else [n for n in route.candidates if n not in rule.exclude]
+    excluded: list[tuple[str, str]] = [(n, "rule") for n in route.candidates if n not in names] if rule else []
     if not names:
         assert rule is not None
         raise NoCandidate("policy_denied", f"rule '{rule.name}' excludes every upstream of route '{features.route}'")
+    upstreams = policy.doc.upstreams
     for reason, code, allowed in _filters(policy, tenant, route, features, live, only):
-        kept = [n for n in names if allowed(n, policy.doc.upstreams[n])]
-        excluded += [(n, reason) for n in names if n not in kept]
+        kept = [n for n in names if allowed(n, upstreams[n])]
+        if len(kept) < len(names):
+            excluded += [(n, reason) for n in names if n not in kept]
         if not kept:
             raise _refusal(code, features, excluded)
         names = kept
