@@ -45,7 +45,9 @@ class Record:
     def charge(self, usage: Usage, cost: float) -> None:
         """Add what one upstream's part of the answer used and cost."""
         self.usage = Usage(self.usage.prompt_tokens + usage.prompt_tokens,
-                           self.usage.completion_tokens + usage.completion_tokens)
+                           self.usage.completion_tokens + usage.completion_tokens,
+                           self.usage.cache_read_tokens + usage.cache_read_tokens,
+                           self.usage.cache_write_tokens + usage.cache_write_tokens)
         self.cost += cost
 
     def served_by(self, upstream: Client) -> None:
