@@ -104,6 +104,10 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
         metrics.count(metrics.tokens, tenant, upstream, "prompt", amount=usage.prompt_tokens)
     if usage.completion_tokens:
         metrics.count(metrics.tokens, tenant, upstream, "completion", amount=usage.completion_tokens)
+    if usage.cache_read_tokens:
+        metrics.count(metrics.cache_tokens, tenant, upstream, "read", amount=usage.cache_read_tokens)
+    if usage.cache_write_tokens:
+        metrics.count(metrics.cache_tokens, tenant, upstream, "write", amount=usage.cache_write_tokens)
     if cost:
         metrics.count(metrics.cost, tenant, upstream, amount=cost)
     return usage, cost

@@ -167,14 +167,27 @@ def test_plausible_keeps_the_cache_parts_within_the_clamped_prompt() -> None:
     assert accounting.plausible(Usage(5, 50, 4, 1), 10) == Usage(5, 10, 4, 1)
 
 
-def test_settle_prices_cache_reads_and_writes(tmp_path: Path) -> None:
+def test_settle_prices_cache_reads_and_writes_and_counts_them(tmp_path: Path) -> None:
     loaded = policy(tmp_path, cache_read_per_mtok=0.1, cache_write_per_mtok=1.25)
     metrics = Metrics()
     counted, cost = accounting.settle(metrics, loaded, "acme", "up", Usage(100, 10, 60, 30))
     assert counted == Usage(100, 10, 60, 30)
     assert cost == pytest.approx((10 * 1.0 + 60 * 0.1 + 30 * 1.25 + 10 * 2.0) / 1e6)
+    sample = metrics.registry.get_sample_value
     labels = {"tenant": "acme", "upstream": "up"}
-    assert metrics.registry.get_sample_value("switchyard_tokens_total", {**labels, "type": "prompt"}) == 100
+    assert sample("switchyard_tokens_total", {**labels, "type": "prompt"}) == 100  # every prompt token, as before
+    assert sample("switchyard_cache_tokens_total", {**labels, "kind": "read"}) == 60
+    assert sample("switchyard_cache_tokens_total", {**labels, "kind": "write"}) == 30
+    assert sample("switchyard_cost_usd_total", labels) == pytest.approx(cost)
+
+
+def test_settle_without_cache_parts_counts_no_cache_tokens(tmp_path: Path) -> None:
+    loaded = policy(tmp_path, cache_read_per_mtok=0.1, cache_write_per_mtok=1.25)
+    metrics = Metrics()
+    assert accounting.settle(metrics, loaded, "acme", "up", Usage(100, 10))[1] == pytest.approx(120 / 1e6)
+    for kind in ("read", "write"):
+        labels = {"tenant": "acme", "upstream": "up", "kind": kind}
+        assert metrics.registry.get_sample_value("switchyard_cache_tokens_total", labels) is None
 
 
 def test_the_baseline_cost_prices_the_cache_parts_at_the_baselines_prices(tmp_path: Path) -> None:
