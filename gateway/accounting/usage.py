@@ -122,7 +122,8 @@ def limits_for(policy: Policy, features: Features, candidates: tuple[str, ...]) 
     """What a request must be admitted against: its tenant's rate limits and budgets, and a cost to reserve.
 
     The reservation is the dearest candidate's estimate (prompt estimate plus n times max_tokens, or the
-    route's default_max_tokens that `capped` sends), since a fallback may serve the request.
+    route's default_max_tokens that `capped` sends), since a fallback may serve the request; the prompt is priced
+    at its dearest prompt price, as all of it may be written to a cache.
     """
     tenant = policy.doc.tenants[features.tenant]
     rate, budget = tenant.rate_limit, tenant.budget
@@ -132,7 +133,7 @@ def limits_for(policy: Policy, features: Features, candidates: tuple[str, ...]) 
     budgets = () if budget is None else tuple(
         (window, to_nano(limit)) for window, limit in (("day", budget.usd_per_day), ("month", budget.usd_per_month))
         if limit is not None)
-    cost = max(policy.cost(name, features.prompt_tokens, completion) for name in candidates) if budgets else 0.0
+    cost = max(policy.reservation(name, features.prompt_tokens, completion) for name in candidates) if budgets else 0.0
     return Limits(features.tenant, rate.requests_per_minute if rate else None,
                   rate.tokens_per_minute if rate else None, bounded(features.prompt_tokens + completion), budgets,
                   to_nano(cost))

@@ -13,7 +13,7 @@ from gateway.operations.metrics import Metrics
 from gateway.routing.policy.decide import Features
 from gateway.routing.policy.loader import load_policy
 from gateway.routing.policy.model import Policy
-from gateway.state.base import MOST, NANO
+from gateway.state.base import MOST, NANO, to_nano
 from tests.conftest import KEY, OTHER_KEY, key_hash, write_policy
 
 IN, OUT = 1.0 / 1e6, 2.0 / 1e6  # USD per token at the prices below
@@ -57,6 +57,20 @@ def test_the_reservation_is_the_prompt_plus_n_times_the_cap(tmp_path: Path, endp
     limits = accounting.limits_for(loaded, features(endpoint, max_tokens, n), ("up",))
     assert limits.cost == round((10 * IN + completion * OUT) * NANO)
     assert limits.budgets == (("day", NANO),)
+
+
+@pytest.mark.parametrize(("cache_prices", "per_prompt_token"), [
+    ({"cache_write_per_mtok": 1.25}, 1.25 / 1e6),  # Anthropic's premium: a prompt of cache writes costs more
+    ({"cache_read_per_mtok": 0.1}, IN),  # a discount never lowers what is reserved
+    ({}, IN),
+])
+def test_the_reservation_prices_the_prompt_at_its_dearest_prompt_price(tmp_path: Path, cache_prices: dict[str, float],
+                                                                       per_prompt_token: float) -> None:
+    loaded = policy(tmp_path, {"usd_per_day": 1.0}, **cache_prices)
+    limits = accounting.limits_for(loaded, features(max_tokens=50, prompt=1000), ("up",))
+    assert limits.cost == round((1000 * per_prompt_token + 50 * OUT) * NANO)
+    all_writes = accounting.settle(Metrics(), loaded, "acme", "up", Usage(1000, 50, 0, 1000))[1]
+    assert to_nano(all_writes) <= limits.cost  # the answer, every prompt token a cache write, fits what was reserved
 
 
 def test_a_reservation_past_every_counter_is_held_to_the_bound(tmp_path: Path) -> None:
