@@ -23,18 +23,35 @@ UNKNOWN_WINDOW = 10_000_000  # tokens a sequence may hold on an upstream that de
 
 @value
 class Usage:
-    """Tokens an upstream reported for one request."""
+    """Tokens an upstream reported for one request; the cache parts are tokens of the prompt."""
 
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # every prompt token, those read from or written to a prompt cache included
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def of(cls, usage: Any) -> Usage:
-        """Read an OpenAI `usage` object; anything else counts as no usage."""
+        """Read an OpenAI `usage` object, its cached prompt tokens too; anything else counts as no usage."""
         if not isinstance(usage, dict) and not isinstance(usage, Mapping):  # dict first: no ABC check
             return cls()
-        return cls(_count(usage.get("prompt_tokens") or usage.get("input_tokens")),
-                   _count(usage.get("completion_tokens") or usage.get("output_tokens")))
+        prompt = token_count(usage.get("prompt_tokens") or usage.get("input_tokens"))
+        completion = token_count(usage.get("completion_tokens") or usage.get("output_tokens"))
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")  # chat's, Responses'
+        if not isinstance(details, dict):
+            return cls(prompt, completion)
+        written = details.get("cache_creation_tokens") or details.get("cache_write_tokens")  # litellm's, OpenRouter's
+        return cls.parted(prompt, completion, token_count(details.get("cached_tokens")), token_count(written))
+
+    @classmethod
+    def parted(cls, prompt: int, completion: int, read: int, written: int) -> Usage:
+        """Usage whose prompt holds read and written cache tokens, the parts held within it (writes, the dearer,
+        kept first)."""
+        if written > prompt:
+            written = prompt
+        if read > prompt - written:
+            read = prompt - written
+        return cls(prompt, completion, read, written)
 
     @classmethod
     def of_body(cls, body: bytes) -> Usage:
@@ -49,7 +66,7 @@ class Usage:
         return cls.of(parsed.get("usage") if isinstance(parsed, dict) else None)
 
 
-def _count(value: Any) -> int:
+def token_count(value: Any) -> int:
     """A reported token count: a positive number (12.0 counts as 12, not as nothing), else 0."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         return 0
@@ -62,10 +79,12 @@ def most_tokens(policy: Policy, upstream: str, n: int) -> int:
 
 
 def plausible(usage: Usage, most: int) -> Usage | None:
-    """usage clamped to most tokens of each kind, or None when it was within them."""
+    """usage clamped to most tokens of each kind (its cache parts within its prompt), or None when it was within
+    them."""
     if usage.prompt_tokens <= most and usage.completion_tokens <= most:
         return None
-    return Usage(min(usage.prompt_tokens, most), min(usage.completion_tokens, most))
+    return Usage.parted(min(usage.prompt_tokens, most), min(usage.completion_tokens, most), usage.cache_read_tokens,
+                        usage.cache_write_tokens)
 
 
 def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: Usage,
@@ -79,11 +98,16 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
                        usage.completion_tokens, n, clamped.prompt_tokens, clamped.completion_tokens)
         metrics.count(metrics.usage_clamped, upstream)
         usage = clamped
-    cost = policy.cost(upstream, usage.prompt_tokens, usage.completion_tokens)
+    cost = policy.cost(upstream, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
+                       usage.cache_write_tokens)
     if usage.prompt_tokens:
         metrics.count(metrics.tokens, tenant, upstream, "prompt", amount=usage.prompt_tokens)
     if usage.completion_tokens:
         metrics.count(metrics.tokens, tenant, upstream, "completion", amount=usage.completion_tokens)
+    if usage.cache_read_tokens:
+        metrics.count(metrics.cache_tokens, tenant, upstream, "read", amount=usage.cache_read_tokens)
+    if usage.cache_write_tokens:
+        metrics.count(metrics.cache_tokens, tenant, upstream, "write", amount=usage.cache_write_tokens)
     if cost:
         metrics.count(metrics.cost, tenant, upstream, amount=cost)
     return usage, cost
@@ -98,7 +122,8 @@ def limits_for(policy: Policy, features: Features, candidates: tuple[str, ...]) 
     """What a request must be admitted against: its tenant's rate limits and budgets, and a cost to reserve.
 
     The reservation is the dearest candidate's estimate (prompt estimate plus n times max_tokens, or the
-    route's default_max_tokens that `capped` sends), since a fallback may serve the request.
+    route's default_max_tokens that `capped` sends), since a fallback may serve the request; the prompt is priced
+    at its dearest prompt price, as all of it may be written to a cache.
     """
     tenant = policy.doc.tenants[features.tenant]
     rate, budget = tenant.rate_limit, tenant.budget
@@ -108,7 +133,7 @@ def limits_for(policy: Policy, features: Features, candidates: tuple[str, ...]) 
     budgets = () if budget is None else tuple(
         (window, to_nano(limit)) for window, limit in (("day", budget.usd_per_day), ("month", budget.usd_per_month))
         if limit is not None)
-    cost = max(policy.cost(name, features.prompt_tokens, completion) for name in candidates) if budgets else 0.0
+    cost = max(policy.reservation(name, features.prompt_tokens, completion) for name in candidates) if budgets else 0.0
     return Limits(features.tenant, rate.requests_per_minute if rate else None,
                   rate.tokens_per_minute if rate else None, bounded(features.prompt_tokens + completion), budgets,
                   to_nano(cost))
@@ -133,4 +158,5 @@ def baseline_cost(policy: Policy, route: str, usage: Usage) -> float | None:
     baseline = policy.doc.models[route].baseline or policy.doc.baseline
     if baseline is None:
         return None
-    return policy.cost(baseline, usage.prompt_tokens, usage.completion_tokens)
+    return policy.cost(baseline, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
+                       usage.cache_write_tokens)

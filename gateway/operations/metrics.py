@@ -79,6 +79,9 @@ class Metrics:
         self.tokens = Counter("switchyard_tokens",
                               "Tokens processed, by tenant, upstream and type (prompt or completion).",
                               ["tenant", "upstream", "type"], registry=r)
+        self.cache_tokens = Counter("switchyard_cache_tokens",
+                                    "Prompt tokens read from (read) or written to (write) the upstream's prompt cache.",
+                                    ["tenant", "upstream", "kind"], registry=r)
         self.cost = Counter("switchyard_cost_usd", "Cost in USD at the policy's prices.", ["tenant", "upstream"],
                             registry=r)
         self.translation_dropped = Counter("switchyard_translation_dropped",

@@ -45,7 +45,9 @@ class Record:
     def charge(self, usage: Usage, cost: float) -> None:
         """Add what one upstream's part of the answer used and cost."""
         self.usage = Usage(self.usage.prompt_tokens + usage.prompt_tokens,
-                           self.usage.completion_tokens + usage.completion_tokens)
+                           self.usage.completion_tokens + usage.completion_tokens,
+                           self.usage.cache_read_tokens + usage.cache_read_tokens,
+                           self.usage.cache_write_tokens + usage.cache_write_tokens)
         self.cost += cost
 
     def served_by(self, upstream: Client) -> None:
@@ -84,7 +86,8 @@ class Record:
             "excluded": [{"upstream": u, "reason": r} for u, r in self.excluded],
             "attempts": [a.fields() for a in self.dispatch.attempts], "upstream": self.upstream,
             "region": self.region, "status": self.status, "outcome": self._outcome(),
-            "tokens": {"prompt": self.usage.prompt_tokens, "completion": self.usage.completion_tokens},
+            "tokens": {"prompt": self.usage.prompt_tokens, "completion": self.usage.completion_tokens,
+                       "cache_read": self.usage.cache_read_tokens, "cache_write": self.usage.cache_write_tokens},
             "cost_usd": round(self.cost, 10), "savings_usd": round(self.savings, 10), "ms": round(elapsed * 1000, 3),
         }
 

@@ -50,7 +50,9 @@ class Settler:
         if full is None or record.upstream in ("none", full):
             return
         self.metrics.count(self.metrics.spills, record.route, full, record.upstream)
-        extra = record.cost - policy.cost(full, record.usage.prompt_tokens, record.usage.completion_tokens)
+        used = record.usage
+        extra = record.cost - policy.cost(full, used.prompt_tokens, used.completion_tokens, used.cache_read_tokens,
+                                          used.cache_write_tokens)
         if extra > 0:
             self.metrics.count(self.metrics.spill_cost, record.tenant, record.route, amount=extra)
 

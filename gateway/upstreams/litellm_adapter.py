@@ -71,8 +71,9 @@ def knows(kind: str) -> bool:
     return kind in litellm.provider_list
 
 
-def price(kind: str, model: str) -> tuple[float, float] | None:
-    """USD per prompt and per completion token from litellm's bundled price map, or None when it has none."""
+def price(kind: str, model: str) -> tuple[float, float, float, float] | None:
+    """USD per prompt, completion, cache-read and cache-write token from litellm's bundled price map, or None when
+    it has none; a cache price it does not list is the prompt's."""
     import_litellm()
     import litellm  # noqa: TID251
 
@@ -82,8 +83,15 @@ def price(kind: str, model: str) -> tuple[float, float] | None:
             continue
         per_in, per_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
         if isinstance(per_in, int | float) and isinstance(per_out, int | float):
-            return float(per_in), float(per_out)
+            prompt = float(per_in)
+            return (prompt, float(per_out), _cache_price(entry.get("cache_read_input_token_cost"), prompt),
+                    _cache_price(entry.get("cache_creation_input_token_cost"), prompt))
     return None
+
+
+def _cache_price(value: Any, per_in: float) -> float:
+    """A price-map cache price (a number, not a flag, not negative), else the prompt's."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else per_in
 
 
 def _provider_matches(entry: Mapping[str, Any], kind: str) -> bool:

@@ -49,14 +49,15 @@ class Frames:
         self.finished = True
         return sse.data_event(self._head + b'{},"finish_reason":' + orjson.dumps(reason) + b"}]}")
 
-    def ending(self, prompt: int, completion: int, cached: int = 0) -> bytes:
-        """The usage event (when asked for) and [DONE]."""
+    def ending(self, prompt: int, completion: int, cached: int = 0, written: int = 0) -> bytes:
+        """The usage event (when asked for) and [DONE]; cached and written are prompt tokens read from and written
+        to the provider's prompt cache."""
         if not self.include_usage:
             return DONE
         usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
                                  "total_tokens": prompt + completion}
-        if cached:
-            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        if cached or written:
+            usage["prompt_tokens_details"] = prompt_details(cached, written)
         head = self._head.rsplit(b',"choices":', 1)[0]
         return sse.data_event(head + b',"choices":[],"usage":' + orjson.dumps(usage) + b"}") + DONE
 
@@ -105,9 +106,9 @@ class AnthropicFrames(Frames):
             return b""
         if kind == "message_stop":
             usage = self._usage
-            cached = usage["cache_read_input_tokens"]
-            prompt = usage["input_tokens"] + cached + usage["cache_creation_input_tokens"]
-            return self.finish(self._reason) + self.ending(prompt, usage["output_tokens"], cached)
+            cached, written = usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]
+            prompt = usage["input_tokens"] + cached + written
+            return self.finish(self._reason) + self.ending(prompt, usage["output_tokens"], cached, written)
         if kind == "error":
             error = data.get("error") or {}
             raise UpstreamCut(self.upstream, f"stream error: {error.get('type', 'error')}")
@@ -206,6 +207,11 @@ class GeminiFrames(Frames):
                            int(usage.get("cachedContentTokenCount", 0)))
 
 
+def prompt_details(cached: int, written: int) -> dict[str, int]:
+    """OpenAI's prompt_tokens_details of a prompt with cache reads, and litellm's name for its cache writes."""
+    return {"cached_tokens": cached, "cache_creation_tokens": written} if written else {"cached_tokens": cached}
+
+
 async def translated(response: httpx.Response, frames: Frames, limits: Limits) -> AsyncIterator[bytes]:
     """Cut the provider's body into whole events (one past sse_event_bytes fails), and yield the OpenAI events
     their data lines make, one batch per read."""
@@ -253,7 +259,9 @@ def completion_body(response: Any) -> bytes:
     usage = data.get("usage")
     if isinstance(usage, dict):
         body["usage"] = {key: usage.get(key) or 0 for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-        if cached:
-            body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        written = details.get("cache_creation_tokens") or details.get("cache_write_tokens")  # litellm names it both
+        if cached or written:
+            body["usage"]["prompt_tokens_details"] = prompt_details(cached or 0, written or 0)
     return orjson.dumps(body)

@@ -13,17 +13,18 @@ from gateway.operations.metrics import Metrics
 from gateway.routing.policy.decide import Features
 from gateway.routing.policy.loader import load_policy
 from gateway.routing.policy.model import Policy
-from gateway.state.base import MOST, NANO
+from gateway.state.base import MOST, NANO, to_nano
 from tests.conftest import KEY, OTHER_KEY, key_hash, write_policy
 
 IN, OUT = 1.0 / 1e6, 2.0 / 1e6  # USD per token at the prices below
 
 
 def policy(tmp_path: Path, budget: dict[str, Any] | None = None, window: int | None = 4096,
-           default_max_tokens: int = 100) -> Policy:
-    """One upstream (window tokens, $1 in and $2 out per Mtok), route 'chat', tenant acme with budget."""
+           default_max_tokens: int = 100, **cache_prices: float) -> Policy:
+    """One upstream (window tokens, $1 in and $2 out per Mtok, and the cache prices given), route 'chat', tenant
+    acme with budget."""
     upstream: dict[str, Any] = {"base_url": "http://127.0.0.1:9/v1", "model": "m",
-                                "cost": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+                                "cost": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, **cache_prices}}
     if window is not None:
         upstream["context_window"] = window
     acme: dict[str, Any] = {"keys": [key_hash(KEY)]}
@@ -56,6 +57,20 @@ def test_the_reservation_is_the_prompt_plus_n_times_the_cap(tmp_path: Path, endp
     limits = accounting.limits_for(loaded, features(endpoint, max_tokens, n), ("up",))
     assert limits.cost == round((10 * IN + completion * OUT) * NANO)
     assert limits.budgets == (("day", NANO),)
+
+
+@pytest.mark.parametrize(("cache_prices", "per_prompt_token"), [
+    ({"cache_write_per_mtok": 1.25}, 1.25 / 1e6),  # Anthropic's premium: a prompt of cache writes costs more
+    ({"cache_read_per_mtok": 0.1}, IN),  # a discount never lowers what is reserved
+    ({}, IN),
+])
+def test_the_reservation_prices_the_prompt_at_its_dearest_prompt_price(tmp_path: Path, cache_prices: dict[str, float],
+                                                                       per_prompt_token: float) -> None:
+    loaded = policy(tmp_path, {"usd_per_day": 1.0}, **cache_prices)
+    limits = accounting.limits_for(loaded, features(max_tokens=50, prompt=1000), ("up",))
+    assert limits.cost == round((1000 * per_prompt_token + 50 * OUT) * NANO)
+    all_writes = accounting.settle(Metrics(), loaded, "acme", "up", Usage(1000, 50, 0, 1000))[1]
+    assert to_nano(all_writes) <= limits.cost  # the answer, every prompt token a cache write, fits what was reserved
 
 
 def test_a_reservation_past_every_counter_is_held_to_the_bound(tmp_path: Path) -> None:
@@ -107,6 +122,32 @@ def test_usage_reads_positive_counts_only(reported: Any, counted: Usage) -> None
     assert Usage.of(reported) == counted
 
 
+def details(**parts: Any) -> dict[str, Any]:
+    """A chat usage of 10 prompt tokens with these prompt_tokens_details."""
+    return {"prompt_tokens": 10, "prompt_tokens_details": parts}
+
+
+@pytest.mark.parametrize(("reported", "counted"), [
+    ({"prompt_tokens": 10, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 4}}, Usage(10, 9, 4)),
+    ({"input_tokens": 10, "output_tokens": 9, "input_tokens_details": {"cached_tokens": 4}}, Usage(10, 9, 4)),
+    (details(cached_tokens=0, audio_tokens=0), Usage(10)),  # OpenAI's, nothing cached
+    ({"prompt_tokens": 10, "prompt_tokens_details": None}, Usage(10)),  # vLLM's, without prompt details
+    (details(cached_tokens=4, cache_creation_tokens=2), Usage(10, 0, 4, 2)),  # writes as litellm names them
+    (details(cache_write_tokens=6), Usage(10, 0, 0, 6)),  # and as OpenRouter does
+    # garbage counts as nothing; a part never exceeds the prompt, writes (the dearer) kept first
+    (details(cached_tokens=-4, cache_creation_tokens="2"), Usage(10)),
+    (details(cached_tokens=True), Usage(10)),
+    (details(cached_tokens=4.0), Usage(10, 0, 4)),
+    (details(cached_tokens=10**30), Usage(10, 0, 10)),
+    (details(cached_tokens=8, cache_creation_tokens=6), Usage(10, 0, 4, 6)),
+    (details(cache_creation_tokens=float("inf")), Usage(10, 0, 0, 10)),
+    ({"prompt_tokens_details": {"cached_tokens": 4}}, Usage()),  # no prompt, no part of one
+    ({"prompt_tokens": 10, "prompt_tokens_details": [4]}, Usage(10)),
+])
+def test_usage_reads_the_cache_parts_of_the_prompt_within_it(reported: Any, counted: Usage) -> None:
+    assert Usage.of(reported) == counted
+
+
 @pytest.mark.parametrize(("window", "n", "most"), [(4096, 1, 4096), (4096, 3, 3 * 4096),
                                                    (None, 2, 2 * accounting.UNKNOWN_WINDOW)])
 def test_usage_past_the_window_times_n_is_clamped_and_counted(tmp_path: Path, window: int | None, n: int,
@@ -132,6 +173,46 @@ def test_usage_within_the_window_is_counted_as_reported(tmp_path: Path) -> None:
 def test_plausible_clamps_each_kind_on_its_own() -> None:
     assert accounting.plausible(Usage(5, 50), 10) == Usage(5, 10)
     assert accounting.plausible(Usage(10, 10), 10) is None
+
+
+def test_plausible_keeps_the_cache_parts_within_the_clamped_prompt() -> None:
+    assert accounting.plausible(Usage(50, 5, 20, 30), 10) == Usage(10, 5, 0, 10)
+    assert accounting.plausible(Usage(50, 5, 4, 2), 10) == Usage(10, 5, 4, 2)
+    assert accounting.plausible(Usage(5, 50, 4, 1), 10) == Usage(5, 10, 4, 1)
+
+
+def test_settle_prices_cache_reads_and_writes_and_counts_them(tmp_path: Path) -> None:
+    loaded = policy(tmp_path, cache_read_per_mtok=0.1, cache_write_per_mtok=1.25)
+    metrics = Metrics()
+    counted, cost = accounting.settle(metrics, loaded, "acme", "up", Usage(100, 10, 60, 30))
+    assert counted == Usage(100, 10, 60, 30)
+    assert cost == pytest.approx((10 * 1.0 + 60 * 0.1 + 30 * 1.25 + 10 * 2.0) / 1e6)
+    sample = metrics.registry.get_sample_value
+    labels = {"tenant": "acme", "upstream": "up"}
+    assert sample("switchyard_tokens_total", {**labels, "type": "prompt"}) == 100  # every prompt token, as before
+    assert sample("switchyard_cache_tokens_total", {**labels, "kind": "read"}) == 60
+    assert sample("switchyard_cache_tokens_total", {**labels, "kind": "write"}) == 30
+    assert sample("switchyard_cost_usd_total", labels) == pytest.approx(cost)
+
+
+def test_settle_without_cache_parts_counts_no_cache_tokens(tmp_path: Path) -> None:
+    loaded = policy(tmp_path, cache_read_per_mtok=0.1, cache_write_per_mtok=1.25)
+    metrics = Metrics()
+    assert accounting.settle(metrics, loaded, "acme", "up", Usage(100, 10))[1] == pytest.approx(120 / 1e6)
+    for kind in ("read", "write"):
+        labels = {"tenant": "acme", "upstream": "up", "kind": kind}
+        assert metrics.registry.get_sample_value("switchyard_cache_tokens_total", labels) is None
+
+
+def test_the_baseline_cost_prices_the_cache_parts_at_the_baselines_prices(tmp_path: Path) -> None:
+    path = write_policy(tmp_path, {
+        "up": {"base_url": "http://127.0.0.1:9/v1", "model": "m",
+               "cost": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+        "base": {"base_url": "http://127.0.0.1:9/v1", "model": "b",
+                 "cost": {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3}}},
+        {"chat": {"candidates": ["up"], "baseline": "base"}})
+    baseline = accounting.baseline_cost(load_policy(path), "chat", Usage(100, 10, 60, 0))
+    assert baseline == pytest.approx((40 * 3.0 + 60 * 0.3 + 10 * 15.0) / 1e6)
 
 
 @pytest.mark.parametrize(("body", "counted"), [

@@ -1,5 +1,6 @@
 """A tenant's budget holds on the Messages API: what a request may cost is reserved before any upstream sees it,
-its tools counted, and one budget covers both APIs.
+its tools counted, and one budget covers both APIs; answers whose prompt is all cache writes, at Anthropic's
+premium, cannot spend past it either.
 
 The route's one upstream is a fake Anthropic server priced $3 in and $15 out per Mtok; the tenant has a budget.
 """
@@ -8,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
+from gateway.routing import classify
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin.messages import MessagesStandIn
-from tests.conftest import KEY, Loop, Served, key_hash, upstream_spec, write_policy
+from tests.conftest import KEY, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
 
 BUDGET_USD = 0.05
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -77,3 +81,83 @@ def test_tool_definitions_are_counted_in_what_is_reserved(rig: Rig) -> None:
     assert counted >= 20_000
     refused(rig, max_tokens=8, messages=HELLO, tools=tools)  # type: ignore[arg-type]
     assert rig.client.messages.create(model="chat", max_tokens=8, messages=HELLO).content  # the plain one fits
+
+
+# --- answers that are all cache writes ------------------------------------------------------------------------
+
+ADMIN_KEY = "sy-admin-test-key-0123456789abcdef"
+LONG = [{"role": "user", "content": "x" * 4000}]  # about a thousand prompt tokens, as the gateway estimates them
+CAP = 10  # max_tokens, every one of which the answer uses
+
+
+class AllCacheWrites(MessagesStandIn):
+    """A fake Anthropic whose every answer is the dearest its request can get: the whole prompt, as many tokens
+    as the gateway estimates, written to the cache, and max_tokens of output."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        super().__init__("writes")
+        self.prompt_tokens = prompt_tokens
+
+    def usage(self, body: dict[str, Any], output: int) -> dict[str, int]:
+        return {"input_tokens": 0, "output_tokens": body["max_tokens"], "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": self.prompt_tokens}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_answers_that_are_all_cache_writes_cannot_spend_past_the_budget(loop: Loop, tmp_path: Path,
+                                                                        stream: bool) -> None:
+    """Cache writes cost 1.25 times the input price. Were the prompt reserved at the input price, each answer
+    would cost more than its reservation, and this budget (four answers and half a fifth) would admit a fifth that
+    spends past it; priced at the dearest prompt price, the reservation is what an answer costs at most."""
+    prompt = classify.request_texts("messages", {"model": "chat", "max_tokens": CAP, "messages": LONG}).prompt_tokens()
+    each = (prompt * 3.75 + CAP * 15.0) / 1e6  # every prompt token a cache write, every output token used
+    at_input_price = (prompt * 3.0 + CAP * 15.0) / 1e6
+    budget = 4 * each + (at_input_price + each) / 2
+    upstream = AllCacheWrites(prompt)
+    cost = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_write_per_mtok": 3.75}
+    spec = upstream_spec(loop.serve(upstream).url, "writes-model", context_window=200_000, cost=cost,
+                         capabilities=["messages"])
+    path = write_policy(tmp_path, {"writes": spec}, {"chat": {"candidates": ["writes"]}},
+                        tenants={"acme": {"keys": [key_hash(KEY)], "budget": {"usd_per_day": budget}}})
+    gateway = Gateway(Settings(policy=str(path), admin_key=ADMIN_KEY))
+    url = loop.serve(gateway).url
+    served = 0
+    with anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0) as client:
+        while served < 10:
+            try:
+                if stream:
+                    with client.messages.stream(model="chat", max_tokens=CAP, messages=LONG) as events:  # type: ignore[arg-type]
+                        usage = events.get_final_message().usage
+                else:
+                    usage = client.messages.create(model="chat", max_tokens=CAP, messages=LONG).usage  # type: ignore[arg-type]
+            except anthropic.RateLimitError as exc:
+                refusal = exc
+                break
+            assert (usage.input_tokens, usage.cache_creation_input_tokens) == (0, prompt)
+            served += 1
+    spent = spend(url)
+    assert spent <= budget
+    overshoot = gateway.metrics.registry.get_sample_value("switchyard_budget_overshoot_usd_total", {"tenant": "acme"})
+    assert not overshoot  # no answer cost more than was reserved for it
+    assert served == 4  # the fifth may cost more than is left: refused before the upstream saw it
+    assert len(upstream.seen) == 4
+    assert spent == pytest.approx(4 * each, abs=1e-9)
+    assert f"may cost up to ${each:.6f}" in refusal.message  # what is reserved is what an answer can cost
+    written = gateway.metrics.registry.get_sample_value(
+        "switchyard_cache_tokens_total", {"tenant": "acme", "upstream": "writes", "kind": "write"})
+    assert written == 4 * prompt
+
+
+def spend(url: str) -> float:
+    """The tenant's spend today, once nothing is reserved any more."""
+    found: dict[str, Any] = {}
+
+    def settled() -> bool:
+        response = httpx.get(f"{url}/admin/spend", params={"tenant": "acme", "window": "day"},
+                             headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5)
+        assert response.status_code == 200, response.text
+        found.update(response.json()["tenants"][0])
+        return bool(found["reserved_usd"] == 0)
+
+    wait_for(settled, what="the spend to settle")
+    return float(found["spend_usd"])

@@ -47,6 +47,17 @@ def test_anthropic_frames_read_thinking_and_the_json_tool_as_litellm_does() -> N
         frames.event({"type": "error", "error": {"type": "overloaded_error"}})
 
 
+def test_anthropic_cache_writes_reach_the_usage_event_as_litellm_names_them() -> None:
+    frames = AnthropicFrames("up", "claude", True, None, {})
+    usage = {"input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 40}
+    out = frames.event({"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": usage}})
+    out += frames.event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}})
+    out += frames.event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}})
+    out += frames.event({"type": "message_stop"})
+    assert chunks(out)[-1]["usage"] == {"prompt_tokens": 48, "completion_tokens": 2, "total_tokens": 50,
+                                        "prompt_tokens_details": {"cached_tokens": 3, "cache_creation_tokens": 40}}
+
+
 def test_anthropic_finish_reasons_map_to_openais() -> None:
     for stop, reason in (("max_tokens", "length"), ("refusal", "content_filter"), ("end_turn", "stop"),
                          ("something_new", "stop")):
@@ -177,6 +188,16 @@ def test_completion_body_is_openais_chat_completion_without_litellms_extra_field
                                                  "function": {"name": "f", "arguments": ""}}]}}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
                   "prompt_tokens_details": {"cached_tokens": 1}}}
+
+
+@pytest.mark.parametrize("details", [{"cached_tokens": 1, "cache_creation_tokens": 40, "cache_write_tokens": 40},
+                                     {"cached_tokens": 1, "cache_write_tokens": 40}])
+def test_completion_body_keeps_litellms_cache_writes(details: dict[str, Any]) -> None:
+    usage = {"prompt_tokens": 44, "completion_tokens": 2, "total_tokens": 46, "prompt_tokens_details": details,
+             "cache_creation_input_tokens": 40, "cache_read_input_tokens": 1}
+    body = orjson.loads(completion_body(Dumped({"id": "x", "model": "m", "choices": [], "usage": usage})))
+    assert body["usage"] == {"prompt_tokens": 44, "completion_tokens": 2, "total_tokens": 46,
+                             "prompt_tokens_details": {"cached_tokens": 1, "cache_creation_tokens": 40}}
 
 
 def test_completion_body_without_usage_or_created_still_has_a_created_time() -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from gateway.accounting.usage import Usage
+
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
 REASONING_KEYS = ("reasoning_content", "reasoning")  # vLLM, DeepSeek and SGLang name it one way or the other
@@ -35,18 +37,13 @@ def with_tools(stop_reason: str | None, called: bool) -> str | None:
 
 
 def usage_of(usage: Any) -> dict[str, int]:
-    """Chat usage as Messages usage: input tokens not read from a cache, the cached ones apart."""
+    """Chat usage as Messages usage: input tokens neither read from nor written to a cache, the cached ones apart."""
     if not isinstance(usage, Mapping):
         return {"input_tokens": 0, "output_tokens": 0}
-    prompt = _count(usage.get("prompt_tokens"))
-    details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-    return {"input_tokens": max(0, prompt - cached), "output_tokens": _count(usage.get("completion_tokens")),
-            "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    counted = Usage.of(usage)
+    return {"input_tokens": counted.prompt_tokens - counted.cache_read_tokens - counted.cache_write_tokens,
+            "output_tokens": counted.completion_tokens, "cache_read_input_tokens": counted.cache_read_tokens,
+            "cache_creation_input_tokens": counted.cache_write_tokens}
 
 
 def tool_input(arguments: Any) -> Any:

@@ -93,5 +93,7 @@ def _used(opened: Opened, meter: TextMeter, prompt_estimate: int, body: Mapping[
         estimate = max(reported.completion_tokens, meter.tokens, relay.deltas)
         cap = completion_cap(body)
         completion = estimate if cap is None else min(estimate, cap)
-    return accounting.Usage(reported.prompt_tokens or prompt_estimate, completion)
+    if not reported.prompt_tokens:
+        return accounting.Usage(prompt_estimate, completion)
+    return accounting.Usage(reported.prompt_tokens, completion, reported.cache_read_tokens, reported.cache_write_tokens)
 

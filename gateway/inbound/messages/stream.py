@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.accounting.usage import Usage
+from gateway.accounting.usage import Usage, token_count
 from gateway.asgi import Send
 from gateway.errors import UpstreamCut, UpstreamError, UpstreamIncomplete, UpstreamMalformed, UpstreamTimeout
 from gateway.sse import complete_end, payload_of
+from gateway.state.base import MOST
 from gateway.upstreams.base import Exchange
 
 NOTED = (b"event: message_", b"event: error", b'"type":"message_', b'"type": "message_', b'"type":"error"')
@@ -80,12 +81,14 @@ class MessagesRelay:
 
 
 def of_messages(usage: Any) -> Usage:
-    """A Messages API usage object as the gateway's: input, cache writes and cache reads are all prompt tokens."""
+    """A Messages API usage object as the gateway's: input, cache writes and cache reads are all prompt tokens,
+    the cache ones also apart."""
     if not isinstance(usage, dict):
         return Usage()
-    counts = {k: v for k in USAGE_KEYS if isinstance(v := usage.get(k), int) and not isinstance(v, bool) and v > 0}
-    prompt = sum(v for k, v in counts.items() if k != "output_tokens")
-    return Usage.of({"prompt_tokens": prompt, "completion_tokens": counts.get("output_tokens", 0)})
+    read = token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    prompt = token_count(usage.get("input_tokens")) + read + written
+    return Usage.parted(prompt if prompt <= MOST else MOST, token_count(usage.get("output_tokens")), read, written)
 
 
 @dataclass

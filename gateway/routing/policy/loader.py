@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gateway.errors import PolicyError
 from gateway.routing.policy.checks import Defined, cross_check, describe_validation_error, partial_document
-from gateway.routing.policy.model import Catalog, OpenAIOnly, Policy
+from gateway.routing.policy.model import Catalog, OpenAIOnly, Policy, Price
 from gateway.routing.policy.schema import Document
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -46,7 +46,7 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None, cata
     resolved = interpolate(merged, os.environ if environ is None else environ, "", unset)
     document, shape = _validate(resolved)
     problems = _fresh([*unset], shape)  # an unset variable's "" is not a second problem at its place
-    prices: dict[str, tuple[float, float]] = {}
+    prices: dict[str, Price] = {}
     if document is not None:
         prices, price_problems = resolve_prices(document, catalog or OpenAIOnly())
         problems = _fresh(problems, [*cross_check(document, Defined.of(document, resolved)), *price_problems])
@@ -69,9 +69,9 @@ def _validate(resolved: dict[str, Any]) -> tuple[Document | None, list[str]]:
         return partial_document(resolved, exc), describe_validation_error(exc)
 
 
-def resolve_prices(doc: Document, catalog: Catalog) -> tuple[dict[str, tuple[float, float]], list[str]]:
+def resolve_prices(doc: Document, catalog: Catalog) -> tuple[dict[str, Price], list[str]]:
     """Prices of upstreams with no `cost`, from the catalog; a problem for each kind or price it lacks."""
-    prices: dict[str, tuple[float, float]] = {}
+    prices: dict[str, Price] = {}
     problems: list[str] = []
     for name, upstream in doc.upstreams.items():
         if not catalog.knows(upstream.kind):

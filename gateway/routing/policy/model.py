@@ -12,6 +12,7 @@ from gateway.routing import detectors
 from gateway.routing.policy.schema import Document, Tenant
 
 KEY_PREFIX = "sk-sy-"
+Price = tuple[float, float, float, float]  # USD per token: prompt, completion, cache read, cache write
 
 
 class Catalog(Protocol):
@@ -20,8 +21,8 @@ class Catalog(Protocol):
     def knows(self, kind: str) -> bool:
         """Whether kind names an upstream kind this installation can speak."""
 
-    def price(self, kind: str, model: str) -> tuple[float, float] | None:
-        """USD per prompt and completion token from a price map, or None."""
+    def price(self, kind: str, model: str) -> Price | None:
+        """USD per prompt, completion, cache-read and cache-write token from a price map, or None."""
 
 
 class OpenAIOnly:
@@ -30,7 +31,7 @@ class OpenAIOnly:
     def knows(self, kind: str) -> bool:
         return kind == "openai"
 
-    def price(self, kind: str, model: str) -> tuple[float, float] | None:
+    def price(self, kind: str, model: str) -> Price | None:
         return None
 
 
@@ -57,13 +58,13 @@ class Policy:
     source: str
     tenant_by_key: Mapping[str, str]
     class_rank: Mapping[str, int]
-    price: Mapping[str, tuple[float, float]]
+    price: Mapping[str, Price]
     class_detectors: tuple[ClassDetector, ...]
     price_source: Mapping[str, str]
     known_keys: dict[str, tuple[str, Tenant]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def build(cls, doc: Document, digest: str, source: str, prices: Mapping[str, tuple[float, float]]) -> Policy:
+    def build(cls, doc: Document, digest: str, source: str, prices: Mapping[str, Price]) -> Policy:
         """Index a validated document; prices fill in upstreams whose cost the policy leaves out."""
         by_key = {key: name for name, tenant in doc.tenants.items() for key in tenant.keys}
         rank = {name: i for i, name in enumerate(doc.data_classes)}
@@ -90,10 +91,19 @@ class Policy:
             return tuple(self.doc.models)
         return tuple(name for name in self.doc.models if name in tenant.models)
 
-    def cost(self, upstream: str, prompt_tokens: int, completion_tokens: int) -> float:
-        """What a request of these token counts costs at upstream, in USD."""
-        per_in, per_out = self.price[upstream]
-        return prompt_tokens * per_in + completion_tokens * per_out
+    def cost(self, upstream: str, prompt_tokens: int, completion_tokens: int, cache_read: int = 0,
+             cache_write: int = 0) -> float:
+        """What a request of these token counts costs at upstream, in USD; cache_read and cache_write are tokens of
+        prompt_tokens (at most all of them together)."""
+        per_in, per_out, per_read, per_write = self.price[upstream]
+        return ((prompt_tokens - cache_read - cache_write) * per_in + cache_read * per_read + cache_write * per_write
+                + completion_tokens * per_out)
+
+    def reservation(self, upstream: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """The most a request of these token counts can cost at upstream: every prompt token at the dearest of the
+        prompt, cache-read and cache-write prices."""
+        per_in, per_out, per_read, per_write = self.price[upstream]
+        return prompt_tokens * max(per_in, per_read, per_write) + completion_tokens * per_out
 
 
 def _class_detectors(doc: Document, rank: Mapping[str, int]) -> tuple[ClassDetector, ...]:

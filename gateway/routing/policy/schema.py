@@ -22,12 +22,15 @@ class Strict(BaseModel):
 
 
 class Cost(Strict):
-    """A token price in USD per million tokens, or a self-hosted GPU's hourly cost and throughput."""
+    """A token price in USD per million tokens, or a self-hosted GPU's hourly cost and throughput; either with
+    prices of its own for prompt tokens read from or written to a prompt cache."""
 
     input_per_mtok: float | None = Field(default=None, ge=0)
     output_per_mtok: float | None = Field(default=None, ge=0)
     gpu_hour_usd: float | None = Field(default=None, ge=0)
     tokens_per_second: float | None = Field(default=None, gt=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_form(self) -> Cost:
@@ -37,12 +40,14 @@ class Cost(Strict):
             return self
         raise ValueError("give either input_per_mtok and output_per_mtok, or gpu_hour_usd and tokens_per_second")
 
-    def per_token(self) -> tuple[float, float]:
-        """USD per prompt token and per completion token."""
+    def per_token(self) -> tuple[float, float, float, float]:
+        """USD per prompt, completion, cache-read and cache-write token (a cache price not given: the prompt's)."""
         if self.gpu_hour_usd is not None and self.tokens_per_second is not None:
-            each = self.gpu_hour_usd / 3600 / self.tokens_per_second
-            return each, each
-        return (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
+            per_in = per_out = self.gpu_hour_usd / 3600 / self.tokens_per_second
+        else:
+            per_in, per_out = (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
+        read, write = self.cache_read_per_mtok, self.cache_write_per_mtok
+        return (per_in, per_out, per_in if read is None else read / 1e6, per_in if write is None else write / 1e6)
 
 
 MIB = 1 << 20

@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway.errors import PolicyError
 from gateway.routing.policy.checks import notes
 from gateway.routing.policy.loader import load_policy
-from gateway.routing.policy.model import Policy
+from gateway.routing.policy.model import Policy, Price
 from gateway.tools.cli.args import Commands
 from gateway.tools.explain import ENDPOINTS
 from gateway.upstreams.catalog import LitellmCatalog
@@ -59,12 +59,20 @@ def _check(args: argparse.Namespace) -> int:
         unreadable = doc.classify.unreadable or f"{list(doc.data_classes)[-1]}, the most sensitive class (default)"
         print(f"  classify.unreadable: images, audio, files and token ids raise a request to {unreadable}")
     for name, upstream in doc.upstreams.items():
-        per_in, per_out = policy.price[name]
         print(f"  upstream {name} ({upstream.kind}): price from the {policy.price_source[name]}: "
-              f"${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out per Mtok")
+              f"{_prices(policy.price[name])} per Mtok")
     for note in notes(doc):
         print(f"note: {note}")
     return 0
+
+
+def _prices(price: Price) -> str:
+    """An upstream's prices per Mtok, its cache prices when they are not the input price."""
+    per_in, per_out, per_read, per_write = price
+    shown = f"${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out"
+    if per_read != per_in or per_write != per_in:
+        shown += f", ${per_read * 1e6:.4f} cache read, ${per_write * 1e6:.4f} cache write"
+    return shown
 
 
 def add_explain(actions: Commands) -> None:

@@ -64,7 +64,7 @@ def test_usage_counts_cache_reads_and_writes_as_prompt_tokens(inbound: MessagesI
     call = inbound.parse(ENDPOINT, orjson.dumps(BODY), {})
     answer = {"usage": {"input_tokens": 10, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2,
                         "output_tokens": 7}}
-    assert inbound.usage(call, orjson.dumps(answer)) == Usage(16, 7)
+    assert inbound.usage(call, orjson.dumps(answer)) == Usage(16, 7, cache_read_tokens=4, cache_write_tokens=2)
     assert inbound.usage(call, b"<html>") == Usage()
 
 

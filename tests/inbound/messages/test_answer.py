@@ -27,6 +27,24 @@ def test_text() -> None:
                             "cache_creation_input_tokens": 0}
 
 
+def test_cache_writes_reported_in_litellms_name_are_the_messages_cache_creation_tokens() -> None:
+    answer = completion({"content": "hello"})
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 2, "cache_creation_tokens": 7}
+    out = to_message(answer)
+    Message.model_validate(out)
+    assert out["usage"] == {"input_tokens": 3, "output_tokens": 3, "cache_read_input_tokens": 2,
+                            "cache_creation_input_tokens": 7}
+
+
+@pytest.mark.parametrize("details", [{"cached_tokens": 20}, {"cached_tokens": -1, "cache_creation_tokens": "x"}, None])
+def test_cache_counts_that_make_no_sense_never_make_the_input_negative(details: Any) -> None:
+    answer = completion({"content": "hello"})
+    answer["usage"]["prompt_tokens_details"] = details
+    usage = to_message(answer)["usage"]
+    assert min(usage.values()) >= 0
+    assert usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"] == 12
+
+
 def test_tool_calls_and_reasoning() -> None:
     calls = [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]
     out = to_message(completion({"content": None, "reasoning_content": "think", "tool_calls": calls}, "tool_calls"))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
 
 from gateway.accounting.usage import Usage
 from gateway.inbound.messages.events import event
 from gateway.inbound.messages.stream import MessagesRelay, of_messages
+from gateway.state.base import MOST
 
 START = event("message_start", {"message": {"id": "msg_1", "usage": {
     "input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2}}})
@@ -22,7 +26,7 @@ def test_usage_and_stop() -> None:
     assert relay.stopped
     assert relay.usage == {"input_tokens": 10, "output_tokens": 9, "cache_read_input_tokens": 4,
                            "cache_creation_input_tokens": 2}
-    assert relay.tokens() == Usage(16, 9)
+    assert relay.tokens() == Usage(16, 9, cache_read_tokens=4, cache_write_tokens=2)
 
 
 def test_events_cut_anywhere_go_on_whole() -> None:
@@ -43,5 +47,19 @@ def test_an_error_event_is_noted() -> None:
 
 def test_of_messages() -> None:
     assert of_messages({"input_tokens": 3, "output_tokens": 2}) == Usage(3, 2)
+    assert of_messages({"input_tokens": 3, "cache_read_input_tokens": 40, "cache_creation_input_tokens": 5,
+                        "output_tokens": 2}) == Usage(48, 2, cache_read_tokens=40, cache_write_tokens=5)
+    assert of_messages({"input_tokens": 0, "cache_creation_input_tokens": 7, "output_tokens": 1}) == Usage(7, 1, 0, 7)
     assert of_messages(None) == Usage()
     assert of_messages({"input_tokens": True, "output_tokens": "2"}) == Usage()
+
+
+@pytest.mark.parametrize(("usage", "counted"), [
+    ({"input_tokens": 3, "cache_read_input_tokens": -4, "cache_creation_input_tokens": "5"}, Usage(3)),
+    ({"input_tokens": 3, "cache_read_input_tokens": None, "cache_creation_input_tokens": False}, Usage(3)),
+    ({"input_tokens": 3.0, "cache_read_input_tokens": 4.0}, Usage(7, 0, 4)),  # 12.0 counts as 12, as for chat
+    ({"input_tokens": 1, "cache_read_input_tokens": 10**19, "cache_creation_input_tokens": 10**19},
+     Usage(MOST, 0, 0, MOST)),  # held to the bound, the parts within it, writes first
+])
+def test_of_messages_reads_cache_counts_as_the_other_counts(usage: dict[str, Any], counted: Usage) -> None:
+    assert of_messages(usage) == counted

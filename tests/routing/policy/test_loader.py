@@ -55,7 +55,7 @@ def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> li
 def test_a_valid_policy_loads_with_prices_per_token(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(BASE)
     policy = load_policy(tmp_path / "p.yaml", ENV)
-    assert policy.price["gpt-4o"] == pytest.approx((2.5e-6, 10e-6))
+    assert policy.price["gpt-4o"] == pytest.approx((2.5e-6, 10e-6, 2.5e-6, 2.5e-6))  # cache tokens: the input price
     assert policy.price["qwen-eu"][0] == pytest.approx(4.0 / 3600 / 2500)
     assert policy.tenant(KEY) is not None
     assert policy.tenant("sk-sy-wrong") is None
@@ -202,3 +202,30 @@ def test_a_few_aliases_still_load(tmp_path: Path) -> None:
 
 def test_a_policy_file_over_a_mib_is_refused(tmp_path: Path) -> None:
     assert problems(tmp_path, BASE + "#" * (1024 * 1024) + "\n") == ["over 1024 KiB, too big for a policy file"]
+
+
+@pytest.mark.parametrize(("cost", "price"), [
+    ("{input_per_mtok: 3, output_per_mtok: 15, cache_read_per_mtok: 0.3, cache_write_per_mtok: 3.75}",
+     (3e-6, 15e-6, 0.3e-6, 3.75e-6)),
+    ("{input_per_mtok: 3, output_per_mtok: 15, cache_read_per_mtok: 0.3}", (3e-6, 15e-6, 0.3e-6, 3e-6)),
+    ("{gpu_hour_usd: 3.6, tokens_per_second: 1000}", (1e-6, 1e-6, 1e-6, 1e-6)),  # the GPU's price, cache or not
+    ("{gpu_hour_usd: 3.6, tokens_per_second: 1000, cache_read_per_mtok: 0}", (1e-6, 1e-6, 0.0, 1e-6)),
+])
+def test_cache_prices_are_optional_in_either_form_of_cost(tmp_path: Path, cost: str,
+                                                          price: tuple[float, ...]) -> None:
+    text = BASE.replace("cost: {gpu_hour_usd: 4.0, tokens_per_second: 2500}", f"cost: {cost}")
+    (tmp_path / "p.yaml").write_text(text)
+    assert load_policy(tmp_path / "p.yaml", ENV).price["qwen-eu"] == pytest.approx(price)
+
+
+@pytest.mark.parametrize(("cost", "expected"), [
+    ("{input_per_mtok: 3, output_per_mtok: 15, cache_write_per_mtok: -1}",
+     "upstreams.gpt-4o.cost.cache_write_per_mtok: Input should be greater than or equal to 0"),
+    ("{cache_read_per_mtok: 0.3, cache_write_per_mtok: 3.75}",  # cache prices alone price nothing else
+     "upstreams.gpt-4o.cost: give either input_per_mtok and output_per_mtok, or gpu_hour_usd and tokens_per_second"),
+    ("{input_per_mtok: 3, output_per_mtok: 15, cache_price: 1}",
+     "upstreams.gpt-4o.cost.cache_price: unknown key 'cache_price'"),
+])
+def test_a_bad_cache_price_is_one_line_naming_its_place(tmp_path: Path, cost: str, expected: str) -> None:
+    text = BASE.replace("cost: {input_per_mtok: 2.50, output_per_mtok: 10.00}", f"cost: {cost}")
+    assert problems(tmp_path, text)[0].startswith(expected)  # (a bad price also reads as none given, after it)

@@ -33,7 +33,7 @@ def document(**changes: Any) -> Document:
 
 
 def policy() -> Policy:
-    return Policy.build(document(), "sha256:digest", "policy.yaml", {"cloud": (2e-6, 8e-6)})
+    return Policy.build(document(), "sha256:digest", "policy.yaml", {"cloud": (2e-6, 8e-6, 2e-6, 2e-6)})
 
 
 def test_a_key_is_stored_as_its_sha256() -> None:
@@ -58,8 +58,8 @@ def test_routes_are_every_route_or_the_tenants_own_in_policy_order() -> None:
 
 def test_prices_come_from_the_cost_block_else_the_catalog_and_say_which() -> None:
     built = policy()
-    assert built.price["self"] == pytest.approx((1e-6, 4e-6))
-    assert built.price["cloud"] == (2e-6, 8e-6)
+    assert built.price["self"] == pytest.approx((1e-6, 4e-6, 1e-6, 1e-6))
+    assert built.price["cloud"] == (2e-6, 8e-6, 2e-6, 2e-6)
     assert dict(built.price_source) == {"self": "policy", "cloud": "litellm price map"}
     assert built.cost("self", 1000, 500) == pytest.approx(1000 * 1e-6 + 500 * 4e-6)
 
@@ -73,7 +73,7 @@ def test_detector_groups_run_most_sensitive_class_first() -> None:
 def test_the_indexes_cannot_be_changed() -> None:
     built = policy()
     with pytest.raises(TypeError):
-        built.price["self"] = (0.0, 0.0)  # type: ignore[index]
+        built.price["self"] = (0.0, 0.0, 0.0, 0.0)  # type: ignore[index]
 
 
 def test_without_translation_only_openai_is_known_and_nothing_is_priced() -> None:
@@ -81,3 +81,36 @@ def test_without_translation_only_openai_is_known_and_nothing_is_priced() -> Non
     assert catalog.knows("openai")
     assert not catalog.knows("anthropic")
     assert catalog.price("openai", "gpt-4o") is None
+
+
+def test_a_cost_block_may_price_cache_reads_and_writes_of_its_own() -> None:
+    cost = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3, "cache_write_per_mtok": 3.75}
+    built = Policy.build(document(upstreams={"a": {"base_url": "http://a/v1", "model": "a", "cost": cost}},
+                                  models={"chat": {"candidates": ["a"]}}, data_classes={}, classify={}),
+                         "sha256:digest", "policy.yaml", {})
+    assert built.price["a"] == pytest.approx((3e-6, 15e-6, 0.3e-6, 3.75e-6))
+    # 10 prompt tokens of which 4 cache reads and 2 cache writes, and 5 completion tokens
+    assert built.cost("a", 10, 5, 4, 2) == pytest.approx((4 * 3.0 + 4 * 0.3 + 2 * 3.75 + 5 * 15.0) / 1e6)
+    assert built.cost("a", 10, 5) == pytest.approx((10 * 3.0 + 5 * 15.0) / 1e6)  # no cache parts: as before
+
+
+def test_without_cache_prices_a_cache_token_costs_the_input_price() -> None:
+    built = policy()
+    assert built.cost("self", 10, 5, 4, 2) == built.cost("self", 10, 5) == pytest.approx((10 * 1.0 + 5 * 4.0) / 1e6)
+    assert built.cost("cloud", 10, 5, 4, 2) == pytest.approx((10 * 2.0 + 5 * 8.0) / 1e6)
+
+
+@pytest.mark.parametrize(("cost", "per_prompt_token"), [
+    ({"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_write_per_mtok": 3.75}, 3.75e-6),  # the write premium
+    ({"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3}, 3e-6),  # a discount: the input
+    ({"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 5.0}, 5e-6),  # whichever is dearest
+    ({"input_per_mtok": 3.0, "output_per_mtok": 15.0}, 3e-6),
+])
+def test_the_reservation_prices_every_prompt_token_at_the_dearest_prompt_price(cost: dict[str, float],
+                                                                               per_prompt_token: float) -> None:
+    built = Policy.build(document(upstreams={"a": {"base_url": "http://a/v1", "model": "a", "cost": cost}},
+                                  models={"chat": {"candidates": ["a"]}}, data_classes={}, classify={}),
+                         "sha256:digest", "policy.yaml", {})
+    assert built.reservation("a", 1000, 10) == pytest.approx(1000 * per_prompt_token + 10 * 15e-6)
+    assert built.reservation("a", 1000, 10) >= built.cost("a", 1000, 10, 0, 1000)  # all cache writes
+    assert built.reservation("a", 1000, 10) >= built.cost("a", 1000, 10, 1000, 0)  # all cache reads

@@ -25,6 +25,16 @@ def test_policy_check_accepts_a_good_policy(tmp_path: Path, capsys: pytest.Captu
     assert "upstream a (openai): price from the policy: $1.0000 in, $2.0000 out per Mtok" in out
 
 
+def test_policy_check_shows_cache_prices_where_they_are_not_the_input_price(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cost = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3}
+    spec = upstream_spec("http://127.0.0.1:1", cost=cost)
+    path = write_policy(tmp_path, {"a": spec}, {"chat": {"candidates": ["a"]}})
+    assert main(["policy", "check", str(path)]) == 0
+    assert ("upstream a (openai): price from the policy: $3.0000 in, $15.0000 out, $0.3000 cache read, "
+            "$3.0000 cache write per Mtok") in capsys.readouterr().out
+
+
 
 def test_policy_check_prints_one_line_per_problem_and_exits_1(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
