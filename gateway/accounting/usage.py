@@ -18,6 +18,7 @@ from gateway.values import value
 logger = logging.getLogger("switchyard.accounting")
 CAP_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "responses": "max_output_tokens",
              "messages": "max_tokens"}
+NUMBERS = (int, float)  # a tuple: `int | float` would build a union object at every call
 UNKNOWN_WINDOW = 10_000_000  # tokens a sequence may hold on an upstream that declares no context_window
 
 
@@ -68,7 +69,7 @@ class Usage:
 
 def token_count(value: Any) -> int:
     """A reported token count: a positive number (12.0 counts as 12, not as nothing), else 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, NUMBERS) or not value > 0:
         return 0
     return int(min(value, MOST))  # a float past every count (1e19, inf) held to the bound every counter has
 

@@ -52,7 +52,7 @@ class Transcript:
             return True
         delta = choices[0].get("delta") or {}
         content = delta.get("content") if isinstance(delta, dict) else None
-        if not isinstance(delta, dict) or not isinstance(content, str | None):
+        if not isinstance(delta, dict) or (content is not None and content.__class__ is not str):
             return None
         if delta.get("tool_calls") or delta.get("function_call"):
             self.continuable = False

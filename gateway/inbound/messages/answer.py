@@ -38,7 +38,7 @@ def with_tools(stop_reason: str | None, called: bool) -> str | None:
 
 def usage_of(usage: Any) -> dict[str, int]:
     """Chat usage as Messages usage: input tokens neither read from nor written to a cache, the cached ones apart."""
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, dict) and not isinstance(usage, Mapping):  # dict first: no ABC check
         return {"input_tokens": 0, "output_tokens": 0}
     counted = Usage.of(usage)
     return {"input_tokens": counted.prompt_tokens - counted.cache_read_tokens - counted.cache_write_tokens,
