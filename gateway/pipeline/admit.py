@@ -82,7 +82,8 @@ class Admitter:
         if now - self._refreshed > 1.0:
             self._refreshed = now
             self.latency.refresh(now)
-        blocked = self.circuits.blocked(now, runtime.policy.doc.resilience.circuit.open_s)
+        circuit = runtime.policy.doc.resilience.circuit
+        blocked = self.circuits.blocked(now, circuit.open_s, circuit.first_open_s)
         full = self.capacity.full(now)
         if blocked is not self.live.open_circuits or full is not self.live.full:
             self.live = Live(blocked, self.latency.view, full)

@@ -1,4 +1,8 @@
-"""Circuit breakers per upstream: closed, open after consecutive failures, half-open for one probe."""
+"""Circuit breakers per upstream: closed, open after consecutive failures, half-open for one probe.
+
+An opening lasts first_open_s, and twice as long after each probe that failed, up to open_s: an upstream that
+blipped is back within seconds, one that stays down is probed at most once every open_s.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,13 @@ class Circuit:
     state: int = CLOSED
     opened_at: float = 0.0
     probing: bool = False
+    openings: int = 0  # times opened since the last success: each doubles how long the next lasts
+
+
+def open_for(openings: int, open_s: float, first_open_s: float | None) -> float:
+    """How long the circuit stays open after its openings-th opening in a row."""
+    first = open_s if first_open_s is None else min(first_open_s, open_s)
+    return min(open_s, first * float(2 ** min(max(openings - 1, 0), 32)))
 
 
 class Circuits:
@@ -31,14 +42,17 @@ class Circuits:
         self._open: frozenset[str] = frozenset()
         self._on_change = on_change or (lambda name, state: None)
 
-    def blocked(self, now: float, open_s: float) -> frozenset[str]:
-        """Upstreams a decision must leave out now: open ones, and half-open ones whose probe is out."""
+    def blocked(self, now: float, open_s: float, first_open_s: float | None = None) -> frozenset[str]:
+        """Upstreams a decision must leave out now: open ones, and half-open ones whose probe is out.
+
+        An open circuit turns half-open after open_for(its openings, open_s, first_open_s); first_open_s None:
+        always open_s."""
         if not self._open:
             return self._open
         changed = False
         for name in self._open:
             circuit = self._circuits[name]
-            if circuit.state == OPEN and now - circuit.opened_at >= open_s:
+            if circuit.state == OPEN and now - circuit.opened_at >= open_for(circuit.openings, open_s, first_open_s):
                 circuit.state = HALF_OPEN
                 self._on_change(name, HALF_OPEN)
                 changed = True
@@ -76,6 +90,7 @@ class Circuits:
         circuit.failures += 1
         if circuit.state == HALF_OPEN or (circuit.state == CLOSED and circuit.failures >= threshold):
             circuit.state, circuit.opened_at, circuit.probing = OPEN, now, False
+            circuit.openings += 1
             self._open = self._open | {name}
             self._on_change(name, OPEN)
             return OPEN

@@ -20,7 +20,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.routing.policy.schema import Circuit as CircuitSpec
-from gateway.state.circuits import CLOSED, OPEN, Circuits
+from gateway.state.circuits import CLOSED, OPEN, Circuits, open_for
 
 OPEN_S = 30.0
 
@@ -105,6 +105,41 @@ def test_a_failed_probe_opens_the_circuit_again_for_a_full_open_s() -> None:
     assert circuits.blocked(140.0 + OPEN_S - 0.001, OPEN_S) == {"a"}
     assert circuits.blocked(140.0 + OPEN_S, OPEN_S) == frozenset()
     assert circuits.admit("a")
+
+
+def probe_fails(circuits: Circuits, now: float) -> None:
+    """Let the probe through at now and fail it."""
+    assert circuits.blocked(now, OPEN_S, 5.0) == frozenset()
+    assert circuits.admit("a") == "probe"
+    assert circuits.failure("a", now, 3) == OPEN
+
+
+def test_an_opening_lasts_first_open_s_then_twice_as_long_after_each_failed_probe_up_to_open_s() -> None:
+    circuits = opened(at=100.0)
+    now = 100.0
+    for lasts in (5.0, 10.0, 20.0, 30.0, 30.0):  # first_open_s 5, doubled, held at open_s 30
+        assert circuits.blocked(now + lasts - 0.001, OPEN_S, 5.0) == {"a"}
+        now += lasts
+        probe_fails(circuits, now)
+
+
+def test_a_success_starts_the_openings_again_from_first_open_s() -> None:
+    circuits = opened(at=100.0)
+    probe_fails(circuits, 105.0)
+    probe_fails(circuits, 115.0)  # the third opening would last 20 s
+    assert circuits.blocked(135.0, OPEN_S, 5.0) == frozenset()
+    assert circuits.admit("a") == "probe"
+    assert circuits.success("a") == CLOSED
+    for _ in range(3):
+        circuits.failure("a", 200.0, 3)
+    assert circuits.blocked(204.999, OPEN_S, 5.0) == {"a"}
+    assert circuits.blocked(205.0, OPEN_S, 5.0) == frozenset()
+
+
+def test_first_open_s_is_never_longer_than_open_s() -> None:
+    assert open_for(1, 3.0, 5.0) == 3.0
+    assert open_for(1, 30.0, None) == 30.0  # without first_open_s every opening lasts open_s
+    assert open_for(100, 30.0, 5.0) == 30.0
 
 
 def test_release_frees_the_probe_of_an_attempt_that_ended_without_a_verdict() -> None:
