@@ -124,7 +124,7 @@ class Circuit(Strict):
     """When an upstream is taken out of rotation, and for how long."""
 
     failures: int = Field(default=5, ge=1)
-    open_s: float = Field(default=30, gt=0)  # the longest an opening lasts
+    open_s: float = Field(default=20, gt=0)  # the longest an opening lasts: how long a recovered upstream may wait
     first_open_s: float = Field(default=5, gt=0)  # the first opening in a row; each failed probe doubles it
     # a timeout counts against the circuit only for a request this small: a big one may be slow on its own account
     small_request_bytes: int = Field(default=16 << 10, ge=0)
