@@ -391,6 +391,11 @@ CARD = ["4111", "1111", "1111", "1111"]
         ("SSN 123.45.6789", "national_id"),
         ("2024 2024 2024 2024 4111 1111 1111 1111", "credit_card"),
         ("line\\n\\4111 1111 1111 1111", "credit_card"),  # decoding "\4111" as octal must not hide it
+        ("jose\u200b\u0301@example.com", "email"),  # an invisible character between a letter and its accent
+        ("contact: jose\u00ad\u0301@example.com", "email"),
+        ("\uff2a\uff4f\uff53\uff45\u0301@example.com", "email"),  # fullwidth letters, a combining accent
+        ("\u304a\u5ba2\u69d8\u306e\u756a\u53f7\uff1a\u3000" + "\u3000".join(CARD).translate(
+            {ord("0") + i: 0xff10 + i for i in range(10)}) + "\uff08\u78ba\u8a8d\uff09", "credit_card"),
     ],
 )
 def test_evasions_are_found(text: str, expected: str) -> None:
