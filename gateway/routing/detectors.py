@@ -37,6 +37,13 @@ _AT_SIGNS_PER_LOOK = 4
 # so a megabyte of digits costs one pass instead of a failed match at every position.
 _LONG_RUN = re.compile(rb"0{35,}+")
 _LONG_RUN_START = b"0" * 35
+# Every cluster and card number below lies within a stretch of six or more digits and the separators that may split
+# them (what the stretch table makes b"0"). A big text is read a chunk at a time for them, and a chunk that no such
+# stretch reaches into (a search of the stretch table's view) is passed over: text of escapes ("\\u0041") or of hex
+# ids costs a translate and a search, where each digit of it was a failed match.
+_STRETCH_TABLE = bytes(ord("0") if byte in b"0\t\n\r ./()-" else ord("x") for byte in range(256))
+_STRETCH = b"0" * 6
+_CHUNK = 1 << 14
 
 _DIGIT = ord("0")
 _SPACE = ord(" ")
@@ -112,7 +119,7 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 class _Text:
     """One text under inspection, with views computed at most once however many detectors look at it."""
 
-    __slots__ = ("_clusters", "_shape", "crowded", "entities_crowded", "looks", "raw", "text")
+    __slots__ = ("_clusters", "_regions", "_shape", "crowded", "entities_crowded", "looks", "raw", "text")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
@@ -120,6 +127,7 @@ class _Text:
         self.looks = _LOOKS_BASE + len(self.text) // _CHARS_PER_LOOK
         self.crowded = False  # set when a detector found more candidates than looks
         self._shape: bytes | None = None
+        self._regions: tuple[tuple[int, int], ...] | None = None
         self._clusters: tuple[tuple[int, int, str], ...] | None = None
 
     @property
@@ -133,11 +141,24 @@ class _Text:
         return self._shape
 
     @property
+    def regions(self) -> tuple[tuple[int, int], ...]:
+        """Start and end of each run of chunks of the shape that a cluster or a card number may start in."""
+        if self._regions is None:
+            self._regions = _regions(self.shape)
+        return self._regions
+
+    def region_matches(self, pattern: re.Pattern[bytes]) -> Iterator[re.Match[bytes]]:
+        """Matches of a shape pattern that matches only within digits and separators: those of one pass over the
+        whole shape, found in its regions."""
+        for start, end in self.regions:
+            yield from windowed.finditer(pattern, self.shape, start, end + windowed.REACH)
+
+    @property
     def clusters(self) -> tuple[tuple[int, int, str], ...]:
         """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
             found: list[tuple[int, int, str]] = []
-            for match in windowed.finditer(_CLUSTER_SHAPE, self.shape):
+            for match in self.region_matches(_CLUSTER_SHAPE):
                 if len(found) == self.looks:
                     self.crowded = True
                     break
@@ -176,6 +197,24 @@ class Detector:
 
 def _blank_run(match: re.Match[bytes]) -> bytes:
     return b"9" * len(match[0])
+
+
+def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
+    """The runs of chunks of shape that a stretch of digits and separators reaches into, as (start, end); a shape
+    within one window is one region."""
+    if len(shape) <= windowed.WINDOW + windowed.REACH:
+        return ((0, len(shape)),)
+    marks = shape.translate(_STRETCH_TABLE)
+    regions: list[tuple[int, int]] = []
+    for start in range(0, len(shape), _CHUNK):
+        end = start + _CHUNK
+        if marks.find(_STRETCH, max(start - len(_STRETCH) + 1, 0), end + len(_STRETCH) - 1) < 0:
+            continue
+        if regions and regions[-1][1] == start:
+            regions[-1] = (regions[-1][0], min(end, len(shape)))
+        else:
+            regions.append((start, min(end, len(shape))))
+    return tuple(regions)
 
 
 def builtin(name: str) -> Detector:
@@ -301,7 +340,7 @@ def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer that passes the Luhn check."""
     shape, body = text.shape, text.text
     # Not only around clusters: those never start at a dotted number, and "4111.1111.1111.1111" is a card.
-    for looked, match in enumerate(windowed.finditer(_CARD_SHAPE, shape)):
+    for looked, match in enumerate(text.region_matches(_CARD_SHAPE)):
         if looked == text.looks:
             return True
         start = match.start()
