@@ -44,6 +44,7 @@ _LONG_RUN_START = b"0" * 35
 _STRETCH_TABLE = bytes(ord("0") if byte in b"0\t\n\r ./()-" else ord("x") for byte in range(256))
 _STRETCH = b"0" * 6
 _CHUNK = 1 << 14
+_PEEK = 1024
 
 _DIGIT = ord("0")
 _SPACE = ord(" ")
@@ -207,17 +208,25 @@ def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
     within one window is one region."""
     if len(shape) <= windowed.WINDOW + windowed.REACH:
         return ((0, len(shape)),)
-    marks = shape.translate(_STRETCH_TABLE)
     regions: list[tuple[int, int]] = []
     for start in range(0, len(shape), _CHUNK):
-        end = start + _CHUNK
-        if marks.find(_STRETCH, max(start - len(_STRETCH) + 1, 0), end + len(_STRETCH) - 1) < 0:
+        end = min(start + _CHUNK, len(shape))
+        if not _reached(shape, start, end):
             continue
         if regions and regions[-1][1] == start:
-            regions[-1] = (regions[-1][0], min(end, len(shape)))
+            regions[-1] = (regions[-1][0], end)
         else:
-            regions.append((start, min(end, len(shape))))
+            regions.append((start, end))
     return tuple(regions)
+
+
+def _reached(shape: bytes, start: int, end: int) -> bool:
+    """True when a stretch of six or more digits and separators reaches into shape[start:end]; its first _PEEK
+    characters are looked at first, where ordinary text has one."""
+    low, high = max(start - len(_STRETCH) + 1, 0), end + len(_STRETCH) - 1
+    peek = min(low + _PEEK, high)
+    return (_STRETCH in shape[low:peek].translate(_STRETCH_TABLE)
+            or _STRETCH in shape[peek - len(_STRETCH) + 1:high].translate(_STRETCH_TABLE))
 
 
 def builtin(name: str) -> Detector:

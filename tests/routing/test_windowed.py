@@ -69,6 +69,15 @@ def test_a_big_text_of_escapes_has_no_region_to_read_and_a_small_one_is_read_who
     assert detectors._regions(b"\\a0000" * 100) == ((0, 600),)
 
 
+def test_a_stretch_across_the_first_look_or_a_chunk_edge_marks_its_chunks() -> None:
+    chunk, peek = detectors._CHUNK, detectors._PEEK
+    for at, chunks in ((3 * chunk + peek - 3, [3]), (3 * chunk + peek - 6, [3]), (4 * chunk - 3, [3, 4]),
+                       (4 * chunk - 6, [3]), (4 * chunk, [4])):
+        data = bytearray(b"x" * (8 * chunk))
+        data[at:at + 6] = b"00 0.0"
+        assert detectors._regions(bytes(data)) == ((chunks[0] * chunk, (chunks[-1] + 1) * chunk),), at
+
+
 def test_a_window_of_a_range_finds_what_one_pass_over_the_range_finds() -> None:
     text = ("ab" * (3 * windowed.WINDOW)).encode()
     pattern = re.compile(b"ba")
