@@ -9,6 +9,7 @@ alone on adversarial inputs up to the body limit (worst case per MB), then whole
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import gc
 import statistics
@@ -24,6 +25,7 @@ from gateway.serving.app import DEFAULT_MAX_BODY
 
 SIZE = 4096
 ROUNDS = 5_000
+TICK = 0.005
 
 PROSE = """\
 You are helping the platform team prepare the quarterly planning review. Summarise the notes below in plain English \
@@ -244,14 +246,15 @@ def adversarial(size: int) -> None:
 
 def whole_bodies() -> None:
     """Print the time to parse and classify whole bodies at the body limit, the way the gateway does (with the
-    garbage collector set as `switchyard serve` sets it)."""
+    garbage collector set as `switchyard serve` sets it), and how long the event loop waited at worst meanwhile."""
     from gateway.serving.server import YOUNG_OBJECTS_BEFORE_GC
 
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_OBJECTS_BEFORE_GC, *gc.get_threshold()[1:])
     policy = _policy()
-    print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object, then classify.features (all detectors)")
+    print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object, then classify.features (all detectors); "
+          f"loop gap: the longest between {TICK * 1000:.0f} ms ticks on the loop while classified in a thread")
     unit_text = {"'4111 '": "4111 ", "prose": PROSE, "'12 '": "12 ", "'a123456 '": "a123456 ",
                  "Arabic-Indic digits": "\u0664\u0661\u0661\u0661 ", "zero-width spaces": "a\u200b",
                  "mixed foldable characters": "".join(map(chr, range(0x660, 0x66A))) + "\u200b\u00ad\u2013\u2014\u3000",
@@ -271,13 +274,31 @@ def whole_bodies() -> None:
 
 
 def _report(label: str, raw: bytes, policy: Policy) -> None:
-    """Time one body through parse and through classification, and print what it was classified as."""
+    """Time one body through parse and through classification, and print what it was classified as and the worst
+    wait of the event loop while it was classified in a worker thread."""
     parse = _best(lambda: parse_object(raw), rounds=3)
     body = parse_object(raw)
     elapsed = _best(lambda: classify.features(policy, "acme", "chat", body, {}), rounds=3)
     found = classify.features(policy, "acme", "chat", body, {})
+    gap = _worst_gap(lambda: classify.features(policy, "acme", "chat", body, {}))
     print(f"  {label:28} {len(raw) / MB:5.1f} MiB  parse {parse * 1000:6.1f} ms  classify {elapsed * 1000:6.1f} ms  "
-          f"class={found.data_class} prompt_tokens={found.prompt_tokens}")
+          f"loop gap {gap * 1000:5.1f} ms  class={found.data_class} prompt_tokens={found.prompt_tokens}")
+
+
+def _worst_gap(run: Callable[[], object]) -> float:
+    """The longest time between two ticks of a task that sleeps TICK at a time on the event loop, in seconds, while
+    run runs in a worker thread (as classify.features_of runs a big body): what a /healthz would wait, at most."""
+    async def ticking() -> float:
+        worker = asyncio.ensure_future(asyncio.to_thread(run))
+        worst, last = 0.0, time.perf_counter()
+        while not worker.done():
+            await asyncio.sleep(TICK)
+            now = time.perf_counter()
+            worst, last = max(worst, now - last), now
+        await worker
+        return worst
+
+    return asyncio.run(ticking())
 
 
 def _policy() -> Policy:
