@@ -58,11 +58,11 @@ _JOINERS = frozenset(b".-/:,")
 # look: letters or a "+" right before it ("letter", "plus"), separators between its digits ("split"), or enough
 # digits in a row for a card number ("long"). A plain run of six to twelve digits, the commonest number in data and
 # code, is none of the things detected.
-# (The four digits after the first two are looked for written out: a repeated group costs the regex engine more than
-# the rest of a failed match together, at the start of every run of digits.)
+# (Every run of digits starts a try of it, so the commonest rejection comes first: a date; and the four digits after
+# the first two are looked for written out, as a repeated group costs the regex engine more than the rest of a try.)
 _CLUSTER_SHAPE = re.compile(
-    rb"00(?<!000)(?<!00[.-]00)(?=0000|" + rb"[\t\n\r ./()-]{0,2}0" * 4 + rb")"
-    rb"(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0)|0{0,3}\.0{4})"
+    rb"00(?<!000)(?<!00[.-]00)(?!00-00-00)(?=0000|" + rb"[\t\n\r ./()-]{0,2}0" * 4 + rb")"
+    rb"(?!0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0)|0{0,3}\.0{4})"
     rb"(?:(?P<letter>(?<=a00)(?:[\t\n\r ./()-]{0,2}0){0,40}+)|(?P<plus>(?<=\+00)(?:[\t\n\r ./()-]{0,2}0){0,40}+)"
     rb"|(?P<split>0{0,40}+[\t\n\r ./()-]{1,2}0(?:[\t\n\r ./()-]{0,2}0){0,40}+)|(?P<long>0{11,40}+))"
 )
