@@ -37,10 +37,10 @@ _AT_SIGNS_PER_LOOK = 4
 # so a megabyte of digits costs one pass instead of a failed match at every position.
 _LONG_RUN = re.compile(rb"0{35,}+")
 _LONG_RUN_START = b"0" * 35
-# Every cluster and card number below lies within a stretch of six or more digits and the separators that may split
-# them (what the stretch table makes b"0"). A big text is read a chunk at a time for them, and a chunk that no such
-# stretch reaches into (a search of the stretch table's view) is passed over: text of escapes ("\\u0041") or of hex
-# ids costs a translate and a search, where each digit of it was a failed match.
+# Every cluster and card number below starts with two digits in a row and lies within a stretch of six or more digits
+# and the separators that may split them (what the stretch table makes b"0"). A big text is read a chunk at a time for
+# them, and a chunk where none starts (a search for b"00", then one of the stretch table's view) is passed over: text
+# of escapes ("\\u0041") or of hex ids costs a translate and a search, where each digit of it was a failed match.
 _STRETCH_TABLE = bytes(ord("0") if byte in b"0\t\n\r ./()-" else ord("x") for byte in range(256))
 _STRETCH = b"0" * 6
 _CHUNK = 1 << 14
@@ -221,8 +221,12 @@ def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
 
 
 def _reached(shape: bytes, start: int, end: int) -> bool:
-    """True when a stretch of six or more digits and separators reaches into shape[start:end]; its first _PEEK
-    characters are looked at first, where ordinary text has one."""
+    """True when two digits in a row start in shape[start:end] (as clusters and card numbers do) and a stretch of six
+    or more digits and separators reaches into it; its first _PEEK characters are looked at first, where ordinary
+    text has one."""
+    digit = shape.find(b"0", start, end)  # a memchr, where b"00" is a slower search
+    if digit < 0 or shape.find(b"00", digit, end + 1) < 0:
+        return False
     low, high = max(start - len(_STRETCH) + 1, 0), end + len(_STRETCH) - 1
     peek = min(low + _PEEK, high)
     return (_STRETCH in shape[low:peek].translate(_STRETCH_TABLE)

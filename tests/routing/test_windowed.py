@@ -74,7 +74,7 @@ def test_a_stretch_across_the_first_look_or_a_chunk_edge_marks_its_chunks() -> N
     for at, chunks in ((3 * chunk + peek - 3, [3]), (3 * chunk + peek - 6, [3]), (4 * chunk - 3, [3, 4]),
                        (4 * chunk - 6, [3]), (4 * chunk, [4])):
         data = bytearray(b"x" * (8 * chunk))
-        data[at:at + 6] = b"00 0.0"
+        data[at:at + 6] = b"0.0000"
         assert detectors._regions(bytes(data)) == ((chunks[0] * chunk, (chunks[-1] + 1) * chunk),), at
 
 
