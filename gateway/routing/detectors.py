@@ -152,8 +152,7 @@ class _Text:
         return self._regions
 
     def region_matches(self, pattern: re.Pattern[bytes]) -> Iterator[re.Match[bytes]]:
-        """Matches of a shape pattern that matches only within digits and separators: those of one pass over the
-        whole shape, found in its regions."""
+        """The matches of a shape pattern that starts with two digits, region by region: those of one pass."""
         for start, end in self.regions:
             yield from windowed.finditer(pattern, self.shape, start, end + windowed.REACH)
 
@@ -204,9 +203,8 @@ def _blank_run(match: re.Match[bytes]) -> bytes:
 
 
 def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
-    """The runs of chunks of shape that a stretch of digits and separators reaches into, as (start, end); a shape
-    within one window is one region."""
-    if len(shape) <= windowed.WINDOW + windowed.REACH:
+    """The runs of chunks of shape that a cluster or a card number may start in, as (start, end)."""
+    if len(shape) <= windowed.WINDOW + windowed.REACH:  # read whole, as one window
         return ((0, len(shape)),)
     regions: list[tuple[int, int]] = []
     for start in range(0, len(shape), _CHUNK):
@@ -221,14 +219,12 @@ def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
 
 
 def _reached(shape: bytes, start: int, end: int) -> bool:
-    """True when two digits in a row start in shape[start:end] (as clusters and card numbers do) and a stretch of six
-    or more digits and separators reaches into it; its first _PEEK characters are looked at first, where ordinary
-    text has one."""
+    """True when two digits in a row start in shape[start:end] and a stretch of digits and separators reaches in."""
     digit = shape.find(b"0", start, end)  # a memchr, where b"00" is a slower search
     if digit < 0 or shape.find(b"00", digit, end + 1) < 0:
         return False
     low, high = max(start - len(_STRETCH) + 1, 0), end + len(_STRETCH) - 1
-    peek = min(low + _PEEK, high)
+    peek = min(low + _PEEK, high)  # ordinary text has a stretch in its first _PEEK characters: no more translated
     return (_STRETCH in shape[low:peek].translate(_STRETCH_TABLE)
             or _STRETCH in shape[peek - len(_STRETCH) + 1:high].translate(_STRETCH_TABLE))
 

@@ -61,9 +61,8 @@ _ODD_ESCAPE = re.compile(r"\\[^\n\\'\"abfnrtvxuUN]")
 
 
 def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], re.Pattern[str], re.Pattern[bytes]]:
-    """The folding table: every character NFKC or the fold changes, to what NFKC and then the fold make of it on its
-    own; the same for str.translate, with ASCII mapped to itself (a miss costs a KeyError a character); and patterns
-    finding a character the table maps in the BMP and above it."""
+    """The folding table (each character NFKC or the fold changes, as they make it on its own), it for str.translate
+    and patterns finding a character it maps in the BMP and above it."""
     table: dict[int, str | None] = {}
     for code in (*range(0x80, 0xd800), *range(0xe000, 0x20000), *range(0x2f800, 0x2fa20), *range(0xe0000, 0xe1000)):
         char = chr(code)
@@ -73,7 +72,7 @@ def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], 
         if folded != char:
             table[code] = folded or None
     bmp = "".join(re.escape(chr(code)) for code in sorted(table) if code < 0x10000)
-    translation: dict[int, str | int | None] = {code: code for code in range(0x80)}
+    translation: dict[int, str | int | None] = {code: code for code in range(0x80)}  # a miss costs a KeyError
     translation.update(table)
     return (MappingProxyType(table), MappingProxyType(translation), re.compile(f"[{bmp}]"),
             _utf8_pattern(code for code in table if code >= 0x10000))
@@ -183,18 +182,16 @@ def normalised(text: str) -> tuple[str, bool]:
 
 
 def _unicode_normalised(text: str) -> str:
-    """text with each character folded on its own (as NFKC and then the fold table make it), then NFKC over the
-    whole for what spans characters (a letter and an accent after it); text itself when that changes nothing.
-
-    NFKC over the folded text is one check of each character (about 2 ns) unless a character in it may compose or
-    is out of order: NFKC proper costs up to 150 ns a character on CJK text, so it is run on what needs it only."""
+    """text with each character folded on its own, then NFKC over it for what spans characters (a letter, an accent)."""
     if text.isascii():
         return text
+    # NFKC over folded text is a check of each character (about 2 ns) unless one may compose or is out of order;
+    # NFKC proper costs up to 150 ns a character on CJK text, where one ideographic space sent a piece through it.
     return unicodedata.normalize("NFKC", _folded(text))
 
 
 def _pieces(text: str) -> list[str]:
-    """text cut into pieces of about PIECE_CHARS, each before a character whose folded form nothing before it composes
+    """text cut into pieces of about PIECE_CHARS, each before a character whose folded form nothing before composes
     or reorders with, so that normalising the pieces one by one gives what normalising text whole does."""
     pieces, start = [], 0
     while len(text) - start > PIECE_CHARS:
