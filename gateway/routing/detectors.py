@@ -8,6 +8,7 @@ than that counts as a hit (fail closed): padding a body with decoys cannot hide 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -153,8 +154,11 @@ class _Text:
 
     def region_matches(self, pattern: re.Pattern[bytes]) -> Iterator[re.Match[bytes]]:
         """The matches of a shape pattern that starts with two digits, region by region: those of one pass."""
-        for start, end in self.regions:
-            yield from windowed.finditer(pattern, self.shape, start, end + windowed.REACH)
+        shape = self.shape
+        if len(shape) <= windowed.WINDOW + windowed.REACH:  # read whole, as one window
+            return pattern.finditer(shape)
+        return itertools.chain.from_iterable(windowed.finditer(pattern, shape, start, end + windowed.REACH)
+                                             for start, end in self.regions)
 
     @property
     def clusters(self) -> tuple[tuple[int, int, str], ...]:
@@ -204,8 +208,6 @@ def _blank_run(match: re.Match[bytes]) -> bytes:
 
 def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
     """The runs of chunks of shape that a cluster or a card number may start in, as (start, end)."""
-    if len(shape) <= windowed.WINDOW + windowed.REACH:  # read whole, as one window
-        return ((0, len(shape)),)
     regions: list[tuple[int, int]] = []
     for start in range(0, len(shape), _CHUNK):
         end = min(start + _CHUNK, len(shape))

@@ -18,8 +18,12 @@ def finditer(pattern: re.Pattern[AnyStr], text: AnyStr, start: int = 0, end: int
     """pattern.finditer(text, start, end) a window at a time: the same matches for a pattern spanning under REACH."""
     end = len(text) if end is None else min(end, len(text))
     if end - start <= WINDOW + REACH:
-        yield from pattern.finditer(text, start, end)
-        return
+        return pattern.finditer(text, start, end)
+    return _windows(pattern, text, start, end)
+
+
+def _windows(pattern: re.Pattern[AnyStr], text: AnyStr, start: int, end: int) -> Iterator[re.Match[AnyStr]]:
+    """The matches of pattern in text[start:end], a window at a time."""
     at = start
     while at < end:
         stop = resume = at + WINDOW

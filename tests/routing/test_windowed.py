@@ -66,7 +66,9 @@ def test_a_big_text_of_escapes_has_no_region_to_read_and_a_small_one_is_read_who
     assert detectors._regions(b"\\a0000" * 20_000) == ()
     data = b"\\a0000" * 20_000 + b"0000 0000" + b"x" * 100_000
     assert detectors._regions(data) == ((7 * detectors._CHUNK, 8 * detectors._CHUNK),)
-    assert detectors._regions(b"\\a0000" * 100) == ((0, 600),)
+    small = detectors._Text("\\u0041 4111 1111 1111 1111 " * 50)  # within one window: read whole, as one pass
+    assert [m.span() for m in small.region_matches(detectors._CARD_SHAPE)] == [
+        m.span() for m in detectors._CARD_SHAPE.finditer(small.shape)] != []
 
 
 def test_a_stretch_across_the_first_look_or_a_chunk_edge_marks_its_chunks() -> None:
