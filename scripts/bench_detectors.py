@@ -14,6 +14,7 @@ import functools
 import gc
 import statistics
 import time
+import unicodedata
 from collections.abc import Callable
 
 import orjson
@@ -165,6 +166,12 @@ CJK = ("\u304a\u5ba2\u69d8\u306e\u3054\u6ce8\u6587\uff08\u756a\u53f7\uff11\uff12
        "\u3092\u78ba\u8a8d\u3057\u307e\u3057\u305f\uff01\u3000")
 
 
+# Every character below U+0800 that NFKC or the fold changes: compatibility forms (some of them a space and an accent
+# once folded), digits, format characters and dashes, each as often as the others.
+MANY = "".join(chr(code) for code in range(0x80, 0x800) if unicodedata.normalize("NFKC", chr(code)) != chr(code)
+               or unicodedata.category(chr(code)) in ("Cf", "Zs", "Pd", "Nd"))
+
+
 def fill(text: str, size: int = SIZE) -> str:
     """Text repeated and cut to exactly size characters."""
     return (text * (size // len(text) + 1))[:size]
@@ -259,7 +266,8 @@ def whole_bodies() -> None:
                  "Arabic-Indic digits": "\u0664\u0661\u0661\u0661 ", "zero-width spaces": "a\u200b",
                  "mixed foldable characters": "".join(map(chr, range(0x660, 0x66A))) + "\u200b\u00ad\u2013\u2014\u3000",
                  "emoji": "hi \U0001f600 ", "'\\u0041' escapes": "\\u0041", "CJK prose, fullwidth forms": CJK,
-                 "ISO dates": "2024-03-15 ", "'0123456789-- '": "0123456789-- "}
+                 "ISO dates": "2024-03-15 ", "'0123456789-- '": "0123456789-- ",
+                 "fullwidth ASCII forms": "".join(map(chr, range(0xFF01, 0xFF5F))), "122 foldable below U+0800": MANY}
     for label, unit in unit_text.items():
         content = _sized(unit, DEFAULT_MAX_BODY - 200)
         raw = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": content}]})
