@@ -67,8 +67,10 @@ def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], 
     for code in (*range(0x80, 0xd800), *range(0xe000, 0x20000), *range(0x2f800, 0x2fa20), *range(0xe0000, 0xe1000)):
         char = chr(code)
         # NFKC leaves a character without decomposition data as it is (Hangul syllables compose by rule, not data).
-        nfkc = unicodedata.normalize("NFKC", char) if unicodedata.decomposition(char) else char
-        folded = "".join(_folded_char(part) for part in nfkc)
+        if unicodedata.decomposition(char):
+            folded = "".join(map(_folded_char, unicodedata.normalize("NFKC", char)))
+        else:
+            folded = _folded_char(char)
         if folded != char:
             table[code] = folded or None
     bmp = "".join(re.escape(chr(code)) for code in sorted(table) if code < 0x10000)
