@@ -3,15 +3,18 @@ alone on adversarial inputs up to the body limit (worst case per MB), then whole
 
     python scripts/bench_detectors.py              # everything, adversarial inputs of 1 MB and whole bodies of 10 MiB
     python scripts/bench_detectors.py --mb 10      # adversarial inputs of 10 MB
+    python scripts/bench_detectors.py --bodies     # only the whole bodies
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import gc
 import statistics
 import time
+import unicodedata
 from collections.abc import Callable
 
 import orjson
@@ -23,6 +26,7 @@ from gateway.serving.app import DEFAULT_MAX_BODY
 
 SIZE = 4096
 ROUNDS = 5_000
+TICK = 0.005
 
 PROSE = """\
 You are helping the platform team prepare the quarterly planning review. Summarise the notes below in plain English \
@@ -157,6 +161,17 @@ async def healthz(request):
 '''
 
 
+# Japanese prose as it is usually typed: ideographic spaces and fullwidth digits and punctuation, which NFKC folds.
+CJK = ("\u304a\u5ba2\u69d8\u306e\u3054\u6ce8\u6587\uff08\u756a\u53f7\uff11\uff12\uff13\uff09"
+       "\u3092\u78ba\u8a8d\u3057\u307e\u3057\u305f\uff01\u3000")
+
+
+# Every character below U+0800 that NFKC or the fold changes: compatibility forms (some of them a space and an accent
+# once folded), digits, format characters and dashes, each as often as the others.
+MANY = "".join(chr(code) for code in range(0x80, 0x800) if unicodedata.normalize("NFKC", chr(code)) != chr(code)
+               or unicodedata.category(chr(code)) in ("Cf", "Zs", "Pd", "Nd"))
+
+
 def fill(text: str, size: int = SIZE) -> str:
     """Text repeated and cut to exactly size characters."""
     return (text * (size // len(text) + 1))[:size]
@@ -210,6 +225,7 @@ ADVERSARIAL = {
     "mixed foldable characters": ("".join(map(chr, range(0x660, 0x66a))) + "\u200b\u00ad\u2013\u2014\u3000", None),
     "emoji": ("hi \U0001f600 ", None),
     "CJK prose": ("\u6570\u5b57\u5361\u7247", None),
+    "CJK prose, fullwidth forms": (CJK, None),
     "prose": (PROSE, None),
 }
 
@@ -237,18 +253,21 @@ def adversarial(size: int) -> None:
 
 def whole_bodies() -> None:
     """Print the time to parse and classify whole bodies at the body limit, the way the gateway does (with the
-    garbage collector set as `switchyard serve` sets it)."""
+    garbage collector set as `switchyard serve` sets it), and how long the event loop waited at worst meanwhile."""
     from gateway.serving.server import YOUNG_OBJECTS_BEFORE_GC
 
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_OBJECTS_BEFORE_GC, *gc.get_threshold()[1:])
     policy = _policy()
-    print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object, then classify.features (all detectors)")
+    print(f"\nwhole bodies of {DEFAULT_MAX_BODY / MB:.0f} MiB: parse_object, then classify.features (all detectors); "
+          f"loop gap: the longest between {TICK * 1000:.0f} ms ticks on the loop while classified in a thread")
     unit_text = {"'4111 '": "4111 ", "prose": PROSE, "'12 '": "12 ", "'a123456 '": "a123456 ",
                  "Arabic-Indic digits": "\u0664\u0661\u0661\u0661 ", "zero-width spaces": "a\u200b",
                  "mixed foldable characters": "".join(map(chr, range(0x660, 0x66A))) + "\u200b\u00ad\u2013\u2014\u3000",
-                 "emoji": "hi \U0001f600 ", "'\\u0041' escapes": "\\u0041"}
+                 "emoji": "hi \U0001f600 ", "'\\u0041' escapes": "\\u0041", "CJK prose, fullwidth forms": CJK,
+                 "ISO dates": "2024-03-15 ", "'0123456789-- '": "0123456789-- ",
+                 "fullwidth ASCII forms": "".join(map(chr, range(0xFF01, 0xFF5F))), "122 foldable below U+0800": MANY}
     for label, unit in unit_text.items():
         content = _sized(unit, DEFAULT_MAX_BODY - 200)
         raw = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": content}]})
@@ -263,13 +282,31 @@ def whole_bodies() -> None:
 
 
 def _report(label: str, raw: bytes, policy: Policy) -> None:
-    """Time one body through parse and through classification, and print what it was classified as."""
+    """Time one body through parse and through classification, and print what it was classified as and the worst
+    wait of the event loop while it was classified in a worker thread."""
     parse = _best(lambda: parse_object(raw), rounds=3)
     body = parse_object(raw)
     elapsed = _best(lambda: classify.features(policy, "acme", "chat", body, {}), rounds=3)
     found = classify.features(policy, "acme", "chat", body, {})
+    gap = _worst_gap(lambda: classify.features(policy, "acme", "chat", body, {}))
     print(f"  {label:28} {len(raw) / MB:5.1f} MiB  parse {parse * 1000:6.1f} ms  classify {elapsed * 1000:6.1f} ms  "
-          f"class={found.data_class} prompt_tokens={found.prompt_tokens}")
+          f"loop gap {gap * 1000:5.1f} ms  class={found.data_class} prompt_tokens={found.prompt_tokens}")
+
+
+def _worst_gap(run: Callable[[], object]) -> float:
+    """The longest time between two ticks of a task that sleeps TICK at a time on the event loop, in seconds, while
+    run runs in a worker thread (as classify.features_of runs a big body): what a /healthz would wait, at most."""
+    async def ticking() -> float:
+        worker = asyncio.ensure_future(asyncio.to_thread(run))
+        worst, last = 0.0, time.perf_counter()
+        while not worker.done():
+            await asyncio.sleep(TICK)
+            now = time.perf_counter()
+            worst, last = max(worst, now - last), now
+        await worker
+        return worst
+
+    return asyncio.run(ticking())
 
 
 def _policy() -> Policy:
@@ -305,10 +342,12 @@ def main() -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--mb", type=float, default=1.0, help="size of each adversarial input in MB (default: 1)")
     options.add_argument("--skip-small", action="store_true", help="skip the 4 KB prompt timings")
+    options.add_argument("--bodies", action="store_true", help="only the whole bodies")
     args = options.parse_args()
-    if not args.skip_small:
-        small()
-    adversarial(int(args.mb * MB))
+    if not args.bodies:
+        if not args.skip_small:
+            small()
+        adversarial(int(args.mb * MB))
     whole_bodies()
 
 

@@ -8,6 +8,7 @@ than that counts as a hit (fail closed): padding a body with decoys cannot hide 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ _AT_SIGNS_PER_LOOK = 4
 # so a megabyte of digits costs one pass instead of a failed match at every position.
 _LONG_RUN = re.compile(rb"0{35,}+")
 _LONG_RUN_START = b"0" * 35
+# Every cluster and card number below starts with two digits in a row and lies within a stretch of six or more digits
+# and the separators that may split them (what the stretch table makes b"0"). A big text is read a chunk at a time for
+# them, and a chunk where none starts (a search for b"00", then one of the stretch table's view) is passed over: text
+# of escapes ("\\u0041") or of hex ids costs a translate and a search, where each digit of it was a failed match.
+_STRETCH_TABLE = bytes(ord("0") if byte in b"0\t\n\r ./()-" else ord("x") for byte in range(256))
+_STRETCH = b"0" * 6
+_CHUNK = 1 << 14
+_PEEK = 1024
 
 _DIGIT = ord("0")
 _SPACE = ord(" ")
@@ -50,8 +59,11 @@ _JOINERS = frozenset(b".-/:,")
 # look: letters or a "+" right before it ("letter", "plus"), separators between its digits ("split"), or enough
 # digits in a row for a card number ("long"). A plain run of six to twelve digits, the commonest number in data and
 # code, is none of the things detected.
+# (Every run of digits starts a try of it, so the commonest rejection comes first: a date; and the four digits after
+# the first two are looked for written out, as a repeated group costs the regex engine more than the rest of a try.)
 _CLUSTER_SHAPE = re.compile(
-    rb"00(?<!000)(?<!00[.-]00)(?=(?:[\t\n\r ./()-]{0,2}0){4})(?!00-00-00|0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0)|0{0,3}\.0{4})"
+    rb"00(?<!000)(?<!00[.-]00)(?!00-00-00)(?=0000|" + rb"[\t\n\r ./()-]{0,2}0" * 4 + rb")"
+    rb"(?!0?\.0{1,3}\.0{1,3}\.0{1,3}(?!0)|0{0,3}\.0{4})"
     rb"(?:(?P<letter>(?<=a00)(?:[\t\n\r ./()-]{0,2}0){0,40}+)|(?P<plus>(?<=\+00)(?:[\t\n\r ./()-]{0,2}0){0,40}+)"
     rb"|(?P<split>0{0,40}+[\t\n\r ./()-]{1,2}0(?:[\t\n\r ./()-]{0,2}0){0,40}+)|(?P<long>0{11,40}+))"
 )
@@ -112,7 +124,7 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 class _Text:
     """One text under inspection, with views computed at most once however many detectors look at it."""
 
-    __slots__ = ("_clusters", "_shape", "crowded", "entities_crowded", "looks", "raw", "text")
+    __slots__ = ("_clusters", "_regions", "_shape", "crowded", "entities_crowded", "looks", "raw", "text")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
@@ -120,6 +132,7 @@ class _Text:
         self.looks = _LOOKS_BASE + len(self.text) // _CHARS_PER_LOOK
         self.crowded = False  # set when a detector found more candidates than looks
         self._shape: bytes | None = None
+        self._regions: tuple[tuple[int, int], ...] | None = None
         self._clusters: tuple[tuple[int, int, str], ...] | None = None
 
     @property
@@ -133,11 +146,26 @@ class _Text:
         return self._shape
 
     @property
+    def regions(self) -> tuple[tuple[int, int], ...]:
+        """Start and end of each run of chunks of the shape that a cluster or a card number may start in."""
+        if self._regions is None:
+            self._regions = _regions(self.shape)
+        return self._regions
+
+    def region_matches(self, pattern: re.Pattern[bytes]) -> Iterator[re.Match[bytes]]:
+        """The matches of a shape pattern that starts with two digits, region by region: those of one pass."""
+        shape = self.shape
+        if len(shape) <= windowed.WINDOW + windowed.REACH:  # read whole, as one window
+            return pattern.finditer(shape)
+        return itertools.chain.from_iterable(windowed.finditer(pattern, shape, start, end + windowed.REACH)
+                                             for start, end in self.regions)
+
+    @property
     def clusters(self) -> tuple[tuple[int, int, str], ...]:
         """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
             found: list[tuple[int, int, str]] = []
-            for match in windowed.finditer(_CLUSTER_SHAPE, self.shape):
+            for match in self.region_matches(_CLUSTER_SHAPE):
                 if len(found) == self.looks:
                     self.crowded = True
                     break
@@ -176,6 +204,31 @@ class Detector:
 
 def _blank_run(match: re.Match[bytes]) -> bytes:
     return b"9" * len(match[0])
+
+
+def _regions(shape: bytes) -> tuple[tuple[int, int], ...]:
+    """The runs of chunks of shape that a cluster or a card number may start in, as (start, end)."""
+    regions: list[tuple[int, int]] = []
+    for start in range(0, len(shape), _CHUNK):
+        end = min(start + _CHUNK, len(shape))
+        if not _reached(shape, start, end):
+            continue
+        if regions and regions[-1][1] == start:
+            regions[-1] = (regions[-1][0], end)
+        else:
+            regions.append((start, end))
+    return tuple(regions)
+
+
+def _reached(shape: bytes, start: int, end: int) -> bool:
+    """True when two digits in a row start in shape[start:end] and a stretch of digits and separators reaches in."""
+    digit = shape.find(b"0", start, end)  # a memchr, where b"00" is a slower search
+    if digit < 0 or shape.find(b"00", digit, end + 1) < 0:
+        return False
+    low, high = max(start - len(_STRETCH) + 1, 0), end + len(_STRETCH) - 1
+    peek = min(low + _PEEK, high)  # ordinary text has a stretch in its first _PEEK characters: no more translated
+    return (_STRETCH in shape[low:peek].translate(_STRETCH_TABLE)
+            or _STRETCH in shape[peek - len(_STRETCH) + 1:high].translate(_STRETCH_TABLE))
 
 
 def builtin(name: str) -> Detector:
@@ -301,7 +354,7 @@ def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer that passes the Luhn check."""
     shape, body = text.shape, text.text
     # Not only around clusters: those never start at a dotted number, and "4111.1111.1111.1111" is a card.
-    for looked, match in enumerate(windowed.finditer(_CARD_SHAPE, shape)):
+    for looked, match in enumerate(text.region_matches(_CARD_SHAPE)):
         if looked == text.looks:
             return True
         start = match.start()

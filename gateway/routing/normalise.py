@@ -25,8 +25,12 @@ _EXTRA_INVISIBLE = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0" + "".join(map(ch
 # pattern of the ranges the table maps (slower per character than the BMP's pattern, kept as a bitmap).
 _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
 _ABOVE_BMP_LOOKS = 64
-# Past this many distinct characters to fold, one translate pass (about 40 ns a character) beats a replace for each.
-_REPLACES = 4
+# Up to this many distinct characters to fold are replaced one at a time (a pass of about 0.6 ns a character each,
+# for the text's own few: a CJK text's fullwidth forms); past them one translate pass (30-45 ns a character) does the
+# rest.
+_REPLACES = 24
+# How far past a character to fold the next distinct ones are gathered, to be replaced before searching again.
+_GATHER = 64
 # Text with fewer BMP characters to fold than one per this many is folded by a substitution per character (about
 # 0.5 us each) rather than a translate of every character.
 _CHARS_PER_SUB = 64
@@ -56,24 +60,41 @@ _BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
 _ODD_ESCAPE = re.compile(r"\\[^\n\\'\"abfnrtvxuUN]")
 
 
-def _build() -> tuple[Mapping[int, str | None], re.Pattern[str], re.Pattern[bytes]]:
-    """The folding table, and patterns finding a character it maps in the BMP and above it."""
+def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], re.Pattern[str], re.Pattern[bytes]]:
+    """The folding table (each character NFKC or the fold changes, as they make it on its own), it for str.translate
+    and patterns finding a character it maps in the BMP and above it."""
     table: dict[int, str | None] = {}
-    for code in (*range(0x80, 0xd800), *range(0xe000, 0x20000), *range(0xe0000, 0xe1000)):
+    for code in (*range(0x80, 0xd800), *range(0xe000, 0x20000), *range(0x2f800, 0x2fa20), *range(0xe0000, 0xe1000)):
         char = chr(code)
-        category = unicodedata.category(char)
-        if category == "Cf" or char in _EXTRA_INVISIBLE:
-            table[code] = None
-        elif category in ("Zs", "Zl", "Zp") or char == "\x85":
-            table[code] = " "
-        elif category == "Pd" or char in _EXTRA_DASHES:
-            table[code] = "-"
-        elif char in _EXTRA_DOTS:
-            table[code] = "."
-        elif category == "Nd":
-            table[code] = str(unicodedata.decimal(char))
+        # NFKC leaves a character without decomposition data as it is (Hangul syllables compose by rule, not data).
+        if unicodedata.decomposition(char):
+            folded = "".join(map(_folded_char, unicodedata.normalize("NFKC", char)))
+        else:
+            folded = _folded_char(char)
+        if folded != char:
+            table[code] = folded or None
     bmp = "".join(re.escape(chr(code)) for code in sorted(table) if code < 0x10000)
-    return MappingProxyType(table), re.compile(f"[{bmp}]"), _utf8_pattern(code for code in table if code >= 0x10000)
+    translation: dict[int, str | int | None] = {code: code for code in range(0x80)}  # a miss costs a KeyError
+    translation.update(table)
+    return (MappingProxyType(table), MappingProxyType(translation), re.compile(f"[{bmp}]"),
+            _utf8_pattern(code for code in table if code >= 0x10000))
+
+
+def _folded_char(char: str) -> str:
+    """What the fold makes of one character: nothing for an invisible one, the ASCII space, dash, full stop or digit
+    for the others it reads as such, and char itself for the rest."""
+    category = unicodedata.category(char)
+    if category == "Cf" or char in _EXTRA_INVISIBLE:
+        return ""
+    if category in ("Zs", "Zl", "Zp") or char == "\x85":
+        return " "
+    if category == "Pd" or char in _EXTRA_DASHES:
+        return "-"
+    if char in _EXTRA_DOTS:
+        return "."
+    if category == "Nd":
+        return str(unicodedata.decimal(char))
+    return char
 
 
 def _utf8_pattern(codes: Iterable[int]) -> re.Pattern[bytes]:
@@ -104,12 +125,13 @@ def _ranges(table: Mapping[int, object], start: int) -> list[tuple[int, int]]:
     return runs
 
 
-_TABLE, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
+_TABLE, _TRANSLATION, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 
 def _build_cuts() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """Patterns of the characters, in the BMP and above it, that text may be cut before for NFKC: a starter that no
-    composition takes as its second part and whose normal form begins with another such (every ASCII character)."""
+    """Patterns of the characters, in the BMP and above it, that text may be cut before for normalising: a character
+    the table folds to something that starts with a starter no composition takes as its second part (every ASCII
+    character), so that nothing before the cut composes or reorders with anything after it."""
     codes = (*range(0x80, 0xd800), *range(0xe000, 0x10000), *_CUTS_ABOVE_BMP)
     seconds = set(_JAMO)  # Hangul jamo compose into syllables by rule, not by the decomposition data
     for code in (*range(0x80, 0xd800), *range(0xe000, 0x10000), *range(0x11000, 0x12000)):  # and SMP scripts'
@@ -118,13 +140,8 @@ def _build_cuts() -> tuple[re.Pattern[str], re.Pattern[str]]:
             seconds.add(int(parts[1], 16))
 
     def cuts_before(code: int) -> bool:
-        char = chr(code)
-        if code in seconds or unicodedata.combining(char):
-            return False
-        if unicodedata.is_normalized("NFKC", char):
-            return True
-        first = unicodedata.normalize("NFKC", char)[0]
-        return ord(first) not in seconds and unicodedata.combining(first) == 0
+        folded = _TABLE.get(code, chr(code)) or ""
+        return folded != "" and ord(folded[0]) not in seconds and unicodedata.combining(folded[0]) == 0
     stable = dict.fromkeys(code for code in codes if cuts_before(code))
     bmp = "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in _ranges(stable, 0x80)
                   if high < 0x10000)
@@ -162,13 +179,22 @@ def normalised(text: str) -> tuple[str, bool]:
     if text.isascii():
         return text, crowded
     if len(text) <= PIECE_CHARS:
-        return _folded(unicodedata.normalize("NFKC", text)), crowded
-    return "".join(_folded(unicodedata.normalize("NFKC", piece)) for piece in _pieces(text)), crowded
+        return _unicode_normalised(text), crowded
+    return "".join(map(_unicode_normalised, _pieces(text))), crowded
+
+
+def _unicode_normalised(text: str) -> str:
+    """text with each character folded on its own, then NFKC over it for what spans characters (a letter, an accent)."""
+    if text.isascii():
+        return text
+    # NFKC over folded text is a check of each character (about 2 ns) unless one may compose or is out of order;
+    # NFKC proper costs up to 150 ns a character on CJK text, where one ideographic space sent a piece through it.
+    return unicodedata.normalize("NFKC", _folded(text))
 
 
 def _pieces(text: str) -> list[str]:
-    """text cut into pieces of about PIECE_CHARS, each before a character NFKC joins to nothing before it, so that
-    normalising the pieces one by one gives what normalising text whole does."""
+    """text cut into pieces of about PIECE_CHARS, each before a character whose folded form nothing before composes
+    or reorders with, so that normalising the pieces one by one gives what normalising text whole does."""
     pieces, start = [], 0
     while len(text) - start > PIECE_CHARS:
         cut = _cut_at(text, start + PIECE_CHARS)
@@ -262,27 +288,28 @@ def _escapes_decoded(text: str) -> str:
 
 def _folded(text: str) -> str:
     """text with every character the table maps replaced: a replace per distinct one, or _many_folded."""
-    found = _MAPPED_BMP.search(text)
-    for _ in range(_REPLACES):
-        if found is None:
-            break
-        start = found.start()  # text before it holds nothing to map, and the replace leaves it where it was
-        text = text.replace(found[0], _TABLE.get(ord(found[0])) or "")
-        found = _MAPPED_BMP.search(text, start)
-    else:
-        if found is not None:
+    found, left = _MAPPED_BMP.search(text), _REPLACES
+    while found is not None:
+        start = found.start()  # text before it holds nothing to map, and a replace leaves it where it was
+        chars = set(_MAPPED_BMP.findall(text, start, start + _GATHER))  # the next few distinct ones, in one search
+        left -= len(chars)
+        if left < 0:
             text = _many_folded(text)
+            break
+        for char in chars:
+            text = text.replace(char, _TABLE.get(ord(char)) or "")
+        found = _MAPPED_BMP.search(text, start)
     if _maps_above_bmp(text):
-        text = text.translate(_TABLE)
+        text = text.translate(_TRANSLATION)
     return text
 
 
 def _many_folded(text: str) -> str:
-    """text with every BMP character the table maps replaced: one translate pass (about 40 ns a character, however
+    """text with every BMP character the table maps replaced: one translate pass (30-45 ns a character, however
     few need it), or a substitution per character found when they are fewer than one per _CHARS_PER_SUB."""
     most = len(text) // _CHARS_PER_SUB
     if most < 1 or len(_MAPPED_BMP.split(text, maxsplit=most)) > most:  # split stops counting at most
-        return text.translate(_TABLE)
+        return text.translate(_TRANSLATION)
     return _MAPPED_BMP.sub(_fold_one, text)
 
 

@@ -13,15 +13,21 @@ WINDOW = 1 << 16
 REACH = 4096
 
 
-def finditer(pattern: re.Pattern[AnyStr], text: AnyStr) -> Iterator[re.Match[AnyStr]]:
-    """pattern.finditer(text), searched a window at a time; the same matches for a pattern spanning under REACH."""
-    if len(text) <= WINDOW + REACH:
-        yield from pattern.finditer(text)
-        return
-    at = 0
-    while at < len(text):
+def finditer(pattern: re.Pattern[AnyStr], text: AnyStr, start: int = 0, end: int | None = None
+             ) -> Iterator[re.Match[AnyStr]]:
+    """pattern.finditer(text, start, end) a window at a time: the same matches for a pattern spanning under REACH."""
+    end = len(text) if end is None else min(end, len(text))
+    if end - start <= WINDOW + REACH:
+        return pattern.finditer(text, start, end)
+    return _windows(pattern, text, start, end)
+
+
+def _windows(pattern: re.Pattern[AnyStr], text: AnyStr, start: int, end: int) -> Iterator[re.Match[AnyStr]]:
+    """The matches of pattern in text[start:end], a window at a time."""
+    at = start
+    while at < end:
         stop = resume = at + WINDOW
-        for match in pattern.finditer(text, at, stop + REACH):
+        for match in pattern.finditer(text, at, min(stop + REACH, end)):
             if match.start() >= stop:
                 break
             yield match

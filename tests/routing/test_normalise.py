@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from gateway.routing.normalise import _MAPPED_ABOVE_BMP, _TABLE, entities_crowded, normalise, normalised
@@ -23,10 +25,32 @@ from gateway.routing.normalise import _MAPPED_ABOVE_BMP, _TABLE, entities_crowde
         ("a\u3000b\u2007c\u2028d", "a b c d"),
         ("\U0001e951\U0001e952", "12"),
         ("caf\u00e9 \U0001f600", "caf\u00e9 \U0001f600"),
+        ("e\u200b\u0301 \uff25\u0301 \u2474", "\u00e9 \u00c9 (1)"),
+        ("\u6570\u5b57\uff08\uff11\uff12\uff09\uff01\u3000\ufe58", "\u6570\u5b57(12)! -"),
     ],
 )
 def test_normalise(text: str, expected: str) -> None:
     assert normalise(text) == expected
+
+
+def test_the_table_folds_a_character_as_nfkc_then_the_fold_would_and_needs_no_second_pass() -> None:
+    assert [_TABLE[0xff21], _TABLE[0x3000], _TABLE[0x0661], _TABLE[0x200b]] == ["A", " ", "1", None]
+    assert _TABLE[0xfe58] == "-"  # a small em dash: NFKC makes it an em dash, which the fold makes "-"
+    assert [code for code, folded in _TABLE.items() if folded and any(ord(char) in _TABLE for char in folded)] == []
+
+
+def test_no_composition_makes_a_character_the_table_folds() -> None:
+    """NFKC over folded text composes letters and accents; what it makes must need no folding again."""
+    composites = [code for code in range(0x80, 0x30000) if _canonical_pair(chr(code))]
+    assert len(composites) > 900
+    assert [hex(code) for code in composites
+            if code in _TABLE and ord(unicodedata.normalize("NFD", chr(code))[0]) not in _TABLE] == []
+
+
+def _canonical_pair(char: str) -> bool:
+    """True when char is a primary composite: canonically two characters, and what NFC makes of them."""
+    parts = unicodedata.decomposition(char).split()
+    return len(parts) == 2 and not parts[0].startswith("<") and unicodedata.normalize("NFC", char) == char
 
 
 def test_plain_ascii_text_is_returned_as_it_is() -> None:
