@@ -123,6 +123,10 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"error": {"message": error.message, "type": kind, "code": code, "param": error.param}})
 
 
+RATE_HEADER_NAMES = {kind: tuple(f"x-ratelimit-{what}-{kind}".encode() for what in ("limit", "remaining", "reset"))
+                     for kind in ("requests", "tokens")}
+
+
 def rate_headers(limits: Limits, admission: Admission) -> Headers:
     """OpenAI's x-ratelimit-* headers for the tenant's rate limits, as this request left them."""
     headers: Headers = []
@@ -130,9 +134,9 @@ def rate_headers(limits: Limits, admission: Admission) -> Headers:
         rate = admission.rates.get(kind)
         if limit is None or rate is None:
             continue
-        headers += [(b"x-ratelimit-limit-" + kind.encode(), str(limit).encode()),
-                    (b"x-ratelimit-remaining-" + kind.encode(), str(rate.remaining).encode()),
-                    (b"x-ratelimit-reset-" + kind.encode(), duration(rate.reset_s).encode())]
+        named_limit, named_remaining, named_reset = RATE_HEADER_NAMES[kind]
+        headers += [(named_limit, b"%d" % limit), (named_remaining, b"%d" % rate.remaining),
+                    (named_reset, duration(rate.reset_s).encode())]
     return headers
 
 
