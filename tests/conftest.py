@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import uvicorn
@@ -41,6 +42,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+def settled_spend(url: str, admin_key: str, ready: Callable[[dict[str, Any]], bool] = lambda row: True,
+                  what: str = "the spend to settle") -> dict[str, Any]:
+    """acme's spend today from /admin/spend, once nothing is reserved any more and ready(its row) holds."""
+    row: dict[str, Any] = {}
+
+    def settled() -> bool:
+        response = httpx.get(f"{url}/admin/spend", params={"tenant": "acme", "window": "day"},
+                             headers={"authorization": f"Bearer {admin_key}"}, timeout=5)
+        assert response.status_code == 200, response.text
+        row.update(response.json()["tenants"][0])
+        return bool(row["reserved_usd"] == 0 and ready(row))
+
+    wait_for(settled, what=what)
+    return row
 
 
 @dataclass

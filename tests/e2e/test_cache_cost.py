@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import orjson
 import pytest
 
-from gateway.asgi import Receive, Scope, Send, send_bytes
+from gateway.asgi import Receive, Scope, Send, read_body, send_bytes
 from gateway.serving.app import Gateway, Settings
 from gateway.sse import DONE_EVENT, usage_event
 from gateway.tools.standin.app import lifespan
 from gateway.tools.standin.events import chunk
 from gateway.tools.standin.messages import INPUT_TOKENS, MessagesStandIn
-from tests.conftest import KEY, Loop, key_hash, wait_for, write_policy
+from tests.conftest import KEY, Loop, key_hash, settled_spend, write_policy
 
 # litellm silences these pydantic warnings process-wide at import; pytest's "error" filter would revive them
 pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")
@@ -58,13 +57,7 @@ class CachedChat:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        body = orjson.loads(raw)
+        body = orjson.loads(await read_body(receive, {}, 1 << 20))
         if not body.get("stream"):
             answer = {"id": "chatcmpl-cached", "object": "chat.completion", "created": 0, "model": body["model"],
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "cached answer"},
@@ -96,17 +89,8 @@ class Rig:
 
     def spend(self, upstream: str) -> float:
         """What the day's spend says the tenant spent at upstream, once nothing is reserved any more."""
-        found: dict[str, Any] = {}
-
-        def settled() -> bool:
-            response = httpx.get(f"{self.url}/admin/spend", params={"tenant": "acme", "window": "day"},
-                                 headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5)
-            assert response.status_code == 200, response.text
-            found.update(response.json()["tenants"][0])
-            return bool(found["reserved_usd"] == 0 and upstream in found["upstreams"])
-
-        wait_for(settled, what="the spend to settle")
-        return float(found["upstreams"][upstream]["cost_usd"])
+        row = settled_spend(self.url, ADMIN_KEY, lambda found: upstream in found["upstreams"])
+        return float(row["upstreams"][upstream]["cost_usd"])
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import orjson
 
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin import Behaviour, FaultServer
-from tests.conftest import KEY, Loop, Served, upstream_spec, wait_for, write_policy
+from tests.conftest import KEY, Loop, Served, settled_spend, upstream_spec, write_policy
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -113,13 +113,5 @@ def rig(loop: Loop, tmp_path: Path, servers: dict[str, FaultServer], resilience:
 
 def spend_row(r: Rig, requests: int, admin_key: str) -> dict[str, Any]:
     """acme's spend, read from /admin/spend once its primary upstream shows `requests` settled and nothing reserved."""
-    row: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = httpx.get(r.served.url + "/admin/spend", params={"tenant": "acme"},
-                             headers={"authorization": f"Bearer {admin_key}"}, timeout=5)
-        row.update(response.json()["tenants"][0])
-        return row["upstreams"].get("primary", {}).get("requests") == requests and row["reserved_usd"] == 0
-
-    wait_for(settled, what=f"{requests} streams settled in the spend")
-    return row
+    return settled_spend(r.served.url, admin_key, lambda row: row["upstreams"].get("primary", {}).get("requests")
+                         == requests, what=f"{requests} streams settled in the spend")

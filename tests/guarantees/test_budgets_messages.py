@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
 
 from gateway.routing import classify
 from gateway.serving.app import Gateway, Settings
 from gateway.tools.standin.messages import MessagesStandIn
-from tests.conftest import KEY, Loop, Served, key_hash, upstream_spec, wait_for, write_policy
+from tests.conftest import KEY, Loop, Served, key_hash, settled_spend, upstream_spec, write_policy
 
 BUDGET_USD = 0.05
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -150,14 +149,4 @@ def test_answers_that_are_all_cache_writes_cannot_spend_past_the_budget(loop: Lo
 
 def spend(url: str) -> float:
     """The tenant's spend today, once nothing is reserved any more."""
-    found: dict[str, Any] = {}
-
-    def settled() -> bool:
-        response = httpx.get(f"{url}/admin/spend", params={"tenant": "acme", "window": "day"},
-                             headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5)
-        assert response.status_code == 200, response.text
-        found.update(response.json()["tenants"][0])
-        return bool(found["reserved_usd"] == 0)
-
-    wait_for(settled, what="the spend to settle")
-    return float(found["spend_usd"])
+    return float(settled_spend(url, ADMIN_KEY)["spend_usd"])
