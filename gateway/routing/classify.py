@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -51,16 +50,18 @@ UNREADABLE_KEYS = {"image_url": "image", "input_audio": "audio", "file_data": "f
 UNREADABLE_KEY_NAMES = frozenset(UNREADABLE_KEYS)  # one set to test each object against, not a keys view each time
 
 
-@dataclass(slots=True)
 class Content:
     """What a request gives the upstream to read: every string, and what could not be read as text."""
 
-    texts: list[str] = field(default_factory=list)
-    chars: int = 0
-    items: int = 0
-    images: int = 0
-    token_ids: int = 0
-    unreadable: str | None = None
+    __slots__ = ("chars", "images", "items", "texts", "token_ids", "unreadable")
+
+    def __init__(self) -> None:  # by hand: a dataclass' default_factory costs twice as much, once a request
+        self.texts: list[str] = []
+        self.chars = 0
+        self.items = 0
+        self.images = 0
+        self.token_ids = 0
+        self.unreadable: str | None = None
 
     def prompt_tokens(self) -> int:
         """The prompt's estimated size: characters / 4, plus per message, per image and per token id."""
@@ -78,12 +79,14 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
     max_tokens = _largest(body, MAX_TOKEN_FIELDS[endpoint])
     n = _largest(body, CHOICE_FIELDS[endpoint], MAX_CHOICES) or 1
     stream = body.get("stream", False)
-    if not isinstance(stream, bool):
+    if stream.__class__ is not bool:
         raise InvalidRequest("'stream' must be a boolean", param="stream")
-    return Features(route=route, tenant=tenant, prompt_tokens=content.prompt_tokens(), endpoint=endpoint,
-                    max_tokens=max_tokens, n=n, stream=stream, has_tools=_has_tools(body), wants_json=_wants_json(body),
-                    has_images=content.images > 0, data_class=data_class(policy, tenant, headers, content),
-                    headers=headers)
+    plain = OPTIONS.isdisjoint(body)  # no tools, no response format: most requests
+    has_tools, wants_json = (False, False) if plain else (_has_tools(body), _wants_json(body))
+    found = data_class(policy, tenant, headers, content) if policy.doc.data_classes else None
+    # Positional: keywords to a class are gathered in a dict, twice the cost of the record itself.
+    return Features(route, tenant, content.prompt_tokens(), endpoint, max_tokens, n, stream, has_tools, wants_json,
+                    content.images > 0, found, headers)
 
 
 async def features_of(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any],
@@ -162,39 +165,42 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
     """
     add, chars, left = content.texts.append, 0, WALK_LIMIT
     stack: list[tuple[Any, bool]] = []
-    for key, inner in body.items():
+    for key, inner in body.items():  # orjson makes exact types: a class check is cheaper than isinstance
         add(key)
-        if isinstance(inner, str):
+        kind = inner.__class__
+        if kind is str:
             if key not in NOT_READ:
                 add(inner)
                 chars += len(inner)
-        elif isinstance(inner, (dict, list)):
+        elif kind is dict or kind is list:
             stack.append((inner, key != field_name))
     while stack:
         value, keys_count = stack.pop()
         left -= len(value)
         if left < 0:
             return False
-        if isinstance(value, dict):
-            kind = value.get("type")
-            if (kind.__class__ is str and kind in UNREADABLE_TYPES) or not UNREADABLE_KEY_NAMES.isdisjoint(value):
+        if value.__class__ is dict:
+            part = value.get("type")
+            if (part.__class__ is str and part in UNREADABLE_TYPES) or not UNREADABLE_KEY_NAMES.isdisjoint(value):
                 _note_part(value, content)
             for key, inner in value.items():
                 add(key)
                 if keys_count:
                     chars += len(key)
-                if isinstance(inner, str):
+                kind = inner.__class__
+                if kind is str:
                     add(inner)
                     if key not in FRAMING:
                         chars += len(inner)
-                elif isinstance(inner, (dict, list)):
+                elif kind is dict or kind is list:
                     stack.append((inner, keys_count))
         else:
             for inner in value:
-                if isinstance(inner, str):
+                kind = inner.__class__
+                if kind is str:
                     add(inner)
                     chars += len(inner)
-                elif isinstance(inner, (dict, list)):
+                elif kind is dict or kind is list:
                     stack.append((inner, keys_count))
     content.chars = chars
     return True
@@ -364,18 +370,12 @@ def _largest(body: dict[str, Any], names: tuple[str, ...], most: int | None = No
     """The largest of the optional positive integers body gives under names, None when it gives none."""
     largest = None
     for name in names:
-        if name in body:
-            value = _optional_int(body, name, most)
-            if value is not None and (largest is None or value > largest):
-                largest = value
+        value = body.get(name)
+        if value is None:
+            continue
+        if value.__class__ is not int or value < 1 or (most is not None and value > most):  # bool's class is bool
+            bound = f" of at most {most}" if most is not None else ""
+            raise InvalidRequest(f"'{name}' must be a positive integer{bound}", param=name)
+        if largest is None or value > largest:
+            largest = value
     return largest
-
-
-def _optional_int(body: dict[str, Any], name: str, most: int | None = None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (most is not None and value > most):
-        bound = f" of at most {most}" if most is not None else ""
-        raise InvalidRequest(f"'{name}' must be a positive integer{bound}", param=name)
-    return value
