@@ -69,7 +69,7 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
     """
     route = policy.doc.models[features.route]
     tenant = policy.doc.tenants[features.tenant]
-    rule = matching_rule(policy, features)
+    rule = matching_rule(policy, features) if policy.doc.rules else None
     names = list(route.candidates) if rule is None else [n for n in route.candidates if n not in rule.exclude]
     excluded: list[tuple[str, str]] = [(n, "rule") for n in route.candidates if n not in names] if rule else []
     if not names:
@@ -84,7 +84,7 @@ def decide(policy: Policy, features: Features, live: Live = NO_LIVE, only: froze
             raise _refusal(code, features, excluded)
         names = kept
     objective = rule.objective if rule is not None and rule.objective else route.objective
-    ordered = order(policy, route, features, objective, names, live)
+    ordered = order(policy, route, features, objective, names, live) if len(names) > 1 else names
     if rule is not None and rule.prefer:
         ordered = [n for n in rule.prefer if n in ordered] + [n for n in ordered if n not in rule.prefer]
     moved_back: tuple[str, ...] = ()
@@ -132,8 +132,10 @@ def _filters(policy: Policy, tenant: Tenant, route: Route, features: Features, l
         filters.append(("capability", f"capability_unavailable:{need}", _supporting(need)))
     if features.endpoint not in ("chat", "messages"):  # translated upstreams speak chat completions (and Messages)
         filters.append(("capability", "capability_unavailable:translated", lambda _, u: u.kind == "openai"))
-    filters.append(("context_window", "context_length_exceeded",
-                    lambda _, u: u.context_window is None or window <= u.context_window))
+    smallest = policy.smallest_window[features.route]
+    if smallest is not None and window > smallest:  # else every candidate's window holds it
+        filters.append(("context_window", "context_length_exceeded",
+                        lambda _, u: u.context_window is None or window <= u.context_window))
     if live.open_circuits:
         filters.append(("circuit_open", "no_healthy_upstream", lambda n, _: n not in live.open_circuits))
     return filters

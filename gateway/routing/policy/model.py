@@ -61,6 +61,7 @@ class Policy:
     price: Mapping[str, Price]
     class_detectors: tuple[ClassDetector, ...]
     price_source: Mapping[str, str]
+    smallest_window: Mapping[str, int | None]  # by route: the smallest context window its candidates declare
     known_keys: dict[str, tuple[str, Tenant]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -71,8 +72,10 @@ class Policy:
         price = {name: upstream.cost.per_token() if upstream.cost else prices[name]
                  for name, upstream in doc.upstreams.items()}
         origin = {name: "policy" if upstream.cost else "litellm price map" for name, upstream in doc.upstreams.items()}
+        windows = {name: min((w for w in (doc.upstreams[u].context_window for u in route.candidates) if w is not None),
+                             default=None) for name, route in doc.models.items()}
         return cls(doc, digest, source, MappingProxyType(by_key), MappingProxyType(rank), MappingProxyType(price),
-                   _class_detectors(doc, rank), MappingProxyType(origin))
+                   _class_detectors(doc, rank), MappingProxyType(origin), MappingProxyType(windows))
 
     def tenant(self, key: str) -> tuple[str, Tenant] | None:
         """The tenant holding this raw key, or None; keys already seen skip the hash (only valid ones are kept)."""

@@ -114,3 +114,13 @@ def test_the_reservation_prices_every_prompt_token_at_the_dearest_prompt_price(c
     assert built.reservation("a", 1000, 10) == pytest.approx(1000 * per_prompt_token + 10 * 15e-6)
     assert built.reservation("a", 1000, 10) >= built.cost("a", 1000, 10, 0, 1000)  # all cache writes
     assert built.reservation("a", 1000, 10) >= built.cost("a", 1000, 10, 1000, 0)  # all cache reads
+
+
+def test_each_route_knows_the_smallest_context_window_its_candidates_declare() -> None:
+    doc = document()
+    assert Policy.build(doc, "d", "p", {"cloud": (0.0, 0.0, 0.0, 0.0)}).smallest_window == {"chat": None, "embed": None}
+    upstreams = {**document().model_dump()["upstreams"]}
+    upstreams["self"]["context_window"] = 32_000
+    upstreams["cloud"]["context_window"] = 8_000
+    built = Policy.build(document(upstreams=upstreams), "d", "p", {"cloud": (0.0, 0.0, 0.0, 0.0)})
+    assert built.smallest_window == {"chat": 8_000, "embed": 32_000}
