@@ -52,7 +52,7 @@ class Pipeline:
         try:
             await self._run(endpoint, headers, receive, send, runtime, inbound, record, started)
         except GatewayError as exc:
-            self._failed(exc, record)
+            self.note_failure(exc, record)
             reply = inbound.error(exc)
             await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *record.tell()])
         except ClientGone:
@@ -83,7 +83,7 @@ class Pipeline:
             record.dispatch.finish()
             await self.settler.settle(runtime.policy, admitted.limits, record)
 
-    def _failed(self, exc: GatewayError, record: Record) -> None:
+    def note_failure(self, exc: GatewayError, record: Record) -> None:
         """Note an error answer in the record, and count a refusal for residency."""
         record.status, record.outcome = exc.status, f"error:{exc.reason}"
         if isinstance(exc, NoCandidate):

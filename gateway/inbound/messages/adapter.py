@@ -34,6 +34,7 @@ from gateway.inbound.messages import deliver as messages_deliver
 from gateway.inbound.messages.stream import of_messages
 from gateway.inbound.messages.translated import TranslatedUpstream
 from gateway.inbound.openai import bearer
+from gateway.operations import logs
 from gateway.operations.metrics import Metrics
 from gateway.pipeline.auth import authenticate, check_route
 from gateway.pipeline.deliver import Deliverer, Delivery
@@ -135,23 +136,28 @@ class MessagesInbound(Inbound):
         started = time.perf_counter()
         headers = header_map(scope)
         request_id = headers["x-request-id"] = pipeline.ids.for_request(headers.get("x-request-id", ""))
+        logs.request_id.set(request_id)
         record = Record(request_id, runtime.policy.hash, "count_tokens")
         try:
-            record.tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
-            body = parse_object(await read_body(receive, headers, pipeline.max_body_bytes))
-            record.route = check_route(runtime.policy, record.tenant, body)
-            reply = await count.counted(self.bind(runtime), pipeline.admitter, self, record, body, headers,
-                                        self.metrics)
-        except GatewayError as exc:
-            record.outcome = f"error:{exc.reason}"
-            reply = self.error(exc)
+            try:
+                reply = await self._count(receive, runtime, pipeline, headers, record)
+            except GatewayError as exc:
+                pipeline.note_failure(exc, record)
+                reply = self.error(exc)
+            record.status = reply.status
+            await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *record.tell()])
         except ClientGone:
             record.status, record.outcome = CLIENT_CLOSED, "client_closed"
+        finally:
             pipeline.settler.finish(record, time.perf_counter() - started)
-            return
-        record.status = reply.status
-        await send_bytes(send, reply.status, reply.body, reply.content_type, [*reply.headers, *record.tell()])
-        pipeline.settler.finish(record, time.perf_counter() - started)
+
+    async def _count(self, receive: Receive, runtime: Runtime, pipeline: Pipeline, headers: dict[str, str],
+                     record: Record) -> Reply:
+        """Authenticate, read and check a count_tokens request, and count it."""
+        record.tenant = authenticate(runtime.policy, self.credential(headers), self.credential_hint)
+        body = parse_object(await read_body(receive, headers, pipeline.max_body_bytes))
+        record.route = check_route(runtime.policy, record.tenant, body)
+        return await count.counted(self.bind(runtime), pipeline.admitter, self, record, body, headers, self.metrics)
 
 
 def check(body: dict[str, Any]) -> None:
