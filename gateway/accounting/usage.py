@@ -30,6 +30,7 @@ class Usage:
     completion_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # of the writes, those cached for an hour (Anthropic's dearer `ttl: 1h`)
 
     @classmethod
     def of(cls, usage: Any) -> Usage:
@@ -45,14 +46,14 @@ class Usage:
         return cls.parted(prompt, completion, token_count(details.get("cached_tokens")), token_count(written))
 
     @classmethod
-    def parted(cls, prompt: int, completion: int, read: int, written: int) -> Usage:
+    def parted(cls, prompt: int, completion: int, read: int, written: int, written_1h: int = 0) -> Usage:
         """Usage whose prompt holds read and written cache tokens, the parts held within it (writes, the dearer,
-        kept first)."""
+        kept first; the one-hour writes within the writes)."""
         if written > prompt:
             written = prompt
         if read > prompt - written:
             read = prompt - written
-        return cls(prompt, completion, read, written)
+        return cls(prompt, completion, read, written, written_1h if written_1h <= written else written)
 
     @classmethod
     def of_body(cls, body: bytes) -> Usage:
@@ -85,7 +86,7 @@ def plausible(usage: Usage, most: int) -> Usage | None:
     if usage.prompt_tokens <= most and usage.completion_tokens <= most:
         return None
     return Usage.parted(min(usage.prompt_tokens, most), min(usage.completion_tokens, most), usage.cache_read_tokens,
-                        usage.cache_write_tokens)
+                        usage.cache_write_tokens, usage.cache_write_1h_tokens)
 
 
 def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: Usage,
@@ -100,7 +101,7 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
         metrics.count(metrics.usage_clamped, upstream)
         usage = clamped
     cost = policy.cost(upstream, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
-                       usage.cache_write_tokens)
+                       usage.cache_write_tokens, usage.cache_write_1h_tokens)
     if usage.prompt_tokens:
         metrics.count(metrics.tokens, tenant, upstream, "prompt", amount=usage.prompt_tokens)
     if usage.completion_tokens:
@@ -160,4 +161,4 @@ def baseline_cost(policy: Policy, route: str, usage: Usage) -> float | None:
     if baseline is None:
         return None
     return policy.cost(baseline, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
-                       usage.cache_write_tokens)
+                       usage.cache_write_tokens, usage.cache_write_1h_tokens)

@@ -47,7 +47,8 @@ class Record:
         self.usage = Usage(self.usage.prompt_tokens + usage.prompt_tokens,
                            self.usage.completion_tokens + usage.completion_tokens,
                            self.usage.cache_read_tokens + usage.cache_read_tokens,
-                           self.usage.cache_write_tokens + usage.cache_write_tokens)
+                           self.usage.cache_write_tokens + usage.cache_write_tokens,
+                           self.usage.cache_write_1h_tokens + usage.cache_write_1h_tokens)
         self.cost += cost
 
     def served_by(self, upstream: Client) -> None:
@@ -87,7 +88,8 @@ class Record:
             "attempts": [a.fields() for a in self.dispatch.attempts], "upstream": self.upstream,
             "region": self.region, "status": self.status, "outcome": self._outcome(),
             "tokens": {"prompt": self.usage.prompt_tokens, "completion": self.usage.completion_tokens,
-                       "cache_read": self.usage.cache_read_tokens, "cache_write": self.usage.cache_write_tokens},
+                       "cache_read": self.usage.cache_read_tokens, "cache_write": self.usage.cache_write_tokens,
+                       "cache_write_1h": self.usage.cache_write_1h_tokens},
             "cost_usd": round(self.cost, 10), "savings_usd": round(self.savings, 10), "ms": round(elapsed * 1000, 3),
         }
 

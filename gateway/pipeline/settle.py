@@ -52,7 +52,7 @@ class Settler:
         self.metrics.count(self.metrics.spills, record.route, full, record.upstream)
         used = record.usage
         extra = record.cost - policy.cost(full, used.prompt_tokens, used.completion_tokens, used.cache_read_tokens,
-                                          used.cache_write_tokens)
+                                          used.cache_write_tokens, used.cache_write_1h_tokens)
         if extra > 0:
             self.metrics.count(self.metrics.spill_cost, record.tenant, record.route, amount=extra)
 

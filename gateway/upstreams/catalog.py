@@ -17,7 +17,7 @@ class LitellmCatalog:
 
         return litellm_adapter.knows(kind)
 
-    def price(self, kind: str, model: str) -> tuple[float, float, float, float] | None:
+    def price(self, kind: str, model: str) -> tuple[float, float, float, float, float] | None:
         if importlib.util.find_spec("litellm") is None:
             return None
         from gateway.upstreams import litellm_adapter

@@ -71,9 +71,10 @@ def knows(kind: str) -> bool:
     return kind in litellm.provider_list
 
 
-def price(kind: str, model: str) -> tuple[float, float, float, float] | None:
-    """USD per prompt, completion, cache-read and cache-write token from litellm's bundled price map, or None when
-    it has none; a cache price it does not list is the prompt's."""
+def price(kind: str, model: str) -> tuple[float, float, float, float, float] | None:
+    """USD per prompt, completion, cache-read, cache-write and one-hour cache-write token from litellm's bundled
+    price map, or None when it has none; a cache price it does not list is the prompt's, a one-hour write price the
+    write price."""
     import_litellm()
     import litellm  # noqa: TID251
 
@@ -84,8 +85,9 @@ def price(kind: str, model: str) -> tuple[float, float, float, float] | None:
         per_in, per_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
         if isinstance(per_in, int | float) and isinstance(per_out, int | float):
             prompt = float(per_in)
-            return (prompt, float(per_out), _cache_price(entry.get("cache_read_input_token_cost"), prompt),
-                    _cache_price(entry.get("cache_creation_input_token_cost"), prompt))
+            write = _cache_price(entry.get("cache_creation_input_token_cost"), prompt)
+            return (prompt, float(per_out), _cache_price(entry.get("cache_read_input_token_cost"), prompt), write,
+                    _cache_price(entry.get("cache_creation_input_token_cost_above_1hr"), write))
     return None
 
 

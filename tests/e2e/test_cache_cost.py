@@ -32,7 +32,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarni
 
 ADMIN_KEY = "sy-admin-test-key-0123456789abcdef"
 UPSTREAM_KEY = "sk-ant-api03-cache-test-0123456789abcdef"
-CLAUDE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3, "cache_write_per_mtok": 3.75}
+CLAUDE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3, "cache_write_per_mtok": 3.75,
+          "cache_write_1h_per_mtok": 6.0}
 CACHED = {"input_per_mtok": 2.5, "output_per_mtok": 10.0, "cache_read_per_mtok": 1.25}
 READ, WRITTEN = 4, 2  # what the fake Anthropic reports for a request that marks cache_control
 SYSTEM = [{"type": "text", "text": "A long system prompt.", "cache_control": {"type": "ephemeral"}}]
@@ -42,9 +43,10 @@ CACHED_USAGE = {"prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 
                 "prompt_tokens_details": {"cached_tokens": 800, "audio_tokens": 0}}
 
 
-def claude_cost(output: int) -> float:
-    """USD for one cache-marked request to claude: its input, cache reads and cache writes each at their price."""
-    return (INPUT_TOKENS * 3.0 + READ * 0.3 + WRITTEN * 3.75 + output * 15.0) / 1e6
+def claude_cost(output: int, hour: bool = False) -> float:
+    """USD for one cache-marked request to claude: its input, cache reads and cache writes each at their price (the
+    writes at the one-hour price when hour)."""
+    return (INPUT_TOKENS * 3.0 + READ * 0.3 + WRITTEN * (6.0 if hour else 3.75) + output * 15.0) / 1e6
 
 
 CACHED_COST = (200 * 2.5 + 800 * 1.25 + 10 * 10.0) / 1e6
@@ -135,6 +137,24 @@ def test_a_messages_stream_is_spent_at_the_cache_prices_too(rig: Rig) -> None:
     assert (final.usage.cache_read_input_tokens, final.usage.cache_creation_input_tokens) == (READ, WRITTEN)
     assert rig.spend("claude") == pytest.approx(claude_cost(final.usage.output_tokens), abs=1e-9)
     assert rig.metric("switchyard_cache_tokens_total", tenant="acme", upstream="claude", kind="write") == WRITTEN
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_one_hour_cache_writes_cost_the_one_hour_price(rig: Rig, stream: bool) -> None:
+    system = [{**SYSTEM[0], "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    with rig.anthropic() as client:
+        if stream:
+            with client.messages.stream(model="claude", max_tokens=64, messages=HELLO,
+                                        system=system) as events:  # type: ignore[arg-type]
+                output = events.get_final_message().usage.output_tokens
+        else:
+            raw = client.messages.with_raw_response.create(model="claude", max_tokens=64, messages=HELLO,
+                                                           system=system)  # type: ignore[arg-type]
+            output = raw.parse().usage.output_tokens
+            assert float(raw.headers["x-switchyard-cost-usd"]) == pytest.approx(claude_cost(output, hour=True),
+                                                                                abs=1e-10)
+    assert rig.spend("claude") == pytest.approx(claude_cost(output, hour=True), abs=1e-9)
+    assert claude_cost(output, hour=True) > claude_cost(output)  # dearer than five-minute writes
 
 
 def test_a_request_without_cache_marks_costs_every_input_token_at_the_input_price(rig: Rig) -> None:

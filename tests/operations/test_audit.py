@@ -54,7 +54,8 @@ def test_records_tell_the_story_of_each_request(loop: Loop, tmp_path: Path) -> N
     assert fallback["upstream"] == "fallback"
     assert [a["outcome"] for a in fallback["attempts"]] == ["http_503", "http_503", "ok"]  # type: ignore[union-attr]
     assert [a["region"] for a in fallback["attempts"]] == ["eu-west", "eu-west", "us"]  # type: ignore[union-attr]
-    assert fallback["tokens"] == {"prompt": 10, "completion": 9, "cache_read": 0, "cache_write": 0}
+    assert fallback["tokens"] == {"prompt": 10, "completion": 9, "cache_read": 0, "cache_write": 0,
+                                  "cache_write_1h": 0}
     assert fallback["cost_usd"] == pytest.approx((10 * 1.0 + 9 * 2.0) / 1e6)
     assert denied["data_class"] == "personal"
     assert denied["outcome"] == "error:residency_unavailable"

@@ -25,10 +25,10 @@ def test_a_decided_and_served_record_tells_who_served_it_and_why() -> None:
 def test_charges_add_up_over_the_parts_of_an_answer() -> None:
     record = Record("req-1", "abc123", "chat")
     record.charge(Usage(10, 5, cache_read_tokens=4), 0.25)
-    record.charge(Usage(15, 7, cache_read_tokens=1, cache_write_tokens=6), 0.5)
-    assert (record.usage, record.cost) == (Usage(25, 12, 5, 6), 0.75)
+    record.charge(Usage(15, 7, cache_read_tokens=1, cache_write_tokens=6, cache_write_1h_tokens=2), 0.5)
+    assert (record.usage, record.cost) == (Usage(25, 12, 5, 6, 2), 0.75)
     fields = record.audit_fields(0.0125)
-    tokens = {"prompt": 25, "completion": 12, "cache_read": 5, "cache_write": 6}
+    tokens = {"prompt": 25, "completion": 12, "cache_read": 5, "cache_write": 6, "cache_write_1h": 2}
     assert (fields["tokens"], fields["cost_usd"], fields["ms"]) == (tokens, 0.75, 12.5)
 
 

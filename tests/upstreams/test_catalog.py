@@ -21,6 +21,6 @@ def test_litellms_providers_are_known_and_made_up_ones_are_not() -> None:
 
 def test_a_listed_model_has_a_price_per_token_and_an_unlisted_one_none() -> None:
     catalog = LitellmCatalog()
-    assert catalog.price("anthropic", "claude-sonnet-4-5") == (3e-06, 1.5e-05, 3e-07, 3.75e-06)  # cache read, write
+    assert catalog.price("anthropic", "claude-sonnet-4-5") == (3e-06, 1.5e-05, 3e-07, 3.75e-06, 6e-06)  # with cache
     assert catalog.price("openai", "gpt-4o") is not None
     assert catalog.price("anthropic", "no-such-model") is None

@@ -117,7 +117,7 @@ def test_a_plain_answer_is_translated_with_usage_and_a_price_from_the_price_map(
     assert answer.usage.prompt_tokens > 0
     assert answer.usage.completion_tokens == 9
     listed = price(kind, "claude-sonnet-4-5" if kind == "anthropic" else "gemini-2.5-flash")
-    per_in, per_out, _, _ = listed or (0, 0, 0, 0)
+    per_in, per_out, *_ = listed or (0, 0)
     expected = answer.usage.prompt_tokens * per_in + answer.usage.completion_tokens * per_out
     assert float(raw.headers["x-switchyard-cost-usd"]) == pytest.approx(expected, rel=1e-6)
     assert expected > 0
@@ -553,7 +553,7 @@ def test_kinds_are_litellms_provider_names(kind: str, known: bool) -> None:
 
 
 def test_prices_come_from_the_bundled_price_map() -> None:
-    assert price("anthropic", "claude-sonnet-4-5") == (3e-06, 1.5e-05, 3e-07, 3.75e-06)  # with its cache prices
+    assert price("anthropic", "claude-sonnet-4-5") == (3e-06, 1.5e-05, 3e-07, 3.75e-06, 6e-06)  # with its cache prices
     assert price("gemini", "gemini-2.5-flash") is not None  # listed as gemini/gemini-2.5-flash
     assert price("anthropic", "claude-imaginary-9") is None
 
@@ -561,9 +561,9 @@ def test_prices_come_from_the_bundled_price_map() -> None:
 def test_a_cache_price_the_map_does_not_list_is_the_input_price() -> None:
     listed = price("openai", "gpt-4o")  # the map lists a cache-read price for gpt-4o, and no cache-write price
     assert listed is not None
-    per_in, _, read, write = listed
+    per_in, _, read, write, write_1h = listed
     assert read < per_in
-    assert write == per_in
+    assert write == write_1h == per_in  # and no one-hour price: the write price
 
 
 def test_an_unprefixed_entry_prices_only_its_own_provider() -> None:
@@ -577,7 +577,7 @@ def test_policy_check_names_where_a_price_comes_from(tmp_path: Path, capsys: pyt
     assert main(["policy", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert ("upstream claude (anthropic): price from the litellm price map: $3.0000 in, $15.0000 out, "
-            "$0.3000 cache read, $3.7500 cache write per Mtok") in out
+            "$0.3000 cache read, $3.7500 cache write, $6.0000 one-hour cache write per Mtok") in out
     assert "upstream self (openai): price from the policy" in out
 
 

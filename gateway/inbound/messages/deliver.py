@@ -95,5 +95,6 @@ def _used(opened: Opened, meter: TextMeter, prompt_estimate: int, body: Mapping[
         completion = estimate if cap is None else min(estimate, cap)
     if not reported.prompt_tokens:
         return accounting.Usage(prompt_estimate, completion)
-    return accounting.Usage(reported.prompt_tokens, completion, reported.cache_read_tokens, reported.cache_write_tokens)
+    return accounting.Usage(reported.prompt_tokens, completion, reported.cache_read_tokens, reported.cache_write_tokens,
+                            reported.cache_write_1h_tokens)
 

@@ -28,7 +28,7 @@ USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "c
 class MessagesRelay:
     """Cuts a Messages stream after whole events and reads the few that say how it went."""
 
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)  # the counts, and the writes by how long they are kept
     started: bool = False  # message_start arrived
     stopped: bool = False  # message_stop arrived
     counted: bool = False  # a message_delta said how many tokens were made, as a count the gateway can read
@@ -74,6 +74,9 @@ class MessagesRelay:
                 value = usage.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                     self.usage[key] = value
+            parts = usage.get("cache_creation")
+            if isinstance(parts, dict):
+                self.usage["cache_creation"] = parts
 
     def tokens(self) -> Usage:
         """What the stream used, as the gateway counts it: every input token, cached or not, as prompt."""
@@ -88,7 +91,10 @@ def of_messages(usage: Any) -> Usage:
     read = token_count(usage.get("cache_read_input_tokens"))
     written = token_count(usage.get("cache_creation_input_tokens"))
     prompt = token_count(usage.get("input_tokens")) + read + written
-    return Usage.parted(prompt if prompt <= MOST else MOST, token_count(usage.get("output_tokens")), read, written)
+    parts = usage.get("cache_creation")  # the writes by how long they are kept: 5 minutes or an hour
+    hour = token_count(parts.get("ephemeral_1h_input_tokens")) if isinstance(parts, dict) else 0
+    return Usage.parted(prompt if prompt <= MOST else MOST, token_count(usage.get("output_tokens")), read, written,
+                        hour)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from gateway.routing import detectors
 from gateway.routing.policy.schema import Document, Tenant
 
 KEY_PREFIX = "sk-sy-"
-Price = tuple[float, float, float, float]  # USD per token: prompt, completion, cache read, cache write
+Price = tuple[float, float, float, float, float]  # USD per token: prompt, completion, cache read, write, 1-hour write
 
 
 class Catalog(Protocol):
@@ -22,7 +22,8 @@ class Catalog(Protocol):
         """Whether kind names an upstream kind this installation can speak."""
 
     def price(self, kind: str, model: str) -> Price | None:
-        """USD per prompt, completion, cache-read and cache-write token from a price map, or None."""
+        """USD per prompt, completion, cache-read, cache-write and one-hour cache-write token from a price map, or
+        None."""
 
 
 class OpenAIOnly:
@@ -95,18 +96,19 @@ class Policy:
         return tuple(name for name in self.doc.models if name in tenant.models)
 
     def cost(self, upstream: str, prompt_tokens: int, completion_tokens: int, cache_read: int = 0,
-             cache_write: int = 0) -> float:
+             cache_write: int = 0, cache_write_1h: int = 0) -> float:
         """What a request of these token counts costs at upstream, in USD; cache_read and cache_write are tokens of
-        prompt_tokens (at most all of them together)."""
-        per_in, per_out, per_read, per_write = self.price[upstream]
-        return ((prompt_tokens - cache_read - cache_write) * per_in + cache_read * per_read + cache_write * per_write
+        prompt_tokens (at most all of them together), cache_write_1h those of cache_write cached for an hour."""
+        per_in, per_out, per_read, per_write, per_write_1h = self.price[upstream]
+        return ((prompt_tokens - cache_read - cache_write) * per_in + cache_read * per_read
+                + (cache_write - cache_write_1h) * per_write + cache_write_1h * per_write_1h
                 + completion_tokens * per_out)
 
     def reservation(self, upstream: str, prompt_tokens: int, completion_tokens: int) -> float:
         """The most a request of these token counts can cost at upstream: every prompt token at the dearest of the
         prompt, cache-read and cache-write prices."""
-        per_in, per_out, per_read, per_write = self.price[upstream]
-        return prompt_tokens * max(per_in, per_read, per_write) + completion_tokens * per_out
+        per_in, per_out, per_read, per_write, per_write_1h = self.price[upstream]
+        return prompt_tokens * max(per_in, per_read, per_write, per_write_1h) + completion_tokens * per_out
 
 
 def _class_detectors(doc: Document, rank: Mapping[str, int]) -> tuple[ClassDetector, ...]:

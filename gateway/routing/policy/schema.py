@@ -31,6 +31,7 @@ class Cost(Strict):
     tokens_per_second: float | None = Field(default=None, gt=0)
     cache_read_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_1h_per_mtok: float | None = Field(default=None, ge=0)  # Anthropic's one-hour cache (`ttl: 1h`)
 
     @model_validator(mode="after")
     def _one_form(self) -> Cost:
@@ -40,14 +41,17 @@ class Cost(Strict):
             return self
         raise ValueError("give either input_per_mtok and output_per_mtok, or gpu_hour_usd and tokens_per_second")
 
-    def per_token(self) -> tuple[float, float, float, float]:
-        """USD per prompt, completion, cache-read and cache-write token (a cache price not given: the prompt's)."""
+    def per_token(self) -> tuple[float, float, float, float, float]:
+        """USD per prompt, completion, cache-read, cache-write and one-hour cache-write token (a cache price not
+        given: the prompt's; a one-hour write price not given: the write price)."""
         if self.gpu_hour_usd is not None and self.tokens_per_second is not None:
             per_in = per_out = self.gpu_hour_usd / 3600 / self.tokens_per_second
         else:
             per_in, per_out = (self.input_per_mtok or 0.0) / 1e6, (self.output_per_mtok or 0.0) / 1e6
-        read, write = self.cache_read_per_mtok, self.cache_write_per_mtok
-        return (per_in, per_out, per_in if read is None else read / 1e6, per_in if write is None else write / 1e6)
+        read, write, hour = self.cache_read_per_mtok, self.cache_write_per_mtok, self.cache_write_1h_per_mtok
+        per_write = per_in if write is None else write / 1e6
+        return (per_in, per_out, per_in if read is None else read / 1e6, per_write,
+                per_write if hour is None else hour / 1e6)
 
 
 MIB = 1 << 20

@@ -68,10 +68,12 @@ def _check(args: argparse.Namespace) -> int:
 
 def _prices(price: Price) -> str:
     """An upstream's prices per Mtok, its cache prices when they are not the input price."""
-    per_in, per_out, per_read, per_write = price
+    per_in, per_out, per_read, per_write, per_write_1h = price
     shown = f"${per_in * 1e6:.4f} in, ${per_out * 1e6:.4f} out"
     if per_read != per_in or per_write != per_in:
         shown += f", ${per_read * 1e6:.4f} cache read, ${per_write * 1e6:.4f} cache write"
+    if per_write_1h != per_write:
+        shown += f", ${per_write_1h * 1e6:.4f} one-hour cache write"
     return shown
 
 

@@ -119,11 +119,15 @@ class MessagesStandIn:
             return None
         return str(tools[0]["name"])
 
-    def usage(self, body: dict[str, Any], output: int) -> dict[str, int]:
-        """Usage as Anthropic reports it; a request that marks cache_control reads some of its prompt from cache."""
-        cached = b"cache_control" in orjson.dumps(body)
-        return {"input_tokens": INPUT_TOKENS, "output_tokens": output,
-                "cache_creation_input_tokens": 2 if cached else 0, "cache_read_input_tokens": 4 if cached else 0}
+    def usage(self, body: dict[str, Any], output: int) -> dict[str, Any]:
+        """Usage as Anthropic reports it; a request that marks cache_control reads some of its prompt from cache and
+        writes some to it, for an hour when a mark asks for `ttl: 1h`."""
+        text = orjson.dumps(body)
+        written = 2 if b"cache_control" in text else 0
+        hour = written if b'"ttl":"1h"' in text else 0
+        return {"input_tokens": INPUT_TOKENS, "output_tokens": output, "cache_creation_input_tokens": written,
+                "cache_read_input_tokens": 4 if written else 0,
+                "cache_creation": {"ephemeral_5m_input_tokens": written - hour, "ephemeral_1h_input_tokens": hour}}
 
     def message(self, body: dict[str, Any]) -> dict[str, Any]:
         """The whole answer to a request."""

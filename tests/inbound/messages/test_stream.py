@@ -63,3 +63,21 @@ def test_of_messages() -> None:
 ])
 def test_of_messages_reads_cache_counts_as_the_other_counts(usage: dict[str, Any], counted: Usage) -> None:
     assert of_messages(usage) == counted
+
+
+def test_one_hour_cache_writes_are_read_from_the_cache_creation_parts() -> None:
+    usage = {"input_tokens": 3, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 5, "output_tokens": 2,
+             "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 4}}
+    assert of_messages(usage) == Usage(12, 2, 4, 5, 4)
+    lying = {**usage, "cache_creation": {"ephemeral_1h_input_tokens": 50}}  # more one-hour writes than writes
+    assert of_messages(lying) == Usage(12, 2, 4, 5, 5)
+    assert of_messages({**usage, "cache_creation": "many"}) == Usage(12, 2, 4, 5)
+
+
+def test_a_streams_one_hour_cache_writes_are_counted() -> None:
+    start = event("message_start", {"message": {"id": "msg_1", "usage": {
+        "input_tokens": 10, "output_tokens": 1, "cache_creation_input_tokens": 6,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 6}}}})
+    relay = MessagesRelay()
+    relay.feed(start + DELTA + END)
+    assert relay.tokens() == Usage(16, 9, 0, 6, 6)

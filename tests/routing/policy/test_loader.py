@@ -55,7 +55,7 @@ def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> li
 def test_a_valid_policy_loads_with_prices_per_token(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(BASE)
     policy = load_policy(tmp_path / "p.yaml", ENV)
-    assert policy.price["gpt-4o"] == pytest.approx((2.5e-6, 10e-6, 2.5e-6, 2.5e-6))  # cache tokens: the input price
+    assert policy.price["gpt-4o"] == pytest.approx((2.5e-6, 10e-6, 2.5e-6, 2.5e-6, 2.5e-6))  # cache: the input price
     assert policy.price["qwen-eu"][0] == pytest.approx(4.0 / 3600 / 2500)
     assert policy.tenant(KEY) is not None
     assert policy.tenant("sk-sy-wrong") is None
@@ -206,10 +206,12 @@ def test_a_policy_file_over_a_mib_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("cost", "price"), [
     ("{input_per_mtok: 3, output_per_mtok: 15, cache_read_per_mtok: 0.3, cache_write_per_mtok: 3.75}",
-     (3e-6, 15e-6, 0.3e-6, 3.75e-6)),
-    ("{input_per_mtok: 3, output_per_mtok: 15, cache_read_per_mtok: 0.3}", (3e-6, 15e-6, 0.3e-6, 3e-6)),
-    ("{gpu_hour_usd: 3.6, tokens_per_second: 1000}", (1e-6, 1e-6, 1e-6, 1e-6)),  # the GPU's price, cache or not
-    ("{gpu_hour_usd: 3.6, tokens_per_second: 1000, cache_read_per_mtok: 0}", (1e-6, 1e-6, 0.0, 1e-6)),
+     (3e-6, 15e-6, 0.3e-6, 3.75e-6, 3.75e-6)),  # a one-hour write price not given: the write price
+    ("{input_per_mtok: 3, output_per_mtok: 15, cache_read_per_mtok: 0.3, cache_write_per_mtok: 3.75,"
+     " cache_write_1h_per_mtok: 6}", (3e-6, 15e-6, 0.3e-6, 3.75e-6, 6e-6)),
+    ("{input_per_mtok: 3, output_per_mtok: 15, cache_read_per_mtok: 0.3}", (3e-6, 15e-6, 0.3e-6, 3e-6, 3e-6)),
+    ("{gpu_hour_usd: 3.6, tokens_per_second: 1000}", (1e-6, 1e-6, 1e-6, 1e-6, 1e-6)),  # the GPU's price, cache or not
+    ("{gpu_hour_usd: 3.6, tokens_per_second: 1000, cache_read_per_mtok: 0}", (1e-6, 1e-6, 0.0, 1e-6, 1e-6)),
 ])
 def test_cache_prices_are_optional_in_either_form_of_cost(tmp_path: Path, cost: str,
                                                           price: tuple[float, ...]) -> None:

@@ -33,7 +33,7 @@ def document(**changes: Any) -> Document:
 
 
 def policy() -> Policy:
-    return Policy.build(document(), "sha256:digest", "policy.yaml", {"cloud": (2e-6, 8e-6, 2e-6, 2e-6)})
+    return Policy.build(document(), "sha256:digest", "policy.yaml", {"cloud": (2e-6, 8e-6, 2e-6, 2e-6, 2e-6)})
 
 
 def test_a_key_is_stored_as_its_sha256() -> None:
@@ -58,8 +58,8 @@ def test_routes_are_every_route_or_the_tenants_own_in_policy_order() -> None:
 
 def test_prices_come_from_the_cost_block_else_the_catalog_and_say_which() -> None:
     built = policy()
-    assert built.price["self"] == pytest.approx((1e-6, 4e-6, 1e-6, 1e-6))
-    assert built.price["cloud"] == (2e-6, 8e-6, 2e-6, 2e-6)
+    assert built.price["self"] == pytest.approx((1e-6, 4e-6, 1e-6, 1e-6, 1e-6))
+    assert built.price["cloud"] == (2e-6, 8e-6, 2e-6, 2e-6, 2e-6)
     assert dict(built.price_source) == {"self": "policy", "cloud": "litellm price map"}
     assert built.cost("self", 1000, 500) == pytest.approx(1000 * 1e-6 + 500 * 4e-6)
 
@@ -88,7 +88,7 @@ def test_a_cost_block_may_price_cache_reads_and_writes_of_its_own() -> None:
     built = Policy.build(document(upstreams={"a": {"base_url": "http://a/v1", "model": "a", "cost": cost}},
                                   models={"chat": {"candidates": ["a"]}}, data_classes={}, classify={}),
                          "sha256:digest", "policy.yaml", {})
-    assert built.price["a"] == pytest.approx((3e-6, 15e-6, 0.3e-6, 3.75e-6))
+    assert built.price["a"] == pytest.approx((3e-6, 15e-6, 0.3e-6, 3.75e-6, 3.75e-6))
     # 10 prompt tokens of which 4 cache reads and 2 cache writes, and 5 completion tokens
     assert built.cost("a", 10, 5, 4, 2) == pytest.approx((4 * 3.0 + 4 * 0.3 + 2 * 3.75 + 5 * 15.0) / 1e6)
     assert built.cost("a", 10, 5) == pytest.approx((10 * 3.0 + 5 * 15.0) / 1e6)  # no cache parts: as before
@@ -117,10 +117,21 @@ def test_the_reservation_prices_every_prompt_token_at_the_dearest_prompt_price(c
 
 
 def test_each_route_knows_the_smallest_context_window_its_candidates_declare() -> None:
-    doc = document()
-    assert Policy.build(doc, "d", "p", {"cloud": (0.0, 0.0, 0.0, 0.0)}).smallest_window == {"chat": None, "embed": None}
+    unpriced = {"cloud": (0.0, 0.0, 0.0, 0.0, 0.0)}
+    assert Policy.build(document(), "d", "p", unpriced).smallest_window == {"chat": None, "embed": None}
     upstreams = {**document().model_dump()["upstreams"]}
     upstreams["self"]["context_window"] = 32_000
     upstreams["cloud"]["context_window"] = 8_000
-    built = Policy.build(document(upstreams=upstreams), "d", "p", {"cloud": (0.0, 0.0, 0.0, 0.0)})
+    built = Policy.build(document(upstreams=upstreams), "d", "p", {"cloud": (0.0, 0.0, 0.0, 0.0, 0.0)})
     assert built.smallest_window == {"chat": 8_000, "embed": 32_000}
+
+
+def test_one_hour_cache_writes_cost_their_own_price_and_the_reservation_covers_it() -> None:
+    cost = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3, "cache_write_per_mtok": 3.75,
+            "cache_write_1h_per_mtok": 6.0}
+    built = Policy.build(document(upstreams={"a": {"base_url": "http://a/v1", "model": "a", "cost": cost}},
+                                  models={"chat": {"candidates": ["a"]}}, data_classes={}, classify={}),
+                         "sha256:digest", "policy.yaml", {})
+    # 10 prompt tokens: 4 cache reads, 3 writes of which 2 kept for an hour; 5 completion tokens
+    assert built.cost("a", 10, 5, 4, 3, 2) == pytest.approx((3 * 3.0 + 4 * 0.3 + 1 * 3.75 + 2 * 6.0 + 5 * 15.0) / 1e6)
+    assert built.reservation("a", 10, 5) == pytest.approx((10 * 6.0 + 5 * 15.0) / 1e6)  # every prompt token at 1h
