@@ -37,8 +37,12 @@ class Usage:
         """Read an OpenAI `usage` object, its cached prompt tokens too; anything else counts as no usage."""
         if not isinstance(usage, dict) and not isinstance(usage, Mapping):  # dict first: no ABC check
             return cls()
-        prompt = token_count(usage.get("prompt_tokens") or usage.get("input_tokens"))
-        completion = token_count(usage.get("completion_tokens") or usage.get("output_tokens"))
+        prompt = usage.get("prompt_tokens") or usage.get("input_tokens")
+        if prompt.__class__ is not int or not 0 < prompt <= MOST:  # the common case checked here, not in a call
+            prompt = token_count(prompt)
+        completion = usage.get("completion_tokens") or usage.get("output_tokens")
+        if completion.__class__ is not int or not 0 < completion <= MOST:
+            completion = token_count(completion)
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")  # chat's, Responses'
         if not isinstance(details, dict):
             return cls(prompt, completion)

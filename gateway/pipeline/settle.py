@@ -23,10 +23,6 @@ class Settler:
 
     async def settle(self, policy: Policy, limits: Limits, record: Record) -> None:
         """Record what the request cost (or release its reservation) where it was admitted, and what a spill cost."""
-        await self._charge(policy, limits, record)
-        self._count_spill(policy, record)
-
-    async def _charge(self, policy: Policy, limits: Limits, record: Record) -> None:
         if not record.admission.ok and record.upstream == "none":
             return  # refused before any upstream: nothing was reserved, nothing was spent
         saved = 0.0
@@ -41,8 +37,11 @@ class Settler:
             self.metrics.count(self.metrics.budget_overshoot, record.tenant, amount=(cost - limits.cost) / NANO)
         record.savings = saved
         served = record.upstream if record.cost or record.status == 200 else ""
-        charge = Charge(served, cost, record.usage.prompt_tokens + record.usage.completion_tokens, to_nano(saved))
+        charge = Charge(served, cost, record.usage.prompt_tokens + record.usage.completion_tokens,
+                        to_nano(saved) if saved else 0)
         await self.ledger.settle(record.backend or self.ledger.backend, limits, record.admission, charge, time.time())
+        if record.spilled_from is not None:
+            self._count_spill(policy, record)
 
     def _count_spill(self, policy: Policy, record: Record) -> None:
         """A spilled request's move, and what it cost beyond the same tokens on the full upstream."""

@@ -9,7 +9,6 @@ from gateway.state.base import (
     MINUTE_MS,
     MOST,
     RESERVATION_TTL_MS,
-    WINDOWS,
     Admission,
     Charge,
     Limits,
@@ -37,16 +36,18 @@ class Period:
         Every term is within [0, MOST] (bounded above), so only the upper side of each sum can pass its bound;
         the bounds are conditionals, not min(), as this runs twice a request.
         """
-        spent, savings = self.spent + charge.cost, self.savings + charge.savings
+        spent = self.spent + charge.cost
         self.spent = spent if spent <= MOST else MOST
-        self.savings = max(-MOST, savings if savings <= MOST else MOST)
+        if charge.savings:
+            savings = self.savings + charge.savings
+            self.savings = savings if -MOST <= savings <= MOST else (MOST if savings > 0 else -MOST)
         row = self.upstreams.get(upstream)
         if row is None:
             row = self.upstreams[upstream] = {"cost": 0, "tokens": 0, "requests": 0}
-        cost, tokens = row["cost"] + charge.cost, row["tokens"] + charge.tokens
+        cost, tokens, requests = row["cost"] + charge.cost, row["tokens"] + charge.tokens, row["requests"] + 1
         row["cost"] = cost if cost <= MOST else MOST
         row["tokens"] = tokens if tokens <= MOST else MOST
-        row["requests"] = min(MOST, row["requests"] + 1)
+        row["requests"] = requests if requests <= MOST else MOST
 
     def purge(self, now_ms: float) -> None:
         """Release reservations whose holder never settled them (a crashed replica)."""
@@ -133,11 +134,11 @@ class MemoryBackend:
     async def settle(self, limits: Limits, admission: Admission, charge: Charge, now: float) -> None:
         limits, charge = limits.bounded(), charge.bounded()
         upstream, reservation = charge.upstream, admission.reservation
-        for window in WINDOWS:
-            state = self._period(limits.tenant, window, now)
-            if reservation in state.reservations:
+        for state in self._periods_now(limits.tenant, now):
+            if reservation and reservation in state.reservations:
                 amount, _ = state.reservations.pop(reservation)
-                state.reserved = max(0, state.reserved - amount)
+                reserved = state.reserved - amount
+                state.reserved = reserved if reserved >= 0 else 0
             if upstream:
                 state.add(upstream, charge)
         if limits.tokens_per_minute is not None and admission.ok:
@@ -163,6 +164,20 @@ class MemoryBackend:
         if found is None:
             found = self._periods[key] = Period()
         return found
+
+    def _periods_now(self, tenant: str, now: float) -> tuple[Period, Period]:
+        """The tenant's periods of the day and of the month at now (WINDOWS' order): both looked up in one call, as
+        every request settles both."""
+        second, day, month = self._names
+        if int(now) != second:
+            second, day, month = self._names = (int(now), period("day", now), period("month", now))
+        periods = self._periods
+        daily, monthly = periods.get((tenant, "day", day)), periods.get((tenant, "month", month))
+        if daily is None:
+            daily = periods[(tenant, "day", day)] = Period()
+        if monthly is None:
+            monthly = periods[(tenant, "month", month)] = Period()
+        return daily, monthly
 
 
 def _token_wait(buckets: dict[int, int], tokens: int, limit: int, second: int) -> float | None:
