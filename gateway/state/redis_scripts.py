@@ -7,9 +7,11 @@ its bounds, so no report of an upstream can overflow or sink one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
-from gateway.state.base import WINDOWS, Admission, Limits, Rate, resets_at
+from gateway.state.base import RESERVATION_TTL_MS, WINDOWS, Admission, Limits, Rate, resets_at
+from gateway.state.resp import Arg, encode
 
 PRELUDE = """
 local MOST = 9007199254740991  -- 2^53 - 1: every amount and count stays within [0, MOST], exact as a Lua number
@@ -234,6 +236,28 @@ SETTLEMENT_FIELDS = 9  # ARGV per settlement in SETTLE
 def sha1(script: str) -> str:
     """The SHA1 Redis knows a script by."""
     return hashlib.sha1(script.encode()).hexdigest()
+
+
+def admit_template(sha: str, names: list[str], limits: Limits) -> tuple[bytes, int]:
+    """The EVALSHA of ADMIT for limits (held within bounds) on a tenant's keys, in RESP, as a %-template to fill
+    with (len(marker), id, len(tokens), tokens, len(cost), cost, len(id), id); and len(marker) less the id's.
+
+    Only the undo marker, the tokens, the cost and the id change from request to request, so the rest is encoded
+    once: the whole call then costs one %-format, a tenth of encoding it argument by argument.
+    """
+    budgets = dict(limits.budgets)
+    marker = f"sy:{{{limits.tenant}}}:done:".encode()
+    rates = [-1 if limit is None else limit for limit in (limits.requests_per_minute, limits.tokens_per_minute)]
+    template = b"".join([
+        b"*20\r\n", fixed(["EVALSHA", sha, 7, *names]), b"$%d\r\n", marker.replace(b"%", b"%%"), b"%b\r\n",
+        fixed(rates), b"$%d\r\n%b\r\n", fixed([budgets.get("day", -1), budgets.get("month", -1)]),
+        b"$%d\r\n%b\r\n$%d\r\n%b\r\n", fixed([RESERVATION_TTL_MS, EXPIRE_S["day"], EXPIRE_S["month"]])])
+    return template, len(marker)
+
+
+def fixed(args: Sequence[Arg]) -> bytes:
+    """Arguments in RESP as they go inside a command (no count before them), with every % doubled."""
+    return encode(args).split(b"\r\n", 1)[1].replace(b"%", b"%%")
 
 
 def text(value: bytes | str) -> str:
