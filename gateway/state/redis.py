@@ -26,6 +26,7 @@ from gateway.state.redis_scripts import (
     UNDO,
     admit_template,
     decode_admission,
+    settlement_row,
     sha1,
     text,
 )
@@ -72,7 +73,7 @@ class RedisBackend:
         self._loaded = False
         self._admissions: list[Asked] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[tuple[str, ...], list[list[str | int]]] = {}  # settlements by tenant and period
+        self._pending: dict[tuple[str, ...], list[str]] = {}  # settlements by tenant and period
         self._queue: list[Call] = []  # settlements sealed into batches, each sent as it is until it lands
         self._waiting = 0  # settlements pending or queued
         self._undos: list[tuple[float, Call]] = []
@@ -229,9 +230,9 @@ class RedisBackend:
         reserved = admission.ok and bool(admission.reservation)
         windows = "".join("1" if reserved and window in admission.remaining else "0" for window in WINDOWS)
         group = (f"sy:{{{limits.tenant}}}", *names[1:])
-        self._pending.setdefault(group, []).append([admission.reservation, limits.cost, windows, charge.upstream,
-                                                    charge.cost, charge.tokens, charge.savings, delta,
-                                                    admission.bucket])
+        self._pending.setdefault(group, []).append(settlement_row(
+            admission.reservation, limits.cost, windows, charge.upstream, charge.cost, charge.tokens, charge.savings,
+            delta, admission.bucket))
         self._waiting += 1
         if self._waiting >= BATCH:
             self._flush_now()
@@ -301,10 +302,8 @@ class RedisBackend:
         next few batches off the queue (they are put back as they are if sending fails)."""
         for (base, *names), rows in self._pending.items():
             for start in range(0, len(rows), BATCH):
-                args: list[str | int] = [EXPIRE_S["day"], EXPIRE_S["month"]]
                 chunk = rows[start:start + BATCH]
-                for row in chunk:
-                    args.extend(row)
+                args: list[str | int] = [EXPIRE_S["day"], EXPIRE_S["month"], *chunk]
                 self._queue.append((self._call(SETTLE, [*names, f"{base}:batch:{os.urandom(8).hex()}"], args),
                                     len(chunk)))
         self._pending.clear()

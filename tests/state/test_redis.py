@@ -111,13 +111,13 @@ async def test_the_redis_scripts_hold_counters_within_bounds_whatever_they_are_s
     assert reply[0] == 1
     assert int(await rig.raw.hget(keys[2], "reserved")) == MOST
     for batch, (cost, tokens) in enumerate(((huge, huge), (huge, huge), (sunk, sunk))):
-        args = [EXPIRE_S["day"], EXPIRE_S["month"], "r1", MOST, "10", "a", cost, tokens, sunk, "0", 0]
-        await rig.raw.eval(SETTLE, 6, *keys[1:], f"sy:{{acme}}:batch:{batch}", *args)
+        row = f"{MOST} 10 {cost} {tokens} {sunk} 0 0 2 r1a"
+        await rig.raw.eval(SETTLE, 6, *keys[1:], f"sy:{{acme}}:batch:{batch}", EXPIRE_S["day"], EXPIRE_S["month"], row)
     fields = {k.decode(): int(v) for k, v in (await rig.raw.hgetall(keys[2])).items()}
     assert fields == {"reserved": 0, "spent": MOST, "savings": -MOST, "c:a": MOST, "t:a": MOST, "n:a": 1}
     await rig.raw.zadd(keys[3], {f"r2:{huge}": 1})  # a reservation of more than any counter holds, then released
     await rig.raw.eval(SETTLE, 6, *keys[1:], "sy:{acme}:batch:last", EXPIRE_S["day"], EXPIRE_S["month"],
-                       "r2", huge, "10", "", "0", "0", "0", "0", 0)
+                       f"{huge} 10 0 0 0 0 0 2 r2")
     assert int(await rig.raw.hget(keys[2], "reserved")) == 0
 
 
@@ -153,3 +153,14 @@ async def test_admissions_and_flushes_that_find_the_scripts_forgotten_run_once_a
             break
         await asyncio.sleep(0.005)
     assert (spend.spent, spend.reserved) == (100, 300)
+
+
+@pytest.mark.parametrize("rig", ["redis"], indirect=True)
+async def test_a_settlement_whose_id_and_upstream_hold_spaces_and_any_characters_counts_as_sent(rig: Rig) -> None:
+    limits = Limits(TENANT, tokens_per_minute=1000, tokens=100, budgets=(("day", 1000),), cost=300)
+    admission = await rig.admit(limits, "r 1 \u00e9 2")
+    await rig.settle(limits, admission, Charge("up stream \u00e9 9", cost=250, tokens=40, savings=-5))
+    spend = await rig.spend()
+    assert (spend.spent, spend.reserved, spend.savings) == (250, 0, -5)
+    assert spend.upstreams == {"up stream \u00e9 9": {"cost": 250, "tokens": 40, "requests": 1}}
+    assert (await rig.admit(tpm(1000, tokens=960))).ok  # the token correction (100 -> 40) was applied
