@@ -146,5 +146,6 @@ def duration(seconds: float) -> str:
     if ms < 1000:
         return f"{ms}ms"
     minutes, rest = divmod(ms, 60_000)
-    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    whole, part = divmod(rest, 1000)  # integers throughout: formatting a float goes through printf
+    text = f"{whole}.{part:03d}".rstrip("0") + "s" if part else f"{whole}s"
     return f"{minutes}m{text}" if minutes else text

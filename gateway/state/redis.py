@@ -79,7 +79,7 @@ class RedisBackend:
         self._undos: list[tuple[float, Call]] = []
         self._flusher: asyncio.Handle | None = None
         self._keys: tuple[int, str, str] = (-1, "", "")
-        self._names: dict[str, list[str]] = {}  # the keys of each tenant in the current periods
+        self._names: dict[str, tuple[list[str], tuple[str, ...]]] = {}  # each tenant's, in the current periods
         self._templates: dict[tuple[Any, ...], tuple[bytes, int]] = {}  # ADMIT calls by tenant and limits
 
     async def ping(self) -> None:
@@ -225,12 +225,10 @@ class RedisBackend:
             logger.error("dropped a settlement: %d are waiting for Redis already", MAX_QUEUE)
             return
         limits, charge = limits.bounded(), charge.bounded()
-        names = self.keys(limits.tenant, now)
         delta = charge.tokens - limits.tokens if limits.tokens_per_minute is not None and admission.ok else 0
-        reserved = admission.ok and bool(admission.reservation)
-        windows = "".join("1" if reserved and window in admission.remaining else "0" for window in WINDOWS)
-        group = (f"sy:{{{limits.tenant}}}", *names[1:])
-        self._pending.setdefault(group, []).append(settlement_row(
+        remaining = admission.remaining if admission.ok and admission.reservation else {}
+        windows = ("1" if "day" in remaining else "0") + ("1" if "month" in remaining else "0")
+        self._pending.setdefault(self._tenant(limits.tenant, now)[1], []).append(settlement_row(
             admission.reservation, limits.cost, windows, charge.upstream, charge.cost, charge.tokens, charge.savings,
             delta, admission.bucket))
         self._waiting += 1
@@ -340,6 +338,10 @@ class RedisBackend:
 
     def keys(self, tenant: str, now: float) -> list[str]:
         """The keys of one tenant, all in one hash slot; the period names are worked out once a second."""
+        return self._tenant(tenant, now)[0]
+
+    def _tenant(self, tenant: str, now: float) -> tuple[list[str], tuple[str, ...]]:
+        """The keys of one tenant, and its settlements' group: its keys' prefix and the keys SETTLE takes."""
         second, day, month = self._keys
         if int(now) != second:
             second, day, month = int(now), period("day", now), period("month", now)
@@ -347,14 +349,15 @@ class RedisBackend:
                 self._names.clear()
                 self._templates.clear()
             self._keys = (second, day, month)
-        names = self._names.get(tenant)
-        if names is None:
+        found = self._names.get(tenant)
+        if found is None:
             if len(self._names) >= TEMPLATES:
                 self._names.clear()
             base = f"sy:{{{tenant}}}"
-            names = self._names[tenant] = [f"{base}:rpm", f"{base}:tpm", f"{base}:day:{day}", f"{base}:day:{day}:res",
-                                           f"{base}:month:{month}", f"{base}:month:{month}:res"]
-        return names
+            names = [f"{base}:rpm", f"{base}:tpm", f"{base}:day:{day}", f"{base}:day:{day}:res",
+                     f"{base}:month:{month}", f"{base}:month:{month}:res"]
+            found = self._names[tenant] = (names, (base, *names[1:]))
+        return found
 
     async def spend(self, tenant: str, window: str, now: float) -> Spend:
         names = self.keys(tenant, now)

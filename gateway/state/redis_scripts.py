@@ -275,18 +275,16 @@ def text(value: bytes | str) -> str:
 
 
 def decode_admission(reply: list[Any], reservation: str, limits: Limits, now: float) -> Admission:
-    """The Admission an ADMIT reply tells of."""
+    """The Admission an ADMIT reply tells of (its numbers come as integers, its texts as bytes)."""
     rates = decode_rates(reply) if len(reply) > 6 else {}
-    if int(reply[0]):
-        remaining = {}
-        if reply[3]:
-            remaining["day"] = int(reply[3])
-        if reply[4]:
-            remaining["month"] = int(reply[4])
-        return Admission(True, reservation, remaining=remaining, bucket=int(reply[5]), rates=rates)
+    if reply[0]:
+        day, month = reply[3], reply[4]
+        remaining = {"day": int(day), "month": int(month)} if day and month else (
+            {"day": int(day)} if day else {"month": int(month)} if month else {})
+        return Admission(True, reservation, remaining=remaining, bucket=reply[5], rates=rates)
     limit = text(reply[1])
     if limit not in WINDOWS:
-        return Admission(False, limit=limit, retry_after_s=float(reply[2]) / 1000, rates=rates)
+        return Admission(False, limit=limit, retry_after_s=reply[2] / 1000, rates=rates)
     left = reply[3] if limit == "day" else reply[4]
     return Admission(False, limit=limit, retry_after_s=resets_at(limit, now) - now,
                      remaining={limit: max(0, int(left or 0))}, rates=rates)
@@ -294,9 +292,9 @@ def decode_admission(reply: list[Any], reservation: str, limits: Limits, now: fl
 
 def decode_rates(reply: list[Any]) -> dict[str, Rate]:
     """Requests and tokens left and ms until all are back, as ADMIT returns them (-1 left: no such limit)."""
-    rates = {}
-    if int(reply[6]) >= 0:
-        rates["requests"] = Rate(int(reply[6]), int(reply[7]) / 1000)
-    if int(reply[8]) >= 0:
-        rates["tokens"] = Rate(int(reply[8]), int(reply[9]) / 1000)
-    return rates
+    requests, tokens = reply[6], reply[8]
+    if requests >= 0:
+        if tokens >= 0:
+            return {"requests": Rate(requests, reply[7] / 1000), "tokens": Rate(tokens, reply[9] / 1000)}
+        return {"requests": Rate(requests, reply[7] / 1000)}
+    return {"tokens": Rate(tokens, reply[9] / 1000)} if tokens >= 0 else {}

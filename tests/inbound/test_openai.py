@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
@@ -26,6 +28,14 @@ class Upstream:
                                                (60, "1m0s"), (360, "6m0s"), (61.5, "1m1.5s"), (-3, "0ms")])
 def test_a_reset_is_written_as_openai_writes_it(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_a_reset_of_any_whole_millisecond_is_written_with_its_decimals_trimmed() -> None:
+    for given in (*range(0, 3000), *range(59_000, 61_000), *range(119_990, 120_010), 599_999, 10**9 + 7):
+        ms = math.ceil(given / 1000 * 1000)  # as duration rounds: 2.007 s is 2007.0000000000002 ms, so 2008
+        minutes, rest = divmod(ms, 60_000)
+        text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s" if ms >= 1000 else f"{ms}ms"
+        assert duration(given / 1000) == (f"{minutes}m{text}" if minutes and ms >= 1000 else text)
 
 
 def test_the_headers_name_each_configured_limit() -> None:
