@@ -9,7 +9,16 @@ import pytest
 
 from gateway.asgi import Message
 from gateway.errors import GatewayError, InvalidRequest, NoCandidate, RateLimited, UpstreamFailed, UpstreamStatus
-from gateway.inbound.openai import ENDPOINTS, OpenAIInbound, bearer, duration, error_body, rate_headers
+from gateway.inbound.openai import (
+    ENDPOINTS,
+    RESETS,
+    OpenAIInbound,
+    Resets,
+    bearer,
+    duration,
+    error_body,
+    rate_headers,
+)
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import NANO, Admission, Limits, Rate
 
@@ -36,6 +45,15 @@ def test_a_reset_of_any_whole_millisecond_is_written_with_its_decimals_trimmed()
         minutes, rest = divmod(ms, 60_000)
         text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s" if ms >= 1000 else f"{ms}ms"
         assert duration(given / 1000) == (f"{minutes}m{text}" if minutes and ms >= 1000 else text)
+
+
+def test_reset_values_are_written_once_and_kept_within_their_bound() -> None:
+    resets = Resets()
+    assert (resets[59.5], resets[60.0]) == (b"59.5s", b"1m0s")
+    assert resets[59.5] is resets[59.5]
+    for ms in range(RESETS + 10):
+        assert resets[ms / 1000] == duration(ms / 1000).encode()
+    assert len(resets) <= RESETS
 
 
 def test_the_headers_name_each_configured_limit() -> None:
