@@ -37,6 +37,7 @@ class OpenAIInbound(Inbound):
 
     def __init__(self, shared: Shared | None = None) -> None:
         self.holders = Holders(shared)
+        self.resets = Resets()
 
     def credential(self, headers: Mapping[str, str]) -> str:
         """The key of `Authorization: Bearer <key>`."""
@@ -70,7 +71,7 @@ class OpenAIInbound(Inbound):
 
     def rate_headers(self, limits: Limits, admission: Admission) -> Headers:
         """OpenAI's x-ratelimit-* headers."""
-        return rate_headers(limits, admission)
+        return rate_headers(limits, admission, self.resets)
 
 
 class ChatEvents(Events):
@@ -123,21 +124,35 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"error": {"message": error.message, "type": kind, "code": code, "param": error.param}})
 
 
+RESETS = 4096  # reset header values kept by Resets
 RATE_HEADER_NAMES = {kind: tuple(f"x-ratelimit-{what}-{kind}".encode() for what in ("limit", "remaining", "reset"))
                      for kind in ("requests", "tokens")}
 
 
-def rate_headers(limits: Limits, admission: Admission) -> Headers:
+def rate_headers(limits: Limits, admission: Admission, resets: Resets | None = None) -> Headers:
     """OpenAI's x-ratelimit-* headers for the tenant's rate limits, as this request left them."""
     headers: Headers = []
+    if resets is None:
+        resets = Resets()
     for kind, limit in (("requests", limits.requests_per_minute), ("tokens", limits.tokens_per_minute)):
         rate = admission.rates.get(kind)
         if limit is None or rate is None:
             continue
         named_limit, named_remaining, named_reset = RATE_HEADER_NAMES[kind]
         headers += [(named_limit, b"%d" % limit), (named_remaining, b"%d" % rate.remaining),
-                    (named_reset, duration(rate.reset_s).encode())]
+                    (named_reset, resets[rate.reset_s])]
     return headers
+
+
+class Resets(dict[float, bytes]):
+    """Reset header values by reset time, written once each: an admitted request's are among a few thousand (a
+    minute less the part of a second gone)."""
+
+    def __missing__(self, seconds: float) -> bytes:
+        if len(self) >= RESETS:
+            self.clear()
+        written = self[seconds] = duration(seconds).encode()
+        return written
 
 
 def duration(seconds: float) -> str:
@@ -146,5 +161,6 @@ def duration(seconds: float) -> str:
     if ms < 1000:
         return f"{ms}ms"
     minutes, rest = divmod(ms, 60_000)
-    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    whole, part = divmod(rest, 1000)  # integers throughout: formatting a float goes through printf
+    text = f"{whole}.{part:03d}".rstrip("0") + "s" if part else f"{whole}s"
     return f"{minutes}m{text}" if minutes else text

@@ -75,10 +75,13 @@ class Limits:
     def bounded(self) -> Limits:
         """These limits with every number held within [0, MOST], as the backends count them (self when they are)."""
         rpm, tpm = self.requests_per_minute, self.tokens_per_minute
-        if (0 <= self.cost <= MOST and 0 <= self.tokens <= MOST and (rpm is None or 0 <= rpm <= MOST)
-                and (tpm is None or 0 <= tpm <= MOST) and (not self.budgets or all(
-                    0 <= limit <= MOST for _, limit in self.budgets))):
-            return self
+        for _, limit in self.budgets:  # a loop, not all(): this runs twice a request
+            if not 0 <= limit <= MOST:
+                break
+        else:
+            if (0 <= self.cost <= MOST and 0 <= self.tokens <= MOST and (rpm is None or 0 <= rpm <= MOST)
+                    and (tpm is None or 0 <= tpm <= MOST)):
+                return self
 
         def most(value: int | None) -> int | None:
             return None if value is None else bounded(value)

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -92,22 +93,32 @@ def encode(args: Sequence[Arg]) -> bytes:
     return packed
 
 
-class _Batch:
-    __slots__ = ("future", "left", "replies")
+Done = Callable[[list[Any] | Exception], None]  # handed a batch's replies, or why there will be none
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
-        self.future, self.left = future, count
+
+class _Batch:
+    __slots__ = ("deadline", "done", "left", "replies")
+
+    def __init__(self, done: Done, count: int, deadline: float) -> None:
+        self.done, self.left, self.deadline = done, count, deadline
         self.replies: list[Any] = []
 
 
 class Protocol(asyncio.Protocol):
-    """Writes batches of commands and hands each batch its replies, in order."""
+    """Writes batches of commands and hands each batch its replies, in order; a batch with no reply within timeout_s
+    drops the connection.
 
-    def __init__(self) -> None:
+    One timer watches the oldest batch (the first to run out of time), so a batch costs no timer of its own.
+    """
+
+    def __init__(self, timeout_s: float = 1.0) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
         self._waiting: deque[_Batch] = deque()
         self._transport: asyncio.Transport | None = None
         self._gone = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._timeout_s = timeout_s
+        self._watch: asyncio.TimerHandle | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,24 +142,46 @@ class Protocol(asyncio.Protocol):
             batch.left -= 1
             if not batch.left:
                 self._waiting.popleft()
-                if not batch.future.done():
-                    batch.future.set_result(batch.replies)
+                batch.done(batch.replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
+        self._fail(ConnectionFailed("connection to Redis lost"))
         self._gone.set()
+
+    def _fail(self, error: ConnectionFailed) -> None:
+        """Fail every batch still waiting, for good: nothing more is read on this connection."""
+        self.lost = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         while self._waiting:
-            batch = self._waiting.popleft()
-            if not batch.future.done():
-                batch.future.set_exception(ConnectionFailed("connection to Redis lost"))
+            self._waiting.popleft().done(error)
+
+    def submit(self, payload: bytes, count: int, done: Done) -> None:
+        """Write count commands encoded in payload; done gets their replies, or the ConnectionFailed that ended them."""
+        assert self._transport is not None
+        self._waiting.append(_Batch(done, count, self._loop.time() + self._timeout_s))
+        if self._watch is None:
+            self._watch = self._loop.call_at(self._waiting[-1].deadline, self._check)
+        self._transport.write(payload)
 
     def send(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
         """Write count commands encoded in payload; the future gets their replies."""
-        assert self._transport is not None
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Batch(future, count))
-        self._transport.write(payload)
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        self.submit(payload, count, partial(_settle_future, future))
         return future
+
+    def _check(self) -> None:
+        """The watch is up: drop the connection if the oldest batch is out of time, else watch it until it is."""
+        self._watch = None
+        if not self._waiting or self.lost:
+            return
+        deadline = self._waiting[0].deadline
+        if deadline > self._loop.time():
+            self._watch = self._loop.call_at(deadline, self._check)
+            return
+        self._fail(ConnectionFailed(f"no reply from Redis within {self._timeout_s * 1000:.0f} ms"))
+        self.close()
 
     def close(self) -> None:
         """Drop the connection; whatever is outstanding fails."""
@@ -188,12 +221,16 @@ class Connection:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await protocol.send(payload, count)
-        except TimeoutError:
-            self.drop()
-            raise ConnectionFailed(f"no reply from Redis within {self._timeout_s * 1000:.0f} ms") from None
+        return await protocol.send(payload, count)
+
+    def submit(self, payload: bytes, count: int, done: Done) -> bool:
+        """Send count pre-encoded commands on the open connection, done to get their replies; False when none is
+        open (then nothing is sent)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            return False
+        protocol.submit(payload, count, done)
+        return True
 
     async def _connect(self) -> Protocol:
         if self._connecting is None or self._connecting.done():
@@ -204,12 +241,13 @@ class Connection:
     async def _open(self) -> Protocol:
         address, loop = self._address, asyncio.get_running_loop()
         protocol: Protocol | None = None
+        factory = partial(Protocol, self._timeout_s)
         try:
             async with asyncio.timeout(self._timeout_s):
                 if address.path:
-                    _, protocol = await loop.create_unix_connection(Protocol, address.path)
+                    _, protocol = await loop.create_unix_connection(factory, address.path)
                 else:
-                    _, protocol = await loop.create_connection(Protocol, address.host, address.port, ssl=self._tls)
+                    _, protocol = await loop.create_connection(factory, address.host, address.port, ssl=self._tls)
                 setup = self._setup()
                 replies = await protocol.send(b"".join(encode(c) for c in setup), len(setup))
         except (OSError, TimeoutError) as exc:
@@ -253,6 +291,16 @@ class Connection:
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             await protocol.closed(self._timeout_s)
+
+
+def _settle_future(future: asyncio.Future[list[Any]], replies: list[Any] | Exception) -> None:
+    """Hand a batch's replies (or its failure) to the future that waits for them, unless it was given up."""
+    if future.done():
+        return
+    if isinstance(replies, Exception):
+        future.set_exception(replies)
+    else:
+        future.set_result(replies)
 
 
 def _retrieve(task: asyncio.Task[Protocol]) -> None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
 from gateway.asgi import Message
 from gateway.errors import GatewayError, InvalidRequest, NoCandidate, RateLimited, UpstreamFailed, UpstreamStatus
-from gateway.inbound.openai import ENDPOINTS, OpenAIInbound, bearer, duration, error_body, rate_headers
+from gateway.inbound.openai import (
+    ENDPOINTS,
+    RESETS,
+    OpenAIInbound,
+    Resets,
+    bearer,
+    duration,
+    error_body,
+    rate_headers,
+)
 from gateway.routing.policy.decide import Decision
 from gateway.state.base import NANO, Admission, Limits, Rate
 
@@ -26,6 +37,23 @@ class Upstream:
                                                (60, "1m0s"), (360, "6m0s"), (61.5, "1m1.5s"), (-3, "0ms")])
 def test_a_reset_is_written_as_openai_writes_it(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_a_reset_of_any_whole_millisecond_is_written_with_its_decimals_trimmed() -> None:
+    for given in (*range(0, 3000), *range(59_000, 61_000), *range(119_990, 120_010), 599_999, 10**9 + 7):
+        ms = math.ceil(given / 1000 * 1000)  # as duration rounds: 2.007 s is 2007.0000000000002 ms, so 2008
+        minutes, rest = divmod(ms, 60_000)
+        text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s" if ms >= 1000 else f"{ms}ms"
+        assert duration(given / 1000) == (f"{minutes}m{text}" if minutes and ms >= 1000 else text)
+
+
+def test_reset_values_are_written_once_and_kept_within_their_bound() -> None:
+    resets = Resets()
+    assert (resets[59.5], resets[60.0]) == (b"59.5s", b"1m0s")
+    assert resets[59.5] is resets[59.5]
+    for ms in range(RESETS + 10):
+        assert resets[ms / 1000] == duration(ms / 1000).encode()
+    assert len(resets) <= RESETS
 
 
 def test_the_headers_name_each_configured_limit() -> None:

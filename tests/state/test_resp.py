@@ -145,6 +145,39 @@ async def test_a_hung_server_fails_the_batch_in_time_and_a_new_connection_serves
         await connection.aclose()
 
 
+async def test_a_submitted_batch_hands_its_replies_to_its_callback(redis_url: str) -> None:
+    connection = Connection(redis_url, 1.0)
+    try:
+        assert not connection.submit(encode(["PING"]), 1, print)  # nothing open yet: nothing sent
+        await connection.execute([["DEL", "n"]])
+        got: asyncio.Queue[object] = asyncio.Queue()
+        assert connection.submit(encode(["INCR", "n"]) + encode(["INCR", "n"]), 2, got.put_nowait)
+        assert await got.get() == [1, 2]
+    finally:
+        await connection.aclose()
+
+
+async def test_each_batch_waits_at_most_the_timeout_from_its_own_sending(own_redis: RedisServer) -> None:
+    connection = Connection(own_redis.url(), 0.5)
+    try:
+        assert await connection.execute([["PING"]]) == [b"PONG"]
+        await asyncio.sleep(0.4)  # the watch armed for the first batch is still up when the next is sent
+        own_redis.freeze()
+        started = time.monotonic()
+        got: asyncio.Queue[object] = asyncio.Queue()
+        assert connection.submit(encode(["PING"]), 1, got.put_nowait)
+        with pytest.raises(ConnectionFailed, match="no reply from Redis within 500 ms"):
+            await connection.execute([["PING"]])  # a second batch behind it fails with it
+        failed = await got.get()
+        assert isinstance(failed, ConnectionFailed)
+        assert time.monotonic() - started >= 0.45  # its own half second, not what was left of the first's
+        own_redis.thaw()
+        assert await connection.execute([["PING"]]) == [b"PONG"]  # a new connection
+    finally:
+        own_redis.thaw()
+        await connection.aclose()
+
+
 async def test_a_killed_connection_fails_what_waits_on_it_and_is_made_again(own_redis: RedisServer) -> None:
     connection = Connection(own_redis.url(), 1.0)
     try:
