@@ -79,7 +79,7 @@ _CARD_SHAPE = re.compile(
     rb"0000(?<![0a_.$#@+]0000)(?:(?=0{9,15}+(?![0a_@]))|(?!0)(?=[\t\n\r ./-]{1,3}0{4,6}+[\t\n\r ./-]{1,3}0))"
 )
 # A text past one window is read for clusters and card numbers in a view of its shape where the first digit of each
-# run is b"D" and the others b"d" (ASCII letters are b"%" and everything the two patterns tell no apart b"?"): a try
+# run is b"D" and the others b"d" (ASCII letters are b"%" and everything the two patterns do not tell apart b"?"): a try
 # then starts only at a run's first digits, where on the shape every digit of a run starts a failed one (most of the
 # time on a text dense with digits). bytes.title() marks the run starts: a cased byte after an uncased one. The two
 # patterns below are the shape's two above, written for this view; a test checks they find the same.
