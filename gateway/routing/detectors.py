@@ -83,8 +83,9 @@ _CARD_SHAPE = re.compile(
 # then starts only at a run's first digits, where on the shape every digit of a run starts a failed one (most of the
 # time on a text dense with digits). bytes.title() marks the run starts: a cased byte after an uncased one. The two
 # patterns below are the shape's two above, written for this view; a test checks they find the same.
-# The view costs a translate and a title() of the shape: worth it when more than one character in this many is a digit.
-_RUNS_DENSITY = 8
+# The view costs a translate and a title() of the shape: worth it where runs of digits are long, in a text with more
+# than one run of four digits (not overlapping) in this many characters.
+_RUNS_DENSITY = 32
 _RUNS_LOOKBEHIND = 8  # more than the patterns below look behind a try's start
 _RUNS_TABLE = bytes(ord("d") if byte == _DIGIT else ord("%") if byte == ord("a")
                     else byte if byte in b"\t\n\r ./()-+_$#@" else ord("?") for byte in range(256))
@@ -179,13 +180,14 @@ class _Text:
     def region_matches(self, pattern: re.Pattern[bytes], on_runs: re.Pattern[bytes] | None = None
                        ) -> Iterator[re.Match[bytes]]:
         """The matches of a shape pattern that starts with two digits, region by region: those of one pass. Past one
-        window, on_runs (the same pattern written for the runs view) is read over that view in its place when more
-        than one character in _RUNS_DENSITY is a digit (for fewer the view costs more than it saves)."""
+        window, on_runs (the same pattern written for the runs view) is read over that view in its place when the
+        text's runs of digits are long and many (for fewer the view costs more than it saves)."""
         shape = self.shape
         if len(shape) <= windowed.WINDOW + windowed.REACH:  # read whole, as one window
             return pattern.finditer(shape)
-        if self._runs is None:  # b"" for a text too sparse in digits for the view to pay
-            self._runs = bytearray(len(shape) if shape.count(b"0") * _RUNS_DENSITY > len(shape) else 0)
+        if self._runs is None:  # empty for a text too sparse in digits for the view to pay
+            dense = bool(self.regions) and shape.count(b"0000") * _RUNS_DENSITY > len(shape)
+            self._runs = bytearray(len(shape) if dense else 0)
         view, fill = shape, None
         if on_runs is not None and self._runs:
             view, pattern, fill = cast(bytes, self._runs), on_runs, self._fill_runs  # re reads any buffer
