@@ -12,6 +12,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from gateway.routing import windowed
 from gateway.routing.normalise import normalised
@@ -77,6 +78,27 @@ _PHONE_KINDS = frozenset({"split", "plus"})
 _CARD_SHAPE = re.compile(
     rb"0000(?<![0a_.$#@+]0000)(?:(?=0{9,15}+(?![0a_@]))|(?!0)(?=[\t\n\r ./-]{1,3}0{4,6}+[\t\n\r ./-]{1,3}0))"
 )
+# A text past one window is read for clusters and card numbers in a view of its shape where the first digit of each
+# run is b"D" and the others b"d" (ASCII letters are b"%" and everything the two patterns do not tell apart b"?"): a try
+# then starts only at a run's first digits, where on the shape every digit of a run starts a failed one (most of the
+# time on a text dense with digits). bytes.title() marks the run starts: a cased byte after an uncased one. The two
+# patterns below are the shape's two above, written for this view; a test checks they find the same.
+# The view costs a translate and a title() of the shape: worth it where runs of digits are long, in a text with more
+# than one run of four digits (not overlapping) in this many characters.
+_RUNS_DENSITY = 32
+_RUNS_LOOKBEHIND = 8  # more than the patterns below look behind a try's start
+_RUNS_TABLE = bytes(ord("d") if byte == _DIGIT else ord("%") if byte == ord("a")
+                    else byte if byte in b"\t\n\r ./()-+_$#@" else ord("?") for byte in range(256))
+_CLUSTER_RUNS = re.compile(
+    rb"Dd(?<![Dd]d[.-]Dd)(?!dd-Dd-Dd)(?=dddd|" + rb"[\t\n\r ./()-]{0,2}+[Dd]" * 4 + rb")"
+    rb"(?!d?\.Dd{0,2}\.Dd{0,2}\.Dd{0,2}(?!d)|d{0,3}\.Dddd)"
+    rb"(?:(?<=[%+]Dd)(?:(?P<letter>(?<=%Dd)(?:[\t\n\r ./()-]{0,2}[Dd]){0,40}+)"
+    rb"|(?P<plus>(?:[\t\n\r ./()-]{0,2}[Dd]){0,40}+))"
+    rb"|(?P<split>d{0,40}+[\t\n\r ./()-]{1,2}D(?:[\t\n\r ./()-]{0,2}[Dd]){0,40}+)|(?P<long>d{11,40}+))"
+)
+_CARD_RUNS = re.compile(
+    rb"Dddd(?<![%_.$#@+]Dddd)(?=dddddddddd{0,6}+(?![d%_@])|[\t\n\r ./-][\t\n\r ./-]{0,2}Dd{3,5}+[\t\n\r ./-]{1,3}D)"
+)
 _CARD_STRETCH = re.compile(r"[0-9]++(?:[\t\n\r ./-]{1,3}[0-9]++){0,5}")
 _DIGIT_GROUP = re.compile(r"[0-9]+")
 _CARD_GLUE_AFTER = frozenset(b"a_@")
@@ -124,7 +146,8 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 class _Text:
     """One text under inspection, with views computed at most once however many detectors look at it."""
 
-    __slots__ = ("_clusters", "_regions", "_shape", "crowded", "entities_crowded", "looks", "raw", "text")
+    __slots__ = ("_clusters", "_filled", "_regions", "_runs", "_shape", "crowded", "entities_crowded", "looks", "raw",
+                 "text")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
@@ -133,6 +156,8 @@ class _Text:
         self.crowded = False  # set when a detector found more candidates than looks
         self._shape: bytes | None = None
         self._regions: tuple[tuple[int, int], ...] | None = None
+        self._runs: bytearray | None = None
+        self._filled: set[int] = set()  # the chunks of _runs filled so far
         self._clusters: tuple[tuple[int, int, str], ...] | None = None
 
     @property
@@ -152,20 +177,40 @@ class _Text:
             self._regions = _regions(self.shape)
         return self._regions
 
-    def region_matches(self, pattern: re.Pattern[bytes]) -> Iterator[re.Match[bytes]]:
-        """The matches of a shape pattern that starts with two digits, region by region: those of one pass."""
+    def region_matches(self, pattern: re.Pattern[bytes], on_runs: re.Pattern[bytes] | None = None
+                       ) -> Iterator[re.Match[bytes]]:
+        """The matches of a shape pattern that starts with two digits, region by region: those of one pass. Past one
+        window, on_runs (the same pattern written for the runs view) is read over that view in its place when the
+        text's runs of digits are long and many (for fewer the view costs more than it saves)."""
         shape = self.shape
         if len(shape) <= windowed.WINDOW + windowed.REACH:  # read whole, as one window
             return pattern.finditer(shape)
-        return itertools.chain.from_iterable(windowed.finditer(pattern, shape, start, end + windowed.REACH)
+        if self._runs is None:  # empty for a text too sparse in digits for the view to pay
+            dense = bool(self.regions) and shape.count(b"0000") * _RUNS_DENSITY > len(shape)
+            self._runs = bytearray(len(shape) if dense else 0)
+        view, fill = shape, None
+        if on_runs is not None and self._runs:
+            view, pattern, fill = cast(bytes, self._runs), on_runs, self._fill_runs  # re reads any buffer
+        return itertools.chain.from_iterable(windowed.finditer(pattern, view, start, end + windowed.REACH, fill)
                                              for start, end in self.regions)
+
+    def _fill_runs(self, start: int, end: int) -> None:
+        """Fill the chunks of the runs view that a search of [start, end) reads (its lookbehinds included)."""
+        assert self._runs is not None
+        shape, runs = self.shape, self._runs
+        for chunk in range(max(start - _RUNS_LOOKBEHIND, 0) // _CHUNK, (end + _CHUNK - 1) // _CHUNK):
+            if chunk not in self._filled:
+                self._filled.add(chunk)
+                low, high = chunk * _CHUNK, min((chunk + 1) * _CHUNK, len(shape))
+                before = 1 if low else 0  # for title() to see whether the chunk's first digit starts a run
+                runs[low:high] = shape[low - before:high].translate(_RUNS_TABLE).title()[before:]
 
     @property
     def clusters(self) -> tuple[tuple[int, int, str], ...]:
         """Start, end and kind of each cluster of digits in the shape."""
         if self._clusters is None:
             found: list[tuple[int, int, str]] = []
-            for match in self.region_matches(_CLUSTER_SHAPE):
+            for match in self.region_matches(_CLUSTER_SHAPE, _CLUSTER_RUNS):
                 if len(found) == self.looks:
                     self.crowded = True
                     break
@@ -354,7 +399,7 @@ def _credit_card(text: _Text) -> bool:
     """A 13 to 19 digit card number from a known issuer that passes the Luhn check."""
     shape, body = text.shape, text.text
     # Not only around clusters: those never start at a dotted number, and "4111.1111.1111.1111" is a card.
-    for looked, match in enumerate(text.region_matches(_CARD_SHAPE)):
+    for looked, match in enumerate(text.region_matches(_CARD_SHAPE, _CARD_RUNS)):
         if looked == text.looks:
             return True
         start = match.start()

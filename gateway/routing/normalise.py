@@ -10,7 +10,6 @@ import codecs
 import html
 import re
 import unicodedata
-import warnings
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -56,8 +55,11 @@ _CHARS_PER_ENTITY = 128
 # How many times backslash escapes are decoded: JSON held in a JSON string, read from a body's own JSON text.
 _ESCAPE_ROUNDS = 4
 _BACKSLASH_ESCAPE = re.compile(r"\\[uUxnrtbf]")
-# A backslash before anything but the escapes the codec knows without a warning (octal ones included, which warn).
-_ODD_ESCAPE = re.compile(r"\\[^\n\\'\"abfnrtvxuUN]")
+# The backslash of an escape the codec would warn about: before a character that starts no escape it knows, or an
+# octal escape past \377 (no JSON escape either: kept as written). It is written as an escape of its own, b"\\x5c".
+# Text is searched first for a backslash before anything but the other escapes: a cheaper try at each backslash.
+_ODD_BACKSLASH = re.compile(rb"\\(?=[^\n\\'\"abfnrtvxuUN0-7]|[4-7][0-7]{2})")
+_MAYBE_ODD = re.compile(rb"\\[^\n\\'\"abfnrtvxuUN0-3]")
 
 
 def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], re.Pattern[str], re.Pattern[bytes]]:
@@ -167,7 +169,7 @@ def normalised(text: str) -> tuple[str, bool]:
     """normalise(text), and whether text held too many numeric HTML references to decode (then left as written).
 
     Text with backslash escapes is read as written and as decoded, once and again for JSON held in JSON: decoding
-    "\\4111" as an octal escape must not hide the card number that follows.
+    "\\u4111 1111..." as one character must not hide the card number it starts.
     """
     crowded = False
     if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
@@ -277,13 +279,12 @@ def _with_escapes_decoded(text: str) -> str:
 
 
 def _escapes_decoded(text: str) -> str:
-    """text with backslash escapes (\\u0040, \\n...) decoded; one the codec does not know is kept."""
+    """text with backslash escapes (\\u0040, \\n...) decoded; one the codec does not know is kept as written."""
     data = text.encode("latin-1", "backslashreplace")
-    if _ODD_ESCAPE.search(text) is None:
-        return data.decode("unicode_escape", "ignore")
-    with warnings.catch_warnings():  # "\\411", "\\q": decoded or kept all the same, not worth a warning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return data.decode("unicode_escape", "ignore")
+    if _MAYBE_ODD.search(data) is not None:
+        # Escaped backslashes first, so that each backslash left starts an escape: "\\\\q" is "\\" and "q".
+        data = _ODD_BACKSLASH.sub(rb"\\x5c", data.replace(b"\\\\", b"\\x5c"))
+    return data.decode("unicode_escape", "ignore")
 
 
 def _folded(text: str) -> str:

@@ -54,3 +54,29 @@ def test_a_big_body_is_classified_off_the_loop_with_the_same_features(tmp_path: 
     undeclared = asyncio.run(classify.features_of(policy, "acme", "chat", body, {}))  # read off the loop too
     assert (undeclared.data_class, undeclared.prompt_tokens) == (inline.data_class, inline.prompt_tokens)
     assert inline.data_class == "personal"
+
+
+def test_a_big_text_dense_with_digits_is_read_in_the_runs_view_with_the_matches_of_the_shape() -> None:
+    chooser = random.Random(8)
+    tokens = [b"0" * chooser.randint(1, 20) for _ in range(20)] + [bytes([byte]) for byte in b" .-/()\t\n+_@a?#$x"]
+    parts: list[bytes] = []
+    while sum(map(len, parts)) < 10 * windowed.WINDOW:
+        # Now and then a stretch without digits, so that some chunks are passed over and the view has gaps.
+        parts.append(b"?" * 40_000 if chooser.random() < 0.0002 else chooser.choice(tokens))
+    text = detectors._Text("")
+    text._shape = b"".join(parts)
+    assert len(text.regions) > 1
+    for plain, on_runs in ((detectors._CLUSTER_SHAPE, detectors._CLUSTER_RUNS),
+                           (detectors._CARD_SHAPE, detectors._CARD_RUNS)):
+        assert [(m.span(), m.lastgroup) for m in text.region_matches(plain, on_runs)] == [
+            (m.span(), m.lastgroup) for m in plain.finditer(text._shape)] != []
+    assert text._runs  # the view was read, not the shape
+    assert len(text._filled) < len(text._shape) // detectors._CHUNK + 1  # and the chunks without digits left out
+
+
+def test_numbers_in_a_big_text_dense_with_digits_are_found() -> None:
+    filler = "0123456789-- " * (3 * windowed.WINDOW // 13)
+    for found, name in (("4111 1111 1111 1111", "credit_card"), ("DE89 3704 0044 0532 0130 00", "iban"),
+                        ("+44 20 7946 0958", "phone"), ("123-45-6789", "national_id")):
+        assert detectors.scan(ALL, f"{filler} see {found} here {filler}") == name, name
+    assert detectors.scan(ALL, filler + "2024-03-15 " * 20_000) is None

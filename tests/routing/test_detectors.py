@@ -525,3 +525,25 @@ def test_the_cluster_pattern_finds_what_it_finds_written_plainly() -> None:
         shape = b"".join(chooser.choice(tokens) for _ in range(chooser.randint(5, 2000)))
         assert [(m.span(), m.lastgroup) for m in detectors._CLUSTER_SHAPE.finditer(shape)] == [
             (m.span(), m.lastgroup) for m in PLAIN_CLUSTER_SHAPE.finditer(shape)]
+
+
+def runs_view(shape: bytes) -> bytes:
+    """The runs view of a whole shape, as the detectors fill it a chunk at a time."""
+    return shape.translate(detectors._RUNS_TABLE).title()
+
+
+def test_the_patterns_for_the_runs_view_find_what_the_shapes_find() -> None:
+    chooser = random.Random(6)
+    singles = [bytes([byte]) for byte in b" .-/()\t\n+_@a?#$x9,%"]
+    tokens = [b"0" * chooser.randint(1, 20) for _ in range(10)] + singles + [
+        b"0000-00-00", b"00-00-00", b"000.000.0.00", b"0.0000", b"0000 0000 0000", b"0000--000000-0", b"0" * 45]
+    for _ in range(500):
+        shape = b"".join(chooser.choice(tokens) for _ in range(chooser.randint(1, 400)))
+        for plain, on_runs in ((detectors._CLUSTER_SHAPE, detectors._CLUSTER_RUNS),
+                               (detectors._CARD_SHAPE, detectors._CARD_RUNS)):
+            assert [(m.span(), m.lastgroup) for m in on_runs.finditer(runs_view(shape))] == [
+                (m.span(), m.lastgroup) for m in plain.finditer(shape)], shape
+
+
+def test_the_runs_view_marks_the_first_digit_of_each_run() -> None:
+    assert runs_view(b"00a0000 +0-00?") == b"Dd%Dddd +D-Dd?"

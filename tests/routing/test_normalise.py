@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import unicodedata
+import warnings
 
 import pytest
 
-from gateway.routing.normalise import _MAPPED_ABOVE_BMP, _TABLE, entities_crowded, normalise, normalised
+from gateway.routing import normalise as normalise_module
+from gateway.routing.normalise import (
+    _MAPPED_ABOVE_BMP,
+    _TABLE,
+    _escapes_decoded,
+    entities_crowded,
+    normalise,
+    normalised,
+)
 
 
 @pytest.mark.parametrize(
@@ -90,3 +99,31 @@ def test_the_pattern_of_mapped_characters_above_the_bmp_agrees_with_the_table_on
 def test_a_tag_character_after_many_emoji_is_still_removed() -> None:
     text = "hi \U0001f600 " * 20_000 + "jane\U000e0041@example.com"
     assert normalise(text).endswith("jane@example.com")
+
+
+def codec_decoded(text: str) -> tuple[str, bool]:
+    """What the unicode_escape codec makes of text, its warnings silenced (as normalise did before), and whether it
+    warned."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        decoded = text.encode("latin-1", "backslashreplace").decode("unicode_escape", "ignore")
+    return decoded, bool(caught)
+
+
+@pytest.mark.parametrize("text", ["a\\qb \\u0040", "\\8\\9 \\x41", "\\\\q \\\\\\q \\\\\\\\u0041",
+                                  "\\N{DASH} \\z\u00e9\\\u20ac", "\\377\\0\\41 \\4 \\q\\"])
+def test_unknown_escapes_are_kept_as_the_codec_keeps_them_without_a_warning(text: str) -> None:
+    decoded, warned = codec_decoded(text)
+    assert warned  # the codec warns about each of these texts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the escape pass must not warn
+        assert _escapes_decoded(text) == decoded
+    # nor swap the process-wide filters (catch_warnings), which a worker thread must not do while others run
+    assert not hasattr(normalise_module, "warnings")
+
+
+def test_an_octal_escape_past_377_is_kept_as_written_without_a_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _escapes_decoded("\\411 \\\\411 \\7771 \\u0040") == "\\411 \\411 \\7771 @"
+        assert normalise("\\u0040 card \\4111 1111 1111 1111").endswith("\n@ card \\4111 1111 1111 1111")
