@@ -110,7 +110,9 @@ def policy(vllm: Vllm, standin: Wide) -> dict[str, Any]:
             "embed-open": {"candidates": ["vllm-embed-open"]},
         },
         "tenants": {"acme": {"keys": [key_hash(KEY)]}},
-        "resilience": {"backoff_ms": [1, 5], "ttft_timeout_s": 30, "per_try_timeout_s": 60, "deadline_s": 120},
+        # per_try_timeout_s also bounds the wait for a stream's response headers, which vLLM sends with its first
+        # event: a heavy request (n=4, 20 logprobs) on the CPU engine late in the suite has taken over 60 s
+        "resilience": {"backoff_ms": [1, 5], "ttft_timeout_s": 30, "per_try_timeout_s": 100, "deadline_s": 120},
     }
 
 
