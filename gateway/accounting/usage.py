@@ -104,8 +104,7 @@ def settle(metrics: Metrics, policy: Policy, tenant: str, upstream: str, usage: 
                        usage.completion_tokens, n, clamped.prompt_tokens, clamped.completion_tokens)
         metrics.count(metrics.usage_clamped, upstream)
         usage = clamped
-    cost = policy.cost(upstream, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
-                       usage.cache_write_tokens, usage.cache_write_1h_tokens)
+    cost = cost_of(policy, upstream, usage)
     if usage.prompt_tokens:
         metrics.count(metrics.tokens, tenant, upstream, "prompt", amount=usage.prompt_tokens)
     if usage.completion_tokens:
@@ -164,5 +163,10 @@ def baseline_cost(policy: Policy, route: str, usage: Usage) -> float | None:
     baseline = policy.doc.models[route].baseline or policy.doc.baseline
     if baseline is None:
         return None
-    return policy.cost(baseline, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
+    return cost_of(policy, baseline, usage)
+
+
+def cost_of(policy: Policy, upstream: str, usage: Usage) -> float:
+    """What usage costs at upstream, every part of the prompt at its own price."""
+    return policy.cost(upstream, usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
                        usage.cache_write_tokens, usage.cache_write_1h_tokens)

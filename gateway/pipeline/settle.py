@@ -49,9 +49,7 @@ class Settler:
         if full is None or record.upstream in ("none", full):
             return
         self.metrics.count(self.metrics.spills, record.route, full, record.upstream)
-        used = record.usage
-        extra = record.cost - policy.cost(full, used.prompt_tokens, used.completion_tokens, used.cache_read_tokens,
-                                          used.cache_write_tokens, used.cache_write_1h_tokens)
+        extra = record.cost - accounting.cost_of(policy, full, record.usage)
         if extra > 0:
             self.metrics.count(self.metrics.spill_cost, record.tenant, record.route, amount=extra)
 

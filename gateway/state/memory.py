@@ -156,14 +156,7 @@ class MemoryBackend:
         return None
 
     def _period(self, tenant: str, window: str, now: float) -> Period:
-        second, day, month = self._names
-        if int(now) != second:
-            second, day, month = self._names = (int(now), period("day", now), period("month", now))
-        key = (tenant, window, day if window == "day" else month)
-        found = self._periods.get(key)
-        if found is None:
-            found = self._periods[key] = Period()
-        return found
+        return self._periods_now(tenant, now)[0 if window == "day" else 1]
 
     def _periods_now(self, tenant: str, now: float) -> tuple[Period, Period]:
         """The tenant's periods of the day and of the month at now (WINDOWS' order): both looked up in one call, as
