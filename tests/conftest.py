@@ -28,6 +28,8 @@ OTHER_KEY = "sk-sy-other-key-0123456789abcdef012345678"
 
 # Timeouts no test means to reach: generous, so that a loaded machine never turns a slow answer into a failure.
 # A test about a timeout sets its own, short one.
+# A busy test machine can hold a process for longer than the 100 ms a production Redis call is given.
+REDIS_TIMEOUT_S = 5.0
 RESILIENCE = {"backoff_ms": [1, 5], "per_try_timeout_s": 60, "ttft_timeout_s": 60, "deadline_s": 120}
 
 
@@ -181,7 +183,7 @@ def start_stack(loop: Loop, folder: Path, names: tuple[str, ...] = ("primary", "
         specs[name] = upstream_spec(loop.serve(app).url, model=f"{name}-model", **extra)
     routes = models or {"chat": {"candidates": list(names)}}
     path = write_policy(folder, specs, routes, **sections)
-    gateway = Gateway(Settings(policy=str(path), **(settings or {})))
+    gateway = Gateway(Settings(policy=str(path), **{"redis_timeout_s": REDIS_TIMEOUT_S, **(settings or {})}))
     return Stack(gateway, loop.serve(gateway), standins, loop)
 
 

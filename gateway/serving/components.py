@@ -45,7 +45,9 @@ class Components:
         self.latency = LatencyTracker()
         self.dispatcher = Dispatcher(self.metrics, Inflight(), RetryBudget())
         self.circuits = self.dispatcher.circuits
-        backend: Backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
+        backend: Backend = MemoryBackend()
+        if settings.redis_url:
+            backend = RedisBackend(settings.redis_url, settings.redis_timeout_s)
         self.ledger = Ledger(backend, self.metrics)
         self.audit = audit_log(settings, self.metrics)
         self.pipeline = Pipeline(self.metrics, self.dispatcher, self.latency, self.ledger, self.audit,

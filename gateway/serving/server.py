@@ -109,6 +109,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         os.environ["SWITCHYARD_AUDIT_KEY_FILE"] = settings.audit_key_file
     if settings.redis_url:
         os.environ["SWITCHYARD_REDIS_URL"] = settings.redis_url
+        os.environ["SWITCHYARD_REDIS_TIMEOUT_MS"] = str(round(settings.redis_timeout_s * 1000))
     else:
         logger.warning("%d workers without --redis: budgets and rate limits hold per worker, not in total",
                        options.workers)

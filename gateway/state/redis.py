@@ -82,6 +82,11 @@ class RedisBackend:
         self._names: dict[str, tuple[list[str], tuple[str, ...]]] = {}  # each tenant's, in the current periods
         self._templates: dict[tuple[Any, ...], tuple[bytes, int]] = {}  # ADMIT calls by tenant and limits
 
+    @property
+    def timeout_s(self) -> float:
+        """How long one Redis call may take before it fails as Redis unavailable."""
+        return self._timeout_s
+
     async def ping(self) -> None:
         """Reach Redis once; StateError if it does not answer in time."""
         with redis_errors():

@@ -320,7 +320,8 @@ def trio(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         with (folder / f"gateway{i}.log").open("wb") as log:
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "gateway.tools.cli", "serve", "--policy", str(policy), "--port", str(port),
-                 "--redis", redis_server.url(), "--reload-interval-s", "0", "--log-level", "warning"],
+                 "--redis", redis_server.url(), "--redis-timeout-ms", "5000", "--reload-interval-s", "0",
+                 "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     try:
         for process, port in zip(processes, ports, strict=True):

@@ -16,7 +16,7 @@ from gateway.inbound.responses import HELD_S, ID_CHARS, Holders
 from gateway.serving.app import Gateway, Settings
 from gateway.sse import response_failed
 from gateway.tools.standin import Fault
-from tests.conftest import KEY, Loop, Stack, start_stack, wait_for
+from tests.conftest import KEY, REDIS_TIMEOUT_S, Loop, Stack, start_stack, wait_for
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -193,7 +193,8 @@ async def test_the_holders_forget_an_id_after_its_time_and_never_keep_a_long_one
 def replicas(loop: Loop, tmp_path: Path, redis_url: str) -> tuple[openai.OpenAI, openai.OpenAI, Stack]:
     """Two gateways on one policy and one Redis, in front of the same upstreams (both_responses')."""
     stack = both_responses(loop, tmp_path, settings={"redis_url": redis_url})
-    second = Gateway(Settings(policy=str(tmp_path / "policy.yaml"), redis_url=redis_url))
+    second = Gateway(Settings(policy=str(tmp_path / "policy.yaml"), redis_url=redis_url,
+                              redis_timeout_s=REDIS_TIMEOUT_S))
     return stack.client(), loop.client(loop.serve(second).url + "/v1"), stack
 
 

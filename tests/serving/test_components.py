@@ -14,6 +14,7 @@ from gateway.pipeline.runtime import Runtime
 from gateway.serving.components import Components, audit_log, by_path
 from gateway.serving.settings import Settings
 from gateway.state.memory import MemoryBackend
+from gateway.state.redis import RedisBackend
 from tests.conftest import upstream_spec, write_policy
 
 
@@ -43,6 +44,13 @@ def test_the_policy_is_loaded_at_once_and_state_is_in_memory_without_redis(tmp_p
     assert isinstance(parts.ledger.backend, MemoryBackend)
     assert parts.circuits is parts.dispatcher.circuits
     assert (parts.runtime, parts.reloader) == (None, None)
+
+
+def test_redis_calls_get_the_timeout_the_settings_give(tmp_path: Path) -> None:
+    parts = Components(Settings(policy=str(policy_file(tmp_path)), redis_url="redis://127.0.0.1:1/0",
+                                redis_timeout_s=0.25))
+    assert isinstance(parts.ledger.backend, RedisBackend)
+    assert parts.ledger.backend.timeout_s == 0.25
 
 
 def test_a_broken_policy_stops_the_parts_from_being_made(tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ def test_settings_default_without_any_variable() -> None:
 def test_settings_read_every_variable() -> None:
     env = {"SWITCHYARD_POLICY": "p.yaml", "SWITCHYARD_MAX_BODY_BYTES": "2048", "SWITCHYARD_RELOAD_INTERVAL_S": "0.5",
            "SWITCHYARD_REDIS_URL": "redis://r:6379", "SWITCHYARD_ADMIN_KEY": "adm",
-           "SWITCHYARD_AUDIT": "a.jsonl,stdout", "SWITCHYARD_AUDIT_KEY_FILE": "k", "SWITCHYARD_METRICS_PORT": "9100"}
+           "SWITCHYARD_AUDIT": "a.jsonl,stdout", "SWITCHYARD_AUDIT_KEY_FILE": "k", "SWITCHYARD_METRICS_PORT": "9100",
+           "SWITCHYARD_REDIS_TIMEOUT_MS": "250"}
     assert Settings.from_env(env) == Settings("p.yaml", 2048, 0.5, "redis://r:6379", "adm", ("a.jsonl", "stdout"), "k",
-                                              9100)
+                                              9100, 0.25)
 
 
 def test_empty_variables_mean_unset() -> None:
     env = {"SWITCHYARD_REDIS_URL": "", "SWITCHYARD_ADMIN_KEY": "", "SWITCHYARD_AUDIT": "",
-           "SWITCHYARD_METRICS_PORT": ""}
+           "SWITCHYARD_METRICS_PORT": "", "SWITCHYARD_REDIS_TIMEOUT_MS": ""}
     assert Settings.from_env(env) == Settings()

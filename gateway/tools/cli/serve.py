@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gateway.errors import PolicyError
-from gateway.serving.app import DEFAULT_MAX_BODY, Settings
+from gateway.serving.settings import DEFAULT_MAX_BODY, DEFAULT_REDIS_TIMEOUT_MS, Settings
 from gateway.tools.cli.args import (
     SOCKET_OPTIONS,
     Commands,
@@ -16,6 +16,7 @@ from gateway.tools.cli.args import (
     key_file,
     listen_options,
     port_pair,
+    positive,
     redis_file,
     redis_url,
     socket_options,
@@ -37,6 +38,10 @@ def add_serve(commands: Commands) -> None:
     redis.add_argument("--redis-file", default=os.environ.get("SWITCHYARD_REDIS_FILE"), metavar="PATH",
                        type=redis_file, dest="redis_from_file",
                        help="read the Redis URL from the first line of this file (default: $SWITCHYARD_REDIS_FILE)")
+    serve.add_argument("--redis-timeout-ms", type=positive(float),
+                       default=os.environ.get("SWITCHYARD_REDIS_TIMEOUT_MS", str(DEFAULT_REDIS_TIMEOUT_MS)),
+                       metavar="MS", help="how long one Redis call may take before it counts as Redis unavailable "
+                                          "(default: $SWITCHYARD_REDIS_TIMEOUT_MS, else %(default)s)")
     serve.add_argument("--audit", action="append", default=[], metavar="stdout|PATH",
                        help="write an audit record per request to stdout or a rotating file ({pid} in PATH is "
                             "replaced by the worker's process id); repeatable")
@@ -66,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(policy=args.policy, max_body_bytes=args.max_body_bytes,
                         reload_interval_s=args.reload_interval_s,
                         redis_url=args.redis_from_file or args.redis or None,
+                        redis_timeout_s=args.redis_timeout_ms / 1000,
                         admin_key=os.environ.get("SWITCHYARD_ADMIN_KEY") or None, audit=tuple(args.audit),
                         audit_key_file=args.audit_key_file, metrics_port=args.metrics_port)
     limits = SocketLimits(**{name: getattr(args, name) for _, name, _, _ in SOCKET_OPTIONS})

@@ -41,10 +41,13 @@ def test_serve_refuses_a_redis_url_it_cannot_use_without_echoing_the_password(
 
 
 
-def test_serve_refuses_a_negative_limit() -> None:
+@pytest.mark.parametrize("flag", [["--body-timeout-s", "-1"], ["--redis-timeout-ms", "0"],
+                                  ["--redis-timeout-ms", "-5"]])
+def test_serve_refuses_a_limit_that_is_not_positive(flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["serve", "--body-timeout-s", "-1"])
+        main(["serve", *flag])
     assert exited.value.code == 2
+    assert f"argument {flag[0]}:" in capsys.readouterr().err
 
 
 
