@@ -25,7 +25,7 @@ _EXTRA_INVISIBLE = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0" + "".join(map(ch
 _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
 _ABOVE_BMP_LOOKS = 64
 # Up to this many distinct characters to fold are replaced one at a time (a pass of about 0.6 ns a character each,
-# for the text's own few: a CJK text's fullwidth forms); past them one translate pass (30-45 ns a character) does the
+# for the text's own few: a CJK text's fullwidth forms); past them one translate pass (10-30 ns a character) does the
 # rest.
 _REPLACES = 24
 # How far past a character to fold the next distinct ones are gathered, to be replaced before searching again.
@@ -62,9 +62,10 @@ _ODD_BACKSLASH = re.compile(rb"\\(?=[^\n\\'\"abfnrtvxuUN0-7]|[4-7][0-7]{2})")
 _MAYBE_ODD = re.compile(rb"\\[^\n\\'\"abfnrtvxuUN0-3]")
 
 
-def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], re.Pattern[str], re.Pattern[bytes]]:
+def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], tuple[str | int | None, ...],
+                    re.Pattern[str], re.Pattern[bytes]]:
     """The folding table (each character NFKC or the fold changes, as they make it on its own), it for str.translate
-    and patterns finding a character it maps in the BMP and above it."""
+    (whole, and as a tuple for the BMP) and patterns finding a character it maps in the BMP and above it."""
     table: dict[int, str | None] = {}
     for code in (*range(0x80, 0xd800), *range(0xe000, 0x20000), *range(0x2f800, 0x2fa20), *range(0xe0000, 0xe1000)):
         char = chr(code)
@@ -78,7 +79,9 @@ def _build() -> tuple[Mapping[int, str | None], Mapping[int, str | int | None], 
     bmp = "".join(re.escape(chr(code)) for code in sorted(table) if code < 0x10000)
     translation: dict[int, str | int | None] = {code: code for code in range(0x80)}  # a miss costs a KeyError
     translation.update(table)
-    return (MappingProxyType(table), MappingProxyType(translation), re.compile(f"[{bmp}]"),
+    # A tuple indexed by code point: each character an index, never a missed key (a KeyError each, 3x the cost).
+    bmp_translation = tuple(translation.get(code, code) for code in range(0x10000))
+    return (MappingProxyType(table), MappingProxyType(translation), bmp_translation, re.compile(f"[{bmp}]"),
             _utf8_pattern(code for code in table if code >= 0x10000))
 
 
@@ -127,7 +130,7 @@ def _ranges(table: Mapping[int, object], start: int) -> list[tuple[int, int]]:
     return runs
 
 
-_TABLE, _TRANSLATION, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
+_TABLE, _TRANSLATION, _BMP_TRANSLATION, _MAPPED_BMP, _MAPPED_ABOVE_BMP = _build()
 
 
 def _build_cuts() -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -306,11 +309,12 @@ def _folded(text: str) -> str:
 
 
 def _many_folded(text: str) -> str:
-    """text with every BMP character the table maps replaced: one translate pass (30-45 ns a character, however
-    few need it), or a substitution per character found when they are fewer than one per _CHARS_PER_SUB."""
+    """text with every BMP character the table maps replaced: one translate pass (about 10-30 ns a character, however
+    few need it; a character above the BMP is left, at the cost of an IndexError), or a substitution per character
+    found when they are fewer than one per _CHARS_PER_SUB."""
     most = len(text) // _CHARS_PER_SUB
     if most < 1 or len(_MAPPED_BMP.split(text, maxsplit=most)) > most:  # split stops counting at most
-        return text.translate(_TRANSLATION)
+        return text.translate(_BMP_TRANSLATION)
     return _MAPPED_BMP.sub(_fold_one, text)
 
 

@@ -9,9 +9,12 @@ import pytest
 
 from gateway.routing import normalise as normalise_module
 from gateway.routing.normalise import (
+    _BMP_TRANSLATION,
     _MAPPED_ABOVE_BMP,
     _TABLE,
+    _TRANSLATION,
     _escapes_decoded,
+    _folded,
     entities_crowded,
     normalise,
     normalised,
@@ -94,6 +97,20 @@ def test_the_pattern_of_mapped_characters_above_the_bmp_agrees_with_the_table_on
     disagree = [code for code in range(0x10000, 0x110000)
                 if (_MAPPED_ABOVE_BMP.search(chr(code).encode()) is not None) != (code in _TABLE)]
     assert disagree == []
+
+
+def test_the_bmp_tuple_translates_every_code_point_as_the_table_does() -> None:
+    assert [code for code in range(0x10000) if _BMP_TRANSLATION[code] != _TRANSLATION.get(code, code)] == []
+
+
+def test_many_distinct_characters_to_fold_among_others_and_above_the_bmp_are_all_folded() -> None:
+    to_fold = [chr(code) for code in sorted(_TABLE) if code < 0x10000][:300]  # past the replace-one-at-a-time path
+    others = ["\u4e2d", "\u00e9", "\U0001f600", "\U0001d400", "\U000e0041", "x"]  # one mapped above the BMP, a tag
+    text = "".join(char + others[i % len(others)] for i, char in enumerate(to_fold)) * 50
+    folded = _folded(text)
+    assert folded == text.translate(_TRANSLATION)
+    assert "\U0001d400" not in folded
+    assert "\U000e0041" not in folded
 
 
 def test_a_tag_character_after_many_emoji_is_still_removed() -> None:
