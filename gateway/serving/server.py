@@ -109,7 +109,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         os.environ["SWITCHYARD_AUDIT_KEY_FILE"] = settings.audit_key_file
     if settings.redis_url:
         os.environ["SWITCHYARD_REDIS_URL"] = settings.redis_url
-        os.environ["SWITCHYARD_REDIS_TIMEOUT_MS"] = str(round(settings.redis_timeout_s * 1000))
+        os.environ["SWITCHYARD_REDIS_TIMEOUT_MS"] = repr(settings.redis_timeout_s * 1000)  # as given: 0.5 ms too
     else:
         logger.warning("%d workers without --redis: budgets and rate limits hold per worker, not in total",
                        options.workers)

@@ -31,7 +31,7 @@ class Settings:
                    max_body_bytes=int(env.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
                    reload_interval_s=float(env.get("SWITCHYARD_RELOAD_INTERVAL_S", 2.0)),
                    redis_url=env.get("SWITCHYARD_REDIS_URL") or None,
-                   redis_timeout_s=int(env.get("SWITCHYARD_REDIS_TIMEOUT_MS") or DEFAULT_REDIS_TIMEOUT_MS) / 1000,
+                   redis_timeout_s=float(env.get("SWITCHYARD_REDIS_TIMEOUT_MS") or DEFAULT_REDIS_TIMEOUT_MS) / 1000,
                    admin_key=env.get("SWITCHYARD_ADMIN_KEY") or None,
                    audit=tuple(t for t in env.get("SWITCHYARD_AUDIT", "").split(",") if t),
                    audit_key_file=env.get("SWITCHYARD_AUDIT_KEY_FILE") or None,

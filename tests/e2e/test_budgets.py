@@ -32,7 +32,17 @@ from gateway.routing import classify
 from gateway.routing.policy.decide import decide
 from gateway.routing.policy.loader import load_policy
 from gateway.tools.standin import StandIn
-from tests.conftest import KEY, OTHER_KEY, Loop, Stack, key_hash, start_stack, upstream_spec, wait_for
+from tests.conftest import (
+    KEY,
+    OTHER_KEY,
+    REDIS_TIMEOUT_S,
+    Loop,
+    Stack,
+    key_hash,
+    start_stack,
+    upstream_spec,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -320,8 +330,8 @@ def trio(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         with (folder / f"gateway{i}.log").open("wb") as log:
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "gateway.tools.cli", "serve", "--policy", str(policy), "--port", str(port),
-                 "--redis", redis_server.url(), "--redis-timeout-ms", "5000", "--reload-interval-s", "0",
-                 "--log-level", "warning"],
+                 "--redis", redis_server.url(), "--redis-timeout-ms", str(REDIS_TIMEOUT_S * 1000),
+                 "--reload-interval-s", "0", "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     try:
         for process, port in zip(processes, ports, strict=True):
