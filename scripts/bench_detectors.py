@@ -20,7 +20,7 @@ from collections.abc import Callable
 import orjson
 
 from gateway.asgi import parse_object
-from gateway.routing import classify, detectors
+from gateway.routing import classify, detectors, normalise
 from gateway.routing.policy.model import Policy
 from gateway.serving.app import DEFAULT_MAX_BODY
 
@@ -270,10 +270,18 @@ def whole_bodies() -> None:
                  "emoji": "hi \U0001f600 ", "'\\u0041' escapes": "\\u0041", "CJK prose, fullwidth forms": CJK,
                  "ISO dates": "2024-03-15 ", "'0123456789-- '": "0123456789-- ",
                  "fullwidth ASCII forms": "".join(map(chr, range(0xFF01, 0xFF5F))), "122 foldable below U+0800": MANY,
-                 "'123456,'": "123456,", "'+12345 '": "+12345 "}
+                 "'123456,'": "123456,", "'+12345 '": "+12345 ", "'e' and a combining accent": "e\u0301 ",
+                 "log lines": "Deploy v2.31.0 on 2024-03-15 at 09:00 UTC; ticket PLAT-2291, order 88231. ",
+                 # as many pairs of digits as the detectors read before they call a text crowded
+                 "dates under the pair budget": "2024-03-15 lorem ipsum dol ",
+                 "'123456,' under the pair budget": "123456, lorem ipsum dolor "}
+    size = DEFAULT_MAX_BODY - 200
+    contents = {label: _sized(unit, size) for label, unit in unit_text.items()}
+    # as much to fold as normalise reads before it calls a text unread, then prose
+    folded = MANY * (normalise.FOLD_BUDGET // (200 * len(MANY)))
+    contents["foldable under the budget, then prose"] = folded + _sized(PROSE, size - len(folded.encode()))
     prose: list[float] = []  # the prose body's CPU time, which the others are given as a multiple of
-    for label, unit in unit_text.items():
-        content = _sized(unit, DEFAULT_MAX_BODY - 200)
+    for label, content in contents.items():
         raw = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": content}]})
         _report(label, raw, policy, prose)
     many = [{"role": "user", "content": f"message {i} about order {i * 7919}"} for i in range(150_000)]

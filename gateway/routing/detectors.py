@@ -47,6 +47,11 @@ _STRETCH_TABLE = bytes(ord("0") if byte in b"0\t\n\r ./()-" else ord("x") for by
 _STRETCH = b"0" * 6
 _CHUNK = 1 << 14
 _PEEK = 1024
+# Each pair of digits in a row may start a try of the patterns below (about 70 ns at worst, a date or "123456,"), so a
+# text past one window with more pairs than _PAIRS_BASE and one per _CHARS_PER_PAIR characters (megabytes of dates or
+# of numbers with nothing else: a data dump, not prose) is not searched but taken as crowded, a hit (fail closed).
+_PAIRS_BASE = 1 << 18
+_CHARS_PER_PAIR = 8
 
 _DIGIT = ord("0")
 _SPACE = ord(" ")
@@ -149,12 +154,11 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 class _Text:
     """One text under inspection, with views computed at most once however many detectors look at it."""
 
-    __slots__ = ("_clusters", "_filled", "_regions", "_runs", "_shape", "crowded", "entities_crowded", "looks", "raw",
-                 "text")
+    __slots__ = ("_clusters", "_filled", "_regions", "_runs", "_shape", "crowded", "looks", "raw", "text", "unread")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
-        self.text, self.entities_crowded = normalised(raw)
+        self.text, self.unread = normalised(raw)
         self.looks = _LOOKS_BASE + len(self.text) // _CHARS_PER_LOOK
         self.crowded = False  # set when a detector found more candidates than looks
         self._shape: bytes | None = None
@@ -177,7 +181,12 @@ class _Text:
     def regions(self) -> tuple[tuple[int, int], ...]:
         """Start and end of each run of chunks of the shape that a cluster or a card number may start in."""
         if self._regions is None:
-            self._regions = _regions(self.shape)
+            shape = self.shape
+            if len(shape) > windowed.WINDOW and shape.count(b"00") > _PAIRS_BASE + len(shape) // _CHARS_PER_PAIR:
+                self.crowded = True
+                self._regions = ()
+            else:
+                self._regions = _regions(shape)
         return self._regions
 
     def region_matches(self, pattern: re.Pattern[bytes], on_runs: re.Pattern[bytes] | None = None
@@ -245,9 +254,9 @@ class Detector:
     _probe: Callable[[_Text], bool] = field(repr=False, compare=False)
 
     def search(self, text: str) -> bool:
-        """True when this detector fires anywhere in text (or text holds too many HTML references to read)."""
+        """True when this detector fires anywhere in text (or text is too dear to read: normalise.normalised)."""
         prepared = _Text(text)
-        return prepared.entities_crowded or self._probe(prepared)
+        return prepared.unread or self._probe(prepared)
 
 
 def _blank_run(match: re.Match[bytes]) -> bytes:
@@ -297,10 +306,10 @@ def regex(name: str, pattern: str) -> Detector:
 
 
 def scan(detectors: Sequence[Detector], text: str) -> str | None:
-    """Name of the first detector that fires on text, or None; the first named when text holds more HTML character
-    references than can be decoded in bounded time (fail closed: decoys must not hide the reference that matters)."""
+    """Name of the first detector that fires on text, or None; the first named when text is too dear to read in
+    bounded time, as normalise.normalised tells (fail closed: decoys must not hide the reference that matters)."""
     prepared = _Text(text)
-    if prepared.entities_crowded and detectors:
+    if prepared.unread and detectors:
         return detectors[0].name
     for detector in detectors:
         if detector._probe(prepared):
@@ -408,7 +417,7 @@ def _credit_card(text: _Text) -> bool:
         start = match.start()
         if body[start] in "23456" and _card_at(shape, body, start):
             return True
-    return False
+    return text.crowded
 
 
 def _card_at(shape: bytes, body: str, start: int) -> bool:

@@ -36,6 +36,12 @@ _CHARS_PER_SUB = 64
 # Non-ASCII text longer than this is normalised in pieces of about this many characters, so that no one C call holds
 # the interpreter (and a worker thread the GIL) for long; a cut is looked for a window of characters at a time.
 PIECE_CHARS = 1 << 16
+# What normalising a text in pieces may cost, in units of a character read by one C pass (about 2 ns): a replace
+# costs a unit a character, a translate, NFKC proper or a search above the BMP about _DEAR_UNITS. A text that would
+# cost more (megabytes of compatibility forms, combining accents or emoji: none is prose in any script) is reported
+# unread, which the detectors take as a hit (fail closed), after about a tenth of a second.
+FOLD_BUDGET = 48 << 20
+_DEAR_UNITS = 48
 _CUT_WINDOW = 4096
 # How many times percent-escapes are decoded, for text encoded more than once.
 _PERCENT_ROUNDS = 3
@@ -169,7 +175,8 @@ def normalise(text: str) -> str:
 
 
 def normalised(text: str) -> tuple[str, bool]:
-    """normalise(text), and whether text held too many numeric HTML references to decode (then left as written).
+    """normalise(text), and whether it was too dear to read: too many numeric HTML references to decode, or too much
+    to fold (past FOLD_BUDGET); text is then left as written.
 
     Text with backslash escapes is read as written and as decoded, once and again for JSON held in JSON: decoding
     "\\u4111 1111..." as one character must not hide the card number it starts.
@@ -184,17 +191,32 @@ def normalised(text: str) -> tuple[str, bool]:
     if text.isascii():
         return text, crowded
     if len(text) <= PIECE_CHARS:
-        return _unicode_normalised(text), crowded
-    return "".join(map(_unicode_normalised, _pieces(text))), crowded
+        return _unicode_normalised(text)[0], crowded
+    return _normalised_pieces(text, crowded)
 
 
-def _unicode_normalised(text: str) -> str:
-    """text with each character folded on its own, then NFKC over it for what spans characters (a letter, an accent)."""
+def _normalised_pieces(text: str, crowded: bool) -> tuple[str, bool]:
+    """A long text normalised a piece at a time, or text itself and True once that costs more than FOLD_BUDGET."""
+    done, spent = [], 0
+    for piece in _pieces(text):
+        normal, cost = _unicode_normalised(piece)
+        spent += cost
+        if spent > FOLD_BUDGET:
+            return text, True
+        done.append(normal)
+    return "".join(done), crowded
+
+
+def _unicode_normalised(text: str) -> tuple[str, int]:
+    """text with each character folded on its own, then NFKC over it for what spans characters (a letter, an
+    accent); and what that cost in units."""
     if text.isascii():
-        return text
+        return text, 0
+    folded, cost = _folded(text)
     # NFKC over folded text is a check of each character (about 2 ns) unless one may compose or is out of order;
     # NFKC proper costs up to 150 ns a character on CJK text, where one ideographic space sent a piece through it.
-    return unicodedata.normalize("NFKC", _folded(text))
+    normal = unicodedata.normalize("NFKC", folded)
+    return normal, cost + (len(folded) * _DEAR_UNITS if normal is not folded else len(folded))
 
 
 def _pieces(text: str) -> list[str]:
@@ -290,22 +312,27 @@ def _escapes_decoded(text: str) -> str:
     return data.decode("unicode_escape", "ignore")
 
 
-def _folded(text: str) -> str:
-    """text with every character the table maps replaced: a replace per distinct one, or _many_folded."""
-    found, left = _MAPPED_BMP.search(text), _REPLACES
+def _folded(text: str) -> tuple[str, int]:
+    """text with every character the table maps replaced (a replace per distinct one, or _many_folded), and what
+    that cost in units."""
+    found, left, cost = _MAPPED_BMP.search(text), _REPLACES, 0
     while found is not None:
         start = found.start()  # text before it holds nothing to map, and a replace leaves it where it was
         chars = set(_MAPPED_BMP.findall(text, start, start + _GATHER))  # the next few distinct ones, in one search
         left -= len(chars)
         if left < 0:
             text = _many_folded(text)
+            cost += len(text) * _DEAR_UNITS
             break
         for char in chars:
             text = text.replace(char, _TABLE.get(ord(char)) or "")
+        cost += len(text) * len(chars)
         found = _MAPPED_BMP.search(text, start)
-    if _maps_above_bmp(text):
+    maps, searched = _maps_above_bmp(text)
+    if maps:
         text = text.translate(_TRANSLATION)
-    return text
+        cost += len(text) * _DEAR_UNITS
+    return text, cost + searched * _DEAR_UNITS
 
 
 def _many_folded(text: str) -> str:
@@ -322,11 +349,13 @@ def _fold_one(match: re.Match[str]) -> str:
     return _TABLE.get(ord(match[0])) or ""
 
 
-def _maps_above_bmp(text: str) -> bool:
-    """True when text holds a character above the BMP that the table maps (a tag character, say)."""
+def _maps_above_bmp(text: str) -> tuple[bool, int]:
+    """Whether text holds a character above the BMP that the table maps (a tag character, say), and how many
+    characters above the BMP were searched for it as UTF-8 (each about 90 ns)."""
     for looked, match in enumerate(_ABOVE_BMP.finditer(text)):
-        if looked == _ABOVE_BMP_LOOKS:  # the rest searched as UTF-8: a few ns a character
-            return _MAPPED_ABOVE_BMP.search(text[match.start():].encode("utf-8", "surrogatepass")) is not None
+        if looked == _ABOVE_BMP_LOOKS:  # the rest searched as UTF-8: a few ns a character, more for each above the BMP
+            rest = text[match.start():].encode("utf-8", "surrogatepass")
+            return _MAPPED_ABOVE_BMP.search(rest) is not None, rest.count(b"\xf0") + rest.count(b"\xf3")
         if ord(match[0]) in _TABLE:
-            return True
-    return False
+            return True, 0
+    return False, 0

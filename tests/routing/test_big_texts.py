@@ -80,3 +80,41 @@ def test_numbers_in_a_big_text_dense_with_digits_are_found() -> None:
                         ("+44 20 7946 0958", "phone"), ("123-45-6789", "national_id")):
         assert detectors.scan(ALL, f"{filler} see {found} here {filler}") == name, name
     assert detectors.scan(ALL, filler + "2024-03-15 " * 20_000) is None
+
+
+def _folds(count: int) -> str:
+    """count characters, each of which the table folds, taking the translate path (many distinct ones a piece)."""
+    pool = "".join(chr(code) for code in sorted(normalise._TABLE) if 0x80 <= code < 0x800)
+    return (pool * (count // len(pool) + 1))[:count]
+
+
+def test_a_text_too_dear_to_fold_is_left_as_written_and_read_as_a_hit() -> None:
+    text = _folds(normalise.FOLD_BUDGET // 40) + " mail jane@example.com"
+    assert normalise.normalised(text) == (text, True)
+    assert detectors.scan([detectors.builtin("email")], "plain words " + text) == "email"
+
+
+def test_a_long_text_under_the_fold_budget_is_read() -> None:
+    text = _folds(normalise.FOLD_BUDGET // 400) + " mail jane@example.com"
+    normal, unread = normalise.normalised(text)
+    assert not unread
+    assert normal.endswith(" mail jane@example.com")
+    assert normal == whole(text)
+
+
+def test_megabytes_of_emoji_or_combining_accents_are_read_as_a_hit() -> None:
+    for unit in ("\U0001f600", "e\u0301"):
+        text = unit * (normalise.FOLD_BUDGET // 40 // len(unit))
+        assert normalise.normalised(text)[1]
+        assert detectors.scan(ALL, text) is not None
+
+
+def test_a_text_with_more_pairs_of_digits_than_the_budget_is_crowded() -> None:
+    text = "2024-03-15 " * 300_000  # 4 pairs of digits in 11 characters, 3.3 MB
+    assert all(detectors.scan([detector], text) == detector.name for detector in ALL if detector.name != "email")
+
+
+def test_a_text_under_the_pair_budget_is_read_to_its_end() -> None:
+    text = "2024-03-15 lorem ipsum dol " * 120_000  # 4 pairs in 27 characters: under one in 8
+    assert detectors.scan(ALL, text) is None
+    assert detectors.scan(ALL, text + "card 4111 1111 1111 1111") == "credit_card"
