@@ -272,12 +272,12 @@ def whole_bodies() -> None:
                  "fullwidth ASCII forms": "".join(map(chr, range(0xFF01, 0xFF5F))), "122 foldable below U+0800": MANY,
                  "'123456,'": "123456,", "'+12345 '": "+12345 ", "'e' and a combining accent": "e\u0301 ",
                  "log lines": "Deploy v2.31.0 on 2024-03-15 at 09:00 UTC; ticket PLAT-2291, order 88231. ",
-                 # as many pairs of digits as the detectors read before they call a text crowded
+                 # dense in pairs of digits, yet under the count past which the detectors call a text crowded
                  "dates under the pair budget": "2024-03-15 lorem ipsum dol ",
                  "'123456,' under the pair budget": "123456, lorem ipsum dolor "}
     size = DEFAULT_MAX_BODY - 200
     contents = {label: _sized(unit, size) for label, unit in unit_text.items()}
-    # as much to fold as normalise reads before it calls a text unread, then prose
+    # about half as much to fold as normalise reads before it calls a text unread, then prose
     folded = MANY * (normalise.FOLD_BUDGET // (200 * len(MANY)))
     contents["foldable under the budget, then prose"] = folded + _sized(PROSE, size - len(folded.encode()))
     prose: list[float] = []  # the prose body's CPU time, which the others are given as a multiple of

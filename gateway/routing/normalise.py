@@ -216,6 +216,8 @@ def _unicode_normalised(text: str) -> tuple[str, int]:
     # NFKC over folded text is a check of each character (about 2 ns) unless one may compose or is out of order;
     # NFKC proper costs up to 150 ns a character on CJK text, where one ideographic space sent a piece through it.
     normal = unicodedata.normalize("NFKC", folded)
+    # CPython hands back the same object only when its quick check passed; any other answer, equal or not, was NFKC
+    # proper (a "maybe" of the quick check normalises in full), and is charged as such.
     return normal, cost + (len(folded) * _DEAR_UNITS if normal is not folded else len(folded))
 
 
