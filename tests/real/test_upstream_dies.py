@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletionChunk
 from tests.conftest import KEY
 from tests.real.conftest import MAX_LOGPROBS, Vllm, Wide
 from tests.real.servers import Process
-from tests.real.wire import error_body, error_of, parse_sse
+from tests.real.wire import error_body, error_of, metric, parse_sse, poll
 
 pytestmark = pytest.mark.real
 
@@ -73,18 +73,26 @@ class Death:
 
 @pytest.fixture(scope="module")
 def doomed_vllm(vllm: Vllm, gateway: Process, standin: Wide) -> Death:
-    """Start one stream, then the other, kill vLLM's whole process group once each has its first bytes.
+    """Send both streams while vLLM's engine is held, let it go, kill vLLM's whole process group once each
+    stream has its first bytes.
 
+    Held, the engine starts both requests in one step, so their first bytes come together: started one after
+    the other, the first stream ran on for as long as the second took to start (a cold CPU engine has taken
+    tens of seconds), time enough for vLLM to write all of its 3.3 MB into the sockets' buffers and finish.
     The clients read nothing past their first bytes until the kill, so the gateway reads no further from vLLM
-    either; and the second stream starts once the first has its bytes, so neither can be near its end.
+    either, and what vLLM can write meanwhile is bounded by those buffers.
     """
     plain, continued = Cut("chat-open", {**LONG, "n": 2}), Cut("chat-continue", LONG)  # continuation needs n: 1
     asked, killed = len(standin.app.seen), threading.Event()
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, timeout=120) as client:
         threads = [threading.Thread(target=cut.run, args=(client, killed)) for cut in (continued, plain)]
-        for thread, cut in zip(threads, (continued, plain), strict=True):
-            thread.start()
-            assert cut.started.wait(60), f"no bytes on {cut.route}"
+        with vllm.generate.engine_held():
+            for thread in threads:
+                thread.start()
+            poll(lambda: all(metric(gateway.url, "switchyard_inflight_requests", upstream=name) == 1
+                             for name in ("vllm-cont", "vllm-open")), 30, "the gateway to send both streams to vLLM")
+        for cut in (continued, plain):
+            assert cut.started.wait(100), f"no bytes on {cut.route}"
         vllm.generate.signal(signal.SIGKILL)
         killed.set()
         for thread in threads:
@@ -108,7 +116,9 @@ def test_a_stream_that_cannot_continue_ends_with_an_error_event(doomed_vllm: Dea
 def test_a_continued_stream_finishes(doomed_vllm: Death) -> None:
     """The fallback was asked to continue the text vLLM had sent, and the client's stream ends complete."""
     asked = doomed_vllm.fallback_asked
-    assert len(asked) == 1, "vLLM finished before the kill, or the gateway did not continue"
+    finished = any(c.get("finish_reason") for p in doomed_vllm.continued.payloads for c in p.get("choices", ()))
+    assert len(asked) == 1, ("vLLM finished before the kill" if finished and doomed_vllm.continued.done
+                             else "the gateway did not ask the fallback to continue")
     assert asked[0]["continue_final_message"] is True
     assert asked[0]["messages"][-1]["role"] == "assistant"
     cut = doomed_vllm.continued
