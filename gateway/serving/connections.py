@@ -171,7 +171,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._refuse(self._too_large())
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._phase = HEADERS
         self._begun = True
         self._header_wire = 0
@@ -189,10 +189,10 @@ class GuardedProtocol(HttpToolsProtocol):
                                     status=503, code="too_many_connections"))
         self._phase = BODY
         self._arm(self.limits.body_timeout_s)
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         if self.cycle.response_complete:  # answered before its body was in (a 413, say): idle now
             self._go_idle()
         else:
@@ -200,10 +200,15 @@ class GuardedProtocol(HttpToolsProtocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        idle = self.timeout_keep_alive_task is not None  # uvicorn armed its keep-alive: no request is queued
-        self._unset_keepalive_if_required()  # the keep-alive deadline is ours
-        if idle and self._phase == SERVING:
+        # uvicorn's own, but for its keep-alive timer: the keep-alive deadline is ours (see _go_idle).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._phase == SERVING:
             self._go_idle()
 
     def _go_idle(self) -> None:
