@@ -59,8 +59,8 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    # A body with fewer brackets than the limit cannot nest deeper than it: one C pass spares the check.
-    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and not _encodable(body):
+    # A body with fewer brackets than the limit cannot nest deeper than it: a C pass or two spare the check.
+    if len(raw) > MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and not _encodable(body):
         raise InvalidRequest(f"the body nests objects and arrays deeper than {MAX_DEPTH} levels")
     return body
 

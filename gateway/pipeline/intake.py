@@ -33,7 +33,10 @@ async def take_in(inbound: Inbound, endpoint: Endpoint, policy: Policy, headers:
     record.tenant = authenticate(policy, inbound.credential(headers), inbound.credential_hint)
     call = inbound.parse(endpoint, await read_body(receive, headers, max_body_bytes), headers)
     record.route = check_route(policy, record.tenant, call.body)
-    features = await classify.features_of(policy, record.tenant, endpoint.name, call.body, headers)
+    if classify.fits_on_loop(headers):  # most bodies: no coroutine to await
+        features = classify.features(policy, record.tenant, endpoint.name, call.body, headers)
+    else:
+        features = await classify.features_of(policy, record.tenant, endpoint.name, call.body, headers)
     record.data_class = features.data_class or "-"
     record.prompt_tokens, record.n = features.prompt_tokens, features.n
     if features.stream and not endpoint.streamable:

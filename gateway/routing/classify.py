@@ -97,11 +97,16 @@ def features(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any], h
                     content.images > 0, found, headers)
 
 
+def fits_on_loop(headers: Mapping[str, str]) -> bool:
+    """Whether the body is declared small enough to classify on the event loop."""
+    declared = headers.get("content-length")
+    return declared is not None and declared.isdigit() and int(declared) <= OFF_LOOP_BYTES
+
+
 async def features_of(policy: Policy, tenant: str, endpoint: str, body: dict[str, Any],
                       headers: Mapping[str, str]) -> Features:
     """features(), in a worker thread when the body is large (or its size was not declared), else right here."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) <= OFF_LOOP_BYTES:
+    if fits_on_loop(headers):
         return features(policy, tenant, endpoint, body, headers)
     return await asyncio.to_thread(features, policy, tenant, endpoint, body, headers)
 

@@ -172,7 +172,7 @@ class _Text:
         """The text with digits as b"0", ASCII letters as b"a" and other non-ASCII characters as b"?"."""
         if self._shape is None:
             shape = self.text.encode("ascii", "replace").translate(_SHAPE_TABLE)
-            if _LONG_RUN_START in shape:
+            if shape.find(_LONG_RUN_START) >= 0:  # not `in`: bytes.__contains__ tries an int first
                 shape = _LONG_RUN.sub(_blank_run, shape)
             self._shape = shape
         return self._shape

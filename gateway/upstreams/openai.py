@@ -110,18 +110,18 @@ class Exchange:
         self.status = response.status
         self.content_type = response.headers.get("content-type", "application/json").encode("latin-1")
 
-    def _encoding(self) -> str | None:
-        """The body's content-encoding, once its announced length is checked against the limit."""
-        length = self._response.content_length
+    def _announced(self) -> tuple[int | None, str | None]:
+        """The body's announced length and content-encoding, once the length is checked against the limit."""
+        length = self._response.content_length  # aiohttp parses the header again on every read
         if length is not None and length > self._limits.body_bytes:
             raise UpstreamTooLarge(self.upstream, "body", self._limits.body_bytes)
-        return self._response.headers.get("content-encoding")
+        return length, self._response.headers.get("content-encoding")
 
     async def read(self) -> bytes:
         """The whole body, its key cut out."""
         with upstream_errors(self.upstream, body=True):
-            encoding = self._encoding()
-            if self._response.content_length is not None and (not encoding or encoding.lower() == "identity"):
+            length, encoding = self._announced()
+            if length is not None and (not encoding or encoding.lower() == "identity"):
                 body = await self._response.read()  # its announced length is within body_bytes: read it in one go
             else:
                 pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), encoding, self._limits)
@@ -134,7 +134,7 @@ class Exchange:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
         spelled, redact = self._redact.stream(), self._redact
         with upstream_errors(self.upstream, body=True):
-            encoding = self._encoding()
+            encoding = self._announced()[1]
             if not bounded.is_plain(encoding):
                 async for piece in bounded.events(self.upstream, self._response.content.iter_any(), encoding,
                                                   self._limits):
