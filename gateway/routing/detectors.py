@@ -311,7 +311,10 @@ def scan(detectors: Sequence[Detector], text: str) -> str | None:
     prepared = _Text(text)
     if prepared.unread and detectors:
         return detectors[0].name
+    digitless = prepared.shape.find(b"0") < 0  # most prompts: no numeric detector can fire, none is asked
     for detector in detectors:
+        if digitless and detector._probe in _NUMERIC:
+            continue
         if detector._probe(prepared):
             return detector.name
     return None
@@ -515,3 +518,4 @@ _BUILTINS: tuple[tuple[str, Callable[[_Text], bool]], ...] = (
     ("national_id", _national_id),
 )
 BUILTIN: frozenset[str] = frozenset(name for name, _ in _BUILTINS)
+_NUMERIC: frozenset[Callable[[_Text], bool]] = frozenset((_phone, _credit_card, _iban, _national_id))  # need a digit

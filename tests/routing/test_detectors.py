@@ -547,3 +547,27 @@ def test_the_patterns_for_the_runs_view_find_what_the_shapes_find() -> None:
 
 def test_the_runs_view_marks_the_first_digit_of_each_run() -> None:
     assert runs_view(b"00a0000 +0-00?") == b"Dd%Dddd +D-Dd?"
+
+
+NUMERIC = ("phone", "credit_card", "iban", "national_id")
+
+
+@given(st.text(st.characters(blacklist_categories=("Nd", "No", "Nl", "Cs")), max_size=200))
+def test_a_numeric_detector_never_fires_on_text_without_a_digit(text: str) -> None:
+    """scan skips the numeric detectors when the normalised text has no ASCII digit: none of them can fire there."""
+    prepared = detectors._Text(text)
+    if prepared.shape.find(b"0") >= 0 or prepared.unread:  # a letter NFKC folds to a digit ("①" is No; others)
+        return
+    for name in NUMERIC:
+        assert not builtin(name)._probe(prepared), name
+
+
+@pytest.mark.parametrize(("text", "fired"), [
+    ("mail jane.doe@example.org today", "email"),
+    ("card \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11",
+     "credit_card"),  # fullwidth digits are digits once normalised
+    ("iban DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000", "iban"),
+    ("call +44 20 7946 0958", "phone"),
+])
+def test_the_digit_shortcut_keeps_every_hit(text: str, fired: str) -> None:
+    assert scan([builtin(name) for name in ("email", *NUMERIC)], text) == fired
