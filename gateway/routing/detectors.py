@@ -311,10 +311,13 @@ def scan(detectors: Sequence[Detector], text: str) -> str | None:
     prepared = _Text(text)
     if prepared.unread and detectors:
         return detectors[0].name
-    digitless = prepared.shape.find(b"0") < 0  # most prompts: no numeric detector can fire, none is asked
+    digitless: bool | None = None  # read at the first numeric detector: a group may have none
     for detector in detectors:
-        if digitless and detector._probe in _NUMERIC:
-            continue
+        if detector._probe in _NUMERIC:
+            if digitless is None:
+                digitless = prepared.shape.find(b"0") < 0  # most prompts: no numeric detector can fire
+            if digitless:
+                continue
         if detector._probe(prepared):
             return detector.name
     return None
