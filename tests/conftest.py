@@ -88,6 +88,11 @@ class Loop:
         self.served: list[Served] = []
         self.clients: list[openai.OpenAI] = []
 
+    def settled(self) -> None:
+        """Return once the loop has finished the step it is in: a request whose answer the client has is then done
+        (its metrics counted, its audit record written), as both happen in the step that sends its last bytes."""
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(timeout=30)
+
     def client(self, base_url: str, key: str = KEY, **options: Any) -> openai.OpenAI:
         """An openai client closed when the test ends, so no socket outlives it."""
         made = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, **options)

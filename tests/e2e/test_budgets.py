@@ -109,6 +109,7 @@ def settled_spend(url: str, expected_usd: float, tenant: str = "acme", window: s
 
 
 def metric(stack: Stack, name: str, **labels: str) -> float:
+    stack.loop.settled()
     return stack.gateway.metrics.registry.get_sample_value(name, labels) or 0.0
 
 

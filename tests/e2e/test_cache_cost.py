@@ -87,6 +87,7 @@ class Rig:
         return anthropic.Anthropic(base_url=self.url, api_key=KEY, max_retries=0)
 
     def metric(self, name: str, **labels: str) -> float:
+        self.loop.settled()
         return self.gateway.metrics.registry.get_sample_value(name, labels) or 0.0
 
     def spend(self, upstream: str) -> float:

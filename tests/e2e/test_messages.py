@@ -123,6 +123,7 @@ def post(stack: Messages, body: dict[str, Any], headers: dict[str, str] | None =
 
 
 def metric(stack: Messages, name: str, **labels: str) -> float:
+    stack.loop.settled()
     return stack.gateway.metrics.registry.get_sample_value(name, labels) or 0.0
 
 

@@ -24,6 +24,7 @@ HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
 class Stack:
     """A gateway over two upstreams that speak Messages, and a client for it."""
 
+    loop: Loop
     gateway: Gateway
     url: str
     first: MessagesStandIn
@@ -31,6 +32,7 @@ class Stack:
     client: anthropic.Anthropic
 
     def metric(self, name: str, **labels: str) -> float:
+        self.loop.settled()
         return self.gateway.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -43,7 +45,7 @@ def stack(loop: Loop, tmp_path: Path) -> Iterator[Stack]:
     gateway = Gateway(Settings(policy=str(path)))
     url = loop.serve(gateway).url
     with anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0) as client:
-        yield Stack(gateway, url, first, second, client)
+        yield Stack(loop, gateway, url, first, second, client)
 
 
 def test_a_stream_that_fails_to_open_gives_way_to_the_next_candidate(stack: Stack) -> None:
