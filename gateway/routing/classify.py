@@ -1,9 +1,10 @@
 """Request body -> the features a decision reads: route, token estimate, needs, data class.
 
 Classification fails closed by construction: it reads every string the body holds, in every field known or unknown
-and the keys of every object, skipping only the route name in `model` (the upstream never sees it). Content that
-cannot be read as text (images, audio, files, token ids) raises the request to the policy's `classify.unreadable`
-class. The prompt estimate counts the same strings, so whatever the upstream reads is budgeted.
+and the keys of every object, skipping only the route name in `model` (the upstream never sees it), and every number
+of seven digits or more, as its digits. Content that cannot be read as text (images, audio, files, token ids) raises
+the request to the policy's `classify.unreadable` class. The prompt estimate counts the same strings, so whatever the
+upstream reads is budgeted.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ OFF_LOOP_BYTES = 256 * 1024
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
 UNREADABLE_KEYS = {"image_url": "image", "input_audio": "audio", "file_data": "file"}
-UNREADABLE_KEY_NAMES = frozenset(UNREADABLE_KEYS)  # one set to test each object against, not a keys view each time
+UNREADABLE_KEY_NAMES = frozenset(UNREADABLE_KEYS)
+# Numbers of this size or more are read as their digits: a card or phone number can ride as a JSON number too.
+LONG_NUMBER = 1_000_000  # one set to test each object against, not a keys view each time
 
 
 class Content:
@@ -170,8 +173,8 @@ def request_texts(endpoint: str, body: dict[str, Any]) -> Content:
 
 
 def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
-    """Gather every string and object key of body into content, and note parts that are not text; False, leaving
-    content to be read otherwise, once the body holds more than WALK_LIMIT values in objects and arrays.
+    """Gather every string, object key and long number of body into content, and note parts that are not text;
+    False, leaving content to be read otherwise, once the body holds more than WALK_LIMIT values in objects and arrays.
 
     The estimate counts every string but the framing a message's overhead covers: keys inside the messages (or
     prompt, or input) and `role` and `type` values. Keys elsewhere (tool parameter schemas, say) are counted.
@@ -187,6 +190,8 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
                 chars += len(inner)
         elif kind is dict or kind is list:
             stack.append((inner, key != field_name))
+        elif (kind is int or kind is float) and not -LONG_NUMBER < inner < LONG_NUMBER:
+            add(repr(inner))
     while stack:
         value, keys_count = stack.pop()
         left -= len(value)
@@ -207,6 +212,8 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
                         chars += len(inner)
                 elif kind is dict or kind is list:
                     stack.append((inner, keys_count))
+                elif (kind is int or kind is float) and not -LONG_NUMBER < inner < LONG_NUMBER:
+                    add(repr(inner))
         else:
             for inner in value:
                 kind = inner.__class__
@@ -215,6 +222,8 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
                     chars += len(inner)
                 elif kind is dict or kind is list:
                     stack.append((inner, keys_count))
+                elif (kind is int or kind is float) and not -LONG_NUMBER < inner < LONG_NUMBER:
+                    add(repr(inner))
     content.chars = chars
     return True
 

@@ -293,3 +293,22 @@ def test_token_id_prompts_are_unreadable(stack: Stack, endpoint: str, prompt: li
     assert response.status_code == 200
     assert (response.headers["x-switchyard-upstream"], response.headers["x-switchyard-data-class"]) == (
         "selfhost", "personal")
+
+
+CARD_NUMBER = 4111111111111111
+NUMBERS = {  # a card number as a JSON number rather than a string, in a field of no known meaning
+    "chat": {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "account": CARD_NUMBER},
+    "completions": {"model": "chat", "prompt": "hi", "account": {"card": CARD_NUMBER}},
+    "embeddings": {"model": "chat", "input": "hi", "account": [CARD_NUMBER]},
+    "responses": {"model": "chat", "input": "hi", "account": {"card": float(CARD_NUMBER)}},
+}
+
+
+@pytest.mark.parametrize("endpoint", NUMBERS)
+def test_a_card_number_sent_as_a_json_number_stays_self_hosted(stack: Stack, endpoint: str) -> None:
+    third_party_saw = len(stack.upstreams["thirdparty"].seen)
+    response = send(stack, endpoint, NUMBERS[endpoint])
+    assert response.status_code == 200, response.text
+    assert (response.headers["x-switchyard-upstream"], response.headers["x-switchyard-data-class"]) == (
+        "selfhost", "personal")
+    assert len(stack.upstreams["thirdparty"].seen) == third_party_saw

@@ -254,3 +254,22 @@ def test_a_count_declared_personal_never_reaches_a_third_party(rig: Rig) -> None
     _, headers = counted_by(rig, "mixed", POSITIONS["string content"], "the weather in Paris",
                             {"x-switchyard-data-class": "personal"})
     assert (headers.get("x-switchyard-upstream"), headers["x-switchyard-data-class"]) == (None, "personal")
+
+
+CARD_NUMBER = 4111111111111111
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("body", [
+    messages(user("Hi"), call({"card": CARD_NUMBER}), result("ok")),
+    messages(vendor_extension={"card": float(CARD_NUMBER)}),
+], ids=["tool_use input", "an unknown top-level field"])
+def test_a_card_number_sent_as_a_json_number_stays_self_hosted(rig: Rig, route: str, body: dict[str, Any]) -> None:
+    seen = {name: len(app.seen) for name, app in rig.upstreams.items()}
+    extra = {k: v for k, v in body.items() if k not in ("model", "max_tokens", "messages")}
+    response = rig.client.messages.with_raw_response.create(model=route, max_tokens=body["max_tokens"],
+                                                             messages=body["messages"], extra_body=extra)
+    assert (response.headers["x-switchyard-upstream"], response.headers["x-switchyard-data-class"]) == (
+        "selfhost", "personal")
+    assert {name: len(app.seen) for name, app in rig.upstreams.items()} == {
+        name: count + (name == "selfhost") for name, count in seen.items()}

@@ -349,6 +349,33 @@ def test_every_string_of_the_body_is_read(tmp_path: Path, body: dict[str, Any]) 
     assert of(classified(tmp_path), body, endpoint=endpoint).data_class == "personal"
 
 
+CARD_NUMBER = 4111111111111111  # a card number (Luhn-valid) as a JSON number, not a string
+
+
+@pytest.mark.parametrize("body", [
+    chat(card=CARD_NUMBER),
+    chat(metadata={"card": CARD_NUMBER}),
+    chat(some_future_field=[[CARD_NUMBER]]),
+    chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"card": {"type": "integer", "default": CARD_NUMBER}}}}}]),
+    chat(card=float(CARD_NUMBER)),
+    chat(user("hi", card=CARD_NUMBER)),
+])
+def test_long_numbers_are_read_as_their_digits(tmp_path: Path, body: dict[str, Any]) -> None:
+    assert of(numbers(tmp_path), body).data_class == "personal"
+
+
+def test_short_numbers_and_sampling_options_are_not_a_hit(tmp_path: Path) -> None:
+    body = chat(max_tokens=999_999, temperature=0.7, n=2, seed=42, logprobs=True, some_count=123456)
+    assert of(numbers(tmp_path), body).data_class == "public"
+
+
+def numbers(tmp_path: Path) -> Policy:
+    """The card detector raising to personal."""
+    return make(tmp_path, classes=CLASSES, classify={"detectors": [{"detect": ["credit_card"],
+                                                                     "class": "personal"}]})
+
+
 def test_the_route_name_is_not_read(tmp_path: Path) -> None:
     policy = classified(tmp_path, models={"jane.doe@example.com": {"candidates": ["u"]}})
     assert of(policy, {"model": "jane.doe@example.com", "messages": [user("hi")]}).data_class == "public"
