@@ -117,6 +117,8 @@ def _assistant(blocks: list[dict[str, Any]], place: str, out: Translated) -> dic
         if kind == "text":
             texts.append(str(block.get("text", "")))
         elif kind == "tool_use":
+            _string(block, "id", f"{place}.content")
+            _string(block, "name", f"{place}.content")
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"), "arguments": _arguments(block.get("input"))}})
         elif kind in ("thinking", "redacted_thinking"):
@@ -130,6 +132,12 @@ def _assistant(blocks: list[dict[str, Any]], place: str, out: Translated) -> dic
     return message
 
 
+def _string(block: Mapping[str, Any], field: str, place: str) -> None:
+    """InvalidRequest naming the place unless block's field is a string."""
+    if not isinstance(block.get(field), str):
+        raise InvalidRequest(f"{place}: '{field}' must be a string", param=f"{place}.{field}")
+
+
 def _arguments(value: Any) -> str:
     return orjson.dumps(value if value is not None else {}).decode()
 
@@ -138,10 +146,10 @@ def _user(blocks: list[dict[str, Any]], place: str, out: Translated) -> list[dic
     """A user turn: its tool results as tool messages first (chat needs them right after the calls), then the rest."""
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
-    for block in blocks:
+    for i, block in enumerate(blocks):
         _note_cache(block, out)
         if block["type"] == "tool_result":
-            tool, images = _tool_result(block, place, out)
+            tool, images = _tool_result(block, f"{place}.content[{i}]", out)
             results.append(tool)
             parts.extend(images)
         else:
@@ -156,6 +164,7 @@ def _user(blocks: list[dict[str, Any]], place: str, out: Translated) -> list[dic
 
 def _tool_result(block: dict[str, Any], place: str, out: Translated) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A tool message with the result's text, and its images (a tool message holds text only) to follow it."""
+    _string(block, "tool_use_id", place)
     content = block.get("content", "")
     texts: list[str] = []
     images: list[dict[str, Any]] = []

@@ -131,6 +131,14 @@ def test_a_text_document_is_text() -> None:
     ({**BASE, "tools": "weather"}, "tools"),
     ({**BASE, "tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
     ({**BASE, "system": [{"type": "image"}]}, "system"),
+    ({**BASE, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": {
+        "a": 1}}]}]}, "messages.0.content[0].content"),
+    ({**BASE, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": 5}]}]},
+     "messages.0.content[0].tool_use_id"),
+    ({**BASE, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f", "input": {}}]}]},
+     "messages.0.content.id"),
+    ({**BASE, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": 5}]}]},
+     "messages.0.content.name"),
 ])
 def test_what_cannot_be_translated_is_a_400_naming_its_place(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
