@@ -10,16 +10,12 @@ upstream reads is budgeted.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
 from gateway.errors import InvalidRequest
-from gateway.routing import detectors, windowed
+from gateway.routing import detectors, encoded, windowed
 from gateway.routing.policy.decide import CHOICE_FIELDS, MAX_CHOICES, MAX_TOKEN_FIELDS, Features
 from gateway.routing.policy.model import Policy
 
@@ -38,12 +34,6 @@ UNREADABLE_TYPES = {"image_url": "image", "input_image": "image", "image": "imag
                     "audio": "audio", "file": "file", "input_file": "file", "document": "file"}
 # Past this many values in objects and arrays, a body is read from its JSON text (C speed) rather than walked.
 WALK_LIMIT = 50_000
-# A body read as its JSON text is dumped a piece at a time, so that no one orjson call holds a worker thread's GIL for
-# long (150,000 small messages take 30-36 ms in one): a container of more than this many items a batch at a time.
-ITEMS_PER_PIECE = 1024
-_SIZED_TYPES = (str, list, dict)
-_SIZED = frozenset(_SIZED_TYPES)
-_VALUE = operator.itemgetter(1)
 # The same parts as they appear in orjson's compact JSON: "type":"..." and a key holding an object or a string.
 _ENCODED_IMAGE = re.compile(r'"type":"(?:image_url|input_image|image)"')
 _ENCODED_UNREADABLE = re.compile(
@@ -179,19 +169,8 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
     The estimate counts every string but the framing a message's overhead covers: keys inside the messages (or
     prompt, or input) and `role` and `type` values. Keys elsewhere (tool parameter schemas, say) are counted.
     """
-    add, chars, left = content.texts.append, 0, WALK_LIMIT
-    stack: list[tuple[Any, bool]] = []
-    for key, inner in body.items():  # orjson makes exact types: a class check is cheaper than isinstance
-        add(key)
-        kind = inner.__class__
-        if kind is str:
-            if key not in NOT_READ:
-                add(inner)
-                chars += len(inner)
-        elif kind is dict or kind is list:
-            stack.append((inner, key != field_name))
-        elif (kind is int or kind is float) and not -LONG_NUMBER < inner < LONG_NUMBER:
-            add(repr(inner))
+    add, left = content.texts.append, WALK_LIMIT
+    chars, stack = _top(body, field_name, add)
     while stack:
         value, keys_count = stack.pop()
         left -= len(value)
@@ -228,15 +207,29 @@ def _walk(body: dict[str, Any], field_name: str, content: Content) -> bool:
     return True
 
 
+def _top(body: dict[str, Any], field_name: str, add: Callable[[str], None]) -> tuple[int, list[tuple[Any, bool]]]:
+    """Gather the body's own keys, strings and long numbers; their characters, and the containers left to walk
+    (with whether their keys count in the estimate: all but those of the text field)."""
+    chars = 0
+    stack: list[tuple[Any, bool]] = []
+    for key, inner in body.items():  # orjson makes exact types: a class check is cheaper than isinstance
+        add(key)
+        kind = inner.__class__
+        if kind is str:
+            if key not in NOT_READ:
+                add(inner)
+                chars += len(inner)
+        elif kind is dict or kind is list:
+            stack.append((inner, key != field_name))
+        elif (kind is int or kind is float) and not -LONG_NUMBER < inner < LONG_NUMBER:
+            add(repr(inner))
+    return chars, stack
+
+
 def _read_encoded(body: dict[str, Any], content: Content) -> None:
     """Read a body too big to walk in Python as its JSON text: every key and string in it (the detectors decode
     its escapes), unreadable parts found by their JSON, and every character counted in the estimate."""
-    pieces: list[bytes] = []
-    try:
-        _encode(body, 1, pieces)
-    except orjson.JSONEncodeError:
-        raise InvalidRequest("the body nests objects and arrays too deeply") from None
-    text = b"".join(pieces).decode()
+    text = encoded.text(body)
     content.texts, content.chars = [text], len(text)
     content.images = sum(1 for _ in windowed.finditer(_ENCODED_IMAGE, text))
     found = next(windowed.finditer(_ENCODED_UNREADABLE, text), None)
@@ -245,63 +238,6 @@ def _read_encoded(body: dict[str, Any], content: Content) -> None:
         content.unreadable = UNREADABLE_TYPES[kind] if kind else UNREADABLE_KEYS[key]
     if content.unreadable == "image":
         content.images = max(content.images, 1)
-
-
-def _encode(value: Any, depth: int, pieces: list[bytes]) -> None:
-    """Append orjson.dumps(value) to pieces, for value at depth (the body 1): the body's fields, and the items of an
-    array or object of more than ITEMS_PER_PIECE items, a batch at a time; an item with more than ITEMS_PER_PIECE
-    items itself, or a string longer than that, on its own."""
-    if not isinstance(value, (dict, list)) or (depth > 1 and len(value) <= ITEMS_PER_PIECE):
-        pieces.append(_dumped(value, depth))
-        return
-    pieces.append(b"{" if isinstance(value, dict) else b"[")
-    items = list(value.items()) if isinstance(value, dict) else value
-    for start in range(0, len(items), ITEMS_PER_PIECE):
-        batch = items[start:start + ITEMS_PER_PIECE]
-        values = list(map(_VALUE, batch)) if isinstance(value, dict) else batch
-        if _sized(values) <= ITEMS_PER_PIECE:
-            _add_batch(value, batch, depth, pieces)
-        else:
-            for item in batch:
-                _add_item(value, item, depth, pieces)
-    if pieces[-1] == b",":
-        pieces.pop()
-    pieces.append(b"}" if isinstance(value, dict) else b"]")
-
-
-def _sized(values: list[Any]) -> int:
-    """The largest len() of values, 0 for a number, a boolean or null (no Python work a value)."""
-    try:
-        return max(map(len, values), default=0)
-    except TypeError:  # numbers, booleans or nulls among them
-        if _SIZED.isdisjoint(map(type, values)):
-            return 0
-        return max(map(len, itertools.compress(values, map(isinstance, values, itertools.repeat(_SIZED_TYPES)))))
-
-
-def _add_item(container: dict[str, Any] | list[Any], item: Any, depth: int, pieces: list[bytes]) -> None:
-    """Append one item of container (a key and value pair for an object) and a comma."""
-    if isinstance(container, dict):
-        pieces.append(orjson.dumps(item[0]) + b":")
-        item = item[1]
-    _encode(item, depth + 1, pieces)
-    pieces.append(b",")
-
-
-def _add_batch(container: dict[str, Any] | list[Any], batch: list[Any], depth: int, pieces: list[bytes]) -> None:
-    """Append the items in batch (key and value pairs for an object) as they appear in container's JSON, and a
-    comma."""
-    dumped = _dumped(dict(batch) if isinstance(container, dict) else batch, depth)
-    pieces += (dumped[1:-1], b",")
-
-
-def _dumped(value: Any, depth: int) -> bytes:
-    """orjson.dumps(value), with value held as deep as it is in the body: orjson refuses the same nesting."""
-    wrapped = value
-    for _ in range(depth - 1):
-        wrapped = [wrapped]
-    dumped = orjson.dumps(wrapped)
-    return dumped[depth - 1:len(dumped) - depth + 1]
 
 
 def _note_part(part: dict[str, Any], content: Content) -> None:

@@ -7,7 +7,7 @@ import random
 import unicodedata
 from pathlib import Path
 
-from gateway.routing import classify, detectors, normalise, windowed
+from gateway.routing import classify, detectors, normalise, text_view, windowed
 from tests.routing.test_classify import classified
 
 ALL = [detectors.builtin(name) for name in sorted(detectors.BUILTIN)]
@@ -63,15 +63,15 @@ def test_a_big_text_dense_with_digits_is_read_in_the_runs_view_with_the_matches_
     while sum(map(len, parts)) < 10 * windowed.WINDOW:
         # Now and then a stretch without digits, so that some chunks are passed over and the view has gaps.
         parts.append(b"?" * 40_000 if chooser.random() < 0.0002 else chooser.choice(tokens))
-    text = detectors._Text("")
+    text = text_view.TextView("")
     text._shape = b"".join(parts)
     assert len(text.regions) > 1
-    for plain, on_runs in ((detectors._CLUSTER_SHAPE, detectors._CLUSTER_RUNS),
+    for plain, on_runs in ((text_view._CLUSTER_SHAPE, text_view._CLUSTER_RUNS),
                            (detectors._CARD_SHAPE, detectors._CARD_RUNS)):
         assert [(m.span(), m.lastgroup) for m in text.region_matches(plain, on_runs)] == [
             (m.span(), m.lastgroup) for m in plain.finditer(text._shape)] != []
     assert text._runs  # the view was read, not the shape
-    assert len(text._filled) < len(text._shape) // detectors._CHUNK + 1  # and the chunks without digits left out
+    assert len(text._filled) < len(text._shape) // text_view._CHUNK + 1  # and the chunks without digits left out
 
 
 def test_numbers_in_a_big_text_dense_with_digits_are_found() -> None:

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from gateway.errors import InvalidRequest, PolicyError
-from gateway.routing import classify as classify_module
 from gateway.routing.classify import CHARS_PER_TOKEN, WALK_LIMIT, explain_class, features, request_texts
 from gateway.routing.policy.decide import Features
 from gateway.routing.policy.loader import load_policy
@@ -461,27 +460,6 @@ def test_policy_check_says_which_class_unreadable_content_gets(tmp_path: Path, c
     assert cli.main(["policy", "check", str(tmp_path / "policy.yaml")]) == 0
     assert f"classify.unreadable: images, audio, files and token ids raise a request to {expected}" in (
         capsys.readouterr().out)
-
-
-def encoded(body: dict[str, Any]) -> list[bytes]:
-    """The pieces a body too big to walk is dumped in."""
-    pieces: list[bytes] = []
-    classify_module._encode(body, 1, pieces)
-    return pieces
-
-
-def test_a_body_too_big_to_walk_is_dumped_in_pieces_that_make_its_json() -> None:
-    many = [user([{"type": "text", "text": f"note {i} \u00e9\U0001f600"}, IMAGE]) for i in range(WALK_LIMIT // 4)]
-    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(3000)}}
-    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
-    body = chat(*many, tools=tools, n=1, extra=[None] * 5000)
-    pieces = encoded(body)
-    assert b"".join(pieces) == orjson.dumps(body)
-    assert len(pieces) > 20
-    assert max(map(len, pieces)) < len(orjson.dumps(body)) // 10  # no one dump of the whole body
-    content = request_texts("chat", body)
-    assert content.texts == [orjson.dumps(body).decode()]
-    assert (content.chars, content.images, content.unreadable) == (len(content.texts[0]), len(many), "image")
 
 
 def test_a_body_read_as_json_that_nests_too_deeply_is_refused_as_a_whole_dump_refuses_it() -> None:

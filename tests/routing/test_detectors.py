@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.routing import detectors
+from gateway.routing import detectors, text_view
 from gateway.routing.detectors import BUILTIN, Detector, builtin, regex, scan
 from gateway.routing.normalise import normalise
 
@@ -523,13 +523,13 @@ def test_the_cluster_pattern_finds_what_it_finds_written_plainly() -> None:
         b"0000-00-00", b"00-00-00", b"000.000.0.00", b"0.0000"]
     for _ in range(300):
         shape = b"".join(chooser.choice(tokens) for _ in range(chooser.randint(5, 2000)))
-        assert [(m.span(), m.lastgroup) for m in detectors._CLUSTER_SHAPE.finditer(shape)] == [
+        assert [(m.span(), m.lastgroup) for m in text_view._CLUSTER_SHAPE.finditer(shape)] == [
             (m.span(), m.lastgroup) for m in PLAIN_CLUSTER_SHAPE.finditer(shape)]
 
 
 def runs_view(shape: bytes) -> bytes:
     """The runs view of a whole shape, as the detectors fill it a chunk at a time."""
-    return shape.translate(detectors._RUNS_TABLE).title()
+    return shape.translate(text_view._RUNS_TABLE).title()
 
 
 def test_the_patterns_for_the_runs_view_find_what_the_shapes_find() -> None:
@@ -539,7 +539,7 @@ def test_the_patterns_for_the_runs_view_find_what_the_shapes_find() -> None:
         b"0000-00-00", b"00-00-00", b"000.000.0.00", b"0.0000", b"0000 0000 0000", b"0000--000000-0", b"0" * 45]
     for _ in range(500):
         shape = b"".join(chooser.choice(tokens) for _ in range(chooser.randint(1, 400)))
-        for plain, on_runs in ((detectors._CLUSTER_SHAPE, detectors._CLUSTER_RUNS),
+        for plain, on_runs in ((text_view._CLUSTER_SHAPE, text_view._CLUSTER_RUNS),
                                (detectors._CARD_SHAPE, detectors._CARD_RUNS)):
             assert [(m.span(), m.lastgroup) for m in on_runs.finditer(runs_view(shape))] == [
                 (m.span(), m.lastgroup) for m in plain.finditer(shape)], shape
@@ -555,7 +555,7 @@ NUMERIC = ("phone", "credit_card", "iban", "national_id")
 @given(st.text(st.characters(blacklist_categories=("Nd", "No", "Nl", "Cs")), max_size=200))
 def test_a_numeric_detector_never_fires_on_text_without_a_digit(text: str) -> None:
     """scan skips the numeric detectors when the normalised text has no ASCII digit: none of them can fire there."""
-    prepared = detectors._Text(text)
+    prepared = text_view.TextView(text)
     if prepared.shape.find(b"0") >= 0 or prepared.unread:  # a letter NFKC folds to a digit ("①" is No; others)
         return
     for name in NUMERIC:

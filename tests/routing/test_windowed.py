@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from gateway.routing import detectors, windowed
+from gateway.routing import detectors, text_view, windowed
 
 
 def spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
@@ -15,7 +15,7 @@ def spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
 def test_windowed_search_finds_what_one_pass_finds() -> None:
     chooser = random.Random(3)
     shape = bytes(chooser.choice(b"0000000 .-/a") for _ in range(5 * windowed.WINDOW))
-    pattern = detectors._CLUSTER_SHAPE
+    pattern = text_view._CLUSTER_SHAPE
     assert [m.span() for m in windowed.finditer(pattern, shape)] == [m.span() for m in pattern.finditer(shape)]
 
 
@@ -46,7 +46,7 @@ def test_bytes_are_searched_as_text_is() -> None:
 
 def _by_region(pattern: re.Pattern[bytes], shape: bytes) -> list[tuple[int, int]]:
     """The spans of pattern's matches read region by region, as the detectors read them."""
-    return [m.span() for start, end in detectors._regions(shape)
+    return [m.span() for start, end in text_view._regions(shape)
             for m in windowed.finditer(pattern, shape, start, end + windowed.REACH)]
 
 
@@ -58,26 +58,26 @@ def test_reading_only_the_regions_digits_and_separators_reach_finds_what_one_pas
         tokens = digits + singles + [cold]
         shape = b"".join(chooser.choice(tokens) for _ in range(40_000 if not cold else 400))
         assert len(shape) > windowed.WINDOW + windowed.REACH
-        for pattern in (detectors._CLUSTER_SHAPE, detectors._CARD_SHAPE):
+        for pattern in (text_view._CLUSTER_SHAPE, detectors._CARD_SHAPE):
             assert _by_region(pattern, shape) == [m.span() for m in pattern.finditer(shape)], cold[:8]
 
 
 def test_a_big_text_of_escapes_has_no_region_to_read_and_a_small_one_is_read_whole() -> None:
-    assert detectors._regions(b"\\a0000" * 20_000) == ()
+    assert text_view._regions(b"\\a0000" * 20_000) == ()
     data = b"\\a0000" * 20_000 + b"0000 0000" + b"x" * 100_000
-    assert detectors._regions(data) == ((7 * detectors._CHUNK, 8 * detectors._CHUNK),)
-    small = detectors._Text("\\u0041 4111 1111 1111 1111 " * 50)  # within one window: read whole, as one pass
+    assert text_view._regions(data) == ((7 * text_view._CHUNK, 8 * text_view._CHUNK),)
+    small = text_view.TextView("\\u0041 4111 1111 1111 1111 " * 50)  # within one window: read whole, as one pass
     assert [m.span() for m in small.region_matches(detectors._CARD_SHAPE)] == [
         m.span() for m in detectors._CARD_SHAPE.finditer(small.shape)] != []
 
 
 def test_a_stretch_across_the_first_look_or_a_chunk_edge_marks_its_chunks() -> None:
-    chunk, peek = detectors._CHUNK, detectors._PEEK
+    chunk, peek = text_view._CHUNK, text_view._PEEK
     for at, chunks in ((3 * chunk + peek - 3, [3]), (3 * chunk + peek - 6, [3]), (4 * chunk - 3, [3, 4]),
                        (4 * chunk - 6, [3]), (4 * chunk, [4])):
         data = bytearray(b"x" * (8 * chunk))
         data[at:at + 6] = b"0.0000"
-        assert detectors._regions(bytes(data)) == ((chunks[0] * chunk, (chunks[-1] + 1) * chunk),), at
+        assert text_view._regions(bytes(data)) == ((chunks[0] * chunk, (chunks[-1] + 1) * chunk),), at
 
 
 def test_a_window_of_a_range_finds_what_one_pass_over_the_range_finds() -> None:
