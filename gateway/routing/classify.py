@@ -46,9 +46,9 @@ OFF_LOOP_BYTES = 256 * 1024
 OPTIONS = frozenset({"tools", "functions", "response_format", "text", "stream_options"})
 # Keys that carry such a payload even in an object with no (or another) type.
 UNREADABLE_KEYS = {"image_url": "image", "input_audio": "audio", "file_data": "file"}
-UNREADABLE_KEY_NAMES = frozenset(UNREADABLE_KEYS)
+UNREADABLE_KEY_NAMES = frozenset(UNREADABLE_KEYS)  # one set to test each object against, not a keys view each time
 # Numbers of this size or more are read as their digits: a card or phone number can ride as a JSON number too.
-LONG_NUMBER = 1_000_000  # one set to test each object against, not a keys view each time
+LONG_NUMBER = 1_000_000
 
 
 class Content:

@@ -111,14 +111,14 @@ def _messages(messages: Any, out: Translated) -> list[dict[str, Any]]:
 def _assistant(blocks: list[dict[str, Any]], place: str, out: Translated) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in blocks:
+    for i, block in enumerate(blocks):
         _note_cache(block, out)
         kind = block["type"]
         if kind == "text":
             texts.append(str(block.get("text", "")))
         elif kind == "tool_use":
-            _string(block, "id", f"{place}.content")
-            _string(block, "name", f"{place}.content")
+            _string(block, "id", f"{place}.content[{i}]")
+            _string(block, "name", f"{place}.content[{i}]")
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"), "arguments": _arguments(block.get("input"))}})
         elif kind in ("thinking", "redacted_thinking"):

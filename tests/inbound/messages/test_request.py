@@ -136,9 +136,9 @@ def test_a_text_document_is_text() -> None:
     ({**BASE, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": 5}]}]},
      "messages.0.content[0].tool_use_id"),
     ({**BASE, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f", "input": {}}]}]},
-     "messages.0.content.id"),
+     "messages.0.content[0].id"),
     ({**BASE, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": 5}]}]},
-     "messages.0.content.name"),
+     "messages.0.content[0].name"),
 ])
 def test_what_cannot_be_translated_is_a_400_naming_its_place(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
