@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -204,6 +205,17 @@ def _upstream_problems(doc: Document) -> Iterator[str]:
             yield f"upstreams.{name}.cost: gpu_hour_usd prices a self-hosted upstream; set hosting: self"
         if upstream.kind == "openai" and upstream.base_url is None:
             yield f"upstreams.{name}.base_url: required for kind openai"
+        if upstream.base_url is not None and not _has_origin(upstream.base_url):
+            yield f"upstreams.{name}.base_url: '{upstream.base_url[:80]}' names no host and port to connect to"
+
+
+def _has_origin(url: str) -> bool:
+    """Whether a URL names a host, and a port (if any) that is a port."""
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return False
 
 
 def _route_problems(doc: Document, names: Defined) -> Iterator[str]:

@@ -78,6 +78,11 @@ class Capacity(Strict):
     when_unknown: Literal["open", "full"] = "open"
 
 
+NEVER_FORWARDED = frozenset({  # a client's credentials, and what would change how the upstream reads the request
+    "authorization", "api-key", "x-api-key", "cookie", "proxy-authorization", "host", "content-length",
+    "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect"})
+
+
 class Upstream(Strict):
     """One place a request can be sent."""
 
@@ -108,7 +113,7 @@ class Upstream(Strict):
     @classmethod
     def _lower(cls, names: frozenset[str]) -> frozenset[str]:
         lowered = frozenset(name.lower() for name in names)
-        if lowered & {"authorization", "api-key", "x-api-key", "cookie", "host", "content-length"}:
+        if lowered & NEVER_FORWARDED:
             raise ValueError("credentials and framing headers are never forwarded")
         return lowered
 

@@ -177,6 +177,23 @@ def test_an_openai_upstream_needs_a_base_url(tmp_path: Path) -> None:
     assert problems(tmp_path, text) == ["upstreams.gpt-4o.base_url: required for kind openai"]
 
 
+@pytest.mark.parametrize("url", ["http://", "http://:80/v1", "http://api:0/v1", "http://api:99999/v1", "http://[::1/v1"])
+def test_a_base_url_must_name_a_host_and_a_port_to_connect_to(tmp_path: Path, url: str) -> None:
+    text = BASE.replace("    base_url: https://api.openai.com/v1\n", f"    base_url: '{url}'\n")
+    assert problems(tmp_path, text) == [f"upstreams.gpt-4o.base_url: '{url}' names no host and port to connect to"]
+
+
+@pytest.mark.parametrize("name", ["Transfer-Encoding", "connection", "expect", "upgrade", "host", "cookie", "te"])
+def test_a_header_that_frames_the_request_or_carries_credentials_is_never_forwarded(tmp_path: Path,
+                                                                                    name: str) -> None:
+    text = BASE.replace("    base_url: https://api.openai.com/v1\n",
+                        f"    base_url: https://api.openai.com/v1\n    forward_headers: [x-tenant, {name}]\n")
+    found = problems(tmp_path, text)
+    assert len(found) == 1
+    assert found[0].startswith("upstreams.gpt-4o.forward_headers")
+    assert found[0].endswith("credentials and framing headers are never forwarded")
+
+
 def alias_bomb(levels: int = 9) -> str:
     """The billion laughs: each level a list of nine aliases of the level before it."""
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
