@@ -6,11 +6,10 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
-
 from gateway.routing.policy.model import Policy
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.upstreams.base import Client
+from gateway.upstreams.http1 import Pool
 from gateway.upstreams.openai import OpenAIUpstream
 from gateway.upstreams.spec import Limits, Timeouts, UpstreamSpec
 
@@ -21,22 +20,22 @@ class Runtime:
 
     policy: Policy
     upstreams: Mapping[str, Client]
-    session: aiohttp.ClientSession | None = None  # the one upstream clients share, for inbounds that build their own
+    pool: Pool | None = None  # the connections upstream clients share, for inbounds that build their own
 
     @classmethod
-    def build(cls, policy: Policy, session: aiohttp.ClientSession) -> Runtime:
+    def build(cls, policy: Policy, pool: Pool) -> Runtime:
         """Create a client for every upstream the policy names; litellm is imported only for translated kinds."""
         resilience = policy.doc.resilience
         clients: dict[str, Client] = {}
         for name, upstream in policy.doc.upstreams.items():
             spec = client_spec(upstream, resilience)
             if spec.kind == "openai":
-                clients[name] = OpenAIUpstream(name, spec, session)
+                clients[name] = OpenAIUpstream(name, spec, pool)
             else:
                 from gateway.upstreams.litellm_adapter import LitellmUpstream
 
                 clients[name] = LitellmUpstream(name, spec)
-        return cls(policy, clients, session)
+        return cls(policy, clients, pool)
 
     async def aclose(self) -> None:
         """Close every client's own connections, each once nothing it sent is still open."""

@@ -1,4 +1,4 @@
-"""The gateway's lifespan: open the upstream session, serve the policy and its reloads, close everything after."""
+"""The gateway's lifespan: open the upstream connections, serve the policy and its reloads, close everything after."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from gateway.operations import logs
 from gateway.operations.reload import Reloader
 from gateway.pipeline.runtime import Runtime
+from gateway.routing.capacity.poller import new_session
 from gateway.routing.policy.model import Policy
 from gateway.serving.components import Components
 from gateway.serving.keys import warn_of_public_keys
 from gateway.state.circuits import CLOSED, STATE_NAMES
-from gateway.upstreams.openai import new_session
+from gateway.upstreams.http1 import Pool
 
 METRICS_FLUSH_S = 1.0
 CLIENTS_CLOSE_S = 2.0  # at shutdown, how long upstream clients wait for exchanges still open before closing anyway
@@ -26,13 +27,13 @@ logger = logging.getLogger("switchyard.app")
 @contextlib.asynccontextmanager
 async def lifespan(parts: Components) -> AsyncIterator[None]:
     """Serve parts' policy (and each reload of it) until the server stops, with the tasks that keep it."""
-    session = new_session()
+    pool, session = Pool(), new_session()  # requests' connections; capacity polls'
     retired: set[asyncio.Task[None]] = set()  # old runtimes, each closing once its open exchanges end
 
     def apply(policy: Policy) -> None:
         warn_of_public_keys(policy)
         parts.policy = policy
-        old, parts.runtime = parts.runtime, Runtime.build(policy, session)
+        old, parts.runtime = parts.runtime, Runtime.build(policy, pool)
         if old is not None:
             retired.add(task := asyncio.create_task(old.aclose()))
             task.add_done_callback(retired.discard)
@@ -61,6 +62,7 @@ async def lifespan(parts: Components) -> AsyncIterator[None]:
         parts.runtime = None
         await _closed(retired, CLIENTS_CLOSE_S)
         parts.reloader = None
+        await pool.close()
         await session.close()
         await parts.ledger.backend.close()
 

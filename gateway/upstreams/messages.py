@@ -1,6 +1,6 @@
 """Upstreams that speak Anthropic's Messages API themselves: Anthropic, and servers that serve /v1/messages.
 
-The client's Messages request goes through untouched but for `model`, over the same aiohttp session, limits,
+The client's Messages request goes through untouched but for `model`, over the same connection pool, limits,
 redirect refusal and key redaction as gateway/upstreams/openai.py, whose exchange it reuses. Anthropic gets its
 key in `x-api-key` and the client's `anthropic-version` and `anthropic-beta` headers; a self-hosted server (the
 capability `messages`) gets its key as a bearer token and neither header. An Anthropic upstream also counts a
@@ -22,7 +22,7 @@ from gateway.upstreams.openai import Exchange, OpenAIUpstream
 from gateway.upstreams.spec import UpstreamSpec
 
 if TYPE_CHECKING:
-    import aiohttp
+    from gateway.upstreams.http1 import Pool
 
 ANTHROPIC_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"  # what the SDKs send; a client's own wins
@@ -90,11 +90,11 @@ class MessagesUpstream(OpenAIUpstream):
 
     exchange_type = MessagesExchange
 
-    def __init__(self, name: str, spec: UpstreamSpec, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, spec: UpstreamSpec, pool: Pool) -> None:
         anthropic = spec.kind == "anthropic"
         if anthropic:
             spec = with_defaults(spec)
-        super().__init__(name, spec, session)
+        super().__init__(name, spec, pool)
         self._anthropic = anthropic
         if anthropic:
             self._headers.pop("authorization", None)

@@ -1,4 +1,4 @@
-"""OpenAI-compatible upstreams over one shared aiohttp session; the only importer of aiohttp.
+"""OpenAI-compatible upstreams over the process's one connection pool (gateway/upstreams/http1.py).
 
 vLLM, SGLang, llama.cpp, Ollama, TGI, OpenAI, DeepSeek and others speak this wire format, so
 request and response bytes pass through, with only `model` (and the ask for stream usage) rewritten.
@@ -7,88 +7,24 @@ request and response bytes pass through, with only `model` (and the ask for stre
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
-from gateway.errors import (
-    UpstreamCut,
-    UpstreamError,
-    UpstreamRedirect,
-    UpstreamSilent,
-    UpstreamStatus,
-    UpstreamTimeout,
-    UpstreamTooLarge,
-    UpstreamUnavailable,
-)
+from gateway.errors import UpstreamError, UpstreamRedirect, UpstreamStatus, UpstreamTooLarge
 from gateway.upstreams import bounded, error_kinds
+from gateway.upstreams.http1 import Origin, Pool, Response, header_lines
 from gateway.upstreams.redact import Redactor
 from gateway.upstreams.spec import Limits, UpstreamSpec
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "x-request-id"})
 JSON = b"application/json"
+USER_AGENT = "switchyard"
 EXCERPT_CHARS = 300
 OFFLOAD_BYTES = 1 << 20
-STREAMED_BODY_BYTES = 1 << 20  # aiohttp warns that a bytes body over 1 MiB blocks the loop: such go as a file
 TAGS = re.compile(r"<[^>]{0,1000}>")
-
-
-def new_session() -> aiohttp.ClientSession:
-    """The process's one upstream session: no pool limit of its own, bodies inflated by us, within limits, and no
-    cookies: one an upstream sets in an answer to one tenant would otherwise go with every tenant's requests."""
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
-
-
-SILENCE_S = 1.0
-
-
-class upstream_errors:
-    """Map aiohttp's and the socket's exceptions to ours: the one boundary where they are met (body: while the
-    answer is being read, when a broken connection is a cut).
-
-    A class rather than a @contextmanager generator: it is entered twice a request, and a generator costs three
-    times as much to set up and leave.
-    """
-
-    __slots__ = ("_body", "_started", "_upstream")
-
-    def __init__(self, upstream: str, started: float | None = None, body: bool = False) -> None:
-        self._upstream = upstream
-        self._started = started
-        self._body = body
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: object) -> None:
-        if exc is None or isinstance(exc, UpstreamError) or not isinstance(exc, Exception):
-            return
-        ours = _ours(exc, self._upstream, self._started, self._body)
-        if ours is not None:
-            raise ours from exc
-
-
-def _ours(exc: Exception, upstream: str, started: float | None, body: bool) -> UpstreamError | None:
-    """Our error for an exception of aiohttp or the socket; None when it is neither (it goes on as it is)."""
-    broken = UpstreamCut if body else UpstreamUnavailable
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout(upstream)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        if started is not None and time.monotonic() - started >= SILENCE_S:
-            return UpstreamSilent(upstream)
-        return broken(upstream, "disconnected")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamCut(upstream, "response cut")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return broken(upstream, type(exc).__name__)
-    return None
 
 
 class Exchange:
@@ -101,7 +37,7 @@ class Exchange:
 
     redacted = True  # the dispatcher need not redact what this exchange hands on
 
-    def __init__(self, upstream: str, response: aiohttp.ClientResponse, limits: Limits,
+    def __init__(self, upstream: str, response: Response, limits: Limits,
                  redact: Redactor) -> None:
         self.upstream = upstream
         self._response = response
@@ -112,20 +48,24 @@ class Exchange:
 
     def _announced(self) -> tuple[int | None, str | None]:
         """The body's announced length and content-encoding, once the length is checked against the limit."""
-        length = self._response.content_length  # aiohttp parses the header again on every read
+        declared = self._response.headers.get("content-length")
+        length = int(declared) if declared is not None else None  # the parser has checked its digits
         if length is not None and length > self._limits.body_bytes:
             raise UpstreamTooLarge(self.upstream, "body", self._limits.body_bytes)
         return length, self._response.headers.get("content-encoding")
 
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        """The body off the wire, as it arrives."""
+        while chunk := await self._response.chunk():
+            yield chunk
+
     async def read(self) -> bytes:
         """The whole body, its key cut out."""
-        with upstream_errors(self.upstream, body=True):
-            length, encoding = self._announced()
-            if length is not None and (not encoding or encoding.lower() == "identity"):
-                body = await self._response.read()  # its announced length is within body_bytes: read it in one go
-            else:
-                pieces = bounded.decoded(self.upstream, self._response.content.iter_any(), encoding, self._limits)
-                body = await bounded.whole(pieces)
+        length, encoding = self._announced()
+        if length is not None and (not encoding or encoding.lower() == "identity"):
+            body = await self._response.read()  # its announced length is within body_bytes: read it in one go
+        else:
+            body = await bounded.whole(bounded.decoded(self.upstream, self._pieces(), encoding, self._limits))
         if len(body) > OFFLOAD_BYTES:  # a body full of copies of the key takes seconds to cut: off the loop
             return await asyncio.to_thread(self._redact, body)
         return self._redact(body)
@@ -133,28 +73,26 @@ class Exchange:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives in whole events (an event over the limit fails), its key cut out."""
         spelled, redact = self._redact.stream(), self._redact
-        with upstream_errors(self.upstream, body=True):
-            encoding = self._announced()[1]
-            if not bounded.is_plain(encoding):
-                async for piece in bounded.events(self.upstream, self._response.content.iter_any(), encoding,
-                                                  self._limits):
-                    yield redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
-                return
-            cutter = bounded.EventCutter(self.upstream, self._limits, wire=True)  # the common case: no generator
-            async for chunk in self._response.content.iter_any():  # between the socket and the relay but this one
-                piece = cutter.feed(chunk)
-                if piece:
-                    yield redact(spelled(piece) if spelled else piece)
-            piece = cutter.rest()
+        encoding = self._announced()[1]
+        if not bounded.is_plain(encoding):
+            async for piece in bounded.events(self.upstream, self._pieces(), encoding, self._limits):
+                yield redact(spelled(piece) if spelled else piece)  # spelled first: it reads the text as sent
+            return
+        cutter = bounded.EventCutter(self.upstream, self._limits, wire=True)  # the common case: no generator
+        response = self._response
+        while chunk := await response.chunk():  # between the socket and the relay but this one
+            piece = cutter.feed(chunk)
             if piece:
                 yield redact(spelled(piece) if spelled else piece)
+        piece = cutter.rest()
+        if piece:
+            yield redact(spelled(piece) if spelled else piece)
 
     async def read_error(self) -> tuple[bytes, bool]:
         """The first error_body_bytes of an error body, its key cut out, and whether it went on (never read)."""
-        with upstream_errors(self.upstream):
-            pieces = bounded.decoded(self.upstream, self._response.content.iter_any(),
-                                     self._response.headers.get("content-encoding"), self._limits)
-            body, more = await bounded.prefix(pieces, self._limits.error_body_bytes)
+        pieces = bounded.decoded(self.upstream, self._pieces(), self._response.headers.get("content-encoding"),
+                                 self._limits)
+        body, more = await bounded.prefix(pieces, self._limits.error_body_bytes)
         return self._redact(body), more
 
     def retry_after(self) -> str | None:
@@ -163,10 +101,7 @@ class Exchange:
 
     def close(self) -> None:
         """Give the connection back when the body was read whole, else close it so the upstream sees us go."""
-        if self._response.content.is_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        self._response.release()
 
 
 class OpenAIUpstream:
@@ -174,20 +109,26 @@ class OpenAIUpstream:
 
     exchange_type: type[Exchange] = Exchange  # what reads its answers (a subclass may check them)
 
-    def __init__(self, name: str, spec: UpstreamSpec, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, spec: UpstreamSpec, pool: Pool) -> None:
         self.name = name
         self.spec = spec
-        self._session = session
-        self._base = (spec.base_url or "").rstrip("/")
-        self._headers = {"content-type": "application/json", "accept-encoding": bounded.ACCEPT_ENCODING}
+        self._pool = pool
+        self._origin = Origin.of(spec.base_url or "")
+        self._headers = {"content-type": "application/json", "accept-encoding": bounded.ACCEPT_ENCODING,
+                         "user-agent": USER_AGENT}
         if spec.api_key is not None:
             self._headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
         self.redact = Redactor(spec.api_key.get_secret_value() if spec.api_key is not None else None)
         self._forward = FORWARDED_HEADERS | spec.forward_headers
-        timeouts = spec.timeouts
-        self._header_timeout = timeouts.per_try_s
-        self._plain_timeout = aiohttp.ClientTimeout(total=timeouts.per_try_s, sock_connect=timeouts.connect_s)
-        self._stream_timeout = aiohttp.ClientTimeout(sock_read=timeouts.stream_idle_s, sock_connect=timeouts.connect_s)
+        self._timeouts = spec.timeouts
+        self._fixed = b""
+
+    @property
+    def fixed_headers(self) -> bytes:
+        """The headers every request carries, on the wire; a key that would break a request fails here, once."""
+        if not self._fixed:
+            self._fixed = header_lines(self._headers)
+        return self._fixed
 
     def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:
         """The request body for this upstream: its model name, and stream usage asked for."""
@@ -199,22 +140,22 @@ class OpenAIUpstream:
 
     async def send(self, path: str, body: bytes, client_headers: Mapping[str, str], stream: bool) -> Exchange:
         """Send a request and wait for the response headers; UpstreamError when that fails or is not a 2xx."""
-        headers = self._headers
-        extra = {k: client_headers[k] for k in self._forward if k in client_headers}
-        if extra:
-            headers = {**extra, **headers}
-        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) >= STREAMED_BODY_BYTES else body
-        with upstream_errors(self.name, time.monotonic()):
-            if stream:  # sock_read bounds each read of a stream, so its headers need a deadline of their own
-                async with asyncio.timeout(self._header_timeout):
-                    response = await self._session.post(self._base + path, data=data, headers=headers,
-                                                        timeout=self._stream_timeout, allow_redirects=False)
-            else:
-                response = await self._session.post(self._base + path, data=data, headers=headers,
-                                                    timeout=self._plain_timeout, allow_redirects=False)
+        extra = {k: client_headers[k] for k in self._forward if k in client_headers and k not in self._headers}
+        timeouts = self._timeouts
+        wait = min(timeouts.per_try_s, timeouts.stream_idle_s) if stream else timeouts.per_try_s
+        deadline = asyncio.get_running_loop().time() + wait  # a stream's head, or the whole of a plain answer
+        response = await self._pool.post(self.name, self._origin, path, self.fixed_headers, extra, body,
+                                         min(timeouts.connect_s, timeouts.per_try_s), deadline)
+        try:
+            await response.head()
+        except BaseException:
+            response.release()
+            raise
+        if stream:
+            response.stream(timeouts.stream_idle_s)  # each read of a stream waits this long, and no deadline is left
         exchange = self.exchange_type(self.name, response, self.spec.limits, self.redact)
         if 300 <= exchange.status < 400:
-            response.close()  # its Location names a place no policy does: never asked, never read
+            response.release()  # its Location names a place no policy does: never asked, never read (closed)
             raise UpstreamRedirect(self.name, exchange.status)
         if exchange.status >= 400:
             raise await self._failed(exchange)

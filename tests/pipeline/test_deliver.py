@@ -24,7 +24,7 @@ from gateway.routing.policy.decide import decide
 from gateway.state.latency import LatencyTracker
 from gateway.state.retry_budget import RetryBudget
 from gateway.tools.standin import Fault, StandIn
-from gateway.upstreams.openai import new_session
+from gateway.upstreams.http1 import Pool
 from tests.conftest import Loop
 from tests.pipeline.policies import policy
 
@@ -64,11 +64,11 @@ class Rig:
 async def rig(loop: Loop, tmp_path: Path) -> AsyncIterator[Rig]:
     standins = {"primary": StandIn("primary"), "fallback": StandIn("fallback")}
     urls = {name: loop.serve(app).url for name, app in standins.items()}
-    session = new_session()
+    pool = Pool()
     metrics = Metrics()
-    running = Runtime.build(policy(tmp_path, urls["primary"], urls["fallback"]), session)
+    running = Runtime.build(policy(tmp_path, urls["primary"], urls["fallback"]), pool)
     yield Rig(standins, running, Deliverer(metrics, Dispatcher(metrics, Inflight(), RetryBudget()), LatencyTracker()))
-    await session.close()
+    await pool.close()
 
 
 async def never() -> Message:

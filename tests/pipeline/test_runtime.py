@@ -10,7 +10,8 @@ from gateway.pipeline.runtime import Runtime, client_spec
 from gateway.routing.policy.loader import load_policy
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.upstreams.catalog import LitellmCatalog
-from gateway.upstreams.openai import OpenAIUpstream, new_session
+from gateway.upstreams.http1 import Pool
+from gateway.upstreams.openai import OpenAIUpstream
 from gateway.upstreams.spec import Limits, Timeouts
 from tests.conftest import Loop, upstream_spec, write_policy
 
@@ -44,10 +45,10 @@ def test_build_makes_a_client_per_upstream_of_its_kind_and_aclose_closes_them(lo
     policy = load_policy(path, catalog=LitellmCatalog())
 
     async def run() -> Runtime:
-        session = new_session()
-        runtime = Runtime.build(policy, session)
+        pool = Pool()
+        runtime = Runtime.build(policy, pool)
         await runtime.aclose()
-        await session.close()
+        await pool.close()
         return runtime
 
     runtime = loop.run(run())

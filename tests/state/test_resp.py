@@ -18,6 +18,7 @@ import redis
 from gateway.state.base import StateError
 from gateway.state.redis import RedisBackend
 from gateway.state.resp import Address, AuthenticationError, Connection, ConnectionFailed, ReplyError, encode
+from tests.certificates import authority, certificate
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -215,27 +216,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _openssl(folder: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-
-def _certificate(folder: Path, name: str) -> None:
-    """name.pem and name.key, for 127.0.0.1, signed by ca.pem."""
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl(folder, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-             f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-    _openssl(folder, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.pem", "-days", "1", "-extfile", "san.ext")
-
-
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """A private redis-server that speaks only TLS and asks every client for a certificate from a private CA."""
     folder = tmp_path_factory.mktemp("tls-redis")
-    _openssl(folder, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=switchyard-test-ca")
-    _certificate(folder, "server")
-    _certificate(folder, "client")
+    authority(folder)
+    certificate(folder, "server")
+    certificate(folder, "client")
     port = _free_port()
     server = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port),

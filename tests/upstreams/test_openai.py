@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -13,26 +12,27 @@ from gateway.errors import UpstreamCut, UpstreamRedirect, UpstreamStatus, Upstre
 from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.tools.standin import Behaviour, FaultServer, Json, Redirect, Reset, Sse, Status, chat_events
-from gateway.upstreams.openai import Exchange, OpenAIUpstream, new_session, wrapped
+from gateway.upstreams.http1 import Pool
+from gateway.upstreams.openai import Exchange, OpenAIUpstream, wrapped
 
 PROVIDER_KEY = "sk-provider-0123456789abcdef0123456789"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    made = new_session()
+async def pool() -> AsyncIterator[Pool]:
+    made = Pool()
     yield made
     await made.close()
 
 
-async def upstream(session: aiohttp.ClientSession, *script: Behaviour, **spec: Any) -> tuple[OpenAIUpstream,
+async def upstream(pool: Pool, *script: Behaviour, **spec: Any) -> tuple[OpenAIUpstream,
                                                                                                 FaultServer]:
     server = FaultServer("f", script)
     await server.start()
     doc = {"base_url": server.url + "/v1", "model": "real-model", "region": "eu", "api_key": PROVIDER_KEY,
            "cost": {"input_per_mtok": 1, "output_per_mtok": 1}, **spec}
-    return OpenAIUpstream("f", client_spec(Upstream.model_validate(doc), Resilience()), session), server
+    return OpenAIUpstream("f", client_spec(Upstream.model_validate(doc), Resilience()), pool), server
 
 
 async def drain(exchange: Exchange) -> list[bytes]:
@@ -49,14 +49,14 @@ def test_encode_names_the_upstreams_model_and_asks_a_stream_for_usage() -> None:
     assert "stream_options" not in orjson.loads(client.encode({"model": "m", "input": "hi"}, stream=True))
 
 
-async def test_a_cookie_an_upstream_sets_is_never_sent_back(session: aiohttp.ClientSession) -> None:
-    """By host name (aiohttp keeps no cookies of IP addresses): the session is every tenant's, so a cookie set in
+async def test_a_cookie_an_upstream_sets_is_never_sent_back(pool: Pool) -> None:
+    """By host name (a cookie jar keeps none of IP addresses): the pool is every tenant's, so a cookie set in
     an answer to one would go with the next tenant's request."""
     server = FaultServer("f", [Json(headers=(("set-cookie", "session=tenant-a; Path=/; Max-Age=3600"),)), Json()])
     await server.start()
     doc = {"base_url": f"http://localhost:{server.port}/v1", "model": "m", "region": "eu",
            "cost": {"input_per_mtok": 1, "output_per_mtok": 1}}
-    client = OpenAIUpstream("f", client_spec(Upstream.model_validate(doc), Resilience()), session)
+    client = OpenAIUpstream("f", client_spec(Upstream.model_validate(doc), Resilience()), pool)
     try:
         for _ in range(2):
             exchange = await client.send("/chat/completions", client.encode(BODY, False), {}, stream=False)
@@ -68,8 +68,8 @@ async def test_a_cookie_an_upstream_sets_is_never_sent_back(session: aiohttp.Cli
     assert "cookie" not in server.arrivals[1].headers
 
 
-async def test_it_sends_the_key_and_only_the_forwarded_headers(session: aiohttp.ClientSession) -> None:
-    client, server = await upstream(session, Json(content="hello"), forward_headers=["x-tenant-hint"])
+async def test_it_sends_the_key_and_only_the_forwarded_headers(pool: Pool) -> None:
+    client, server = await upstream(pool, Json(content="hello"), forward_headers=["x-tenant-hint"])
     try:
         exchange = await client.send("/chat/completions", client.encode(BODY, False),
                                      {"x-request-id": "r1", "x-tenant-hint": "a", "cookie": "c"}, stream=False)
@@ -83,11 +83,13 @@ async def test_it_sends_the_key_and_only_the_forwarded_headers(session: aiohttp.
     assert seen.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert (seen.headers["x-request-id"], seen.headers["x-tenant-hint"]) == ("r1", "a")
     assert "cookie" not in seen.headers
+    assert seen.headers["user-agent"] == "switchyard"
+    assert seen.headers["host"].startswith("127.0.0.1:")
 
 
 async def test_an_error_status_keeps_its_body_kind_and_retry_after_with_the_key_cut_out(
-        session: aiohttp.ClientSession) -> None:
-    client, server = await upstream(session, Status(429, f"slow down, {PROVIDER_KEY}", retry_after="5"))
+        pool: Pool) -> None:
+    client, server = await upstream(pool, Status(429, f"slow down, {PROVIDER_KEY}", retry_after="5"))
     try:
         with pytest.raises(UpstreamStatus) as failed:
             await client.send("/chat/completions", b"{}", {}, stream=False)
@@ -98,8 +100,8 @@ async def test_an_error_status_keeps_its_body_kind_and_retry_after_with_the_key_
     assert orjson.loads(failed.value.body)["error"]["message"].startswith("slow down, ")
 
 
-async def test_a_refusal_of_the_request_itself_is_not_retried(session: aiohttp.ClientSession) -> None:
-    client, server = await upstream(session, Status(400, "This model's maximum context length is 8192 tokens"))
+async def test_a_refusal_of_the_request_itself_is_not_retried(pool: Pool) -> None:
+    client, server = await upstream(pool, Status(400, "This model's maximum context length is 8192 tokens"))
     try:
         with pytest.raises(UpstreamStatus) as failed:
             await client.send("/chat/completions", b"{}", {}, stream=False)
@@ -108,8 +110,8 @@ async def test_a_refusal_of_the_request_itself_is_not_retried(session: aiohttp.C
     assert (failed.value.kind, failed.value.retryable) == ("context_length", False)
 
 
-async def test_a_redirect_is_never_followed(session: aiohttp.ClientSession) -> None:
-    client, server = await upstream(session, Redirect(307, "http://127.0.0.1:9/v1/chat/completions"))
+async def test_a_redirect_is_never_followed(pool: Pool) -> None:
+    client, server = await upstream(pool, Redirect(307, "http://127.0.0.1:9/v1/chat/completions"))
     try:
         with pytest.raises(UpstreamRedirect):
             await client.send("/chat/completions", b"{}", {}, stream=False)
@@ -118,8 +120,8 @@ async def test_a_redirect_is_never_followed(session: aiohttp.ClientSession) -> N
     assert server.count == 1
 
 
-async def test_a_reset_before_any_answer_is_unavailable(session: aiohttp.ClientSession) -> None:
-    client, server = await upstream(session, Reset())
+async def test_a_reset_before_any_answer_is_unavailable(pool: Pool) -> None:
+    client, server = await upstream(pool, Reset())
     try:
         with pytest.raises(UpstreamUnavailable) as failed:
             await client.send("/chat/completions", b"{}", {}, stream=False)
@@ -128,9 +130,9 @@ async def test_a_reset_before_any_answer_is_unavailable(session: aiohttp.ClientS
     assert not isinstance(failed.value, UpstreamCut)
 
 
-async def test_a_stream_comes_in_whole_events_and_a_reset_mid_stream_is_a_cut(session: aiohttp.ClientSession) -> None:
+async def test_a_stream_comes_in_whole_events_and_a_reset_mid_stream_is_a_cut(pool: Pool) -> None:
     events = chat_events("m", ["a ", "b ", "c "])
-    client, server = await upstream(session, Sse(events, together=True), Sse(events, cut_after=2, reset=True))
+    client, server = await upstream(pool, Sse(events, together=True), Sse(events, cut_after=2, reset=True))
     try:
         exchange = await client.send("/chat/completions", b"{}", {}, stream=True)
         whole = await drain(exchange)

@@ -72,15 +72,15 @@ class MessagesInbound(Inbound):
         """runtime with a Messages client for every upstream: made once per policy load."""
         if self._bound is not None and self._bound[0] is runtime:
             return self._bound[1]
-        bound = Runtime(runtime.policy, self._clients(runtime), runtime.session)
+        bound = Runtime(runtime.policy, self._clients(runtime), runtime.pool)
         self._bound = (runtime, bound)
         return bound
 
     def _clients(self, runtime: Runtime) -> dict[str, Client]:
         clients: dict[str, Client] = {}
         for name, client in runtime.upstreams.items():
-            if speaks_messages(client.spec) and runtime.session is not None:
-                clients[name] = MessagesUpstream(name, client.spec, runtime.session)
+            if speaks_messages(client.spec) and runtime.pool is not None:
+                clients[name] = MessagesUpstream(name, client.spec, runtime.pool)
             else:
                 clients[name] = TranslatedUpstream(client, self._dropped)
         return clients

@@ -22,6 +22,13 @@ logger = logging.getLogger("switchyard.capacity")
 PLAIN = {"accept-encoding": "identity"}  # an engine's page is small; never inflate what an engine sends
 
 
+def new_session() -> aiohttp.ClientSession:
+    """The session capacity polls share: no pool limit, bodies never inflated, and no cookies kept."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+
+
 class PollFailed(Exception):
     """A poll that produced no reading, with why."""
 

@@ -1,6 +1,6 @@
 """A raw HTTP/1.1 fault server on loopback: an upstream that misbehaves on purpose and notes when each request came.
 
-It speaks just enough HTTP for aiohttp (one request per connection, `Connection: close`) and follows a script of
+It speaks just enough HTTP for a client (one request per connection, `Connection: close`) and follows a script of
 behaviours (gateway/tools/standin/behaviours.py): each request takes the next, or `default` once the script is used
 up. Every arrival is recorded with its `time.monotonic()`, so tests can assert from the upstream's side how many
 attempts came and how far apart. These are the faults an ASGI app cannot make: resets, silences, raw bytes.

@@ -17,8 +17,8 @@ from gateway.operations.metrics import Metrics
 from gateway.pipeline.runtime import Runtime
 from gateway.routing.policy.loader import load_policy
 from gateway.state.base import Admission, Limits, Rate
+from gateway.upstreams.http1 import Pool
 from gateway.upstreams.messages import MessagesUpstream
-from gateway.upstreams.openai import new_session
 from tests.conftest import upstream_spec, write_policy
 
 BODY = {"model": "chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
@@ -74,15 +74,15 @@ async def test_bind_gives_each_upstream_a_client_in_its_own_way_once_per_runtime
     upstreams = {"native": upstream_spec("http://127.0.0.1:1", capabilities=["messages"]),
                  "chatty": upstream_spec("http://127.0.0.1:2")}
     policy = load_policy(write_policy(tmp_path, upstreams, {"chat": {"candidates": ["native", "chatty"]}}))
-    session = new_session()
+    pool = Pool()
     try:
-        runtime = Runtime.build(policy, session)
+        runtime = Runtime.build(policy, pool)
         bound = inbound.bind(runtime)
         assert inbound.bind(runtime) is bound
-        assert inbound.bind(Runtime.build(policy, session)) is not bound
+        assert inbound.bind(Runtime.build(policy, pool)) is not bound
     finally:
-        await session.close()
-    assert (bound.policy, bound.session) == (policy, session)
+        await pool.close()
+    assert (bound.policy, bound.pool) == (policy, pool)
     assert isinstance(bound.upstreams["native"], MessagesUpstream)
     chatty = bound.upstreams["chatty"]
     assert isinstance(chatty, TranslatedUpstream)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -14,14 +13,15 @@ from gateway.inbound.messages.translated import CHAT_PATH, EVENT_STREAM, JSON, T
 from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.tools.standin import Behaviour, FaultServer, Flood, Json, Sse, chat_events
-from gateway.upstreams.openai import OpenAIUpstream, new_session
+from gateway.upstreams.http1 import Pool
+from gateway.upstreams.openai import OpenAIUpstream
 
 MESSAGES = {"model": "chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    made = new_session()
+async def pool() -> AsyncIterator[Pool]:
+    made = Pool()
     yield made
     await made.close()
 
@@ -36,18 +36,18 @@ class Dropped:
         self.told.append((upstream, fields))
 
 
-async def translated(session: aiohttp.ClientSession, *script: Behaviour,
+async def translated(pool: Pool, *script: Behaviour,
                      **spec: Any) -> tuple[TranslatedUpstream, FaultServer, Dropped]:
     server = FaultServer("chat", script)
     await server.start()
     doc = {"base_url": server.url + "/v1", "model": "served-model", **spec}
-    inner = OpenAIUpstream("chatty", client_spec(Upstream.model_validate(doc), Resilience()), session)
+    inner = OpenAIUpstream("chatty", client_spec(Upstream.model_validate(doc), Resilience()), pool)
     dropped = Dropped()
     return TranslatedUpstream(inner, dropped), server, dropped
 
 
-async def test_a_whole_answer_goes_out_as_chat_and_comes_back_as_a_message(session: aiohttp.ClientSession) -> None:
-    upstream, server, _ = await translated(session, Json(content="Hello there"))
+async def test_a_whole_answer_goes_out_as_chat_and_comes_back_as_a_message(pool: Pool) -> None:
+    upstream, server, _ = await translated(pool, Json(content="Hello there"))
     try:
         exchange = await upstream.send("/v1/messages", upstream.encode(MESSAGES, False), {}, False)
         message = orjson.loads(await exchange.read())
@@ -62,8 +62,8 @@ async def test_a_whole_answer_goes_out_as_chat_and_comes_back_as_a_message(sessi
     assert (message["usage"]["input_tokens"], message["usage"]["output_tokens"]) == (7, 3)
 
 
-async def test_a_stream_comes_back_as_message_events_ending_in_message_stop(session: aiohttp.ClientSession) -> None:
-    upstream, server, _ = await translated(session, Sse(chat_events("m", ["Hel", "lo"])))
+async def test_a_stream_comes_back_as_message_events_ending_in_message_stop(pool: Pool) -> None:
+    upstream, server, _ = await translated(pool, Sse(chat_events("m", ["Hel", "lo"])))
     try:
         exchange = await upstream.send("/v1/messages", upstream.encode({**MESSAGES, "stream": True}, True), {}, True)
         events = b"".join([piece async for piece in exchange.chunks()])
@@ -78,8 +78,8 @@ async def test_a_stream_comes_back_as_message_events_ending_in_message_stop(sess
     assert text == "Hello"
 
 
-async def test_a_stream_that_ends_unfinished_is_incomplete(session: aiohttp.ClientSession) -> None:
-    upstream, server, _ = await translated(session, Sse(chat_events("m", ["Hel"], finish=False, with_usage=False)))
+async def test_a_stream_that_ends_unfinished_is_incomplete(pool: Pool) -> None:
+    upstream, server, _ = await translated(pool, Sse(chat_events("m", ["Hel"], finish=False, with_usage=False)))
     try:
         exchange = await upstream.send("/v1/messages", upstream.encode({**MESSAGES, "stream": True}, True), {}, True)
         with pytest.raises(UpstreamIncomplete):
@@ -89,9 +89,9 @@ async def test_a_stream_that_ends_unfinished_is_incomplete(session: aiohttp.Clie
         await server.stop()
 
 
-async def test_an_error_event_mid_stream_is_a_cut(session: aiohttp.ClientSession) -> None:
+async def test_an_error_event_mid_stream_is_a_cut(pool: Pool) -> None:
     error = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
-    upstream, server, _ = await translated(session, Sse((*chat_events("m", ["Hel"], finish=False), error)))
+    upstream, server, _ = await translated(pool, Sse((*chat_events("m", ["Hel"], finish=False), error)))
     try:
         exchange = await upstream.send("/v1/messages", upstream.encode({**MESSAGES, "stream": True}, True), {}, True)
         with pytest.raises(UpstreamCut, match="error event"):
@@ -101,8 +101,8 @@ async def test_an_error_event_mid_stream_is_a_cut(session: aiohttp.ClientSession
         await server.stop()
 
 
-async def test_a_whole_answer_that_is_not_json_is_malformed(session: aiohttp.ClientSession) -> None:
-    upstream, server, _ = await translated(session, Flood(size=100, fill=b"<"))
+async def test_a_whole_answer_that_is_not_json_is_malformed(pool: Pool) -> None:
+    upstream, server, _ = await translated(pool, Flood(size=100, fill=b"<"))
     try:
         exchange = await upstream.send("/v1/messages", upstream.encode(MESSAGES, False), {}, False)
         with pytest.raises(UpstreamMalformed, match="not JSON"):
@@ -112,10 +112,10 @@ async def test_a_whole_answer_that_is_not_json_is_malformed(session: aiohttp.Cli
 
 
 async def test_top_k_goes_only_to_self_hosted_openai_servers_and_dropped_fields_are_told(
-        session: aiohttp.ClientSession) -> None:
+        pool: Pool) -> None:
     body = {**MESSAGES, "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1000}}
-    hosted, hosted_server, hosted_dropped = await translated(session, hosting="self")
-    third, third_server, third_dropped = await translated(session)
+    hosted, hosted_server, hosted_dropped = await translated(pool, hosting="self")
+    third, third_server, third_dropped = await translated(pool)
     await hosted_server.stop()
     await third_server.stop()
     assert orjson.loads(hosted.encode(body, False))["top_k"] == 5
