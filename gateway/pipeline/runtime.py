@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gateway.routing.policy.model import Policy
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.upstreams.base import Client
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 from gateway.upstreams.openai import OpenAIUpstream
 from gateway.upstreams.spec import Limits, Timeouts, UpstreamSpec
 

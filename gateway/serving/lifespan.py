@@ -16,7 +16,7 @@ from gateway.routing.policy.model import Policy
 from gateway.serving.components import Components
 from gateway.serving.keys import warn_of_public_keys
 from gateway.state.circuits import CLOSED, STATE_NAMES
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 
 METRICS_FLUSH_S = 1.0
 CLIENTS_CLOSE_S = 2.0  # at shutdown, how long upstream clients wait for exchanges still open before closing anyway

@@ -22,7 +22,7 @@ from gateway.upstreams.openai import Exchange, OpenAIUpstream
 from gateway.upstreams.spec import UpstreamSpec
 
 if TYPE_CHECKING:
-    from gateway.upstreams.http1 import Pool
+    from gateway.upstreams.http import Pool
 
 ANTHROPIC_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"  # what the SDKs send; a client's own wins

@@ -1,4 +1,4 @@
-"""OpenAI-compatible upstreams over the process's one connection pool (gateway/upstreams/http1.py).
+"""OpenAI-compatible upstreams over the process's one connection pool (gateway/upstreams/http/).
 
 vLLM, SGLang, llama.cpp, Ollama, TGI, OpenAI, DeepSeek and others speak this wire format, so
 request and response bytes pass through, with only `model` (and the ask for stream usage) rewritten.
@@ -15,7 +15,7 @@ import orjson
 
 from gateway.errors import UpstreamError, UpstreamRedirect, UpstreamStatus, UpstreamTooLarge
 from gateway.upstreams import bounded, error_kinds
-from gateway.upstreams.http1 import Origin, Pool, Response, header_lines
+from gateway.upstreams.http import Origin, Pool, Response, header_lines
 from gateway.upstreams.redact import Redactor
 from gateway.upstreams.spec import Limits, UpstreamSpec
 

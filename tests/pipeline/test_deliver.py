@@ -24,7 +24,7 @@ from gateway.routing.policy.decide import decide
 from gateway.state.latency import LatencyTracker
 from gateway.state.retry_budget import RetryBudget
 from gateway.tools.standin import Fault, StandIn
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 from tests.conftest import Loop
 from tests.pipeline.policies import policy
 

@@ -10,7 +10,7 @@ from gateway.pipeline.runtime import Runtime, client_spec
 from gateway.routing.policy.loader import load_policy
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.upstreams.catalog import LitellmCatalog
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 from gateway.upstreams.openai import OpenAIUpstream
 from gateway.upstreams.spec import Limits, Timeouts
 from tests.conftest import Loop, upstream_spec, write_policy

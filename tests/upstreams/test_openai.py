@@ -12,7 +12,7 @@ from gateway.errors import UpstreamCut, UpstreamRedirect, UpstreamStatus, Upstre
 from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.tools.standin import Behaviour, FaultServer, Json, Redirect, Reset, Sse, Status, chat_events
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 from gateway.upstreams.openai import Exchange, OpenAIUpstream, wrapped
 
 PROVIDER_KEY = "sk-provider-0123456789abcdef0123456789"

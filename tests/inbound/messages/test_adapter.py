@@ -17,7 +17,7 @@ from gateway.operations.metrics import Metrics
 from gateway.pipeline.runtime import Runtime
 from gateway.routing.policy.loader import load_policy
 from gateway.state.base import Admission, Limits, Rate
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 from gateway.upstreams.messages import MessagesUpstream
 from tests.conftest import upstream_spec, write_policy
 

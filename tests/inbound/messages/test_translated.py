@@ -13,7 +13,7 @@ from gateway.inbound.messages.translated import CHAT_PATH, EVENT_STREAM, JSON, T
 from gateway.pipeline.runtime import client_spec
 from gateway.routing.policy.schema import Resilience, Upstream
 from gateway.tools.standin import Behaviour, FaultServer, Flood, Json, Sse, chat_events
-from gateway.upstreams.http1 import Pool
+from gateway.upstreams.http import Pool
 from gateway.upstreams.openai import OpenAIUpstream
 
 MESSAGES = {"model": "chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
