@@ -110,10 +110,10 @@ def policy(vllm: Vllm, standin: Wide) -> dict[str, Any]:
             "embed-open": {"candidates": ["vllm-embed-open"]},
         },
         "tenants": {"acme": {"keys": [key_hash(KEY)]}},
-        # per_try_timeout_s and stream_idle_timeout_s (aiohttp's sock_read) also bound the wait for a stream's response
-        # headers, which vLLM sends with its first event: a heavy request (n=4, 20 logprobs) on the CPU engine late in
-        # the suite has taken over 60 s, and one over 15 s failed a CI run. chat-stall's 2 s between events is its
-        # route's own, kept by the gateway's relay, not by the socket.
+        # per_try_timeout_s and stream_idle_timeout_s (between a stream's reads) both bound the wait for a stream's
+        # response headers, which vLLM sends with its first event: a heavy request (n=4, 20 logprobs) on the CPU
+        # engine late in the suite has taken over 60 s, and one over 15 s failed a CI run. chat-stall's 2 s between
+        # events is its route's own, kept by the gateway's relay, not by the socket.
         "resilience": {"backoff_ms": [1, 5], "ttft_timeout_s": 30, "per_try_timeout_s": 100,
                        "stream_idle_timeout_s": 100, "deadline_s": 120},
     }

@@ -205,17 +205,21 @@ def _upstream_problems(doc: Document) -> Iterator[str]:
             yield f"upstreams.{name}.cost: gpu_hour_usd prices a self-hosted upstream; set hosting: self"
         if upstream.kind == "openai" and upstream.base_url is None:
             yield f"upstreams.{name}.base_url: required for kind openai"
-        if upstream.base_url is not None and not _has_origin(upstream.base_url):
-            yield f"upstreams.{name}.base_url: '{upstream.base_url[:80]}' names no host and port to connect to"
+        if upstream.base_url is not None and not _is_base_url(upstream.base_url):
+            yield (f"upstreams.{name}.base_url: '{upstream.base_url[:80]}' is not scheme://host[:port][/path] "
+                   "(printable ASCII, no query or fragment)")
 
 
-def _has_origin(url: str) -> bool:
-    """Whether a URL names a host, and a port (if any) that is a port."""
+def _is_base_url(url: str) -> bool:
+    """Whether a URL names a host, a port (if any) that is one, and a plain path a request line can carry."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return False
     try:
         parts = urlsplit(url)
-        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        port_ok = parts.port is None or parts.port > 0
     except ValueError:
         return False
+    return bool(parts.hostname) and port_ok and not parts.query and not parts.fragment and "?" not in url
 
 
 def _route_problems(doc: Document, names: Defined) -> Iterator[str]:

@@ -99,10 +99,11 @@ class Connection(asyncio.Protocol):
         self.pool.put(self)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection at once: nothing still unsent is wanted (an upstream that stopped reading would
+        otherwise keep it open)."""
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
 class Pool:

@@ -127,3 +127,12 @@ async def test_giving_up_mid_answer_closes_the_connection() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(raw.closed.wait(), 5)
+
+
+async def test_a_request_the_upstream_never_reads_ends_at_its_deadline() -> None:
+    async def handler(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        await asyncio.Event().wait()  # reads nothing, answers nothing
+
+    async with serving(handler) as (raw, pool):
+        with pytest.raises(UpstreamTimeout):
+            await post(pool, raw, b"x" * (64 << 20), deadline_s=0.3)  # far more than the sockets between hold
