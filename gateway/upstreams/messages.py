@@ -41,8 +41,8 @@ def with_defaults(spec: UpstreamSpec) -> UpstreamSpec:
     update: dict[str, Any] = {}
     if spec.base_url is None:
         update["base_url"] = ANTHROPIC_URL
-    if spec.api_key is None and os.environ.get("ANTHROPIC_API_KEY"):
-        update["api_key"] = SecretStr(os.environ["ANTHROPIC_API_KEY"])
+    if spec.api_key is None and os.environ.get("ANTHROPIC_API_KEY", "").strip():
+        update["api_key"] = SecretStr(os.environ["ANTHROPIC_API_KEY"].strip())  # a file's newline is no part of it
     return dataclasses.replace(spec, **update) if update else spec
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamRedirect, UpstreamStatus, UpstreamTooLarge
+from gateway.errors import UpstreamError, UpstreamRedirect, UpstreamStatus, UpstreamTooLarge, UpstreamUnavailable
 from gateway.upstreams import bounded, error_kinds
 from gateway.upstreams.http import Origin, Pool, Response, header_lines
 from gateway.upstreams.redact import Redactor
@@ -125,9 +125,14 @@ class OpenAIUpstream:
 
     @property
     def fixed_headers(self) -> bytes:
-        """The headers every request carries, on the wire; a key that would break a request fails here, once."""
+        """The headers every request carries, on the wire; UpstreamUnavailable (not retried) when one cannot be."""
         if not self._fixed:
-            self._fixed = header_lines(self._headers)
+            try:
+                self._fixed = header_lines(self._headers)
+            except ValueError:
+                unfit = UpstreamUnavailable(self.name, "a header of its own (its key?) is not fit to send")
+                unfit.retryable = False
+                raise unfit from None
         return self._fixed
 
     def encode(self, body: Mapping[str, Any], stream: bool) -> bytes:

@@ -163,3 +163,17 @@ def test_an_error_body_that_is_not_openais_becomes_one_with_an_excerpt(content_t
 
 def test_a_4xx_wrapped_is_the_clients_error() -> None:
     assert orjson.loads(wrapped("f", 404, b"text/plain", b"no", False))["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_key_no_header_could_carry_fails_the_try_without_retry_or_a_word_of_it(pool: Pool) -> None:
+    """The policy refuses such a key; one set past it (an adapter's environment) still never reaches the wire."""
+    client, server = await upstream(pool, Json())
+    client._headers["authorization"] = "Bearer sk-oops\r\nx-evil: 1"
+    try:
+        with pytest.raises(UpstreamUnavailable) as failed:
+            await client.send("/chat/completions", b"{}", {}, stream=False)
+    finally:
+        await server.stop()
+    assert not failed.value.retryable
+    assert "sk-oops" not in str(failed.value)
+    assert server.count == 0

@@ -119,8 +119,14 @@ class Upstream(Strict):
 
     @field_validator("api_key", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
-        return None if value == "" else value
+    def _key_as_sent(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()  # a key read from a file or a Secret often ends in a newline
+        if not value.isascii() or any(not char.isprintable() or char.isspace() for char in value):
+            raise ValueError("holds a space, a control character or non-ASCII, which no key has (its value is not "
+                             "shown)")
+        return value or None
 
 
 class LatencySlo(Strict):

@@ -31,7 +31,7 @@ class Connection(asyncio.Protocol):
         self.response: Response | None = None
         self.closed = False
         self.idle_since = 0.0
-        self._paused = False
+        self.paused = False  # reading stopped until the answer's reader catches up
         self._drained: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -48,6 +48,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.open.discard(self)
         if self.response is not None:
             self.response.lost(exc)
         if self._drained is not None and not self._drained.done():
@@ -61,16 +62,21 @@ class Connection(asyncio.Protocol):
             self._drained.set_result(None)
         self._drained = None
 
+    @property
+    def writing(self) -> bool:
+        """Whether some of the request is still unsent."""
+        return self.transport is not None and self.transport.get_write_buffer_size() > 0
+
     def pause(self) -> None:
         """Stop reading the socket until the body's reader catches up."""
-        if not self._paused and self.transport is not None:
-            self._paused = True
+        if not self.paused and self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume(self) -> None:
         """Read the socket again."""
-        if self._paused and self.transport is not None and not self.closed:
-            self._paused = False
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
             self.transport.resume_reading()
 
     async def send(self, upstream: str, head: bytes, body: bytes, deadline: float) -> Response:
@@ -84,16 +90,17 @@ class Connection(asyncio.Protocol):
             self.transport.write(body)
         if self._drained is not None:
             try:
-                await self._drained
+                await self._drained  # ends when the upstream reads, the answer comes early, or the try fails
             except BaseException:
-                response.fail(UpstreamUnavailable(upstream, "given up"))
+                self.close()
                 raise
         return response
 
     def idle(self) -> None:
         """The answer was read whole: back to the pool."""
         self.response = None
-        if self.closed:
+        if self.closed or self.writing:
+            self.close()
             return
         self.resume()
         self.pool.put(self)
@@ -112,6 +119,7 @@ class Pool:
     def __init__(self, idle_s: float = IDLE_S, tls: ssl.SSLContext | None = None) -> None:
         self.idle_s = idle_s
         self._idle: dict[Origin, list[Connection]] = {}
+        self.open: set[Connection] = set()  # every connection not yet lost, in use or not
         self._tls = tls  # made on first use: the system's CAs (SSL_CERT_FILE and SSL_CERT_DIR name others)
         self._sweeper: asyncio.TimerHandle | None = None
         self.closed = False
@@ -140,14 +148,13 @@ class Pool:
             self._sweeper = conn.loop.call_later(self.idle_s, self._sweep)
 
     async def close(self) -> None:
-        """Close every kept connection; later requests are refused."""
+        """Close every connection, and refuse later requests; an answer still being read fails as cut."""
         self.closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
+        for conn in list(self.open):
+            conn.close()
         self._idle.clear()
 
     def _reused(self, origin: Origin) -> Connection | None:
@@ -170,6 +177,10 @@ class Pool:
             raise UpstreamTimeout(upstream, "connect") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamUnavailable(upstream, type(exc).__name__) from None
+        if self.closed:  # closed while this one was connecting
+            conn.close()
+            raise UpstreamUnavailable(upstream, "the gateway is shutting down")
+        self.open.add(conn)
         return conn
 
     def _context(self) -> ssl.SSLContext:

@@ -28,19 +28,20 @@ if TYPE_CHECKING:
 
 HEAD_BYTES = 64 << 10  # the most of a status line and headers read before they end
 BUFFER_BYTES = 1 << 18  # body bytes waiting unread at which the socket is paused
+PIECES = 64  # body pieces kept as they came; past this many they are gathered into one (a flood of tiny chunks)
 SILENCE_S = 1.0  # a close without an answer after this long is a silent upstream, not a refusal
 
 
-class Unasked(Exception):
-    """Bytes of a second answer after the first: the parser is stopped there."""
+class Stop(Exception):
+    """Raised in a parser callback to stop parsing: the answer is failed, or whole and followed by more."""
 
 
 class Response:
     """One answer in progress: its status and headers once the head is in, then its body as it arrives."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_framed", "_head_seen", "_idle", "_informational",
-                 "_last", "_parser", "_released", "_started", "_timer", "_waiter", "_whole", "complete", "headers",
-                 "keep_alive", "status", "upstream")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_framed", "_idle", "_informational", "_last",
+                 "_overhead", "_parser", "_pile", "_released", "_started", "_timer", "_waiter", "_whole", "complete",
+                 "headers", "keep_alive", "status", "upstream")
 
     def __init__(self, upstream: str, conn: Connection, deadline: float) -> None:
         self.upstream = upstream
@@ -51,8 +52,9 @@ class Response:
         self._conn = conn
         self._parser = httptools.HttpResponseParser(self)
         self._chunks: list[bytes] = []
+        self._pile: bytearray | None = None  # the unread body, once it came in more than PIECES pieces
         self._buffered = 0
-        self._head_seen = 0
+        self._overhead = 0  # bytes read since the last body byte: a head, chunk headers, trailers
         self._framed = False  # a length or chunked framing was announced: EOF before the end is a cut
         self._informational = False
         self._error: UpstreamError | None = None
@@ -68,7 +70,7 @@ class Response:
     def on_message_begin(self) -> None:
         if self.complete:  # a second answer to one request: never read, and the connection not trusted again
             self.keep_alive = False
-            raise Unasked
+            raise Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
@@ -79,7 +81,10 @@ class Response:
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
+        if status < 100:  # "000" would pass for no head at all
+            self.fail(UpstreamMalformed(self.upstream, f"the answer's status {status:03d} is not one"))
+            raise Stop
+        if status < 200:  # an interim answer (103 Early Hints): the real one follows
             self._informational = True
             self.headers = {}
             self._framed = False
@@ -90,8 +95,15 @@ class Response:
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
+        self._overhead = 0
         self._buffered += len(body)
+        if self._pile is not None:
+            self._pile += body
+        else:
+            self._chunks.append(body)
+            if len(self._chunks) > PIECES:  # one bytes object a byte would hold 30 times what the byte does
+                self._pile = bytearray().join(self._chunks)
+                self._chunks.clear()
         if self._buffered >= BUFFER_BYTES and not self._whole:
             self._conn.pause()
         self._wake()
@@ -105,23 +117,23 @@ class Response:
 
     # Fed by the connection.
     def feed(self, data: bytes) -> None:
-        """Parse bytes off the socket; a head too long or bytes that are not HTTP fail the answer."""
-        if self.complete:
+        """Parse bytes off the socket; too much that is not body, or bytes that are not HTTP, fail the answer."""
+        if self.complete or self._error is not None:
             self.keep_alive = False  # bytes after the answer: the connection is not trusted again
             return
+        self._overhead += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            if not self.complete:
-                raise
+            pass  # a callback stopped the parser (Stop): it failed the answer, or the answer was whole
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamMalformed(self.upstream, "the answer asked to switch protocols"))
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamUnavailable(self.upstream, f"not an HTTP answer: {str(exc)[:80]}"))
-        if not self.status and self._error is None:
-            self._head_seen += len(data)
-            if self._head_seen > HEAD_BYTES:
-                self.fail(UpstreamMalformed(self.upstream, f"the answer's head is over {HEAD_BYTES} bytes"))
+            broken = UpstreamCut if self.status else UpstreamUnavailable
+            self.fail(broken(self.upstream, f"not HTTP: {str(exc)[:80]}"))
+        if self._overhead > HEAD_BYTES and not self.complete:
+            what = "chunk headers or trailers" if self.status else "head"
+            self.fail(UpstreamMalformed(self.upstream, f"the answer's {what} ran over {HEAD_BYTES} bytes"))
         if self._idle is not None:
             self._last = self._conn.loop.time()
 
@@ -162,13 +174,11 @@ class Response:
 
     async def chunk(self) -> bytes:
         """The body bytes that came since the last call; b'' once the body is whole."""
-        while not self._chunks:
+        while not self._buffered:
             if self.complete:
                 return b""
             await self._wait()
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
+        data = self._take()
         self._conn.resume()
         return data
 
@@ -178,9 +188,7 @@ class Response:
         self._conn.resume()
         while not self.complete:
             await self._wait()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
+        return self._take()
 
     def release(self) -> None:
         """Done with the answer: its connection goes back to the pool when it can serve another, else closes.
@@ -196,9 +204,23 @@ class Response:
         else:
             self._conn.close()
 
+    def _take(self) -> bytes:
+        """The unread body, now read."""
+        chunks, pile = self._chunks, self._pile
+        if pile is not None:
+            data, self._pile = bytes(pile), None
+        else:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        self._buffered = 0
+        return data
+
     def _finished(self) -> None:
         self.complete = True
         self._cancel_timer()
+        if self._conn.writing:  # answered before the request was all written: the rest is never sent
+            self.keep_alive = False
+            self._conn.close()
         self._wake()
 
     async def _wait(self) -> None:
@@ -223,6 +245,8 @@ class Response:
     def _expire(self) -> None:
         self._timer = None
         if self._idle is not None and self.status:
+            if self._conn.paused:  # the reader is behind, not the upstream: its silence starts when reading does
+                self._last = self._conn.loop.time()
             due = self._last + self._idle
             if due > self._conn.loop.time():
                 self._timer = self._conn.loop.call_at(due, self._expire)

@@ -196,6 +196,23 @@ def test_a_header_that_frames_the_request_or_carries_credentials_is_never_forwar
     assert found[0].endswith("credentials and framing headers are never forwarded")
 
 
+def test_a_key_from_a_file_loses_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE)
+    key = load_policy(path, {"OPENAI_API_KEY": "sk-real\n"}).doc.upstreams["gpt-4o"].api_key
+    assert key is not None
+    assert key.get_secret_value() == "sk-real"
+
+
+@pytest.mark.parametrize("key", ["sk-re al", "sk-real\r\nx-evil: 1", "sk-r\u00e9al", "sk-\x00"])
+def test_a_key_no_header_could_carry_is_refused_without_showing_it(tmp_path: Path, key: str) -> None:
+    found = problems(tmp_path, BASE, {"OPENAI_API_KEY": key})
+    assert len(found) == 1
+    assert found[0].startswith("upstreams.gpt-4o.api_key: ")
+    assert "which no key has" in found[0]
+    assert key.strip() not in found[0]
+
+
 def alias_bomb(levels: int = 9) -> str:
     """The billion laughs: each level a list of nine aliases of the level before it."""
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
