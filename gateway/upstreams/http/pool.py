@@ -51,8 +51,7 @@ class Connection(asyncio.Protocol):
         self.pool.open.discard(self)
         if self.response is not None:
             self.response.lost(exc)
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self.resume_writing()  # a send waiting to write the rest ends: there is no rest
 
     def pause_writing(self) -> None:
         self._drained = self.loop.create_future()

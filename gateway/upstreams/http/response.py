@@ -9,7 +9,6 @@ upstream errors, and closes the connection.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import httptools
@@ -62,7 +61,7 @@ class Response:
         self._released = False
         self._whole = False  # read whole: the socket is never paused for it
         self._idle: float | None = None
-        self._started = time.monotonic()
+        self._started = conn.loop.time()
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = conn.loop.call_at(deadline, self._expire)
 
@@ -145,7 +144,7 @@ class Response:
             self._finished()
         elif self.status:
             self.fail(UpstreamCut(self.upstream, "response cut"))
-        elif time.monotonic() - self._started >= SILENCE_S:
+        elif self._conn.loop.time() - self._started >= SILENCE_S:
             self.fail(UpstreamSilent(self.upstream))
         else:
             self.fail(UpstreamUnavailable(self.upstream, "disconnected"))
